@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from .backbones import Backbone, load_clip
 from .data.coop import DatasetSplits, Datum, atomic_write_text, few_shot, load_dataset, subsample_classes
 from .data.features import build_transforms, cached_features
 from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
-from .methods import METHODS, get_method
+from .methods import METHODS, PLUGINS, get_method, parse_method
 from .methods.base import Task, learned_state, load_learned_state
 from .train import Examples, TrainConfig, config_fingerprint, fit
 
@@ -50,8 +50,12 @@ class RunConfig:
     results: str | None = "runs/results.csv"
     #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's SPEC defaults
     train: dict = field(default_factory=dict)
-    #: overrides of the method's config dataclass
+    #: overrides of the method's config dataclass (for "base+plugin" methods: the plug-in's config)
     method_cfg: dict = field(default_factory=dict)
+    #: for "base+plugin" methods: overrides of the base method's config and, for two-step plug-ins (DPC),
+    #: of the base's step-1 training
+    base_method_cfg: dict = field(default_factory=dict)
+    base_train: dict = field(default_factory=dict)
     #: what to do when the run directory already holds a finished run: reuse | overwrite | error
     if_exists: str = "reuse"
     #: classes to train on: base (base-to-new protocol) or all (oracle, cross-dataset source)
@@ -138,21 +142,37 @@ def dataset_specs() -> dict:
     return specs
 
 
-def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n_classes: int = 0) -> nn.Module:
-    spec = get_method(name)
+def _make_config(config_cls: type, overrides: dict | None, owner: str, n_classes: int = 0):
     overrides = dict(overrides or {})
-    known = {f.name for f in fields(spec.config)}
+    known = {f.name for f in fields(config_cls)}
     unknown = set(overrides) - known
     if unknown:
-        raise ValueError(f"Unknown option(s) {sorted(unknown)} for method {name!r}; it takes {sorted(known)}.")
+        raise ValueError(f"Unknown option(s) {sorted(unknown)} for {owner!r}; it takes {sorted(known)}.")
     if "n_classes" in known and not overrides.get("n_classes"):
         overrides["n_classes"] = n_classes
-    return spec.cls(backbone, spec.config(**overrides))
+    return config_cls(**overrides)
+
+
+def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n_classes: int = 0,
+                 base_overrides: dict | None = None, base_method: nn.Module | None = None) -> nn.Module:
+    """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method). For a plug-in, ``overrides``
+    configure the plug-in and ``base_overrides`` the base; ``base_method`` supplies an already tuned base (DPC)."""
+    base_name, plugin = parse_method(name)
+    spec = get_method(base_name)
+    if plugin is None:
+        return spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes))
+    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
+    pspec = PLUGINS[plugin]
+    return pspec.cls(base, _make_config(pspec.config, overrides, plugin, n_classes))
 
 
 def train_config(cfg: RunConfig) -> TrainConfig:
-    spec = get_method(cfg.method)
-    merged = {**spec.train, **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
+    base_name, plugin = parse_method(cfg.method)
+    defaults = get_method(base_name).train
+    if plugin is not None:
+        pspec = PLUGINS[plugin]
+        defaults = {**pspec.train, **pspec.train_by_base.get(base_name, {})}
+    merged = {**defaults, **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(merged) - known
     if unknown:
@@ -162,9 +182,10 @@ def train_config(cfg: RunConfig) -> TrainConfig:
 
 def run_dir_for(cfg: RunConfig, backbone: Backbone) -> Path:
     """runs/<backbone>/<dataset>/<method>/shots<K>-seed<S>[-<hash of non-default options>]"""
-    extra = {"train": cfg.train, "method_cfg": cfg.method_cfg, "train_classes": cfg.train_classes}
+    extra = {"train": cfg.train, "method_cfg": cfg.method_cfg, "train_classes": cfg.train_classes,
+             "base_method_cfg": cfg.base_method_cfg, "base_train": cfg.base_train}
     tag = ""
-    if cfg.train or cfg.method_cfg or cfg.train_classes != "base":
+    if cfg.train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or cfg.base_train:
         tag = "-" + hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}{tag}"
 
@@ -180,7 +201,8 @@ class RunResult:
 
 
 def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment) -> dict:
-    return {"method": cfg.method, "method_cfg": cfg.method_cfg, "dataset": cfg.dataset,
+    return {"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
+            "base_train": cfg.base_train, "dataset": cfg.dataset,
             "data": exp.data.meta.get("fingerprint"), "backbone": backbone.key, "shots": cfg.shots,
             "train_classes": cfg.train_classes}
 
@@ -191,7 +213,13 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     exp = experiment or Experiment.prepare(cfg, backbone)
     backbone = exp.backbone
     spec = get_method(cfg.method)
-    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes=len(exp.train_task.classnames))
+    base_name, plugin = parse_method(cfg.method)
+    n_classes = len(exp.train_task.classnames)
+    if method is None and plugin is not None and PLUGINS[plugin].two_step:
+        step1 = run(replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
+                            base_method_cfg={}, base_train={}), experiment=exp)
+        method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method)
+    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg)
     tcfg = train_config(cfg)
     run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
     fp = _fingerprint(cfg, backbone, exp)

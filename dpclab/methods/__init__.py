@@ -1,6 +1,7 @@
-"""The method table: name -> (class, its config dataclass, its training defaults from SPEC §2).
+"""The method table: name -> (class, its config dataclass, its training defaults from SPEC §2), and the plug-in
+table for the Base-New Trade-off fixes that wrap a method: ``"coop+dpc"``, ``"maple+dept"``...
 
-A plain dict, no registry decorators: adding a method means adding one line here.
+Plain dicts, no registry decorators: adding a method means adding one line here.
 """
 
 from __future__ import annotations
@@ -27,10 +28,41 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plug-in wraps a base method: ``cls(base_method, config)``.
+
+    ``two_step``: the base method is first tuned normally (step 1, reused from its run directory when finished) and
+    the plug-in then trains on top of it (DPC); otherwise the plug-in trains jointly from scratch (DePT).
+    ``train`` are the plug-in phase's TrainConfig defaults, ``train_by_base`` per-base exceptions.
+    """
+
+    cls: type
+    config: type
+    train: dict = field(default_factory=dict)
+    two_step: bool = False
+    train_by_base: dict = field(default_factory=dict)
+
+
+PLUGINS: dict[str, PluginSpec] = {}
+
+
+def parse_method(name: str) -> tuple[str, str | None]:
+    """``"coop+dpc"`` -> ("coop", "dpc"); ``"coop"`` -> ("coop", None). Both parts are checked."""
+    base, _, plugin = name.partition("+")
+    get_method(base)
+    if plugin and plugin not in PLUGINS:
+        raise ValueError(f"Unknown plug-in {plugin!r} in {name!r}. Available: {', '.join(PLUGINS) or 'none yet'}.")
+    return base, plugin or None
+
+
 def get_method(name: str) -> MethodSpec:
+    if "+" in name:
+        name = name.partition("+")[0]
     if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}. Available: {', '.join(METHODS)}.")
+        combos = [f"{m}+{p}" for m in METHODS if METHODS[m].trainable for p in PLUGINS]
+        raise ValueError(f"Unknown method {name!r}. Available: {', '.join([*METHODS, *combos])}.")
     return METHODS[name]
 
 
-__all__ = ["METHODS", "MethodSpec", "get_method", "Output", "Task", "learned_state", "load_learned_state"]
+__all__ = ["METHODS", "PLUGINS", "MethodSpec", "PluginSpec", "get_method", "parse_method", "Output", "Task", "learned_state", "load_learned_state"]
