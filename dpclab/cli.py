@@ -1,5 +1,5 @@
 """``python -m dpclab <command>``: train/evaluate methods, write the embedded world, pretrain the tiny CLIP,
-run the notebooks as a report. Every command is a thin wrapper over a dpclab function."""
+run the notebooks as a report, strip notebook outputs. Every command is a thin wrapper over a dpclab function."""
 
 from __future__ import annotations
 
@@ -103,6 +103,17 @@ def cmd_report(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_strip(args) -> int:
+    from pathlib import Path
+
+    from .report import strip_outputs
+
+    paths = args.paths or sorted(Path("notebooks").glob("*.ipynb"))
+    for path in strip_outputs(paths):
+        print(f"stripped {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpclab", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -124,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="where executed notebooks, HTML and index.html go")
     p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (none by default)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("strip", help="remove outputs from notebooks before committing them")
+    p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")
+    p.set_defaults(func=cmd_strip)
     return parser
 
 

@@ -36,7 +36,7 @@ class NotebookResult:
     html: Path | None
     ok: bool
     seconds: float
-    error: str = ""  # "cell 7 (In [5]): ValueError: ..." when it failed
+    error: str = ""  # "In [5] (cell 7 of the executed notebook, starts `...`): ValueError: ..." when it failed
 
     @property
     def status(self) -> str:
@@ -85,7 +85,7 @@ def _describe_failure(err: Exception) -> str:
 
     if isinstance(err, PapermillExecutionError):
         first = next((line for line in err.source.splitlines() if line.strip()), "")
-        return (f"cell {err.cell_index} (In [{err.exec_count}], starts `{first[:80]}`): "
+        return (f"In [{err.exec_count}] (cell {err.cell_index} of the executed notebook, starts `{first[:80]}`): "
                 f"{err.ename}: {str(err.evalue)[:500]}")
     return f"{type(err).__name__}: {str(err)[:500]}"
 
@@ -181,4 +181,30 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     return results
 
 
-__all__ = ["NotebookResult", "run_report", "run_notebook", "discover", "to_html", "write_index", "parse_value"]
+def strip_outputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Remove outputs, execution counts, run metadata and papermill's injected cells from notebooks, in place.
+
+    Notebooks are committed without outputs (reports are built, not stored). Returns the files that changed."""
+    import nbformat
+
+    changed = []
+    for path in map(Path, paths):
+        nb = nbformat.read(str(path), as_version=4)
+        before = nbformat.writes(nb)
+        nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        for cell in nb.cells:
+            for key in ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled"):
+                cell.metadata.pop(key, None)
+            if cell.cell_type == "code":
+                cell.outputs = []
+                cell.execution_count = None
+        nb.metadata.pop("papermill", None)
+        nb.metadata.pop("widgets", None)
+        after = nbformat.writes(nb)
+        if after != before:
+            path.write_text(after, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
+__all__ = ["strip_outputs", "NotebookResult", "run_report", "run_notebook", "discover", "to_html", "write_index", "parse_value"]
