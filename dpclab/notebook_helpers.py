@@ -358,6 +358,69 @@ def prediction_grid(items: Sequence, classnames: Sequence[str], logits, n: int =
     return fig
 
 
+def hard_negative_grid(anchors: Sequence, negatives: Sequence[Sequence[int]], train_items: Sequence,
+                       classnames: Sequence[str], max_negatives: int = 7, size: float = 1.15):
+    """One row per anchor image: the anchor, then one training image of each hard negative class DHNO chose for
+    it (``negatives[i]``: class labels, e.g. from :meth:`dpclab.methods.dpc.DPC.build_batch`)."""
+    import matplotlib.pyplot as plt
+
+    from .data.features import load_image
+
+    example = {}
+    for d in train_items:
+        example.setdefault(d.label, d)
+    cols = 1 + min(max_negatives, max((len(n) for n in negatives), default=0))
+    fig, axes = plt.subplots(len(anchors), cols, figsize=(cols * size, len(anchors) * (size + 0.3)), squeeze=False)
+    for r, (anchor, negs) in enumerate(zip(anchors, negatives)):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            d = anchor if c == 0 else (example.get(negs[c - 1]) if c - 1 < len(negs) else None)
+            if d is None:
+                continue
+            ax.imshow(load_image(d.impath).convert("RGB"), interpolation="nearest")
+            label = f"anchor:\n{classnames[d.label]}" if c == 0 else f"neg {c}:\n{classnames[d.label]}"
+            ax.set_title(label, fontsize=7, color="black" if c == 0 else "#cf222e")
+    fig.tight_layout()
+    return fig
+
+
+def omega_summary(grid, omega_b: float, omega_n: float) -> str:
+    """A one-line Markdown read-out of :func:`dpclab.omega.omega_view` (the ω sliders' callback text)."""
+    from .omega import omega_view
+
+    v = omega_view(grid, omega_b, omega_n)
+    return (f"ω_b = {v['omega_b']:.2f}, ω_n = {v['omega_n']:.2f} → base **{v['base']:.2f}**, "
+            f"new **{v['new']:.2f}**, HM **{v['hm']:.2f}**")
+
+
+def omega_sliders(grid, step: float | None = None):
+    """Two ipywidgets sliders (ω_b, ω_n) over the grid's values, showing :func:`omega_summary` live.
+
+    The callback only reads the precomputed grid (no model call). Errors inside widget callbacks do not fail a
+    headless run, so notebooks also call :func:`omega_summary` directly once."""
+    import ipywidgets as widgets
+    from IPython.display import Markdown, display
+
+    omegas = list(grid.omegas)
+    step = step or (min(b - a for a, b in zip(omegas, omegas[1:])) if len(omegas) > 1 else 0.05)
+    default_b, default_n = grid.meta.get("default", [0.2, 0.0])
+    make = lambda name, v: widgets.FloatSlider(value=v, min=omegas[0], max=omegas[-1], step=step,  # noqa: E731
+                                               description=name, continuous_update=True, readout_format=".2f")
+    sb, sn = make("ω_b", default_b), make("ω_n", default_n)
+    out = widgets.Output()
+
+    def update(change=None):
+        with out:
+            out.clear_output(wait=True)
+            display(Markdown(omega_summary(grid, sb.value, sn.value)))
+
+    sb.observe(update, "value")
+    sn.observe(update, "value")
+    update()
+    return widgets.VBox([widgets.HBox([sb, sn]), out])
+
+
 def top_predictions(logits, classnames: Sequence[str], k: int = 3) -> list[str]:
     """``"name (p%)"`` strings of the ``k`` most probable classes for each row of ``logits``."""
     probs = logits.float().softmax(-1)
@@ -463,5 +526,6 @@ def seed_table(results: dict) -> "pd.DataFrame":
 
 
 __all__ = ["PARAMETER_KEYS", "Setup", "setup", "parse_seeds", "parse_datasets", "ensure_world", "project_root",
-           "class_table", "image_grid", "prediction_grid", "top_predictions", "curve_frame", "plot_curves", "plot_tradeoff", "mean_std",
+           "class_table", "image_grid", "prediction_grid", "hard_negative_grid",
+           "omega_summary", "omega_sliders", "top_predictions", "curve_frame", "plot_curves", "plot_tradeoff", "mean_std",
            "seed_table"]
