@@ -71,7 +71,7 @@ def test_dept_loss_is_the_weighted_sum_and_training_lowers_it(tiny_backbone):
     itm = torch.nn.functional.cross_entropy(out.logits, labels)
     assert loss.item() == pytest.approx(0.7 * cat.item() + 0.3 * itm.item(), rel=1e-5)
     assert logs["loss_itm"] == pytest.approx(itm.item(), rel=1e-5)
-    hist = _train(m, feats, labels)
+    hist = _train(m, feats, labels, epochs=4)
     after = m.loss(feats, labels, BASE)[0].item()
     assert after < 0.8 * loss.item() and hist[-1]["loss"] < hist[0]["loss"]
 
