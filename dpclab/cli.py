@@ -102,10 +102,13 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from .methods import METHODS
+    from .methods import METHODS, PLUGINS
 
     for name, spec in METHODS.items():
         print(f"{name:12s} {spec.cls.__name__:16s} defaults {spec.train}")
+    for name, spec in PLUGINS.items():
+        print(f"+{name:11s} {spec.cls.__name__:16s} plug-in (e.g. coop+{name}), defaults {spec.train}"
+              + (f", per base {spec.train_by_base}" if spec.train_by_base else ""))
     return 0
 
 
