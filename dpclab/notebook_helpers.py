@@ -173,13 +173,13 @@ class Setup:
         train, base_train = self.train_overrides(method)
         if not get_method(method).trainable:
             train = {}
-        train = {**train, **overrides.pop("train", {})}
-        base_train = {**base_train, **overrides.pop("base_train", {})}
-        return RunConfig(method=method, dataset=dataset or self.dataset, data_root=self.data_root, model=self.model,
-                         pretrained=str(self.pretrained), shots=self.shots, seed=self.seeds[0] if seed is None else seed,
-                         device=self.device, cache_dir=self.cache_dir, runs_dir=self.runs_dir,
-                         results=str(Path(self.runs_dir) / "results.csv"), train=train, base_train=base_train,
-                         progress=self.progress, **overrides)
+        fields = dict(method=method, dataset=dataset or self.dataset, data_root=self.data_root, model=self.model,
+                      pretrained=str(self.pretrained), shots=self.shots, seed=self.seeds[0] if seed is None else seed,
+                      device=self.device, cache_dir=self.cache_dir, runs_dir=self.runs_dir,
+                      results=str(Path(self.runs_dir) / "results.csv"), progress=self.progress)
+        fields["train"] = {**train, **overrides.pop("train", {})}
+        fields["base_train"] = {**base_train, **overrides.pop("base_train", {})}
+        return RunConfig(**{**fields, **overrides})
 
     def experiment(self, seed: int | None = None, dataset: str | None = None, train_classes: str = "base"):
         """The (memoised) :class:`~dpclab.pipeline.Experiment` of one dataset and few-shot seed."""
