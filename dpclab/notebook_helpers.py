@@ -429,6 +429,18 @@ def top_predictions(logits, classnames: Sequence[str], k: int = 3) -> list[str]:
             for pr, ix in zip(p, idx)]
 
 
+def show_figure(fig, dpi: int = 100) -> None:
+    """Display a matplotlib Figure as a PNG in the notebook. Figures built with the object API
+    (``matplotlib.figure.Figure()``, as :mod:`dpclab.plots` does) have no pyplot manager to show them."""
+    import io
+
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    display(Image(data=buf.getvalue()))
+
+
 def curve_frame(history: Sequence[dict]) -> "pd.DataFrame":
     """Per-epoch history (as stored by :func:`dpclab.train.fit`) as a DataFrame, with HM when base/new exist."""
     import pandas as pd
@@ -527,5 +539,5 @@ def seed_table(results: dict) -> "pd.DataFrame":
 
 __all__ = ["PARAMETER_KEYS", "Setup", "setup", "parse_seeds", "parse_datasets", "ensure_world", "project_root",
            "class_table", "image_grid", "prediction_grid", "hard_negative_grid",
-           "omega_summary", "omega_sliders", "top_predictions", "curve_frame", "plot_curves", "plot_tradeoff", "mean_std",
+           "omega_summary", "omega_sliders", "top_predictions", "curve_frame", "show_figure", "plot_curves", "plot_tradeoff", "mean_std",
            "seed_table"]
