@@ -242,17 +242,17 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
     * With ``chdir``, a kernel started in ``notebooks/`` moves to the repository root so ``runs/``, ``data/``
       and ``figures/`` are the same folders the CLI uses.
     """
+    if chdir:
+        root = project_root()
+        if root != Path.cwd().resolve():
+            os.chdir(root)
+    backend = _resolve_backend(backend, pretrained)
     if threads is None and model == EMBEDDED_MODEL and str(device) in ("auto", "cpu"):
         threads = 1
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
-    if chdir:
-        root = project_root()
-        if root != Path.cwd().resolve():
-            os.chdir(root)
-    backend = _resolve_backend(backend, pretrained)
     if backend == "embedded" and (model != EMBEDDED_MODEL or str(pretrained) != EMBEDDED_PRETRAINED):
         raise ValueError(f"backend='embedded' runs model={EMBEDDED_MODEL!r}, pretrained='embedded'; got "
                          f"model={model!r}, pretrained={pretrained!r}. For real CLIP use backend='open_clip' "

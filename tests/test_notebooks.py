@@ -86,11 +86,11 @@ def test_seeds_and_datasets_parameters():
 
 def test_setup_resolves_backends_and_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="data_root is required on real CLIP"):
-        setup("auto", "ViT-B-16", "openai", chdir=False)
+        setup("auto", "ViT-B-16", "openai", chdir=False, threads=0)
     with pytest.raises(ValueError, match="backend='embedded' runs model='dpclab-tiny'"):
-        setup("embedded", "ViT-B-16", "openai", chdir=False)
+        setup("embedded", "ViT-B-16", "openai", chdir=False, threads=0)
     with pytest.raises(ValueError, match="backend must be"):
-        setup("cuda", chdir=False)
+        setup("cuda", chdir=False, threads=0)
     s = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), seeds="1 2 3", quick=True, chdir=False,
               threads=0)
     assert s.backend == "open_clip" and s.dataset == "eurosat" and s.seeds == [1] and "ViT-B-16 / openai" in s.label
