@@ -3,7 +3,8 @@ exact resume, NaN guard. Every method (and the DPC/DePT plug-ins) trains through
 
 Methods may customise three things by defining optional methods (no subclassing of a trainer):
   * ``param_groups(lr) -> list[dict]``  e.g. DePT's head at 6.5x the prompt lr;
-  * ``batches(data, epoch, cfg, generator) -> iterable of (x, y)``  e.g. DPC's hard-negative batches;
+  * ``batches(data, epoch, cfg, generator, task) -> iterable of (x, y)``  e.g. DPC's hard-negative batches
+    (``task`` names the classes the labels index, so a method can score images before it builds a batch);
   * ``on_epoch_end(epoch, cfg)``  e.g. PromptSRC's Gaussian prompt aggregation.
 
 Determinism: the batch order of epoch ``e`` comes from a generator seeded by ``(seed, e)``, so a run resumed from
@@ -178,7 +179,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
         for g in opt.param_groups:
             g["lr"] = lr_at_epoch(epoch, g["base_lr"], cfg)
         gen = epoch_generator(cfg.seed, epoch)
-        batches = (method.batches(data, epoch, cfg, gen) if hasattr(method, "batches")
+        batches = (method.batches(data, epoch, cfg, gen, task) if hasattr(method, "batches")
                    else data.batches(epoch, cfg, gen))
         sums: dict[str, float] = {}
         steps = 0

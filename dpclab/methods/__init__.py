@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .base import Output, Task, learned_state, load_learned_state
 from .coop import CoOp, CoOpConfig
+from .dpc import DPC, DPCConfig
 from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
 
@@ -44,7 +45,10 @@ class PluginSpec:
     train_by_base: dict = field(default_factory=dict)
 
 
-PLUGINS: dict[str, PluginSpec] = {}
+PLUGINS: dict[str, PluginSpec] = {
+    # SPEC §3: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
+    "dpc": PluginSpec(DPC, DPCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.002}, two_step=True),
+}
 
 
 def parse_method(name: str) -> tuple[str, str | None]:
