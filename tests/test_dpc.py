@@ -88,7 +88,7 @@ def test_no_decoupling_ablation_uses_the_base_prompt_for_new_classes(tiny_backbo
         assert torch.equal(dpc(x, NEW).logits, dpc.forward_at(x, NEW, 0.4).logits)
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.2"])
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.2", True])
 def test_omega_outside_unit_interval_is_rejected(tiny_backbone, bad):
     with pytest.raises(ValueError, match=r"omega_b must be a number in \[0, 1\]"):
         DPCConfig(omega_b=bad)

@@ -35,6 +35,7 @@ generalises; :mod:`dpclab.omega` routes images automatically instead.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -50,7 +51,7 @@ MODES = ("paper", "reference")
 
 def check_omega(value: float, name: str = "omega") -> float:
     """ω must lie in [0, 1]: it is the weight of ``P'`` in a convex mix with ``P``."""
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1] (the weight of the DPC prompt P' in the mix "
                          f"w*P' + (1-w)*P), got {value!r}.")
     return float(value)
