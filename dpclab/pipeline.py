@@ -154,15 +154,23 @@ def _make_config(config_cls: type, overrides: dict | None, owner: str, n_classes
 
 
 def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n_classes: int = 0,
-                 base_overrides: dict | None = None, base_method: nn.Module | None = None) -> nn.Module:
+                 base_overrides: dict | None = None, base_method: nn.Module | None = None,
+                 seed: int | None = None) -> nn.Module:
     """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method). For a plug-in, ``overrides``
-    configure the plug-in and ``base_overrides`` the base; ``base_method`` supplies an already tuned base (DPC)."""
+    configure the plug-in and ``base_overrides`` the base; ``base_method`` supplies an already tuned base (DPC).
+    ``seed`` makes random initialisations (random context, meta-nets, deep prompts) depend on it alone; the global
+    torch RNG state is left as it was."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_method(name, backbone, overrides, n_classes, base_overrides, base_method)
     base_name, plugin = parse_method(name)
     spec = get_method(base_name)
     if plugin is None:
         return spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes))
-    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
     pspec = PLUGINS[plugin]
+    base_overrides = {**pspec.base_cfg_by_base.get(base_name, {}), **(base_overrides or {})}
+    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
     return pspec.cls(base, _make_config(pspec.config, overrides, plugin, n_classes))
 
 
@@ -219,8 +227,10 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
         _make_config(PLUGINS[plugin].config, cfg.method_cfg, plugin, n_classes)  # bad options fail before step 1
         step1 = run(replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
                             base_method_cfg={}, base_train={}), experiment=exp)
-        method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method)
-    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg)
+        method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method,
+                              seed=cfg.seed)
+    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg,
+                                    seed=cfg.seed)
     tcfg = train_config(cfg)
     run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
     fp = _fingerprint(cfg, backbone, exp)
