@@ -338,3 +338,32 @@ def test_routing_pieces():
     assert auroc(mass, torch.tensor([False, True, False])) == 0.0
     other = torch.tensor([[0.0, 0, 0, 9], [0, 0, 0, 9], [0, 0, 0, 9]])
     assert route_predictions(logits, other, mass > 0.5).tolist() == [0, 3, 1]
+
+
+@pytest.mark.parametrize("name", ["kgcoop", "maple", "promptsrc"])
+def test_dpc_covers_every_prompt_tensor_of_deep_prompt_bases(tiny_backbone, name):
+    """For deep/multimodal prompts P is *all* trainable tensors; ω_n = 0 still reproduces the base exactly, and a
+    training step moves only P'."""
+    base = build_method(name, tiny_backbone)
+    names = list(trainable_parameters(base))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in base.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    dpc = DPC(base, DPCConfig())
+    assert dpc.prompt_names == names
+    assert sorted(trainable_parameters(dpc)) == sorted(f"prompt.{n.replace('.', '/')}" for n in names)
+    x = _features(4) if dpc.input_kind == "features" else torch.randn(4, 3, 32, 32, generator=g)
+    frozen = {n: p.detach().clone() for n, p in dpc.frozen().items()}
+    opt = torch.optim.SGD(dpc.prompt.parameters(), lr=1.0)
+    loss = dpc.train().loss(x, torch.tensor([0, 1, 2, 3]), BASE)[0]
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert all(not torch.equal(dpc.prime()[n], frozen[n]) for n in names)  # every prompt tensor trained
+    assert all(torch.equal(dpc.frozen()[n], frozen[n]) for n in names)
+    dpc.eval()
+    with torch.no_grad():
+        assert torch.equal(dpc(x, NEW).logits, dpc.base(x, NEW).logits)
+        assert not torch.allclose(dpc(x, BASE).logits, dpc.base(x, BASE).logits)

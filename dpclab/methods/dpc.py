@@ -258,13 +258,17 @@ class DPC(nn.Module):
                 return cosine_logits(x, txt, self.clip.logit_scale.exp())
         return self.base(x, task).logits
 
-    def batches(self, data, epoch: int, cfg, generator: torch.Generator, task: Task) -> Iterator[tuple]:
+    def batches(self, data, epoch: int, cfg, generator: torch.Generator) -> Iterator[tuple]:
         """DHNO batches: ``[anchor_1, its negatives, anchor_2, its negatives, ...]`` with their labels.
 
         Anchors are the usual shuffled batches; every image (anchor or negative) is seen as in this epoch's
         augmented view (features-kind bases: the cached view ``epoch % n_views``). All randomness comes from
         ``generator``, so a resumed run rebuilds the same batches.
         """
+        task = data.task
+        if task is None:
+            raise ValueError("DPC's hard-negative batches need to know the training classes: pass Examples with "
+                             "task=... (dpclab.train.fit does this).")
         if data.features is not None:
             view = data.features(epoch % cfg.views())
 
