@@ -251,9 +251,18 @@ def _save_atomic(state: dict, out_path: Path) -> None:
 
 def train(cfg: PretrainConfig, progress: bool = True) -> tuple[torch.nn.Module, list[float]]:
     """Train dpclab-tiny from scratch on the world stream; returns the model and the loss per step."""
-    torch.manual_seed(cfg.seed)
+    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        return _train(cfg, progress)
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+def _train(cfg: PretrainConfig, progress: bool) -> tuple[torch.nn.Module, list[float]]:
+    torch.manual_seed(cfg.seed)
     model, _, tokenizer = load_model(None)
     model.train()
     groups = _param_groups(model, cfg)
