@@ -1,0 +1,115 @@
+"""``python -m dpclab <command>``: train/evaluate methods, write the embedded world, pretrain the tiny CLIP,
+run the notebooks as a report. Every command is a thin wrapper over a dpclab function."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+
+from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """``key=value`` pairs -> dict, values parsed as Python literals when possible (``n_ctx=8``, ``csc=True``)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--opt expects key=value, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="coop", help="method name (see `python -m dpclab methods`)")
+    p.add_argument("--dataset", required=True, help="dataset name (CoOp or embedded world) or an image-folder path")
+    p.add_argument("--data-root", default="data/world", help="folder holding the dataset folders (CoOp layout)")
+    p.add_argument("--model", default=EMBEDDED_MODEL, help="open_clip model name, e.g. ViT-B-16")
+    p.add_argument("--pretrained", default=EMBEDDED_PRETRAINED, help="open_clip tag (openai), checkpoint path, "
+                   "'embedded' or 'random'")
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--epochs", type=int, help="override the method's default epochs")
+    p.add_argument("--lr", type=float, help="override the method's default learning rate")
+    p.add_argument("--batch-size", type=int, help="override the method's default batch size")
+    p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides")
+    p.add_argument("--opt", nargs="*", metavar="KEY=VALUE", help="method config overrides, e.g. n_ctx=16")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default="data/cache")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--results", default="runs/results.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace finished runs in the run directory")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_train(args) -> int:
+    from .evaluate import summarize
+    from .pipeline import RunConfig, run
+
+    train = _parse_options(args.train)
+    for key in ("epochs", "lr", "batch_size"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    rows = []
+    for seed in args.seeds:
+        cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
+                        pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
+                        cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
+                        method_cfg=_parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
+                        progress=not args.no_progress)
+        res = run(cfg)
+        m = res.metrics
+        note = " (reused finished run)" if res.reused else ""
+        print(f"{args.method} {args.dataset} seed {seed}: base {m['base']:.2f}  new {m['new']:.2f}  "
+              f"HM {m['hm']:.2f}{note}")
+        rows.append({"dataset": args.dataset, "method": args.method, "seed": seed, **m})
+    if len(rows) > 1:
+        import pandas as pd
+
+        s = summarize(pd.DataFrame(rows)).iloc[0]
+        print(f"mean over {len(rows)} seeds: base {s.base:.2f} ± {s.base_std:.2f}  new {s.new:.2f} ± "
+              f"{s.new_std:.2f}  HM {s.hm:.2f}")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .methods import METHODS
+
+    for name, spec in METHODS.items():
+        print(f"{name:12s} {spec.cls.__name__:16s} defaults {spec.train}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dpclab", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train (or zero-shot evaluate) a method over seeds; prints base/new/HM")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate: zero-shot, or reuse finished runs (same options as train)")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train, method="zeroshot")
+    p = sub.add_parser("methods", help="list the available methods and their training defaults")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Images -> tensors -> frozen image features, with an on-disk cache.
+
+Prompt learners that leave the image encoder untouched (CoOp, CoCoOp, KgCoOp, DPC and DePT on those) see
+images only through the *frozen* image encoder, so its features can be computed once and reused across epochs,
+seeds, methods and notebooks. Training augmentation stays faithful: each epoch ``e`` of the reference draws a
+fresh random crop/flip; here view ``v`` of image ``i`` is a crop/flip drawn from a generator seeded by
+``(seed, v, i)``, and epoch ``e`` uses view ``e % n_views``. With ``n_views >= epochs`` every epoch sees fresh
+augmentations, exactly like the reference; fewer views trade augmentation variety for time (documented knob).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from .coop import Datum, DatasetError
+
+
+def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float]) -> dict[str, Callable]:
+    """SPEC §1 transforms: train = RandomResizedCrop(scale .08-1, bicubic) + flip; test = resize + center crop."""
+    bicubic = T.InterpolationMode.BICUBIC
+    to_rgb = T.Lambda(lambda im: im.convert("RGB"))
+    norm = T.Normalize(mean, std)
+    return {
+        "train": T.Compose([to_rgb, T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=bicubic),
+                            T.RandomHorizontalFlip(), T.ToTensor(), norm]),
+        "test": T.Compose([to_rgb, T.Resize(image_size, interpolation=bicubic), T.CenterCrop(image_size),
+                           T.ToTensor(), norm]),
+    }
+
+
+def load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except FileNotFoundError as err:
+        raise DatasetError(f"Image file missing: {path}. Check the data root and that the dataset is extracted.") \
+            from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise DatasetError(f"Image file cannot be read: {path} ({err}). Re-download or remove it from the split.") \
+            from err
+
+
+class ImageList(Dataset):
+    """(image tensor, label, index) for a list of :class:`Datum`. With ``view_seed`` set, the random transform of
+    item ``i`` is drawn from ``torch.manual_seed(hash(view_seed, i))`` so an augmented view is reproducible."""
+
+    def __init__(self, items: Sequence[Datum], transform: Callable, view_seed: int | None = None):
+        self.items, self.transform, self.view_seed = list(items), transform, view_seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        d = self.items[i]
+        img = load_image(d.impath)
+        if self.view_seed is None:
+            x = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.view_seed * 1_000_003 + i) % (2 ** 63))
+                x = self.transform(img)
+        return x, d.label, i
+
+
+def items_digest(items: Sequence[Datum]) -> str:
+    return hashlib.sha1(json.dumps([[d.impath, d.label] for d in items]).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """What a cached feature tensor depends on: the weights, the exact image list, the transform and view."""
+
+    backbone: str
+    items: str  # items_digest
+    transform: str  # "test" or "train"
+    view: int = 0
+    seed: int = 0
+
+    def filename(self) -> str:
+        return f"{self.backbone}/{self.transform}-v{self.view}-s{self.seed}-{self.items}.pt"
+
+
+@torch.no_grad()
+def encode_image_list(model: torch.nn.Module, items: Sequence[Datum], transform: Callable, device: torch.device,
+                      batch_size: int = 128, view_seed: int | None = None, num_workers: int = 0,
+                      progress: bool = False, desc: str = "encode images") -> torch.Tensor:
+    """Raw (unnormalised) image features [N, dim] of the frozen ``model.encode_image``."""
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(ImageList(items, transform, view_seed), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    feats = []
+    for x, _, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        feats.append(model.encode_image(x.to(device)).float().cpu())
+    return torch.cat(feats) if feats else torch.empty(0)
+
+
+def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[Datum], transform: Callable,
+                    transform_name: str, device: torch.device, cache_dir: str | os.PathLike | None,
+                    view: int = 0, seed: int = 0, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+    """Features for ``items`` from the cache, computing and storing them (atomically) on a miss.
+
+    ``transform_name == "train"`` draws augmented view ``view`` (seeded by ``seed``); ``"test"`` is deterministic.
+    """
+    key = FeatureKey(backbone_key, items_digest(items), transform_name, view if transform_name == "train" else 0,
+                     seed if transform_name == "train" else 0)
+    path = Path(cache_dir) / "features" / key.filename() if cache_dir is not None else None
+    if path is not None and path.is_file():
+        stored = torch.load(path, weights_only=True)
+        if stored.shape[0] == len(items):
+            return stored
+    view_seed = (seed * 7919 + view) if transform_name == "train" else None
+    feats = encode_image_list(model, items, transform, device, batch_size, view_seed, progress=progress,
+                              desc=f"{transform_name} features v{view}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(feats, tmp)
+        os.replace(tmp, path)
+    return feats

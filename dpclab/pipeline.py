@@ -1,0 +1,241 @@
+"""backbone + data -> (cached features) -> method -> train -> evaluate -> results. One function for the CLI,
+the notebooks and the benchmarks: :func:`run`.
+
+>>> from dpclab.pipeline import RunConfig, run
+>>> result = run(RunConfig(method="coop", dataset="eurosat", data_root="~/data", model="ViT-B-16",
+...                        pretrained="openai", shots=16, seed=1))
+>>> result.metrics   # {'base': ..., 'new': ..., 'hm': ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbones import Backbone, load_clip
+from .data.coop import DatasetSplits, Datum, atomic_write_text, few_shot, load_dataset, subsample_classes
+from .data.features import build_transforms, cached_features
+from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
+from .methods import METHODS, get_method
+from .methods.base import Task, learned_state, load_learned_state
+from .train import Examples, TrainConfig, config_fingerprint, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    method: str = "coop"
+    dataset: str = "eurosat"
+    data_root: str = "data/world"
+    model: str = "dpclab-tiny"
+    pretrained: str = "embedded"
+    shots: int = 16
+    seed: int = 1
+    device: str = "auto"
+    #: where few-shot splits and frozen features are cached (None = no cache)
+    cache_dir: str | None = "data/cache"
+    runs_dir: str = "runs"
+    #: CSV results table to append to (None = don't)
+    results: str | None = "runs/results.csv"
+    #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's SPEC defaults
+    train: dict = field(default_factory=dict)
+    #: overrides of the method's config dataclass
+    method_cfg: dict = field(default_factory=dict)
+    #: what to do when the run directory already holds a finished run: reuse | overwrite | error
+    if_exists: str = "reuse"
+    #: classes to train on: base (base-to-new protocol) or all (oracle, cross-dataset source)
+    train_classes: str = "base"
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.if_exists not in ("reuse", "overwrite", "error"):
+            raise ValueError(f"if_exists must be reuse, overwrite or error, not {self.if_exists!r}")
+        if self.train_classes not in ("base", "all"):
+            raise ValueError(f"train_classes must be 'base' or 'all', not {self.train_classes!r}")
+
+
+@lru_cache(maxsize=4)
+def cached_backbone(model: str, pretrained: str, device: str) -> Backbone:
+    """Load a backbone once per process (notebooks run many experiments on the same one)."""
+    return load_clip(model, pretrained, device)
+
+
+class Experiment:
+    """One dataset on one backbone for one few-shot seed: tasks and (cached) examples for any method kind."""
+
+    def __init__(self, backbone: Backbone, data: DatasetSplits, seed: int, cache_dir: str | None,
+                 train_classes: str = "base", progress: bool = True):
+        self.backbone, self.data, self.seed, self.cache_dir, self.progress = backbone, data, seed, cache_dir, progress
+        self.base = subsample_classes(data, "base")
+        self.new = subsample_classes(data, "new")
+        self.train_split = self.base if train_classes == "base" else data
+        self.transforms = build_transforms(backbone.image_size, backbone.mean, backbone.std)
+        self.tasks = {
+            "base": Task(tuple(self.base.classnames), data.template, "base", data.name),
+            "new": Task(tuple(self.new.classnames), data.template, "new", data.name),
+            "all": Task(tuple(data.classnames), data.template, "all", data.name),
+        }
+        self.train_task = self.tasks["base" if train_classes == "base" else "all"]
+
+    @classmethod
+    def prepare(cls, cfg: RunConfig, backbone: Backbone | None = None, specs: dict | None = None) -> "Experiment":
+        backbone = backbone or cached_backbone(cfg.model, str(cfg.pretrained), cfg.device)
+        data = load_dataset(cfg.data_root, cfg.dataset, specs=specs or dataset_specs())
+        data = few_shot(data, cfg.shots, cfg.seed, cfg.cache_dir)
+        return cls(backbone, data, cfg.seed, cfg.cache_dir, cfg.train_classes, cfg.progress)
+
+    def features(self, items: list[Datum], transform: str, view: int = 0) -> torch.Tensor:
+        bb = self.backbone
+        return cached_features(bb.model, bb.key, items, self.transforms[transform], transform, bb.device,
+                               self.cache_dir, view=view, seed=self.seed, progress=self.progress)
+
+    def examples(self, items: list[Datum], kind: str, train: bool) -> Examples:
+        labels = torch.tensor([d.label for d in items])
+        name = "train" if train else "test"
+        if kind == "features":
+            if train:
+                return Examples(labels, features=lambda v: self.features(items, "train", v))
+            return Examples(labels, features=lambda v: self.features(items, "test"))
+        return Examples(labels, items=items, transform=self.transforms[name])
+
+    def train_examples(self, kind: str) -> Examples:
+        return self.examples(self.train_split.train, kind, train=True)
+
+    def test_examples(self, split: str, kind: str) -> Examples:
+        data = {"base": self.base, "new": self.new, "all": self.data}[split]
+        return self.examples(data.test, kind, train=False)
+
+    def accuracy(self, method: nn.Module, split: str) -> float:
+        ex = self.test_examples(split, method.input_kind)
+        return accuracy(predict_logits(method, ex, self.tasks[split]), ex.labels)
+
+    def evaluate(self, method: nn.Module) -> dict[str, float]:
+        base, new = self.accuracy(method, "base"), self.accuracy(method, "new")
+        return {"base": base, "new": new, "hm": harmonic_mean(base, new)}
+
+
+def dataset_specs() -> dict:
+    """The 11 CoOp datasets plus the embedded world's datasets (when the world module is present)."""
+    from .data.coop import DATASETS
+
+    specs = dict(DATASETS)
+    try:
+        from .data.world import WORLD_SPECS
+    except ImportError:
+        return specs
+    specs.update(WORLD_SPECS)
+    return specs
+
+
+def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n_classes: int = 0) -> nn.Module:
+    spec = get_method(name)
+    overrides = dict(overrides or {})
+    known = {f.name for f in fields(spec.config)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"Unknown option(s) {sorted(unknown)} for method {name!r}; it takes {sorted(known)}.")
+    if "n_classes" in known and not overrides.get("n_classes"):
+        overrides["n_classes"] = n_classes
+    return spec.cls(backbone, spec.config(**overrides))
+
+
+def train_config(cfg: RunConfig) -> TrainConfig:
+    spec = get_method(cfg.method)
+    merged = {**spec.train, **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(merged) - known
+    if unknown:
+        raise ValueError(f"Unknown training option(s) {sorted(unknown)}; TrainConfig takes {sorted(known)}.")
+    return TrainConfig(**merged)
+
+
+def run_dir_for(cfg: RunConfig, backbone: Backbone) -> Path:
+    """runs/<backbone>/<dataset>/<method>/shots<K>-seed<S>[-<hash of non-default options>]"""
+    extra = {"train": cfg.train, "method_cfg": cfg.method_cfg, "train_classes": cfg.train_classes}
+    tag = ""
+    if cfg.train or cfg.method_cfg or cfg.train_classes != "base":
+        tag = "-" + hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}{tag}"
+
+
+@dataclass
+class RunResult:
+    metrics: dict
+    history: list
+    run_dir: Path | None
+    method: nn.Module
+    experiment: Experiment
+    reused: bool = False
+
+
+def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment) -> dict:
+    return {"method": cfg.method, "method_cfg": cfg.method_cfg, "dataset": cfg.dataset,
+            "data": exp.data.meta.get("fingerprint"), "backbone": backbone.key, "shots": cfg.shots,
+            "train_classes": cfg.train_classes}
+
+
+def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment | None = None,
+        method: nn.Module | None = None, on_epoch=None) -> RunResult:
+    """Train (unless zero-shot) and evaluate one method on one dataset/seed; append the result to the table."""
+    exp = experiment or Experiment.prepare(cfg, backbone)
+    backbone = exp.backbone
+    spec = get_method(cfg.method)
+    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes=len(exp.train_task.classnames))
+    tcfg = train_config(cfg)
+    run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
+    fp = _fingerprint(cfg, backbone, exp)
+    full_fp = config_fingerprint(tcfg, fp)
+    history: list = []
+    if run_dir is not None:
+        done = run_dir / "result.json"
+        if done.is_file():
+            stored = json.loads(done.read_text())
+            same = stored.get("config_fingerprint") == full_fp
+            if cfg.if_exists == "error" or (cfg.if_exists == "reuse" and not same):
+                why = "with a different configuration" if not same else ""
+                raise FileExistsError(
+                    f"{run_dir} already holds a finished run {why}. Pass if_exists='overwrite' (CLI: --overwrite) "
+                    f"to replace it, or choose another runs_dir."
+                )
+            if cfg.if_exists == "reuse":
+                load_learned_state(method, torch.load(run_dir / "model.pt", weights_only=True)["state"],
+                                   str(run_dir / "model.pt"))
+                method.eval()
+                log.info("reusing finished run %s", run_dir)
+                return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)
+            shutil.rmtree(run_dir)
+        elif cfg.if_exists == "overwrite" and run_dir.exists():
+            shutil.rmtree(run_dir)
+    t0 = time.time()
+    if spec.trainable and tcfg.epochs > 0:
+        history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir, fp, on_epoch)
+    metrics = exp.evaluate(method)
+    if run_dir is not None:
+        torch.save({"state": learned_state(method), "method": cfg.method, "fingerprint": fp},
+                   run_dir / ".model.pt.tmp")
+        os.replace(run_dir / ".model.pt.tmp", run_dir / "model.pt")
+        atomic_write_text(run_dir / "result.json", json.dumps(
+            {"metrics": metrics, "history": history, "config_fingerprint": full_fp, "train": asdict(tcfg),
+             "config": asdict(cfg), "seconds": time.time() - t0}, indent=1, default=str))
+    if cfg.results:
+        append_result(cfg.results, {
+            "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
+            "shots": cfg.shots, "seed": cfg.seed, **metrics, "epochs": tcfg.epochs if spec.trainable else 0,
+            "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return RunResult(metrics, history, run_dir, method, exp)
+
+
+__all__ = ["RunConfig", "RunResult", "Experiment", "run", "build_method", "train_config", "dataset_specs",
+           "cached_backbone", "METHODS"]

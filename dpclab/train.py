@@ -1,0 +1,215 @@
+"""The one training loop: SGD + momentum, 1 warm-up epoch at constant lr, cosine decay, a checkpoint per epoch,
+exact resume, NaN guard. Every method (and the DPC/DePT plug-ins) trains through :func:`fit`.
+
+Methods may customise three things by defining optional methods (no subclassing of a trainer):
+  * ``param_groups(lr) -> list[dict]``  e.g. DePT's head at 6.5x the prompt lr;
+  * ``batches(data, epoch, cfg, generator) -> iterable of (x, y)``  e.g. DPC's hard-negative batches;
+  * ``on_epoch_end(epoch, cfg)``  e.g. PromptSRC's Gaussian prompt aggregation.
+
+Determinism: the batch order of epoch ``e`` comes from a generator seeded by ``(seed, e)``, so a run resumed from
+its epoch checkpoint continues exactly as the uninterrupted run would (tested, including kill -9).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .data.coop import Datum
+from .data.features import ImageList
+from .methods.base import Task, learned_state, load_learned_state, trainable_parameters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    seed: int = 1
+    #: cached augmented views of the training images (features-kind methods); 0 = one fresh view per epoch
+    n_views: int = 0
+    num_workers: int = 0
+    progress: bool = True
+
+    def views(self) -> int:
+        return self.n_views if self.n_views > 0 else self.epochs
+
+
+def lr_at_epoch(epoch: int, base_lr: float, cfg: TrainConfig) -> float:
+    """Learning rate used *during* ``epoch`` (0-based), matching Dassl's ConstantWarmupScheduler + cosine:
+    warm-up epochs run at ``warmup_lr``; epoch ``e >= w`` uses ``0.5 * lr * (1 + cos(pi * (e - w) / epochs))``."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return 0.5 * base_lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+
+
+@dataclass
+class Examples:
+    """Labelled examples for one task. ``features(view) -> [N, E]`` for features-kind methods (cached frozen
+    image features; the view is ignored for test data); ``items`` + ``transform`` for pixel-kind methods (images
+    loaded with a per-epoch seed for training, in order for evaluation)."""
+
+    labels: torch.Tensor
+    features: Callable[[int], torch.Tensor] | None = None
+    items: list[Datum] | None = None
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def index_batches(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+        order = torch.randperm(len(self), generator=generator)
+        n = len(self) // batch_size * batch_size if len(self) >= batch_size else len(self)
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+    def inputs(self, idx: torch.Tensor, epoch: int, cfg: TrainConfig) -> torch.Tensor:
+        """Inputs for the examples ``idx`` as seen in ``epoch`` (one augmented view)."""
+        if self.features is not None:
+            return self.features(epoch % cfg.views())[idx]
+        images = ImageList(self.items, self.transform, view_seed=cfg.seed * 7919 + epoch)
+        return torch.stack([images[int(i)][0] for i in idx])
+
+    def ordered_batches(self, batch_size: int) -> Iterator[tuple]:
+        """All examples in order (evaluation): cached features, or images with the (deterministic) transform."""
+        if self.features is not None:
+            feats = self.features(0)
+            for i in range(0, len(self), batch_size):
+                yield feats[i:i + batch_size], self.labels[i:i + batch_size]
+            return
+        loader = DataLoader(ImageList(self.items, self.transform), batch_size=batch_size, shuffle=False)
+        for x, y, _ in loader:
+            yield x, y
+
+    def batches(self, epoch: int, cfg: TrainConfig, generator: torch.Generator) -> Iterator[tuple]:
+        chunks = self.index_batches(cfg.batch_size, generator)
+        if self.features is not None:
+            view = self.features(epoch % cfg.views())
+            for idx in chunks:
+                yield view[idx], self.labels[idx]
+            return
+        images = ImageList(self.items, self.transform, view_seed=cfg.seed * 7919 + epoch)
+        loader = DataLoader(images, batch_sampler=[c.tolist() for c in chunks], num_workers=cfg.num_workers)
+        for x, y, _ in loader:
+            yield x, y
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+def config_fingerprint(cfg: TrainConfig, extra: dict) -> str:
+    """A JSON string identifying a run's configuration (everything that changes its numbers)."""
+    d = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "num_workers")}
+    return json.dumps({"train": d, **extra}, sort_keys=True, default=str)
+
+
+def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
+        fingerprint: dict | None = None, on_epoch: Callable[[int, nn.Module], dict] | None = None,
+        stop_after: int | None = None) -> list[dict]:
+    """Train ``method`` on ``data`` for ``task``; return per-epoch history (loss, acc, lr, seconds, + on_epoch logs).
+
+    With ``run_dir``, a checkpoint is written atomically after every epoch and an unfinished run with the same
+    configuration (``cfg`` + ``fingerprint``) resumes from it. A checkpoint from a *different* configuration is
+    never overwritten silently: that raises :class:`RunDirError`. ``stop_after`` ends early after that many epochs
+    (to simulate an interruption in tests and notebooks).
+    """
+    from tqdm.auto import tqdm
+
+    device = next(method.clip.parameters()).device
+    params = trainable_parameters(method)
+    if not params:
+        raise ValueError(f"{type(method).__name__} has no trainable parameters; nothing to train.")
+    groups = method.param_groups(cfg.lr) if hasattr(method, "param_groups") else [
+        {"params": list(params.values()), "lr": cfg.lr}]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    history: list[dict] = []
+    start = 0
+    ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+    fp = config_fingerprint(cfg, fingerprint or {})
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if ckpt_path.is_file():
+            ckpt = torch.load(ckpt_path, weights_only=True)
+            if ckpt.get("fingerprint") != fp:
+                raise RunDirError(
+                    f"{ckpt_path} holds a run with a different configuration. Use another output directory, or "
+                    f"delete it / pass overwrite=True to start over."
+                )
+            load_learned_state(method, ckpt["state"], str(ckpt_path))
+            opt.load_state_dict(ckpt["optimizer"])
+            history, start = ckpt["history"], ckpt["epoch"] + 1
+            log.info("resuming %s from epoch %d", ckpt_path, start)
+    method.train()
+    method.clip.eval()
+    bar = tqdm(range(start, cfg.epochs), desc=f"train {type(method).__name__}", disable=not cfg.progress,
+               initial=start, total=cfg.epochs)
+    for epoch in bar:
+        if stop_after is not None and epoch >= stop_after:
+            break
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at_epoch(epoch, g["base_lr"], cfg)
+        gen = epoch_generator(cfg.seed, epoch)
+        batches = (method.batches(data, epoch, cfg, gen) if hasattr(method, "batches")
+                   else data.batches(epoch, cfg, gen))
+        sums: dict[str, float] = {}
+        steps = 0
+        for x, y in batches:
+            loss, logs = method.loss(x.to(device), y.to(device), task)
+            if not torch.isfinite(loss):
+                where = (f"the last good checkpoint ({ckpt_path}, epoch {history[-1]['epoch']}) is kept"
+                         if ckpt_path is not None and history else "no checkpoint was written")
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at epoch {epoch}, step {steps}. Training stopped; {where}. "
+                    f"Lower the learning rate or check the inputs."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        if hasattr(method, "on_epoch_end"):
+            method.on_epoch_end(epoch, cfg)
+        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - t0,
+               **{k: v / max(steps, 1) for k, v in sums.items()}}
+        if on_epoch is not None:
+            method.eval()
+            row.update(on_epoch(epoch, method))
+            method.train()
+            method.clip.eval()
+        history.append(row)
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "acc")})
+        if ckpt_path is not None:
+            _atomic_save({"epoch": epoch, "state": learned_state(method), "optimizer": opt.state_dict(),
+                          "history": history, "fingerprint": fp}, ckpt_path)
+    method.eval()
+    return history
