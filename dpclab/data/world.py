@@ -482,6 +482,7 @@ _DATASETS: tuple[WorldDataset, ...] = (
 
 WORLD_DATASETS: dict[str, dict] = {
     d.name: {
+        "key": d.dirname,
         "dirname": d.dirname,
         "split_file": d.split_file,
         "template": d.template,
@@ -493,10 +494,22 @@ WORLD_DATASETS: dict[str, dict] = {
 }
 
 
+def _world_specs() -> dict:
+    """The world datasets as the core loader's :class:`~dpclab.data.coop.DatasetSpec`, keyed by dirname."""
+    from .coop import DatasetSpec
+
+    return {
+        d.dirname: DatasetSpec(d.dirname, d.dirname, "json", "images", d.split_file, d.template) for d in _DATASETS
+    }
+
+
+WORLD_SPECS = _world_specs()
+
+
 def get_world_dataset(name: str) -> WorldDataset:
-    """The :class:`WorldDataset` called ``name`` (a key of :data:`WORLD_DATASETS`)."""
+    """The :class:`WorldDataset` called ``name`` (a key of :data:`WORLD_DATASETS`, or its dirname)."""
     for d in _DATASETS:
-        if d.name == name:
+        if name in (d.name, d.dirname):
             return d
     raise KeyError(f"unknown world dataset {name!r}; known: {sorted(WORLD_DATASETS)}")
 
