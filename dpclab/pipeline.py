@@ -224,6 +224,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     base_name, plugin = parse_method(cfg.method)
     n_classes = len(exp.train_task.classnames)
     if method is None and plugin is not None and PLUGINS[plugin].two_step:
+        _make_config(PLUGINS[plugin].config, cfg.method_cfg, plugin, n_classes)  # bad options fail before step 1
         step1 = run(replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
                             base_method_cfg={}, base_train={}), experiment=exp)
         method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method,

@@ -12,6 +12,7 @@ from .base import Output, Task, learned_state, load_learned_state
 from .cocoop import CoCoOp, CoCoOpConfig
 from .coop import CoOp, CoOpConfig
 from .dept import DePT, DePTConfig
+from .dpc import DPC, DPCConfig
 from .kgcoop import KgCoOp, KgCoOpConfig
 from .maple import MaPLe, MaPLeConfig
 from .promptsrc import PromptSRC, PromptSRCConfig
@@ -57,6 +58,8 @@ class PluginSpec:
 
 
 PLUGINS: dict[str, PluginSpec] = {
+    # SPEC §3: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
+    "dpc": PluginSpec(DPC, DPCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.002}, two_step=True),
     # DePT (SPEC §4): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for every base
     # (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
     "dept": PluginSpec(DePT, DePTConfig, train={"epochs": 10, "batch_size": 4, "lr": 0.0035}, two_step=False,
