@@ -509,6 +509,30 @@ def plot_tradeoff(curves: dict, reference: dict | None = None, points: dict | No
     return ax.figure
 
 
+def untrained_coop_vs_zeroshot(exp, backbone, words: str = "a photo of a") -> "pd.DataFrame":
+    """Untrained CoOp (context initialised from ``words``) next to zero-shot CLIP with the template
+    ``"<words> {}."`` on the base and new test sets: accuracy of each and the largest logit difference (0 up to
+    float rounding: the two are the same model)."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from .evaluate import accuracy, predict_logits
+    from .pipeline import build_method
+
+    coop = build_method("coop", backbone, {"ctx_init": words})
+    zeroshot = build_method("zeroshot", backbone)
+    rows = []
+    for split in ("base", "new"):
+        task = replace(exp.tasks[split], template=words + " {}.")
+        ex = exp.test_examples(split, "features")
+        zs_logits, coop_logits = predict_logits(zeroshot, ex, task), predict_logits(coop, ex, task)
+        rows.append({"split": split, f"zero-shot '{task.template}'": accuracy(zs_logits, ex.labels),
+                     f"CoOp untrained, ctx = '{words}'": accuracy(coop_logits, ex.labels),
+                     "max |logit difference|": float((zs_logits - coop_logits).abs().max())})
+    return pd.DataFrame(rows)
+
+
 def mean_std(values: Sequence[float]) -> str:
     """``"82.10 ± 1.20"`` (sample std over seeds; just the mean for a single value)."""
     import statistics
@@ -539,5 +563,5 @@ def seed_table(results: dict) -> "pd.DataFrame":
 
 __all__ = ["PARAMETER_KEYS", "Setup", "setup", "parse_seeds", "parse_datasets", "ensure_world", "project_root",
            "class_table", "image_grid", "prediction_grid", "hard_negative_grid",
-           "omega_summary", "omega_sliders", "top_predictions", "curve_frame", "show_figure", "plot_curves", "plot_tradeoff", "mean_std",
+           "omega_summary", "omega_sliders", "top_predictions", "curve_frame", "untrained_coop_vs_zeroshot", "show_figure", "plot_curves", "plot_tradeoff", "mean_std",
            "seed_table"]

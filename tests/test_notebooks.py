@@ -193,3 +193,15 @@ def test_notebook_runs_in_quick_mode(quick_report, name):
     assert res.ok, f"{name} failed: {res.error} (executed copy: {res.executed})"
     assert res.html.is_file()
     assert (work / "reports" / "index.html").is_file()
+
+
+def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbone):
+    from dpclab.notebook_helpers import untrained_coop_vs_zeroshot
+    from dpclab.pipeline import Experiment, RunConfig
+
+    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, cache_dir=str(tmp_path / "c"),
+                    progress=False)
+    table = untrained_coop_vs_zeroshot(Experiment.prepare(cfg, tiny_backbone), tiny_backbone)
+    assert list(table["split"]) == ["base", "new"]
+    assert (table["max |logit difference|"] < 1e-4).all()
+    assert (table.iloc[:, 1] == table.iloc[:, 2]).all()
