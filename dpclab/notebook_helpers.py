@@ -153,6 +153,8 @@ class Setup:
         """(train, base_train) overrides for ``method``: epochs from the ``epochs``/``quick`` parameters."""
         from .methods import PLUGINS, get_method, parse_method
 
+        if self.epochs is None and not self.quick:
+            return {}, {}  # the SPEC defaults: the same run directories as `python -m dpclab train`
         base_name, plugin = parse_method(method)
         base_default = get_method(base_name).train.get("epochs", 200)
         if plugin is None:
@@ -180,6 +182,21 @@ class Setup:
         fields["train"] = {**train, **overrides.pop("train", {})}
         fields["base_train"] = {**base_train, **overrides.pop("base_train", {})}
         return RunConfig(**{**fields, **overrides})
+
+    def effective_epochs(self, method: str) -> dict:
+        """The epochs ``method`` really trains with these parameters: ``{"epochs": n}`` plus ``"step1_epochs"``
+        for two-step plug-ins (DPC)."""
+        from dataclasses import replace
+
+        from .methods import PLUGINS, parse_method
+        from .pipeline import train_config
+
+        cfg = self.config(method)
+        out = {"epochs": train_config(cfg).epochs}
+        base, plugin = parse_method(method)
+        if plugin is not None and PLUGINS[plugin].two_step:
+            out["step1_epochs"] = train_config(replace(cfg, method=base, train=cfg.base_train)).epochs
+        return out
 
     def experiment(self, seed: int | None = None, dataset: str | None = None, train_classes: str = "base"):
         """The (memoised) :class:`~dpclab.pipeline.Experiment` of one dataset and few-shot seed."""

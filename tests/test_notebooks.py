@@ -98,6 +98,12 @@ def test_setup_resolves_backends_and_rejects_bad_input(tmp_path):
     assert s.config("coop").train == {"epochs": 20} and s.config("zeroshot").train == {}
     s2 = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), epochs=3, chdir=False, threads=0)
     assert s2.config("coop").train == {"epochs": 3} and s2.seeds == [1, 2, 3]
+    # full mode with SPEC epochs: no overrides, so the run directories are the CLI's
+    s3 = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), chdir=False, threads=0)
+    assert s3.config("coop").train == {} and s3.config("coop+dpc").base_train == {}
+    assert s3.effective_epochs("coop") == {"epochs": 200}
+    assert s3.effective_epochs("coop+dpc") == {"epochs": 20, "step1_epochs": 200}
+    assert s.effective_epochs("coop+dpc") == {"epochs": 2, "step1_epochs": 20}
 
 
 def test_report_refuses_unknown_parameters_and_notebooks():
