@@ -211,3 +211,23 @@ def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbon
     assert list(table["split"]) == ["base", "new"]
     assert (table["max |logit difference|"] < 1e-4).all()
     assert (table.iloc[:, 1] == table.iloc[:, 2]).all()
+
+
+def test_slider_callback_reads_the_grid(capsys):
+    import torch
+
+    from dpclab.evaluate import harmonic_mean
+    from dpclab.notebook_helpers import omega_sliders, omega_summary
+    from dpclab.omega import OmegaGrid
+
+    grid = OmegaGrid(omegas=[0.0, 0.5, 1.0], accuracy={"base": torch.tensor([60.0, 70.0, 65.0], dtype=torch.float64),
+                                                       "new": torch.tensor([50.0, 45.0, 40.0], dtype=torch.float64)},
+                     labels={}, meta={"default": [0.5, 0.0]})
+    text = omega_summary(grid, 0.45, 0.1)  # nearest grid values: 0.5 and 0.0
+    assert "ω_b = 0.50, ω_n = 0.00" in text and "base **70.00**" in text and "new **50.00**" in text
+    assert f"HM **{harmonic_mean(70, 50):.2f}**" in text
+    box = omega_sliders(grid)
+    slider_b, slider_n = box.children[0].children
+    assert (slider_b.value, slider_n.value, slider_b.step) == (0.5, 0.0, 0.5)
+    slider_n.value = 1.0  # fires the callback outside a kernel: it must not raise
+    assert slider_n.value == 1.0
