@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -207,6 +208,15 @@ def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment) -> dict:
             "train_classes": cfg.train_classes}
 
 
+@contextmanager
+def seeded(seed: int):
+    """Run a block with torch's CPU generator seeded by ``seed``, restoring the caller's RNG state afterwards
+    (so building a method draws the same random initialisation every time, whatever ran before)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment | None = None,
         method: nn.Module | None = None, on_epoch=None) -> RunResult:
     """Train (unless zero-shot) and evaluate one method on one dataset/seed; append the result to the table."""
@@ -218,8 +228,11 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     if method is None and plugin is not None and PLUGINS[plugin].two_step:
         step1 = run(replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
                             base_method_cfg={}, base_train={}), experiment=exp)
-        method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method)
-    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg)
+        with seeded(cfg.seed):
+            method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method)
+    if method is None:
+        with seeded(cfg.seed):  # random prompt initialisations come from the run's seed
+            method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg)
     tcfg = train_config(cfg)
     run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
     fp = _fingerprint(cfg, backbone, exp)

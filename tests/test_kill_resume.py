@@ -134,3 +134,25 @@ def test_kill_9_then_resume_equals_uninterrupted_run(setup, monkeypatch):
     assert _trajectory(resumed["history"]) == _trajectory(full["history"])
     assert torch.equal(resumed_ctx, full_ctx)
     assert resumed["config_fingerprint"] == full["config_fingerprint"]
+
+
+# ------------------------------------------------------------------------------------------- determinism
+def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json_root, tmp_path, tiny_backbone):
+    """Random context initialisation (ctx_init=None) is drawn from the run's seed, not from whatever state the
+    global RNG is in, so repeating a run in the same process (a notebook) gives the same numbers."""
+    from dpclab.pipeline import Experiment, RunConfig, run
+
+    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+                    cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None,
+                    train={"epochs": 2, "batch_size": 4, "lr": 0.05}, method_cfg={"ctx_init": None, "n_ctx": 4},
+                    if_exists="overwrite", progress=False)
+    exp = Experiment.prepare(cfg, tiny_backbone)
+    first = run(cfg, experiment=exp)
+    torch.randn(100)  # disturb the global RNG, as any other notebook cell would
+    second = run(cfg, experiment=exp)
+    assert second.metrics == first.metrics and torch.equal(second.method.ctx, first.method.ctx)
+    assert [h["loss"] for h in second.history] == [h["loss"] for h in first.history]
+    from dataclasses import replace
+
+    other_seed = run(replace(cfg, seed=2), experiment=exp)
+    assert not torch.equal(other_seed.method.ctx, first.method.ctx)
