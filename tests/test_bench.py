@@ -30,6 +30,14 @@ def test_quick_bench_writes_csv_and_markdown(tmp_path, tiny_model_name, capsys):
     assert float(by_metric["faithfulness_ctx_grad_rel_diff"]["value"]) < 1e-3
     md = out_md.read_text()
     assert f"| {tiny_model_name}:random |" in md and "speed-up" in md
+    from dpclab.methods import PLUGINS
+
+    if "dpc" in PLUGINS:  # DPC's step-2 epoch and the omega slider are measured once DPC is installed
+        assert float(by_metric["dpc_step2_epoch"]["value"]) > 0
+        assert float(by_metric["dpc_epoch_over_reference_coop_epoch"]["value"]) > 0
+        assert float(by_metric["slider_update_latency"]["value"]) > 0
+    else:
+        assert "dpc_step2_epoch" not in by_metric
     printed = capsys.readouterr().out
     assert "faithfulness (first batch)" in printed and "speed-up per CoOp epoch" in printed
 
