@@ -78,11 +78,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_transfer(args) -> int:
+    from .pipeline import RunConfig
+    from .transfer import cross_dataset, domain_generalization, summarize_transfer
+
+    train = _parse_options(args.train)
+    for key in ("epochs", "lr", "batch_size"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    evaluate = domain_generalization if args.setting == "dg" else cross_dataset
+    tables = []
+    for seed in args.seeds:
+        cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
+                        pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
+                        cache_dir=args.cache_dir, runs_dir=args.runs_dir, train=train,
+                        method_cfg=_parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
+                        progress=not args.no_progress)
+        tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
+    import pandas as pd
+
+    summary = summarize_transfer(pd.concat(tables, ignore_index=True))
+    print(summary[["role", "target", "accuracy", "runs"]].to_string(index=False, float_format="%.2f"))
+    return 0
+
+
 def cmd_methods(args) -> int:
-    from .methods import METHODS
+    from .methods import METHODS, PLUGINS
 
     for name, spec in METHODS.items():
         print(f"{name:12s} {spec.cls.__name__:16s} defaults {spec.train}")
+    for name, spec in PLUGINS.items():
+        print(f"+{name:11s} {spec.cls.__name__:16s} plug-in (e.g. coop+{name}), defaults {spec.train}"
+              + (f", per base {spec.train_by_base}" if spec.train_by_base else ""))
     return 0
 
 
@@ -96,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate: zero-shot, or reuse finished runs (same options as train)")
     _add_run_args(p)
     p.set_defaults(func=cmd_train, method="zeroshot")
+    p = sub.add_parser("transfer", help="train on all classes of --dataset, test on --targets: cross-dataset "
+                       "(other classes) or --setting dg (same classes, other domains)")
+    _add_run_args(p)
+    p.add_argument("--targets", nargs="+", required=True, help="target dataset names")
+    p.add_argument("--setting", choices=["cross", "dg"], default="cross")
+    p.add_argument("--transfer-results", default="runs/transfer.csv", help="CSV table the accuracies go to")
+    p.set_defaults(func=cmd_transfer)
     p = sub.add_parser("methods", help="list the available methods and their training defaults")
     p.set_defaults(func=cmd_methods)
     return parser

@@ -162,8 +162,9 @@ def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n
     spec = get_method(base_name)
     if plugin is None:
         return spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes))
-    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
     pspec = PLUGINS[plugin]
+    base_overrides = {**pspec.base_cfg_by_base.get(base_name, {}), **(base_overrides or {})}
+    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
     return pspec.cls(base, _make_config(pspec.config, overrides, plugin, n_classes))
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .base import Output, Task, learned_state, load_learned_state
 from .coop import CoOp, CoOpConfig
+from .dept import DePT, DePTConfig
 from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
 
@@ -35,6 +36,8 @@ class PluginSpec:
     ``two_step``: the base method is first tuned normally (step 1, reused from its run directory when finished) and
     the plug-in then trains on top of it (DPC); otherwise the plug-in trains jointly from scratch (DePT).
     ``train`` are the plug-in phase's TrainConfig defaults, ``train_by_base`` per-base exceptions.
+    ``base_cfg_by_base``: per-base defaults of the *base method's* config under this plug-in (e.g. KgCoOp's
+    regulariser weight under DePT); ``RunConfig.base_method_cfg`` still overrides them.
     """
 
     cls: type
@@ -42,9 +45,16 @@ class PluginSpec:
     train: dict = field(default_factory=dict)
     two_step: bool = False
     train_by_base: dict = field(default_factory=dict)
+    base_cfg_by_base: dict = field(default_factory=dict)
 
 
-PLUGINS: dict[str, PluginSpec] = {}
+PLUGINS: dict[str, PluginSpec] = {
+    # DePT (SPEC §4): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for every base
+    # (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
+    "dept": PluginSpec(DePT, DePTConfig, train={"epochs": 10, "batch_size": 4, "lr": 0.0035}, two_step=False,
+                       train_by_base={"cocoop": {"batch_size": 1, "lr": 0.002}},
+                       base_cfg_by_base={"kgcoop": {"w": 2.0}}),
+}
 
 
 def parse_method(name: str) -> tuple[str, str | None]:
@@ -65,4 +75,5 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "PLUGINS", "MethodSpec", "PluginSpec", "get_method", "parse_method", "Output", "Task", "learned_state", "load_learned_state"]
+__all__ = ["METHODS", "PLUGINS", "MethodSpec", "PluginSpec", "get_method", "parse_method", "Output", "Task", "learned_state", "load_learned_state",
+           "DePT", "DePTConfig"]

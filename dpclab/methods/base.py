@@ -57,8 +57,12 @@ def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, sca
 
 
 def learned_state(method: nn.Module) -> dict[str, torch.Tensor]:
-    """Everything of a method that is not the frozen CLIP (what a checkpoint stores)."""
-    return {k: v.detach().clone() for k, v in method.state_dict().items() if not k.startswith("clip.")}
+    """Everything of a method that is not the frozen CLIP (what a checkpoint stores).
+
+    The CLIP is recognised by identity, not by name, so a plug-in that wraps a method (its CLIP then sits at
+    ``base.clip``) stores only what it and its base learned."""
+    frozen = {id(t) for t in (*method.clip.parameters(), *method.clip.buffers())}
+    return {k: v.detach().clone() for k, v in method.state_dict(keep_vars=True).items() if id(v) not in frozen}
 
 
 def load_learned_state(method: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
