@@ -94,6 +94,7 @@ class BenchConfig:
     image_px: int = 96  # side of the generated images on disk (real datasets are larger: loading costs more there)
     dpc_epochs: int = 1
     notebooks: bool = True
+    notebooks_quick: bool = True  # time `report --quick` (the CI smoke mode); False: the full suite
     out_csv: Path = Path("reports/bench/bench.csv")
     out_md: Path = Path("reports/bench/bench.md")
     workdir: Path | None = None  # data and caches; a temporary folder when None
@@ -418,20 +419,22 @@ def bench_omega(case: ModelCase, dpc_method, experiment, log=print, repeats: int
             Row("omega", case.label, "omega_grid_build", build_s, "s", f"{len(grid.omegas)} values, base+new")]
 
 
-def bench_notebooks(log=print) -> list[Row]:
-    """Wall time of ``python -m dpclab report`` (the notebook suite), when that command exists."""
+def bench_notebooks(out_dir: Path, quick: bool = True, log=print) -> list[Row]:
+    """Wall time of the notebook suite, ``python -m dpclab report [--quick]``, when that command exists."""
     from .cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     if "report" not in sub.choices:
         log("notebooks: not measured (no `python -m dpclab report` on this branch)")
         return []
+    cmd = [sys.executable, "-m", "dpclab", "report", "--out", str(out_dir)] + (["--quick"] if quick else [])
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dpclab", "report"], capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t
+    summary = (proc.stdout.strip().splitlines() or [""])[-1]
     status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
-    log(f"notebooks: `python -m dpclab report` took {seconds:.1f}s ({status})")
-    return [Row("notebooks", "", "report_wall_time", seconds, "s", status)]
+    log(f"notebooks: `{' '.join(cmd[1:])}` took {seconds:.1f}s ({status}; {summary})")
+    return [Row("notebooks", "", "report_wall_time" + ("_quick" if quick else ""), seconds, "s", f"{status}; {summary}")]
 
 
 # -------------------------------------------------------------------------------------------------- output
@@ -483,7 +486,7 @@ def run_bench(cfg: BenchConfig, log=print) -> list[Row]:
             rows += dpc_rows
             rows += bench_omega(case, dpc_method, ctx["experiment"], log)
         if cfg.notebooks:
-            rows += bench_notebooks(log)
+            rows += bench_notebooks(Path(cfg.out_csv).parent / "notebooks", cfg.notebooks_quick, log)
     header = (f"# dpclab benchmark ({time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} CPU threads{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})\n\n"
               f"Speed-up = reference-style CoOp epoch time / dpclab CoOp epoch time, measured in the same process. "
@@ -521,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads for both loops (on a busy shared machine 1 avoids "
                    "thread oversubscription, which slows small ops several-fold)")
     p.add_argument("--skip-notebooks", action="store_true", help="do not time `python -m dpclab report`")
+    p.add_argument("--notebooks-full", action="store_true", help="time the full notebook suite instead of "
+                   "`report --quick`")
     p.add_argument("--csv", default="reports/bench/bench.csv")
     p.add_argument("--markdown", default="reports/bench/bench.md")
     p.add_argument("--workdir", help="keep generated data and caches here (default: a temporary folder)")
@@ -540,6 +545,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                                    args.shots or (4 if args.quick else 16), args.batch_size or (4 if args.quick else 32),
                                    args.epochs or (2 if args.quick else 3)))
     return BenchConfig(cases=cases, device=args.device, notebooks=not (args.skip_notebooks or args.quick),
+                       notebooks_quick=not args.notebooks_full,
                        out_csv=Path(args.csv), out_md=Path(args.markdown),
                        workdir=Path(args.workdir) if args.workdir else None)
 
