@@ -47,9 +47,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone, embedded_checkpoint, load_clip, \
-    register_model_configs
+    register_model_configs, resolve_device
 from .data.coop import DatasetSpec
-from .data.features import ImageList
+from .data.features import ImageList, cached_features
 from .methods.coop import init_context
 from .text import eot_positions, tokenize
 from .train import Examples, TrainConfig, epoch_generator, fit, lr_at_epoch
@@ -272,7 +272,9 @@ def faithfulness(coop: nn.Module, ref: ReferenceCoOp, exp, cfg: TrainConfig) -> 
     labels = torch.tensor([d.label for d in items])
     idx = Examples(labels).index_batches(cfg.batch_size, epoch_generator(cfg.seed, 0))[0]
     device = exp.backbone.device
-    feats = exp.features(items, "train", 0)[idx].to(device)
+    bb = exp.backbone  # view 0 of epoch 0, encoded without touching the cache (the timed loop encodes it cold)
+    feats = cached_features(bb.model, bb.key, items, exp.transforms["train"], "train", device, None, view=0,
+                            seed=exp.seed)[idx].to(device)
     images = ImageList(items, exp.transforms["train"], view_seed=cfg.seed * 7919)
     pixels = torch.stack([images[int(i)][0] for i in idx]).to(device)
     y = labels[idx].to(device)
@@ -289,8 +291,7 @@ def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> t
     """Reference-style vs dpclab CoOp epochs on one model; returns rows and the objects DPC's bench reuses."""
     from .pipeline import build_method
 
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     backbone = load_clip(case.model, case.pretrained, device)
