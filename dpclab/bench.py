@@ -307,7 +307,7 @@ def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> t
     tcfg = TrainConfig(epochs=case.epochs, batch_size=case.batch_size, lr=0.002, seed=cfg.seed, progress=False)
     n_cls = len(exp.train_task.classnames)
 
-    coop = build_method("coop", backbone, {}, n_cls)
+    coop = build_method("coop", backbone, {}, n_cls, seed=cfg.seed)
     ref = ReferenceCoOp(backbone, exp.train_task.classnames, coop.ctx).to(device)
     faith = faithfulness(coop, ref, exp, tcfg)
     log(f"[{case.label}] faithfulness (first batch): loss dpclab {faith['loss_dpclab']:.6f}  reference "

@@ -39,7 +39,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="override the method's default learning rate")
     p.add_argument("--batch-size", type=int, help="override the method's default batch size")
     p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides")
-    p.add_argument("--opt", nargs="*", metavar="KEY=VALUE", help="method config overrides, e.g. n_ctx=16")
+    p.add_argument("--opt", nargs="*", metavar="KEY=VALUE", help="method config overrides, e.g. n_ctx=16 "
+                   "(for base+plugin methods: the plug-in's, e.g. omega_b=0.5)")
+    p.add_argument("--base-opt", nargs="*", metavar="KEY=VALUE", help="base+plugin methods: the base method's "
+                   "config overrides")
+    p.add_argument("--base-train", nargs="*", metavar="KEY=VALUE", help="two-step plug-ins (coop+dpc): TrainConfig "
+                   "overrides of step 1, e.g. epochs=50")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default="data/cache")
     p.add_argument("--runs-dir", default="runs")
@@ -61,7 +66,8 @@ def cmd_train(args) -> int:
         cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
                         pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
                         cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
-                        method_cfg=_parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
+                        method_cfg=_parse_options(args.opt), base_method_cfg=_parse_options(args.base_opt),
+                        base_train=_parse_options(args.base_train), if_exists="overwrite" if args.overwrite else "reuse",
                         progress=not args.no_progress)
         res = run(cfg)
         m = res.metrics

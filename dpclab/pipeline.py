@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -155,9 +154,16 @@ def _make_config(config_cls: type, overrides: dict | None, owner: str, n_classes
 
 
 def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n_classes: int = 0,
-                 base_overrides: dict | None = None, base_method: nn.Module | None = None) -> nn.Module:
+                 base_overrides: dict | None = None, base_method: nn.Module | None = None,
+                 seed: int | None = None) -> nn.Module:
     """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method). For a plug-in, ``overrides``
-    configure the plug-in and ``base_overrides`` the base; ``base_method`` supplies an already tuned base (DPC)."""
+    configure the plug-in and ``base_overrides`` the base; ``base_method`` supplies an already tuned base (DPC).
+    ``seed`` makes random initialisations (random context, meta-nets, deep prompts) depend on it alone; the global
+    torch RNG state is left as it was."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_method(name, backbone, overrides, n_classes, base_overrides, base_method)
     base_name, plugin = parse_method(name)
     spec = get_method(base_name)
     if plugin is None:
@@ -209,15 +215,6 @@ def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment) -> dict:
             "train_classes": cfg.train_classes}
 
 
-@contextmanager
-def seeded(seed: int):
-    """Run a block with torch's CPU generator seeded by ``seed``, restoring the caller's RNG state afterwards
-    (so building a method draws the same random initialisation every time, whatever ran before)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment | None = None,
         method: nn.Module | None = None, on_epoch=None) -> RunResult:
     """Train (unless zero-shot) and evaluate one method on one dataset/seed; append the result to the table."""
@@ -227,13 +224,13 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     base_name, plugin = parse_method(cfg.method)
     n_classes = len(exp.train_task.classnames)
     if method is None and plugin is not None and PLUGINS[plugin].two_step:
+        _make_config(PLUGINS[plugin].config, cfg.method_cfg, plugin, n_classes)  # bad options fail before step 1
         step1 = run(replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
                             base_method_cfg={}, base_train={}), experiment=exp)
-        with seeded(cfg.seed):
-            method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method)
-    if method is None:
-        with seeded(cfg.seed):  # random prompt initialisations come from the run's seed
-            method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg)
+        method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method,
+                              seed=cfg.seed)
+    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg,
+                                    seed=cfg.seed)
     tcfg = train_config(cfg)
     run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
     fp = _fingerprint(cfg, backbone, exp)

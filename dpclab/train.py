@@ -3,7 +3,8 @@ exact resume, NaN guard. Every method (and the DPC/DePT plug-ins) trains through
 
 Methods may customise three things by defining optional methods (no subclassing of a trainer):
   * ``param_groups(lr) -> list[dict]``  e.g. DePT's head at 6.5x the prompt lr;
-  * ``batches(data, epoch, cfg, generator) -> iterable of (x, y)``  e.g. DPC's hard-negative batches;
+  * ``batches(data, epoch, cfg, generator) -> iterable of (x, y)``  e.g. DPC's hard-negative batches
+    (``data.task`` names the classes the labels index, so a method can score images before it builds a batch);
   * ``on_epoch_end(epoch, cfg)``  e.g. PromptSRC's Gaussian prompt aggregation.
 
 Determinism: the batch order of epoch ``e`` comes from a generator seeded by ``(seed, e)``, so a run resumed from
@@ -17,7 +18,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -69,6 +70,8 @@ class Examples:
     features: Callable[[int], torch.Tensor] | None = None
     items: list[Datum] | None = None
     transform: Callable | None = None
+    #: the task whose classes ``labels`` index (:func:`fit` fills it in for the ``batches`` hook)
+    task: Task | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -142,6 +145,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
     from tqdm.auto import tqdm
 
     device = next(method.clip.parameters()).device
+    data = replace(data, task=task)
     params = trainable_parameters(method)
     if not params:
         raise ValueError(f"{type(method).__name__} has no trainable parameters; nothing to train.")

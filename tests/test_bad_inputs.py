@@ -9,7 +9,7 @@ interrupted results-table write (tests/test_train_pipeline.py).
 Added here: the same mistakes through the command line (one ``error: ...`` line, exit code 2), an unreadable image
 met during feature encoding, K larger than the images of some classes, learned state of another backbone, a NaN
 produced by real divergence end to end, a changed dataset under a finished run, and interrupted writes of
-result.json / checkpoints. (ω out of range belongs to DPC, which is not on main yet.)
+result.json / checkpoints, and an out-of-range ω refused before DPC's step 1 and by the slider.
 """
 
 from __future__ import annotations
@@ -226,3 +226,26 @@ def test_experiment_with_too_few_shots_still_runs(tmp_path, tiny_backbone):
     with pytest.warns(FewShotWarning):
         exp = Experiment.prepare(cfg, tiny_backbone)
     assert len(exp.train_split.train) == 4  # 2 base classes x all 2 images
+
+# ------------------------------------------------------------------------------------------ DPC's omega
+def test_omega_out_of_range_fails_before_step_1_and_in_the_slider(json_root, tmp_path, tiny_model_name,
+                                                                   tiny_backbone, capsys):
+    """(DPCConfig, forward_at and the CLI's exit code are tested in tests/test_dpc.py.) Here: a bad ω is refused
+    before the expensive step 1 trains anything, and the slider read-out refuses it too."""
+    from dpclab.methods import PLUGINS
+    from dpclab.omega import experiment_grid, omega_view
+
+    assert "dpc" in PLUGINS
+    assert main(_cli(tmp_path, json_root, "--method", "coop+dpc", "--opt", "omega_n=-0.5")) == 2
+    line = _error_line(capsys)
+    assert "omega_n must be a number in [0, 1]" in line and "got -0.5" in line
+    assert not (tmp_path / "runs").exists()  # step 1 (CoOp, 200 epochs by default) never started
+
+    cfg = RunConfig(method="coop+dpc", dataset="eurosat", data_root=str(json_root), shots=4, device="cpu",
+                    cache_dir=None, runs_dir=str(tmp_path / "runs2"), results=None,
+                    train={"epochs": 1, "batch_size": 4}, base_train={"epochs": 1, "batch_size": 4}, progress=False)
+    res = run(cfg, backbone=tiny_backbone)
+    grid = experiment_grid(res.method, res.experiment, omegas=(0.0, 0.5, 1.0))
+    assert omega_view(grid, 1.0, 0.0)["omega_b"] == 1.0
+    with pytest.raises(ValueError, match=r"omega must be a number in \[0, 1\].*got 1.2"):
+        omega_view(grid, 1.2, 0.0)

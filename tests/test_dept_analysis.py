@@ -178,7 +178,7 @@ def test_plugin_sets_base_config_defaults(tiny_backbone, monkeypatch):
     from dpclab.methods import PluginSpec
 
     spec = PLUGINS["dept"]
-    assert spec.base_cfg_by_base["kgcoop"] == {"w": 2.0}
+    assert spec.base_cfg_by_base["kgcoop"] == {"weight": 2.0}
     monkeypatch.setitem(PLUGINS, "dept", PluginSpec(DePT, DePTConfig, base_cfg_by_base={"coop": {"ctx_init": None}}))
     m = build_method("coop+dept", tiny_backbone, {"n_classes": 4})
     assert m.base.cfg.ctx_init is None
@@ -187,12 +187,9 @@ def test_plugin_sets_base_config_defaults(tiny_backbone, monkeypatch):
 
 
 def test_kgcoop_dept_uses_w_2(tiny_backbone):
-    from dpclab.methods import METHODS
-
-    if "kgcoop" not in METHODS:
-        pytest.skip("KgCoOp is not merged on this branch")
     m = build_method("kgcoop+dept", tiny_backbone, {"n_classes": 4})
-    assert m.base.cfg.w == 2.0
+    assert m.base.cfg.weight == 2.0
+    assert build_method("kgcoop", tiny_backbone).cfg.weight == 8.0
 
 
 def test_run_coop_dept_end_to_end(json_root, tmp_path, tiny_backbone):

@@ -9,8 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .base import Output, Task, learned_state, load_learned_state
+from .cocoop import CoCoOp, CoCoOpConfig
 from .coop import CoOp, CoOpConfig
 from .dept import DePT, DePTConfig
+from .dpc import DPC, DPCConfig
+from .kgcoop import KgCoOp, KgCoOpConfig
+from .maple import MaPLe, MaPLeConfig
+from .promptsrc import PromptSRC, PromptSRCConfig
 from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
 
@@ -26,6 +31,10 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "zeroshot": MethodSpec(ZeroShotCLIP, ZeroShotConfig, {"epochs": 0}, trainable=False),
     "coop": MethodSpec(CoOp, CoOpConfig, {"epochs": 200, "batch_size": 32, "lr": 0.002}),
+    "cocoop": MethodSpec(CoCoOp, CoCoOpConfig, {"epochs": 10, "batch_size": 1, "lr": 0.002}),
+    "kgcoop": MethodSpec(KgCoOp, KgCoOpConfig, {"epochs": 100, "batch_size": 128, "lr": 0.002}),
+    "maple": MethodSpec(MaPLe, MaPLeConfig, {"epochs": 5, "batch_size": 4, "lr": 0.0035}),
+    "promptsrc": MethodSpec(PromptSRC, PromptSRCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.0025}),
 }
 
 
@@ -49,11 +58,13 @@ class PluginSpec:
 
 
 PLUGINS: dict[str, PluginSpec] = {
+    # SPEC §3: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
+    "dpc": PluginSpec(DPC, DPCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.002}, two_step=True),
     # DePT (SPEC §4): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for every base
     # (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
     "dept": PluginSpec(DePT, DePTConfig, train={"epochs": 10, "batch_size": 4, "lr": 0.0035}, two_step=False,
                        train_by_base={"cocoop": {"batch_size": 1, "lr": 0.002}},
-                       base_cfg_by_base={"kgcoop": {"w": 2.0}}),
+                       base_cfg_by_base={"kgcoop": {"weight": 2.0}}),
 }
 
 

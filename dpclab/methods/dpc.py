@@ -1,0 +1,322 @@
+"""DPC, Dual-Prompt Collaboration (CVPR 2025): a plug-in on top of any tuned prompt learner (SPEC §3).
+
+Step 1 tunes the base method as usual and gives the prompt ``P``. Step 2 (this module):
+
+* **Dual prompts.** ``P`` is frozen; a parallel prompt ``P'`` starts as a clone of ``P`` and is the only thing
+  trained. "Prompt" means *every* trainable tensor of the base method (CoOp's context, MaPLe's and PromptSRC's
+  deep text/vision prompts and projections ...): the base method runs unchanged with swapped-in tensors through
+  :func:`torch.func.functional_call`, so DPC never needs to know how the base builds its prompts.
+* **DHNO** (Dynamic Hard Negative Optimizer). For every anchor image the frozen ``P`` model ranks the base classes;
+  its top-K wrong guesses that are not yet in the batch become hard negatives (random classes fill up to
+  ``min_negatives``), and one training image of each negative class joins the batch. The loss is a symmetric
+  InfoNCE between the batch's images and its classes' text features (all base-class text features are L2-normalised
+  first, then the batch's rows are selected: the "feature filter"), scaled by CLIP's frozen logit scale.
+* **Weighted decoupling** at inference. Prompt tensors are mixed *before* the text encoder:
+  base classes use ``ω_b·P' + (1-ω_b)·P``, new classes ``ω_n·P' + (1-ω_n)·P``; ``ω_n = 0`` leaves new-class
+  predictions exactly those of the step-1 model.
+
+Two parameterisations (``DPCConfig.mode``), both documented because they give different numbers:
+
+``"paper"``
+    The trainable tensor is ``P'`` itself; base inference uses the mix ``ω_b·P' + (1-ω_b)·P`` as the paper writes.
+``"reference"``
+    What the released code does: the trainable tensor is the *mix* ``M = ω_b·P' + (1-ω_b)·P`` (initialised to
+    ``P``); the forward pass decodes ``P' = (M - (1-ω_b)·P) / ω_b`` and base inference uses that ``P'`` (no mix).
+    A gradient step of size ``lr`` on ``M`` moves ``P'`` by ``lr/ω_b²`` times its own gradient (×25 at ω_b = 0.2).
+    Exactly: with momentum μ and weight decay λ, SGD(lr, μ, λ) on ``M`` equals SGD(lr/ω_b², μ, no decay) on ``P'``
+    with the extra loss ``(λ·ω_b²/2)·‖P' + (1-ω_b)/ω_b·P‖²`` (i.e. the decay pulls ``M``, not ``P'``, to zero).
+    With λ = 0 it is plain SGD(lr/ω_b², μ) on ``P'``. ``tests/test_dpc.py`` checks both statements.
+
+Ablation switches (the paper's Table 4): ``loss="ce"`` (cross-entropy over all base classes instead of InfoNCE),
+``negatives="random"`` (random instead of hard negative classes), ``decouple=False`` (new classes use the base
+prompt too). A task with ``split="all"`` (a mixed base ∪ new test set) uses the new-class rule, the prompt that
+generalises; :mod:`dpclab.omega` routes images automatically instead.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .base import Output, Task, cosine_logits, trainable_parameters
+
+MODES = ("paper", "reference")
+
+
+def check_omega(value: float, name: str = "omega") -> float:
+    """ω must lie in [0, 1]: it is the weight of ``P'`` in a convex mix with ``P``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1] (the weight of the DPC prompt P' in the mix "
+                         f"w*P' + (1-w)*P), got {value!r}.")
+    return float(value)
+
+
+@dataclass
+class DPCConfig:
+    #: weight of P' for base classes at inference ("paper" mode) / of the reparameterisation ("reference" mode)
+    omega_b: float = 0.2
+    #: weight of P' for new classes (0: new classes see exactly the step-1 model)
+    omega_n: float = 0.0
+    #: "paper" (train P', infer base with the mix) or "reference" (released code: train the mix, infer with P')
+    mode: str = "paper"
+    #: the frozen model's top-K classes per anchor from which hard negatives are taken (true class dropped)
+    top_k: int = 8
+    #: fill with random classes up to this many negatives per anchor (while unused classes remain)
+    min_negatives: int = 2
+    #: "hard" (DHNO) or "random" negative classes (ablation)
+    negatives: str = "hard"
+    #: "infonce" (symmetric, DHNO) or "ce" (cross-entropy over all training classes; ablation)
+    loss: str = "infonce"
+    #: False: new classes use the base-class prompt as well (ablation "no decoupling")
+    decouple: bool = True
+
+    def __post_init__(self):
+        check_omega(self.omega_b, "omega_b")
+        check_omega(self.omega_n, "omega_n")
+        if self.mode not in MODES:
+            raise ValueError(f"DPC mode must be one of {MODES}, got {self.mode!r}.")
+        if self.mode == "reference" and self.omega_b == 0:
+            raise ValueError("DPC mode='reference' decodes P' = (M - (1-omega_b)·P)/omega_b and needs omega_b > 0; "
+                             "use mode='paper' for omega_b = 0.")
+        if self.negatives not in ("hard", "random"):
+            raise ValueError(f"negatives must be 'hard' or 'random', got {self.negatives!r}.")
+        if self.loss not in ("infonce", "ce"):
+            raise ValueError(f"loss must be 'infonce' or 'ce', got {self.loss!r}.")
+        if self.top_k < 2:
+            raise ValueError(f"top_k must be >= 2 (the true class plus at least one candidate), got {self.top_k}.")
+        if self.min_negatives < 0:
+            raise ValueError(f"min_negatives must be >= 0, got {self.min_negatives}.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DHNO pieces: pure functions, tested on their own
+
+
+def sample_negative_classes(anchor_labels: Sequence[int], scores: torch.Tensor | None, n_classes: int,
+                            top_k: int, min_negatives: int, generator: torch.Generator) -> list[list[int]]:
+    """Negative classes for each anchor of one batch (DHNO's negative sampler).
+
+    ``scores`` [B, C] are the frozen model's logits (any monotone score: only the ranking is used); ``None`` draws
+    the candidate classes at random instead (ablation). Per anchor, in batch order: take its ``top_k`` classes,
+    drop the true class (keep at most ``top_k - 1``), drop classes already in the batch (all anchors' classes are
+    in it from the start), then fill up to ``min_negatives`` with random unused classes. A class therefore never
+    appears twice among the negatives nor coincides with an anchor's class; when the unused classes run out
+    (fewer than ``B·(1 + min_negatives)`` classes) an anchor gets fewer negatives, as in the released code.
+    """
+    in_batch = set(int(y) for y in anchor_labels)
+    k = min(top_k, n_classes)
+    out: list[list[int]] = []
+    for b, y in enumerate(int(v) for v in anchor_labels):
+        if scores is not None:
+            ranked = scores[b].topk(k).indices.tolist()
+        else:
+            ranked = torch.randperm(n_classes, generator=generator)[:k].tolist()
+        candidates = [c for c in ranked if c != y][:top_k - 1]
+        negs = [c for c in candidates if c not in in_batch]
+        in_batch.update(negs)
+        if len(negs) < min_negatives:
+            pool = [c for c in range(n_classes) if c not in in_batch]
+            order = torch.randperm(len(pool), generator=generator).tolist()
+            fill = [pool[i] for i in order[:min_negatives - len(negs)]]
+            negs += fill
+            in_batch.update(fill)
+        out.append(negs)
+    return out
+
+
+def pick_one_per_class(labels: torch.Tensor, classes: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """One random training example index for each class in ``classes``."""
+    picks = []
+    for c in classes:
+        members = (labels == c).nonzero().flatten()
+        if len(members) == 0:
+            raise ValueError(f"DPC needs at least one training image of every class; class {c} has none.")
+        picks.append(members[torch.randint(len(members), (1,), generator=generator)])
+    return torch.cat(picks) if picks else torch.empty(0, dtype=torch.long)
+
+
+def symmetric_infonce(image_features: torch.Tensor, text_features: torch.Tensor, labels: torch.Tensor,
+                      scale: torch.Tensor) -> torch.Tensor:
+    """½[CE(s·I·Tᵀ) + CE(s·T·Iᵀ)] between a batch of images and its classes (DHNO's loss).
+
+    ``text_features`` [C, E] are the raw features of *all* training classes; they are L2-normalised first and the
+    batch's classes selected afterwards (the feature filter). When every class occurs once in the batch this is
+    exactly CLIP's loss with targets ``arange(N)``. If two anchors share a class (possible: anchors are drawn at
+    random), that class's text row counts all its images as positives (soft targets) instead of treating
+    same-class images as negatives.
+    """
+    img = F.normalize(image_features, dim=-1)
+    txt = F.normalize(text_features, dim=-1)
+    classes, inverse = torch.unique(labels, return_inverse=True)
+    logits = scale * img @ txt[classes].t()  # [N, U]
+    image_to_text = F.cross_entropy(logits, inverse)
+    positives = F.one_hot(inverse, len(classes)).t().to(logits.dtype)  # [U, N]
+    text_to_image = F.cross_entropy(logits.t(), positives / positives.sum(1, keepdim=True))
+    return (image_to_text + text_to_image) / 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+class DPC(nn.Module):
+    """``DPC(base_method, config)``: dual prompts on top of a *tuned* base method (its trainable tensors are P).
+
+    After construction the base's tensors are frozen and ``self.prompt`` (P' in "paper" mode, the mix M in
+    "reference" mode) is the only trainable parameter. ``forward(x, task)`` picks ω from ``task.split``;
+    :meth:`forward_at` runs any ω.
+    """
+
+    def __init__(self, base: nn.Module, cfg: DPCConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DPCConfig()
+        own = trainable_parameters(base)
+        if not own:
+            raise ValueError(f"{type(base).__name__} has no trainable tensors for DPC to duplicate: DPC wraps a "
+                             f"tuned prompt learner (e.g. CoOp), not zero-shot CLIP, and a method object can be "
+                             f"wrapped only once (build a fresh one and load its step-1 state).")
+        self.base = base
+        self.clip = base.clip
+        self.input_kind = base.input_kind
+        #: names of the base method's prompt tensors (P), e.g. ["ctx"]
+        self.prompt_names = list(own)
+        self._keys = {n: n.replace(".", "/") for n in self.prompt_names}  # ParameterDict keys cannot hold "."
+        for p in own.values():
+            p.requires_grad_(False)
+        # P' = P at the start; in reference mode M = ω_b·P + (1-ω_b)·P = P as well
+        self.prompt = nn.ParameterDict({self._keys[n]: nn.Parameter(p.detach().clone()) for n, p in own.items()})
+        self._frozen_text: dict[tuple, torch.Tensor | None] = {}
+
+    # ---- the two prompts -------------------------------------------------------------------------------------
+
+    def frozen(self) -> dict[str, torch.Tensor]:
+        """P: the step-1 tensors, by the base method's own parameter names."""
+        return {n: self.base.get_parameter(n) for n in self.prompt_names}
+
+    def prime(self) -> dict[str, torch.Tensor]:
+        """P': the trained parallel prompt (decoded from the trained mix M in "reference" mode)."""
+        trained = {n: self.prompt[self._keys[n]] for n in self.prompt_names}
+        if self.cfg.mode == "paper":
+            return trained
+        w = self.cfg.omega_b
+        frozen = self.frozen()
+        return {n: (trained[n] - (1 - w) * frozen[n]) / w for n in self.prompt_names}
+
+    @property
+    def base_omega(self) -> float:
+        """Weight of P' used for base classes at inference: ω_b ("paper") or 1, P' itself ("reference")."""
+        return self.cfg.omega_b if self.cfg.mode == "paper" else 1.0
+
+    def omega_for(self, split: str) -> float:
+        if split == "base" or not self.cfg.decouple:
+            return self.base_omega
+        return self.cfg.omega_n
+
+    def mixed(self, omega: float) -> dict[str, torch.Tensor]:
+        """``ω·P' + (1-ω)·P`` for every prompt tensor (ω = 0 and 1 return P and P' exactly)."""
+        omega = check_omega(omega)
+        if omega == 0:
+            return self.frozen()
+        prime = self.prime()
+        if omega == 1:
+            return prime
+        frozen = self.frozen()
+        return {n: omega * prime[n] + (1 - omega) * frozen[n] for n in self.prompt_names}
+
+    # ---- forward -----------------------------------------------------------------------------------------------
+
+    def forward_at(self, x: torch.Tensor, task: Task, omega: float) -> Output:
+        """The base method with prompt tensors ``ω·P' + (1-ω)·P`` (ω = 0 is the step-1 model itself)."""
+        if check_omega(omega) == 0:
+            out = self.base(x, task)
+        else:
+            out = functional_call(self.base, self.mixed(omega), (x, task))
+        out.extras["omega"] = omega
+        return out
+
+    def forward(self, x: torch.Tensor, task: Task) -> Output:
+        return self.forward_at(x, task, self.omega_for(task.split))
+
+    # ---- DHNO ------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def frozen_logits(self, x: torch.Tensor, task: Task) -> torch.Tensor:
+        """Logits of the frozen step-1 model (the negative sampler's scores). For features-kind bases with
+        class-level text features these are cached per class list (P never changes in step 2)."""
+        if self.input_kind == "features":
+            key = (task.classnames, task.template, tuple(p._version for p in self.frozen().values()))
+            if key not in self._frozen_text:
+                txt = self.base(x[:1], task).text_features
+                self._frozen_text = {key: txt if txt.dim() == 2 else None}
+            txt = self._frozen_text[key]
+            if txt is not None:
+                return cosine_logits(x, txt, self.clip.logit_scale.exp())
+        return self.base(x, task).logits
+
+    def batches(self, data, epoch: int, cfg, generator: torch.Generator) -> Iterator[tuple]:
+        """DHNO batches: ``[anchor_1, its negatives, anchor_2, its negatives, ...]`` with their labels.
+
+        Anchors are the usual shuffled batches; every image (anchor or negative) is seen as in this epoch's
+        augmented view (features-kind bases: the cached view ``epoch % n_views``). All randomness comes from
+        ``generator``, so a resumed run rebuilds the same batches.
+        """
+        task = data.task
+        if task is None:
+            raise ValueError("DPC's hard-negative batches need to know the training classes: pass Examples with "
+                             "task=... (dpclab.train.fit does this).")
+        if data.features is not None:
+            view = data.features(epoch % cfg.views())
+
+            def take(idx):
+                return view[idx]
+        else:
+            def take(idx):
+                return data.inputs(idx, epoch, cfg)
+        for anchors in data.index_batches(cfg.batch_size, generator):
+            x, y, _ = self.build_batch(take(anchors), data.labels[anchors], data.labels, take, task, generator)
+            yield x, y
+
+    def build_batch(self, x_anchor: torch.Tensor, y_anchor: torch.Tensor, labels: torch.Tensor, take,
+                    task: Task, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+        """One DHNO batch from its anchors: ``(x, y, negative classes per anchor)``. ``take(idx)`` returns the
+        inputs of training examples ``idx``; ``labels`` are all training labels (to find images of a class)."""
+        scores = None
+        if self.cfg.negatives == "hard":
+            device = next(self.clip.parameters()).device
+            was_training = self.base.training
+            self.base.eval()
+            scores = self.frozen_logits(x_anchor.to(device), task).cpu()
+            self.base.train(was_training)
+        negatives = sample_negative_classes(y_anchor.tolist(), scores, len(task.classnames), self.cfg.top_k,
+                                            self.cfg.min_negatives, generator)
+        xs, ys = [], []
+        for i, negs in enumerate(negatives):
+            idx = pick_one_per_class(labels, negs, generator)
+            xs.append(x_anchor[i:i + 1])
+            ys.append(y_anchor[i:i + 1])
+            if len(idx):
+                xs.append(take(idx))
+                ys.append(labels[idx])
+        return torch.cat(xs), torch.cat(ys), negatives
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task):
+        """Training uses P' alone (the mix is an inference-time rule)."""
+        prime = self.prime()
+        out = functional_call(self.base, prime, (x, task))
+        if out.text_features.dim() != 2:
+            raise NotImplementedError("DPC's InfoNCE needs class-level text features; per-image prompts "
+                                      "(CoCoOp) are not supported.")
+        if self.cfg.loss == "ce":
+            loss = F.cross_entropy(out.logits, y)
+        else:
+            loss = symmetric_infonce(out.image_features, out.text_features, y, self.clip.logit_scale.exp())
+        acc = (out.logits.argmax(-1) == y).float().mean().item()
+        return loss, {"loss": loss.item(), "acc": acc, "batch_images": float(len(y))}
+
+
+__all__ = ["DPC", "DPCConfig", "check_omega", "sample_negative_classes", "pick_one_per_class", "symmetric_infonce"]
