@@ -1,0 +1,69 @@
+"""The committed tiny CLIP: integrity, open_clip loading, reproducible zero-shot numbers, a working trainer."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpclab import pretrain as P
+from dpclab.data import world
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "embedded"
+CHECKPOINT = EMBEDDED / "dpclab-tiny.pt"
+MANIFEST = EMBEDDED / "MANIFEST.json"
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads(MANIFEST.read_text())
+
+
+def test_checkpoint_matches_manifest(manifest):
+    assert manifest["checkpoint"] == CHECKPOINT.name
+    assert P.sha256_file(CHECKPOINT) == manifest["sha256"]
+    assert CHECKPOINT.stat().st_size < 20 * 2**20
+    assert manifest["command"].startswith("python -m dpclab.pretrain ")
+
+
+def test_checkpoint_is_a_plain_open_clip_state_dict():
+    state = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+    assert "token_embedding.weight" in state and "visual.conv1.weight" in state
+    model, preprocess, tokenizer = P.load_model(CHECKPOINT)
+    for attr in ("transformer", "attn_mask", "token_embedding", "positional_embedding", "ln_final", "text_projection"):
+        assert hasattr(model, attr)
+    assert torch.equal(model.token_embedding.weight, state["token_embedding.weight"].float())
+    tokens = tokenizer(["a photo of a red star.", "a sketch of a ring."])
+    full = model.encode_text(tokens)
+    assert torch.allclose(full, P.encode_text_truncated(model, tokens), atol=1e-4)
+
+
+def test_zero_shot_accuracy_reproduces_manifest(manifest, tmp_path):
+    model, preprocess, tokenizer = P.load_model(CHECKPOINT)
+    world.write_world(tmp_path, seed=manifest["zero_shot"]["eval_world_seed"])
+    measured = P.evaluate_world(model, tokenizer, preprocess, tmp_path)
+    recorded = manifest["zero_shot"]["datasets"]
+    assert set(measured) == set(recorded)
+    for name, accs in measured.items():
+        for key in ("all", "base", "new"):
+            assert abs(accs[key] - recorded[name][key]) <= 1.0, (name, key, accs[key], recorded[name][key])
+        # a pretrained model transfers zero-shot: far above chance on unseen (new) classes
+        n_new = world.WORLD_DATASETS[name]["num_classes"] // 2
+        assert accs["new"] > 100.0 / n_new + 10.0, (name, accs)
+
+
+def test_pretraining_lowers_the_loss_and_is_deterministic():
+    cfg = P.PretrainConfig(steps=12, batch_size=16, seed=0, warmup_steps=2, stream_length=1, threads=1)
+    _, losses = P.train(cfg, progress=False)
+    _, again = P.train(cfg, progress=False)
+    assert losses == again
+    assert losses[-1] < losses[0] - 0.2
+
+
+def test_pretrain_writes_loadable_checkpoint_and_manifest(tmp_path):
+    out = tmp_path / "tiny.pt"
+    manifest = P.pretrain(out, steps=2, batch_size=8, evaluate=False, progress=False, command="test")
+    assert P.sha256_file(out) == manifest["sha256"] == json.loads((tmp_path / "MANIFEST.json").read_text())["sha256"]
+    model, _, _ = P.load_model(out)
+    assert model.token_embedding.weight.dtype == torch.float32
+    assert not list(tmp_path.glob("*.tmp"))

@@ -1,0 +1,93 @@
+"""The generated world: determinism per seed, captions that describe the scene, a valid CoOp layout."""
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpclab.data import world
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_pretrain_stream_is_deterministic_per_seed():
+    a_img, a_cap = world.sample_pretrain_batch(seed=3, step=7, batch_size=16)
+    b_img, b_cap = world.sample_pretrain_batch(seed=3, step=7, batch_size=16)
+    c_img, c_cap = world.sample_pretrain_batch(seed=4, step=7, batch_size=16)
+    assert a_img.shape == (16, world.IMAGE_SIZE, world.IMAGE_SIZE, 3) and a_img.dtype == np.uint8
+    assert np.array_equal(a_img, b_img) and a_cap == b_cap
+    assert not np.array_equal(a_img, c_img)
+
+
+def test_captions_vary_and_name_the_shape():
+    rng = np.random.default_rng(0)
+    scene = world.random_scene(rng, shape="star", style="photo", colour="blue", shade="plain")
+    captions = {world.caption(scene, rng) for _ in range(200)}
+    assert len(captions) > 20  # many templates / attribute subsets
+    assert sum("star" in c for c in captions) > 0.7 * len(captions)
+    assert any("blue" in c for c in captions) and any("blue" not in c for c in captions)
+    sketch = world.random_scene(rng, shape="ring", style="outline")
+    sketch_captions = [world.caption(sketch, rng) for _ in range(50)]
+    assert all(any(w in c for w in ("sketch", "drawing", "outline")) for c in sketch_captions)
+
+
+def test_shapes_render_differently():
+    masks = {s: world.shape_mask(s, 16, 16, 10, 0) for s in world.SHAPES}
+    names = list(masks)
+    for i, a in enumerate(names):
+        assert 0.05 < masks[a].mean() < 0.6, a
+        for b in names[i + 1:]:
+            assert np.abs(masks[a] - masks[b]).mean() > 0.02, (a, b)
+
+
+def test_write_world_is_deterministic_and_valid(tmp_path):
+    names = ["WorldTint", "WorldTextures"]
+    out1 = world.write_world(tmp_path / "a", names=names, seed=0)
+    out2 = world.write_world(tmp_path / "b", names=names, seed=0)
+    out3 = world.write_world(tmp_path / "c", names=names[:1], seed=1)
+    assert set(out1) == set(names)
+    for name in names:
+        assert _digest(out1[name]) == _digest(out2[name])
+    assert _digest(out1["WorldTint"]) != _digest(out3["WorldTint"])
+
+    for name in names:
+        info = world.WORLD_DATASETS[name]
+        folder = tmp_path / "a" / info["dirname"]
+        assert out1[name] == folder
+        split = json.loads((folder / info["split_file"]).read_text())
+        assert set(split) == {"train", "val", "test"}
+        for key, entries in split.items():
+            labels = sorted({e[1] for e in entries})
+            assert labels == list(range(info["num_classes"])), key  # 0-based, contiguous
+            for rel, label, classname in entries:
+                assert (folder / "images" / rel).is_file()
+                assert info["classnames"][label] == classname
+                assert rel.split("/")[0] == classname.replace(" ", "_")
+            counts = np.bincount([e[1] for e in entries])
+            assert counts.min() == counts.max()
+        assert len(split["train"]) // info["num_classes"] >= 16
+
+
+@pytest.mark.parametrize("name", list(world.WORLD_DATASETS))
+def test_base_and_new_classes_share_no_defining_attribute(name):
+    """The world is built for the Base-New trade-off: base and new classes differ in kind."""
+    ds = world.get_world_dataset(name)
+    m = math.ceil(len(ds.classes) / 2)
+    base, new = ds.classes[:m], ds.classes[m:]
+    for key in ("shape", "pattern"):
+        b = {attrs[key] for _, attrs in base if key in attrs}
+        n = {attrs[key] for _, attrs in new if key in attrs}
+        assert not (b & n), (key, b & n)
+    if name == "WorldShades":
+        assert not ({a["colour"] for _, a in base} & {a["colour"] for _, a in new})
+    assert 10 <= len(ds.classes) <= 40
