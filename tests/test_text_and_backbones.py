@@ -38,6 +38,10 @@ def test_untrained_coop_equals_zero_shot_vit_b16():
     _untrained_coop_matches_zero_shot(load_clip("ViT-B-16", None, "cpu"))
 
 
+def test_untrained_coop_equals_zero_shot_embedded():
+    _untrained_coop_matches_zero_shot(load_clip("dpclab-tiny", "embedded", "cpu"))
+
+
 def test_truncated_equals_full_sequence_with_gradients(tiny_backbone):
     model = tiny_backbone.model.double()
     try:
