@@ -491,7 +491,8 @@ def plot_curves(curves: dict, reference: dict | None = None, metrics: Sequence[s
 
 
 def plot_tradeoff(curves: dict, reference: dict | None = None, points: dict | None = None, ax=None):
-    """The base-new plane: each method's trajectory over epochs (``curves``: name -> frame with base/new columns),
+    """The base-new plane: each method's trajectory over epochs (``curves``: name -> frame with base/new columns,
+    drawn as a moving average over 1/20 of the epochs; the dot is the last epoch's actual value),
     extra single ``points`` (name -> metrics), the ``reference`` point, and dotted iso-HM contours."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -511,7 +512,10 @@ def plot_tradeoff(curves: dict, reference: dict | None = None, points: dict | No
     cs = ax.contour(b, n, hm, levels=8, colors="lightgray", linestyles=":", linewidths=0.8)
     ax.clabel(cs, fontsize=6, fmt="HM %.0f")
     for name, df in curves.items():
-        line, = ax.plot(df["base"], df["new"], "-", alpha=0.6, label=f"{name} (over epochs)")
+        window = max(1, len(df) // 20)  # per-epoch accuracies on small test sets are noisy: a moving average
+        smooth = df[["base", "new"]].rolling(window, min_periods=1).mean()
+        label = f"{name} (over epochs{f', moving average of {window}' if window > 1 else ''})"
+        line, = ax.plot(smooth["base"], smooth["new"], "-", alpha=0.7, label=label)
         ax.plot(df["base"].iloc[-1], df["new"].iloc[-1], "o", color=line.get_color())
     for name, p in (points or {}).items():
         ax.plot(p["base"], p["new"], "s", label=name)
