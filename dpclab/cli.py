@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import os
 import sys
+import time
 import warnings
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
@@ -127,11 +129,16 @@ def cmd_report(args) -> int:
     def show(r):
         print(f"{r.name:32s} {r.status:7s} {r.seconds:7.1f} s  {r.error}", flush=True)
 
+    jobs = args.jobs
+    if jobs is None:  # the embedded model runs one CPU thread per kernel: two notebooks at once use both cores
+        jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
+    t0 = time.perf_counter()
     results = run_report(only=args.only, parameters=params, quick=args.quick, notebook_dir=args.notebooks,
-                         out_dir=args.out, timeout=args.timeout, on_result=show)
+                         out_dir=args.out, timeout=args.timeout, on_result=show, jobs=jobs)
     failed = [r for r in results if not r.ok]
-    total = sum(r.seconds for r in results)
-    print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s; reports in {args.out}/index.html")
+    wall = time.perf_counter() - t0
+    print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {wall:.1f} s wall ({jobs} at a time); "
+          f"reports in {args.out}/index.html")
     for r in failed:
         print(f"FAILED {r.name}: {r.error}  (see {r.html or r.executed})", file=sys.stderr)
     return 1 if failed else 0
@@ -175,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks")
     p.add_argument("--out", default="reports", help="where executed notebooks, HTML and index.html go")
     p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (none by default)")
+    p.add_argument("--jobs", type=int, help="notebooks run at once (default: 2 for the embedded model on a "
+                   "multi-core CPU, else 1); shared runs are trained once and reused")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("strip", help="remove outputs from notebooks before committing them")
     p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .locking import file_lock
 from .methods.base import Task
 from .train import Examples
 
@@ -41,6 +42,11 @@ def append_result(path: str | os.PathLike, row: dict) -> None:
     """Append one row to a CSV results table atomically: readers see the old or the new file, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(f".{path.name}.lock")):  # concurrent writers (parallel notebooks) lose no row
+        _append_row(path, row)
+
+
+def _append_row(path: Path, row: dict) -> None:
     old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=RESULT_COLUMNS)
     new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
     buf = io.StringIO()

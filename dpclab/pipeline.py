@@ -25,6 +25,7 @@ from torch import nn
 from .backbones import Backbone, load_clip
 from .data.coop import DatasetSplits, Datum, atomic_write_text, few_shot, load_dataset, subsample_classes
 from .data.features import build_transforms, cached_features
+from .locking import file_lock
 from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
 from .methods import METHODS, PLUGINS, get_method, parse_method
 from .methods.base import Task, learned_state, load_learned_state
@@ -235,6 +236,17 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
     fp = _fingerprint(cfg, backbone, exp)
     full_fp = config_fingerprint(tcfg, fp)
+    if run_dir is None:
+        return _train_and_record(cfg, exp, method, tcfg, None, full_fp, fp, on_epoch)
+    # one process at a time per run directory: parallel notebooks wait for, then reuse, each other's runs
+    with file_lock(run_dir.parent / f".{run_dir.name}.lock"):
+        return _train_and_record(cfg, exp, method, tcfg, run_dir, full_fp, fp, on_epoch)
+
+
+def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: TrainConfig, run_dir: Path | None,
+                      full_fp: str, fp: dict, on_epoch) -> RunResult:
+    """Reuse / refuse / replace a finished run in ``run_dir``, else train, evaluate and record the result."""
+    spec = get_method(cfg.method)
     history: list = []
     if run_dir is not None:
         done = run_dir / "result.json"

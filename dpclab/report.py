@@ -159,8 +159,13 @@ total wall time {total:.1f} s; {sum(r.ok for r in results)}/{len(results)} noteb
 
 def run_report(only: Sequence[str] | None = None, parameters: dict | None = None, quick: bool = False,
                notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, out_dir: str | Path = DEFAULT_OUT_DIR,
-               cwd: str | Path = ".", timeout: float | None = None, on_result=None) -> list[NotebookResult]:
+               cwd: str | Path = ".", timeout: float | None = None, on_result=None,
+               jobs: int = 1) -> list[NotebookResult]:
     """Execute the notebooks (all, or ``only``) headless, write their HTML reports and ``index.html``.
+
+    ``jobs > 1`` runs that many notebooks at once (each in its own kernel). Runs they share (e.g. the CoOp that 01
+    trains and 02 builds on) are trained once: ``pipeline.run`` locks each run directory, so the second notebook
+    waits and then reuses the finished run.
 
     ``parameters`` override the notebooks' ``parameters`` cells (keys from
     :data:`dpclab.notebook_helpers.PARAMETER_KEYS`); ``interactive`` is False unless given, ``quick`` as passed.
@@ -171,12 +176,25 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     books = discover(notebook_dir, only)
     out = Path(out_dir)
     results = []
-    for book in books:
-        log.info("running %s", book)
-        res = run_notebook(book, out, params, cwd, timeout)
-        results.append(res)
-        if on_result is not None:
-            on_result(res)
+    if jobs <= 1:
+        for book in books:
+            log.info("running %s", book)
+            res = run_notebook(book, out, params, cwd, timeout)
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
+    else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(run_notebook, book, out, params, cwd, timeout) for book in books]
+            for fut in as_completed(futures):
+                res = fut.result()
+                results.append(res)
+                if on_result is not None:
+                    on_result(res)
+        order = {b.stem: i for i, b in enumerate(books)}
+        results.sort(key=lambda r: order[r.name])
     write_index(results, out, params, Path(cwd) / "figures")
     return results
 

@@ -184,3 +184,39 @@ def test_results_write_interrupted_leaves_old_file_intact(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         append_result(path, {"dataset": "d", "method": "m", "seed": 2, "base": 3.0, "new": 4.0})
     assert path.read_text() == before
+
+
+def test_parallel_runs_of_one_config_train_once_and_record_every_row(json_root, tmp_path, tiny_backbone):
+    """Two workers asking for the same run: the run-directory lock (an flock, which also separates threads that
+    open the lock file separately) makes the second wait and reuse it."""
+    import threading
+
+    cfg = _cfg(json_root, tmp_path)
+    Experiment.prepare(cfg, tiny_backbone)  # write the few-shot cache first
+    results = []
+    workers = [threading.Thread(target=lambda: results.append(run(cfg, backbone=tiny_backbone))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert sorted(r.reused for r in results) == [False, True]
+    assert results[0].metrics == results[1].metrics
+    table = pd.read_csv(cfg.results)
+    assert len(table) == 1  # trained and recorded once; the other process reused the finished run
+    run_dirs = list((tmp_path / "runs").rglob("result.json"))
+    assert len(run_dirs) == 1
+
+
+def test_concurrent_result_appends_lose_no_row(tmp_path):
+    import multiprocessing as mp
+
+    path = tmp_path / "r.csv"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=lambda s=s: [append_result(path, {"dataset": "d", "method": "m", "seed": s * 10 + i,
+                                                                  "base": 1.0, "new": 1.0}) for i in range(5)])
+             for s in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(pd.read_csv(path)["seed"]) == sorted(s * 10 + i for s in range(3) for i in range(5))
