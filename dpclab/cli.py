@@ -111,7 +111,9 @@ def cmd_benchmark(args) -> int:
     import time
 
     from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, ensure_world,
-                            markdown_table, markdown_targets, run_grid, summary_table, world_datasets, write_report)
+                            markdown_table, markdown_targets, run_grid, summary_table, world_datasets, world_stamp,
+                            write_report)
+    from .pipeline import cached_backbone
 
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
     seeds = args.seeds or list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
@@ -144,6 +146,8 @@ def cmd_benchmark(args) -> int:
     header = (f"# Benchmark: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}"
               f"{' (QUICK: not a result)' if args.quick else ''}\n\n"
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
+              f"- weights: {cached_backbone(args.model, args.pretrained, args.device).key} (sha256 prefix of a "
+              f"checkpoint file)\n- world generator: {world_stamp()}\n"
               f"- training overrides: {train or 'none (SPEC defaults)'}\n- wall time: {wall:.0f} s "
               f"({int(runs['reused'].sum())} of {len(runs)} runs reused)")
     name = args.name or ("quick" if args.quick else "benchmark")
