@@ -12,7 +12,7 @@ from PIL import Image
 
 from dpclab import benchmark
 from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, GRID_COLUMNS, check_targets, ensure_world, markdown_table,
-                              run_grid, summary_table, write_report)
+                              markdown_targets, run_grid, summary_table, write_report)
 from dpclab.cli import main
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
@@ -126,6 +126,9 @@ def test_check_targets_on_a_hand_made_summary():
     assert t["passed"].tolist() == [True] * 7
     assert t.loc["CoOp gains on base", "measured"] == pytest.approx(10.0)
     assert t.loc["DPC lifts base", "measured"] == pytest.approx(1.5)
+    md = markdown_targets(check_targets(good))
+    assert "| 55.00 | pass |" in md and "| +10.00 | pass |" in md  # values plain, differences signed
+    assert all(line.count("|") == 5 for line in md.strip().splitlines())  # no stray cell separators
     bad = _summary(zeroshot=(60, 85, 62), coop=(64, 86, 80), coop_dpc=(64.5, 84, 99), coop_dept=(63, 85, 96))
     t = check_targets(bad).set_index("target")
     assert not t["passed"].any()
