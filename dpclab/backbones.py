@@ -4,6 +4,12 @@
 >>> bb = load_clip("ViT-B-16", "openai", device="cuda") # real CLIP (downloads once, needs internet)
 >>> bb = load_clip("ViT-B-16", "/path/to/weights.pt")  # a local checkpoint in open_clip's format
 >>> bb = load_clip("ViT-B-16", None)                   # random weights (tests)
+>>> bb = load_clip("my_configs/my-clip.json", "my-clip.pt")  # your own architecture: a config file + weights
+
+Extra model configs (open_clip's JSON format) can also be registered for every process by listing their folders
+or files in the ``DPCLAB_MODEL_CONFIGS`` environment variable (separated by ``os.pathsep``, ":" on Linux); the
+model is then loaded by its file stem, e.g. ``load_clip("my-clip", "my-clip.pt")`` or
+``python -m dpclab train --model my-clip --pretrained my-clip.pt``.
 
 Everything downstream (prompt learners, feature caches, notebooks) receives a :class:`Backbone` and never
 cares which of these it is.
@@ -25,6 +31,8 @@ from torch import nn
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
+#: environment variable: extra open_clip model-config folders or .json files, separated by os.pathsep
+MODEL_CONFIGS_ENV = "DPCLAB_MODEL_CONFIGS"
 
 EMBEDDED_MODEL = "dpclab-tiny"
 EMBEDDED_PRETRAINED = "embedded"
@@ -67,9 +75,39 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+_registered: set[str] = set()
+
+
+def register_model_configs(path: str | os.PathLike) -> None:
+    """Make the open_clip model config(s) at ``path`` (a folder of .json files, or one .json file) loadable by
+    name (the file stem). Registering the same path twice is a no-op."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Model config path {path} does not exist (from {MODEL_CONFIGS_ENV} or a config-file model name). "
+            f"Point it at a folder of open_clip model-config .json files or at one such file."
+        )
+    key = str(path.resolve())
+    if key not in _registered:
+        open_clip.add_model_config(path)
+        _registered.add(key)
+
+
 def _register_configs() -> None:
-    if MODEL_CONFIG_DIR.is_dir() and EMBEDDED_MODEL not in open_clip.list_models():
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
+    """dpclab's own configs, then those listed in ``DPCLAB_MODEL_CONFIGS``."""
+    if MODEL_CONFIG_DIR.is_dir():
+        register_model_configs(MODEL_CONFIG_DIR)
+    for entry in os.environ.get(MODEL_CONFIGS_ENV, "").split(os.pathsep):
+        if entry.strip():
+            register_model_configs(entry.strip())
+
+
+def _config_file_model(model_name: str) -> str:
+    """A model name that is a path to a ``.json`` config registers that file and becomes its stem."""
+    if model_name.endswith(".json"):
+        register_model_configs(model_name)
+        return Path(model_name).stem
+    return model_name
 
 
 def _file_sha256(path: Path, prefix: int = 12) -> str:
@@ -87,7 +125,8 @@ def _check_model_name(model_name: str) -> None:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"Unknown open_clip model {model_name!r}.{hint} "
-            f"Use open_clip.list_models() for the full list, or {EMBEDDED_MODEL!r} for the embedded offline model."
+            f"Use open_clip.list_models() for the full list, {EMBEDDED_MODEL!r} for the embedded offline model, or "
+            f"register your own config (a .json path as the model name, or the {MODEL_CONFIGS_ENV} variable)."
         )
 
 
@@ -135,6 +174,7 @@ def load_clip(
     model, or ``None``/``"random"`` for random weights. Checkpoint files are loaded with ``weights_only=True``.
     """
     _register_configs()
+    model_name = _config_file_model(str(model_name))
     _check_model_name(model_name)
     dev = resolve_device(device)
     source, weights_id = _resolve_pretrained(model_name, pretrained)

@@ -7,6 +7,7 @@ import argparse
 import ast
 import logging
 import sys
+import warnings
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
 
@@ -215,16 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Bad input (a ValueError, missing file, existing run, diverged training...) becomes a
+    one-line ``error: ...`` on stderr and exit code 2; warnings become one-line ``warning: ...``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return args.func(args)
+        except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as err:
+            print("error: " + " ".join(str(err).split()), file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -243,6 +243,7 @@ def _save_atomic(state: dict, out_path: Path) -> None:
     os.close(fd)
     try:
         torch.save(state, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -282,14 +283,34 @@ def sample_few_shot(items: Sequence[Datum], k: int, rng: random.Random) -> list[
     return out
 
 
+class FewShotWarning(UserWarning):
+    """K is larger than the number of training images of some classes (they keep all their images)."""
+
+
+def short_classes(items: Sequence[Datum], k: int) -> dict[str, int]:
+    """Classes with fewer than ``k`` items: {classname: count}."""
+    return {g[0].classname: len(g) for g in group_by_label(items).values() if len(g) < k}
+
+
 def few_shot(data: DatasetSplits, k: int, seed: int, cache_dir: str | os.PathLike | None = None) -> DatasetSplits:
     """K-shot train and min(K, 4)-shot val per class, sampled with ``random.Random(seed)`` (the reference seeds
     Python's ``random`` with the run seed, then samples train, then val). ``k <= 0`` keeps all data.
+
+    A class with fewer than K training images keeps all of them, as the reference does; that is not an error,
+    but the result is no longer a balanced K-shot set, so a :class:`FewShotWarning` names those classes.
 
     With ``cache_dir`` the sampled lists are stored as JSON per (dataset fingerprint, K, seed) and reused.
     """
     if k <= 0:
         return data
+    short = short_classes(data.train, k)
+    if short:
+        listed = ", ".join(f"{name!r} ({n})" for name, n in list(short.items())[:10])
+        more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+        warnings.warn(
+            f"{data.name}: {k} shots requested but {len(short)} class(es) have fewer training images: {listed}{more}. "
+            f"They use all their images (the reference's behaviour), so the set is not balanced; pass a smaller "
+            f"--shots for a balanced K-shot set.", FewShotWarning, stacklevel=2)
     cache = None
     if cache_dir is not None:
         fp = data.meta.get("fingerprint", "nofp")

@@ -70,7 +70,7 @@ SIZES: tuple[str, ...] = ("small", "medium", "large")
 POSITIONS: tuple[str, ...] = ("center", "left", "right", "top", "bottom")
 STYLES: tuple[str, ...] = ("photo", "outline", "tinted", "blurry", "texture")
 
-_SIZE_RADIUS = {"small": (5.0, 7.0), "medium": (8.0, 10.0), "large": (11.0, 13.0)}
+_SIZE_RADIUS = {"small": (6.0, 8.0), "medium": (9.0, 11.0), "large": (12.0, 14.0)}
 _POS_DIR = {"center": (0, 0), "left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1)}
 
 
@@ -100,9 +100,9 @@ def shade_rgb(colour: str, shade: str) -> np.ndarray:
     """RGB in [0, 1] of ``colour`` in a shade: light mixes with white, dark scales towards black."""
     rgb = np.asarray(COLOURS[colour], dtype=np.float32) / 255.0
     if shade == "light":
-        return rgb * 0.5 + 0.5
+        return rgb * 0.6 + 0.4
     if shade == "dark":
-        return rgb * 0.5
+        return rgb * 0.6
     return rgb
 
 
@@ -253,6 +253,8 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     if scene.style == "tinted":
         tint = np.asarray(scene.tint, dtype=np.float32) / 255.0
         img = (1.0 - scene.tint_strength) * img + scene.tint_strength * tint
+    if "lighting" in scene.extra:  # a global exposure change (domain shift of the fine-grained dataset)
+        img = img * np.float32(scene.extra["lighting"])
     if scene.style == "blurry" or scene.extra.get("blur"):
         img = _box_blur(img)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -419,7 +421,8 @@ def _scene_texture(rng: np.random.Generator, attrs: dict) -> Scene:
 
 
 def _scene_shades(rng: np.random.Generator, attrs: dict) -> Scene:
-    return random_scene(rng, style="photo", pattern="plain", background="gray", **attrs)
+    lighting = float(rng.uniform(0.8, 1.2))
+    return random_scene(rng, style="photo", pattern="plain", background="gray", extra={"lighting": lighting}, **attrs)
 
 
 @dataclass(frozen=True)
@@ -477,7 +480,8 @@ _DATASETS: tuple[WorldDataset, ...] = (
     WorldDataset("WorldTextures", "world_textures", "a {} texture.", tuple(_texture_classes()), _scene_texture,
                  description="texture-only swatches on black, coarser than in pretraining (DTD-like): 4 patterns x 4 colours"),
     WorldDataset("WorldShades", "world_shades", "a photo of a {} shape.", tuple(_shade_classes()), _scene_shades,
-                 description="fine-grained colour shades of plain shapes on gray (Flowers-like): 8 hues x 3 shades"),
+                 description="fine-grained colour shades of plain shapes on gray under varying exposure "
+                             "(Flowers-like): 8 hues x 3 shades"),
 )
 
 WORLD_DATASETS: dict[str, dict] = {

@@ -1,0 +1,99 @@
+"""The benchmark's quick mode runs end to end on the tiny model and writes its CSV and markdown; its reference-style
+CoOp computes the same loss and gradient as dpclab's (the faithfulness check). No timing assertions."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+import torch.nn.functional as F
+
+from dpclab import bench
+from dpclab.methods.base import Task
+from dpclab.methods.coop import CoOp, CoOpConfig
+
+
+def test_quick_bench_writes_csv_and_markdown(tmp_path, tiny_model_name, capsys):
+    out_csv, out_md = tmp_path / "out" / "bench.csv", tmp_path / "out" / "bench.md"
+    code = bench.main(["--quick", "--model", f"{tiny_model_name}:random", "--csv", str(out_csv),
+                       "--markdown", str(out_md), "--workdir", str(tmp_path / "work")])
+    assert code == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    by_metric = {r["metric"]: r for r in rows if r["model"] == f"{tiny_model_name}:random"}
+    for ratio in ("speedup_cached_view", "speedup_fresh_view"):
+        assert float(by_metric[ratio]["value"]) > 0 and by_metric[ratio]["unit"] == "x"
+    for seconds in ("reference_epoch", "dpclab_epoch_cached", "dpclab_encode_view"):
+        assert float(by_metric[seconds]["value"]) > 0
+    assert float(by_metric["peak_rss_reference"]["value"]) > 0
+    # the two loops compute the same loss on the same batch (fp32 rounding apart)
+    assert float(by_metric["faithfulness_loss_abs_diff"]["value"]) < 1e-4
+    assert float(by_metric["faithfulness_ctx_grad_rel_diff"]["value"]) < 1e-3
+    md = out_md.read_text()
+    assert f"| {tiny_model_name}:random |" in md and "speed-up" in md
+    from dpclab.methods import PLUGINS
+
+    if "dpc" in PLUGINS:  # DPC's step-2 epoch and the omega slider are measured once DPC is installed
+        assert float(by_metric["dpc_step2_epoch"]["value"]) > 0
+        assert float(by_metric["dpc_epoch_over_reference_coop_epoch"]["value"]) > 0
+        assert float(by_metric["slider_update_latency"]["value"]) > 0
+    else:
+        assert "dpc_step2_epoch" not in by_metric
+    printed = capsys.readouterr().out
+    assert "faithfulness (first batch)" in printed and "speed-up per CoOp epoch" in printed
+
+
+def test_reference_style_coop_equals_dpclab_coop(tiny_backbone):
+    """Full 77-token prompts through open_clip's transformer module == dpclab's truncated prompt encoding, and the
+    pixel path == cached image features: same logits, same context gradient."""
+    names = ("forest", "sea or lake", "boeing 747-400")
+    coop = CoOp(tiny_backbone, CoOpConfig())
+    ref = bench.ReferenceCoOp(tiny_backbone, names, coop.ctx)
+    torch.manual_seed(0)
+    pixels = torch.randn(5, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    with torch.no_grad():
+        feats = tiny_backbone.model.encode_image(pixels)
+    ours = F.cross_entropy(coop(feats, Task(names)).logits, y)
+    theirs = F.cross_entropy(ref(pixels), y)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    (g1,) = torch.autograd.grad(ours, coop.ctx)
+    (g2,) = torch.autograd.grad(theirs, ref.ctx)
+    torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-4)
+
+
+def test_markdown_lists_other_sections():
+    rows = [bench.Row("coop", "m", k, v, u, "4 classes x 2 shots") for k, v, u in [
+        ("reference_epoch", 2.0, "s"), ("dpclab_epoch_cached", 0.5, "s"), ("dpclab_encode_view", 0.5, "s"),
+        ("speedup_cached_view", 4.0, "x"), ("speedup_fresh_view", 2.0, "x"), ("faithfulness_loss_abs_diff", 0, ""),
+        ("peak_rss_reference", 100, "MiB"), ("peak_rss_dpclab_train", 90, "MiB")]]
+    rows.append(bench.Row("notebooks", "", "report_wall_time", 12.5, "s", "ok"))
+    md = bench.markdown(rows, "# t")
+    assert "**4.0x**" in md and "**2.0x**" in md and "| notebooks |  | report_wall_time | 12.5 s | ok |" in md
+
+
+def test_notebook_timing_runs_the_report_command_when_it_exists(tmp_path, monkeypatch):
+    import argparse
+    import subprocess
+
+    import dpclab.cli
+
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="a ok\n3/3 notebooks ok in 9.0 s\n", stderr="")
+
+    def parser_with(commands):
+        p = argparse.ArgumentParser()
+        sub = p.add_subparsers()
+        for c in commands:
+            sub.add_parser(c)
+        return p
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(dpclab.cli, "build_parser", lambda: parser_with(["train"]))
+    assert bench.bench_notebooks(tmp_path, log=lambda *_: None) == [] and not calls
+    monkeypatch.setattr(dpclab.cli, "build_parser", lambda: parser_with(["train", "report"]))
+    (row,) = bench.bench_notebooks(tmp_path / "nb", quick=True, log=lambda *_: None)
+    assert calls[-1][-4:] == ["report", "--out", str(tmp_path / "nb"), "--quick"]
+    assert row.metric == "report_wall_time_quick" and row.value > 0 and "3/3 notebooks ok" in row.note
