@@ -1,5 +1,5 @@
 """``python -m dpclab <command>``: train/evaluate methods, write the embedded world, pretrain the tiny CLIP,
-run the notebooks as a report. Every command is a thin wrapper over a dpclab function."""
+run the notebooks as a report, strip notebook outputs. Every command is a thin wrapper over a dpclab function."""
 
 from __future__ import annotations
 
@@ -171,6 +171,35 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import parse_value, run_report
+
+    params = {key: parse_value(value) for key, value in args.param or []}
+
+    def show(r):
+        print(f"{r.name:32s} {r.status:7s} {r.seconds:7.1f} s  {r.error}", flush=True)
+
+    results = run_report(only=args.only, parameters=params, quick=args.quick, notebook_dir=args.notebooks,
+                         out_dir=args.out, timeout=args.timeout, on_result=show)
+    failed = [r for r in results if not r.ok]
+    total = sum(r.seconds for r in results)
+    print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.1f} s; reports in {args.out}/index.html")
+    for r in failed:
+        print(f"FAILED {r.name}: {r.error}  (see {r.html or r.executed})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_strip(args) -> int:
+    from pathlib import Path
+
+    from .report import strip_outputs
+
+    paths = args.paths or sorted(Path("notebooks").glob("*.ipynb"))
+    for path in strip_outputs(paths):
+        print(f"stripped {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpclab", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -213,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_benchmark)
     p = sub.add_parser("methods", help="list the available methods and their training defaults")
     p.set_defaults(func=cmd_methods)
+    p = sub.add_parser("report", help="execute the notebooks headless (papermill) and write HTML reports")
+    p.add_argument("--quick", action="store_true", help="the fast smoke mode of every notebook (what CI runs)")
+    p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (prefixes: 00 03)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="override a notebook parameter, as papermill -p (e.g. -p model ViT-B-16 -p pretrained openai)")
+    p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks")
+    p.add_argument("--out", default="reports", help="where executed notebooks, HTML and index.html go")
+    p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (none by default)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("strip", help="remove outputs from notebooks before committing them")
+    p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")
+    p.set_defaults(func=cmd_strip)
     return parser
 
 

@@ -1,0 +1,233 @@
+"""The notebooks: structure (parameters cell, kernelspec, no outputs, no logic of their own), the report runner,
+and - the real check - every notebook executing under papermill in quick mode on the embedded default."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dpclab.notebook_helpers import PARAMETER_KEYS, parse_datasets, parse_seeds, setup
+from dpclab.report import check_parameters, discover, parse_value, run_report
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+EXPECTED = ["00_quickstart", "01_baseline_tuning", "02_dhno_training", "03_omega_sliders", "04_dept_channel_importance",
+            "05_feature_invariance", "06_reproducibility_report"]
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def _code(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_the_seven_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    # papermill -p needs a kernelspec with a language, and a cell tagged "parameters" defining every key
+    ks = nb.metadata.get("kernelspec", {})
+    assert ks.get("name") == "python3" and ks.get("language") == "python"
+    assert nb.metadata.get("language_info", {}).get("name") == "python"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    import papermill as pm
+
+    assert set(pm.inspect_notebook(str(path))) == set(PARAMETER_KEYS)
+    # the defaults are the embedded backend
+    defaults = {}
+    exec(tagged[0].source, {}, defaults)  # noqa: S102 - our own literal assignments
+    assert defaults["pretrained"] == "embedded" and defaults["quick"] is False and defaults["interactive"] is True
+    # and setup() is called with exactly those names, in order
+    call = "nb.setup(" + ", ".join(PARAMETER_KEYS) + ")"
+    assert any(call in c.source for c in _code(nb)), f"{path.name} does not call {call}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_committed_outputs(path):
+    """Outputs are stripped before committing (python -m dpclab strip)."""
+    nb = nbformat.read(str(path), as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name} has outputs in cells {dirty}; strip them: python -m dpclab strip {path}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_hold_no_logic_of_their_own(path):
+    """Notebooks call dpclab; functions and classes belong in the package, where they are tested."""
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in _code(nb):
+        tree = ast.parse(cell.source)
+        defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+        assert not defs, f"{path.name} defines {defs}; move them into dpclab"
+
+
+def test_parse_value_follows_papermill_cli():
+    assert parse_value("16") == 16 and parse_value("None") is None and parse_value("True") is True
+    assert parse_value("ViT-B-16") == "ViT-B-16" and parse_value("1 2 3") == "1 2 3"
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("0.5") == 0.5
+
+
+def test_seeds_and_datasets_parameters():
+    assert parse_seeds("1 2 3") == parse_seeds("[1, 2, 3]") == parse_seeds([1, 2, 3]) == parse_seeds("1,2,3")
+    assert parse_seeds(4) == [4]
+    with pytest.raises(ValueError, match="seeds must be integers"):
+        parse_seeds("one two")
+    assert parse_datasets("a, b") == ["a", "b"] and parse_datasets(["x"]) == ["x"]
+
+
+def test_setup_resolves_backends_and_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="data_root is required on real CLIP"):
+        setup("auto", "ViT-B-16", "openai", chdir=False, threads=0)
+    with pytest.raises(ValueError, match="backend='embedded' runs model='dpclab-tiny'"):
+        setup("embedded", "ViT-B-16", "openai", chdir=False, threads=0)
+    with pytest.raises(ValueError, match="backend must be"):
+        setup("cuda", chdir=False, threads=0)
+    s = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), seeds="1 2 3", quick=True, chdir=False,
+              threads=0)
+    assert s.backend == "open_clip" and s.dataset == "eurosat" and s.seeds == [1] and "ViT-B-16 / openai" in s.label
+    # quick mode scales each method's SPEC epochs down; an explicit epochs wins
+    assert s.config("coop").train == {"epochs": 20} and s.config("zeroshot").train == {}
+    s2 = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), epochs=3, chdir=False, threads=0)
+    assert s2.config("coop").train == {"epochs": 3} and s2.seeds == [1, 2, 3]
+    # full mode with SPEC epochs: no overrides, so the run directories are the CLI's
+    s3 = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), chdir=False, threads=0)
+    assert s3.config("coop").train == {} and s3.config("coop+dpc").base_train == {}
+    assert s3.effective_epochs("coop") == {"epochs": 200}
+    assert s3.effective_epochs("coop+dpc") == {"epochs": 20, "step1_epochs": 200}
+    assert s.effective_epochs("coop+dpc") == {"epochs": 2, "step1_epochs": 20}
+
+
+def test_report_refuses_unknown_parameters_and_notebooks():
+    with pytest.raises(ValueError, match="Unknown notebook parameter.*modle"):
+        check_parameters({"modle": "ViT-B-16"})
+    with pytest.raises(ValueError, match="--only '99' matches no notebook"):
+        discover(NOTEBOOK_DIR, ["99"])
+    assert [p.stem for p in discover(NOTEBOOK_DIR, ["01", "00"])] == EXPECTED[:2]
+
+
+def _tiny_notebook(path: Path, fail: bool) -> None:
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    params = new_code_cell("\n".join(f"{k} = None" for k in PARAMETER_KEYS))
+    params.metadata["tags"] = ["parameters"]
+    cells = [new_markdown_cell("# tiny"), params, new_code_cell("x = 1\nprint('quick is', quick)"),
+             new_code_cell("raise ValueError('boom in the third code cell')" if fail else "y = 2")]
+    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                            "language": "python"},
+                                             "language_info": {"name": "python"}})
+    nbformat.write(nb, str(path))
+
+
+def test_report_runs_notebooks_writes_html_and_index_and_names_the_failing_cell(tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    _tiny_notebook(books / "a_ok.ipynb", fail=False)
+    _tiny_notebook(books / "b_bad.ipynb", fail=True)
+    out = tmp_path / "reports"
+    results = run_report(parameters={"seeds": "1 2"}, quick=True, notebook_dir=books, out_dir=out, cwd=tmp_path)
+    ok, bad = results
+    assert ok.ok and not bad.ok
+    assert "In [4] (cell 4 of the executed notebook" in bad.error and "ValueError: boom in the third code cell" in bad.error
+    executed = nbformat.read(str(ok.executed), as_version=4)
+    assert any("quick is True" in o.get("text", "") for c in _code(executed) for o in c.outputs)
+    assert ok.html.is_file() and bad.html.is_file() and "boom" in bad.html.read_text()
+    index = (out / "index.html").read_text()
+    assert "a_ok.html" in index and "b_bad.html" in index and "failed" in index and "1/2 notebooks" in index
+    # the CLI exits non-zero and names the notebook and cell
+    from dpclab.cli import main
+
+    assert main(["report", "--notebooks", str(books), "--out", str(out), "--only", "a"]) == 0
+    assert main(["report", "--notebooks", str(books), "--out", str(out)]) == 1
+
+
+def test_strip_removes_outputs(tmp_path):
+    from dpclab.report import strip_outputs
+
+    path = tmp_path / "n.ipynb"
+    _tiny_notebook(path, fail=False)
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="hi")]
+    nb.cells[2].execution_count = 3
+    nb.cells[2].metadata["papermill"] = {"duration": 1.0}
+    nbformat.write(nb, str(path))
+    assert strip_outputs([path]) == [path]
+    clean = nbformat.read(str(path), as_version=4)
+    assert clean.cells[2].outputs == [] and clean.cells[2].execution_count is None
+    assert "papermill" not in clean.cells[2].metadata and clean.cells[1].metadata["tags"] == ["parameters"]
+    assert strip_outputs([path]) == []  # already clean: untouched
+
+
+# ------------------------------------------------------------------------- every notebook, quick, embedded
+def _embedded_available() -> bool:
+    from dpclab.backbones import embedded_checkpoint
+
+    try:
+        import dpclab.data.world  # noqa: F401
+    except ImportError:
+        return False
+    return embedded_checkpoint().is_file()
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """Run the whole quick suite once (in a scratch folder: its runs/, data/ and figures/ stay there)."""
+    if not _embedded_available():
+        pytest.skip("the embedded checkpoint (data/embedded/dpclab-tiny.pt) and world are not in this checkout")
+    work = tmp_path_factory.mktemp("quick_suite")
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in env_path.split(os.pathsep) if p]])
+    try:
+        results = run_report(quick=True, notebook_dir=NOTEBOOK_DIR, out_dir=work / "reports", cwd=work)
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    return work, {r.name: r for r in results}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_runs_in_quick_mode(quick_report, name):
+    work, results = quick_report
+    res = results[name]
+    assert res.ok, f"{name} failed: {res.error} (executed copy: {res.executed})"
+    assert res.html.is_file()
+    assert (work / "reports" / "index.html").is_file()
+
+
+def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbone):
+    from dpclab.notebook_helpers import untrained_coop_vs_zeroshot
+    from dpclab.pipeline import Experiment, RunConfig
+
+    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, cache_dir=str(tmp_path / "c"),
+                    progress=False)
+    table = untrained_coop_vs_zeroshot(Experiment.prepare(cfg, tiny_backbone), tiny_backbone)
+    assert list(table["split"]) == ["base", "new"]
+    assert (table["max |logit difference|"] < 1e-4).all()
+    assert (table.iloc[:, 1] == table.iloc[:, 2]).all()
+
+
+def test_slider_callback_reads_the_grid(capsys):
+    import torch
+
+    from dpclab.evaluate import harmonic_mean
+    from dpclab.notebook_helpers import omega_sliders, omega_summary
+    from dpclab.omega import OmegaGrid
+
+    grid = OmegaGrid(omegas=[0.0, 0.5, 1.0], accuracy={"base": torch.tensor([60.0, 70.0, 65.0], dtype=torch.float64),
+                                                       "new": torch.tensor([50.0, 45.0, 40.0], dtype=torch.float64)},
+                     labels={}, meta={"default": [0.5, 0.0]})
+    text = omega_summary(grid, 0.45, 0.1)  # nearest grid values: 0.5 and 0.0
+    assert "ω_b = 0.50, ω_n = 0.00" in text and "base **70.00**" in text and "new **50.00**" in text
+    assert f"HM **{harmonic_mean(70, 50):.2f}**" in text
+    box = omega_sliders(grid)
+    slider_b, slider_n = box.children[0].children
+    assert (slider_b.value, slider_n.value, slider_b.step) == (0.5, 0.0, 0.5)
+    slider_n.value = 1.0  # fires the callback outside a kernel: it must not raise
+    assert slider_n.value == 1.0
