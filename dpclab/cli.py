@@ -110,6 +110,58 @@ def cmd_transfer(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    import time
+
+    from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, ensure_world,
+                            markdown_table, markdown_targets, run_grid, summary_table, world_datasets, world_stamp,
+                            write_report)
+    from .pipeline import cached_backbone
+
+    datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
+    seeds = args.seeds or list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
+    train = dict(QUICK_TRAIN) if args.quick else {}
+    train.update(_parse_options(args.train))
+    if args.epochs is not None:
+        train["epochs"] = args.epochs
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    written = ensure_world(args.data_root, datasets)
+    if written:
+        print(f"wrote embedded world dataset(s) {', '.join(written)} under {args.data_root}")
+    t0 = time.time()
+
+    def show(row: dict) -> None:
+        if not args.no_progress:
+            note = " (reused)" if row["reused"] else f" ({row['seconds']:.0f} s)"
+            print(f"{row['dataset']} {row['method']} seed {row['seed']}: base {row['base']:.2f}  new {row['new']:.2f}"
+                  f"  HM {row['hm']:.2f}  train {row['train_acc']:.2f}{note}", flush=True)
+
+    runs = run_grid(datasets, args.methods or list(DEFAULT_METHODS), seeds, data_root=args.data_root,
+                    model=args.model, pretrained=args.pretrained, shots=args.shots, train=train,
+                    runs_dir=args.runs_dir, cache_dir=args.cache_dir, results=args.results, device=args.device,
+                    if_exists="overwrite" if args.overwrite else "reuse", on_row=show)
+    wall = time.time() - t0
+    summary = summary_table(runs)
+    targets = check_targets(summary)
+    header = (f"# Benchmark: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}"
+              f"{' (QUICK: not a result)' if args.quick else ''}\n\n"
+              f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
+              f"- weights: {cached_backbone(args.model, args.pretrained, args.device).key} (sha256 prefix of a "
+              f"checkpoint file)\n- world generator: {world_stamp()}\n"
+              f"- training overrides: {train or 'none (SPEC defaults)'}\n- wall time: {wall:.0f} s "
+              f"({int(runs['reused'].sum())} of {len(runs)} runs reused)")
+    name = args.name or ("quick" if args.quick else "benchmark")
+    paths = write_report(args.out, name, runs, summary, targets, header=header)
+    print()
+    print(markdown_table(summary))
+    print(markdown_targets(targets))
+    print(f"wall time {wall:.0f} s; tables in {paths['markdown']} and {paths['summary']}")
+    return 0
+
+
 def cmd_methods(args) -> int:
     from .methods import METHODS, PLUGINS
 
@@ -172,6 +224,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", choices=["cross", "dg"], default="cross")
     p.add_argument("--transfer-results", default="runs/transfer.csv", help="CSV table the accuracies go to")
     p.set_defaults(func=cmd_transfer)
+    p = sub.add_parser("benchmark", help="zero-shot, CoOp, CoOp+DPC, CoOp+DePT over datasets x seeds on the "
+                       "embedded world (written if missing): table of base/new/HM/train accuracy, mean ± std")
+    p.add_argument("--datasets", nargs="+", help="dataset names (default: every embedded world dataset; "
+                   "--quick: the first)")
+    p.add_argument("--methods", nargs="+", help="default: zeroshot coop coop+dpc coop+dept")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 1 2 3 (--quick: 1)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 epochs per method, 1 seed, 1 dataset")
+    p.add_argument("--epochs", type=int, help="override every method's epochs (default: SPEC defaults)")
+    p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides, for all methods")
+    p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
+    p.add_argument("--name", help="file name stem of the tables (default: benchmark, or quick)")
+    p.add_argument("--data-root", default="data/world")
+    p.add_argument("--model", default=EMBEDDED_MODEL)
+    p.add_argument("--pretrained", default=EMBEDDED_PRETRAINED)
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default="data/cache")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--results", default="runs/results.csv")
+    p.add_argument("--overwrite", action="store_true", help="re-run finished runs instead of reusing them")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
+    p.set_defaults(func=cmd_benchmark)
     p = sub.add_parser("methods", help="list the available methods and their training defaults")
     p.set_defaults(func=cmd_methods)
     p = sub.add_parser("report", help="execute the notebooks headless (papermill) and write HTML reports")
@@ -200,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     one-line ``error: ...`` on stderr and exit code 2; warnings become one-line ``warning: ...``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning

@@ -1,0 +1,184 @@
+"""The benchmark: the grid of runs on a fixture dataset, the mean ± std / HM-of-means summary against values
+computed by hand, the target checks on a hand-made summary, the writers, the world guard and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dpclab import benchmark
+from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, GRID_COLUMNS, check_targets, ensure_world, markdown_table,
+                              markdown_targets, run_grid, summary_table, write_report)
+from dpclab.cli import main
+from dpclab.evaluate import harmonic_mean
+from dpclab.text import encode_texts
+
+
+def _grid(root, tmp_path, backbone, **kw):
+    args = dict(methods=DEFAULT_METHODS, seeds=[1, 2], data_root=str(root), model="tiny", pretrained="random", shots=4, train={"epochs": 1},
+                runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                results=str(tmp_path / "runs" / "results.csv"), device="cpu", backbone=backbone)
+    args.update(kw)
+    return run_grid(["eurosat"], **args)
+
+
+def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_backbone):
+    runs = _grid(json_root, tmp_path, tiny_backbone)
+    assert list(runs.columns) == GRID_COLUMNS
+    assert len(runs) == 1 * 4 * 2
+    assert list(runs["method"]) == list(DEFAULT_METHODS) * 2 and list(runs["seed"]) == [1] * 4 + [2] * 4
+    assert runs.loc[runs.method == "zeroshot", "epochs"].eq(0).all()
+    assert runs.loc[runs.method != "zeroshot", "epochs"].eq(1).all()
+    for _, r in runs.iterrows():
+        assert r["hm"] == pytest.approx(harmonic_mean(r["base"], r["new"]))
+    # DPC (omega_n = 0) leaves new classes to the step-1 model, which is the CoOp run of the same seed
+    for seed in (1, 2):
+        coop = runs[(runs.method == "coop") & (runs.seed == seed)].iloc[0]
+        dpc = runs[(runs.method == "coop+dpc") & (runs.seed == seed)].iloc[0]
+        assert dpc["new"] == coop["new"]
+    # step 1 of DPC reused the CoOp run: the results table holds each trained run exactly once
+    table = pd.read_csv(tmp_path / "runs" / "results.csv")
+    assert sorted(table.groupby(["method", "seed"]).size().tolist()) == [1] * 8
+    # zero-shot accuracy on the shots, recomputed by hand from the frozen encoders and the test transform
+    from dpclab.pipeline import Experiment, RunConfig
+
+    exp = Experiment.prepare(RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, seed=1,
+                                       cache_dir=None, progress=False), tiny_backbone)
+    items = exp.train_split.train
+    model = tiny_backbone.model
+    with torch.no_grad():
+        x = torch.stack([exp.transforms["test"](Image.open(d.impath)) for d in items])
+        img = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1)
+        txt = encode_texts(model, tiny_backbone.tokenizer,
+                           [exp.data.template.format(c) for c in exp.train_task.classnames])
+    labels = torch.tensor([d.label for d in items])
+    expected = 100.0 * ((img @ txt.T).argmax(-1) == labels).float().mean().item()
+    zs = runs[(runs.method == "zeroshot") & (runs.seed == 1)].iloc[0]
+    assert zs["train_acc"] == pytest.approx(expected, abs=1e-4)
+    # a second call reuses every trained run and reproduces the table
+    again = _grid(json_root, tmp_path, tiny_backbone)
+    assert again.loc[again.method != "zeroshot", "reused"].all()
+    pd.testing.assert_frame_equal(again[["base", "new", "hm", "train_acc"]], runs[["base", "new", "hm", "train_acc"]])
+    summary = summary_table(runs)
+    assert len(summary) == 4 * 2  # (1 dataset + average) x 4 methods
+    assert set(summary["dataset"]) == {"eurosat", AVERAGE}
+
+
+def test_run_grid_rejects_bad_input(json_root, tmp_path, tiny_backbone):
+    with pytest.raises(ValueError, match="Unknown method"):
+        _grid(json_root, tmp_path, tiny_backbone, methods=["coop", "coopp"])
+    with pytest.raises(ValueError, match="not in methods"):
+        run_grid(["eurosat"], ["coop"], [1], method_cfg={"coop+dpc": {"omega_b": 0.5}}, backbone=tiny_backbone)
+    with pytest.raises(ValueError, match="at least one"):
+        run_grid([], ["coop"], [1], backbone=tiny_backbone)
+
+
+def _hand_runs() -> pd.DataFrame:
+    rows = []
+    # dataset a: method m base 60/62/64, new 30/33/36; dataset b: base 80/80/83, new 50/53/50
+    for seed, (ba, na, bb, nb) in zip((1, 2, 3), [(60, 30, 80, 50), (62, 33, 80, 53), (64, 36, 83, 50)]):
+        rows.append({"dataset": "a", "method": "m", "seed": seed, "base": ba, "new": na, "train_acc": 90 + seed})
+        rows.append({"dataset": "b", "method": "m", "seed": seed, "base": bb, "new": nb, "train_acc": 100.0})
+    return pd.DataFrame(rows)
+
+
+def test_summary_mean_std_and_hm_of_means_by_hand():
+    s = summary_table(_hand_runs()).set_index(["dataset", "method"])
+    a, b, avg = s.loc[("a", "m")], s.loc[("b", "m")], s.loc[(AVERAGE, "m")]
+    assert a["base"] == pytest.approx(62.0) and a["base_std"] == pytest.approx(2.0)  # sample std, ddof = 1
+    assert a["new"] == pytest.approx(33.0) and a["new_std"] == pytest.approx(3.0)
+    assert a["hm"] == pytest.approx(2 * 62 * 33 / (62 + 33))  # HM of the means
+    assert a["train_acc"] == pytest.approx(92.0) and a["train_acc_std"] == pytest.approx(1.0)
+    assert b["base"] == pytest.approx(81.0) and b["base_std"] == pytest.approx(math.sqrt(3.0))
+    assert b["new"] == pytest.approx(51.0) and a["runs"] == 3
+    # across datasets: average base and new first (71.5, 42.0), then HM; not the mean of the per-dataset HMs
+    assert avg["base"] == pytest.approx(71.5) and avg["new"] == pytest.approx(42.0)
+    assert avg["hm"] == pytest.approx(2 * 71.5 * 42.0 / (71.5 + 42.0))
+    assert avg["hm"] != pytest.approx((a["hm"] + b["hm"]) / 2)
+    # its std: spread over seeds of the per-seed dataset averages: base 70, 71, 73.5; new 40, 43, 43
+    assert avg["base_std"] == pytest.approx(pd.Series([70.0, 71.0, 73.5]).std())
+    assert avg["new_std"] == pytest.approx(pd.Series([40.0, 43.0, 43.0]).std())
+    assert avg["runs"] == 6
+
+
+def test_summary_single_seed_has_no_std_and_bad_tables_fail():
+    s = summary_table(_hand_runs().query("seed == 1"))
+    assert s["base_std"].isna().all()
+    with pytest.raises(ValueError, match="columns"):
+        summary_table(pd.DataFrame({"dataset": ["a"], "base": [1.0]}))
+
+
+def _summary(**values) -> pd.DataFrame:
+    rows = []
+    for method, (b, n, t) in values.items():
+        rows.append({"dataset": AVERAGE, "method": method.replace("_", "+"), "base": b, "base_std": 0.0, "new": n,
+                     "new_std": 0.0, "hm": harmonic_mean(b, n), "train_acc": t, "train_acc_std": 0.0, "runs": 3})
+    return pd.DataFrame(rows)
+
+
+def test_check_targets_on_a_hand_made_summary():
+    good = _summary(zeroshot=(60, 55, 62), coop=(70, 50, 97), coop_dpc=(71.5, 50, 99), coop_dept=(72, 52, 96))
+    t = check_targets(good).set_index("target")
+    assert t["passed"].tolist() == [True] * 7
+    assert t.loc["CoOp gains on base", "measured"] == pytest.approx(10.0)
+    assert t.loc["DPC lifts base", "measured"] == pytest.approx(1.5)
+    md = markdown_targets(check_targets(good))
+    assert "| 55.00 | pass |" in md and "| +10.00 | pass |" in md  # values plain, differences signed
+    assert all(line.count("|") == 5 for line in md.strip().splitlines())  # no stray cell separators
+    bad = _summary(zeroshot=(60, 85, 62), coop=(64, 86, 80), coop_dpc=(64.5, 84, 99), coop_dept=(63, 85, 96))
+    t = check_targets(bad).set_index("target")
+    assert not t["passed"].any()
+    # a missing method gives "not measured", not a fail
+    t = check_targets(good[good.method != "coop+dept"]).set_index("target")
+    assert t.loc["DePT improves on CoOp", "passed"] is None and math.isnan(t.loc["DePT improves on CoOp", "measured"])
+    with pytest.raises(ValueError, match="no rows"):
+        check_targets(good, dataset="nope")
+
+
+def test_write_report_writes_csv_and_markdown(tmp_path):
+    runs = _hand_runs()
+    summary = summary_table(runs)
+    paths = write_report(tmp_path / "out", "bench", runs, summary, check_targets(summary), header="# Title")
+    assert set(paths) == {"summary", "runs", "markdown", "targets"}
+    pd.testing.assert_frame_equal(pd.read_csv(paths["summary"]), summary, check_dtype=False)
+    md = paths["markdown"].read_text()
+    assert md.startswith("# Title") and "| a | m | 62.00 ± 2.00 | 33.00 ± 3.00 |" in md
+    assert markdown_table(summary) in md and "| DPC lifts base |" in md
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_ensure_world_writes_missing_and_refuses_another_world(tmp_path, monkeypatch):
+    from dpclab.data import world
+
+    calls = []
+
+    def fake_write(root, names, seed=0):
+        calls.append(list(names))
+        for n in names:
+            (root / world.get_world_dataset(n).dirname).mkdir(parents=True)
+
+    monkeypatch.setattr(world, "write_world", fake_write)
+    assert ensure_world(tmp_path, ["world_tint", "eurosat"]) == ["world_tint"]
+    assert calls == [["world_tint"]]
+    assert ensure_world(tmp_path, ["world_tint"]) == []  # present, same generator: nothing to do
+    (tmp_path / "world_tint" / benchmark.STAMP_FILE).write_text("seed0-000000000000\n")
+    with pytest.raises(RuntimeError, match="another version of the world generator"):
+        ensure_world(tmp_path, ["world_tint"])
+
+
+def test_cli_quick_benchmark(json_root, tmp_path, tiny_model_name, capsys):
+    out = tmp_path / "report"
+    rc = main(["benchmark", "--quick", "--datasets", "eurosat", "--data-root", str(json_root), "--model",
+               tiny_model_name, "--pretrained", "random", "--shots", "2", "--device", "cpu", "--out", str(out),
+               "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--results",
+               str(tmp_path / "results.csv"), "--no-progress", "--epochs", "1"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| **average** | coop+dept |" in text and "DPC keeps new" in text
+    summary = pd.read_csv(out / "quick.csv")
+    assert len(summary) == 8 and (summary["runs"] == [1, 1, 1, 1, 1, 1, 1, 1]).all()
+    assert "QUICK" in (out / "quick.md").read_text()
