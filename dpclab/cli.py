@@ -207,6 +207,14 @@ def cmd_strip(args) -> int:
     return 0
 
 
+def cmd_world(args) -> int:
+    from .data.world import write_world
+
+    for name, path in write_world(args.root, args.names, seed=args.seed).items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpclab", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -247,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
     p.set_defaults(func=cmd_benchmark)
+    p = sub.add_parser("world", help="write the embedded world's datasets in the CoOp layout")
+    p.add_argument("--root", default="data/world")
+    p.add_argument("--names", nargs="+", help="world datasets to write (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_world)
+    p = sub.add_parser("pretrain", add_help=False, help="pretrain the embedded tiny CLIP (python -m dpclab pretrain "
+                       "--help; the exact command is in data/embedded/MANIFEST.json)")
+    p.set_defaults(func=None)
     p = sub.add_parser("methods", help="list the available methods and their training defaults")
     p.set_defaults(func=cmd_methods)
     p = sub.add_parser("report", help="execute the notebooks headless (papermill) and write HTML reports")
@@ -273,9 +289,14 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def main(argv: list[str] | None = None) -> int:
     """Run a command. Bad input (a ValueError, missing file, existing run, diverged training...) becomes a
     one-line ``error: ...`` on stderr and exit code 2; warnings become one-line ``warning: ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:  # its own argument parser lives in dpclab.pretrain
+        from .pretrain import main as pretrain_main
+
+        return pretrain_main(argv[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning

@@ -1,0 +1,23 @@
+"""CLI commands that wrap the world writer and the pretraining script."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dpclab.cli import main
+
+
+def test_world_command_writes_coop_layout(tmp_path, capsys):
+    assert main(["world", "--root", str(tmp_path), "--names", "world_tint"]) == 0
+    split = next((tmp_path / "world_tint").glob("split_zhou_*.json"))
+    data = json.loads(split.read_text())
+    assert set(data) >= {"train", "val", "test"} and data["train"]
+    assert "world_tint" in capsys.readouterr().out
+
+
+def test_pretrain_command_uses_the_pretraining_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "--help"])
+    assert exc.value.code == 0 and "--steps" in capsys.readouterr().out
