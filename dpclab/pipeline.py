@@ -85,7 +85,10 @@ class Experiment:
         self.base = subsample_classes(data, "base")
         self.new = subsample_classes(data, "new")
         self.train_split = self.base if train_classes == "base" else data
-        self.transforms = build_transforms(backbone.image_size, backbone.mean, backbone.std)
+        scale = tuple(data.crop_scale)
+        self.transforms = build_transforms(backbone.image_size, backbone.mean, backbone.std, crop_scale=scale)
+        # the cache key of training views names a non-default crop scale
+        self.train_transform_name = "train" if scale == (0.08, 1.0) else f"train-crop{scale[0]:g}-{scale[1]:g}"
         self.tasks = {
             "base": Task(tuple(self.base.classnames), data.template, "base", data.name),
             "new": Task(tuple(self.new.classnames), data.template, "new", data.name),
@@ -102,7 +105,8 @@ class Experiment:
 
     def features(self, items: list[Datum], transform: str, view: int = 0) -> torch.Tensor:
         bb = self.backbone
-        return cached_features(bb.model, bb.key, items, self.transforms[transform], transform, bb.device,
+        name = self.train_transform_name if transform == "train" else transform
+        return cached_features(bb.model, bb.key, items, self.transforms[transform], name, bb.device,
                                self.cache_dir, view=view, seed=self.seed, progress=self.progress)
 
     def examples(self, items: list[Datum], kind: str, train: bool) -> Examples:
@@ -213,7 +217,7 @@ def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment) -> dict:
     return {"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
             "base_train": cfg.base_train, "dataset": cfg.dataset,
             "data": exp.data.meta.get("fingerprint"), "backbone": backbone.key, "shots": cfg.shots,
-            "train_classes": cfg.train_classes}
+            "train_classes": cfg.train_classes, "crop_scale": list(exp.data.crop_scale)}
 
 
 def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment | None = None,

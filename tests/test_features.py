@@ -30,3 +30,21 @@ def test_cache_hit_equals_fresh_encoding_and_views_differ(json_root, tmp_path, t
     # another item list is another cache entry, never a stale hit
     other = cached_features(bb.model, bb.key, items[:5], tf["test"], "test", bb.device, cache)
     assert other.shape[0] == 5 and torch.allclose(other, test1[:5], atol=1e-5)
+
+
+def test_dataset_crop_scale_reaches_the_transform_and_the_cache_key(json_root, tiny_backbone):
+    import dataclasses
+
+    from dpclab.data.coop import DATASETS
+    from dpclab.pipeline import Experiment, RunConfig
+
+    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=2, cache_dir=None, device="cpu",
+                    progress=False)
+    default = Experiment.prepare(cfg, tiny_backbone)
+    specs = dict(DATASETS, eurosat=dataclasses.replace(DATASETS["eurosat"], crop_scale=(0.5, 1.0)))
+    gentle = Experiment.prepare(cfg, tiny_backbone, specs=specs)
+    assert default.train_transform_name == "train" and gentle.train_transform_name == "train-crop0.5-1"
+    crop = [t for t in gentle.transforms["train"].transforms if type(t).__name__ == "RandomResizedCrop"][0]
+    assert tuple(crop.scale) == (0.5, 1.0)
+    items = gentle.train_split.train
+    assert not torch.allclose(default.features(items, "train", 0), gentle.features(items, "train", 0))

@@ -44,6 +44,8 @@ class DatasetSpec:
     image_dir: str = "images"
     split_file: str | None = None
     template: str = "a photo of a {}."
+    #: RandomResizedCrop scale of the training transform (SPEC: 0.08-1 for the real datasets)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class DatasetSplits:
     classnames: list[str]
     template: str = "a photo of a {}."
     meta: dict = field(default_factory=dict)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
 
     @property
     def num_classes(self) -> int:
@@ -263,7 +266,7 @@ def load_dataset(root: str | os.PathLike, name: str, specs: dict[str, DatasetSpe
         json.dumps([[d.impath, d.label] for s in ("train", "val", "test") for d in splits[s]]).encode()
     ).hexdigest()[:12]
     return DatasetSplits(spec.name, splits["train"], splits["val"], splits["test"], classnames, spec.template,
-                         meta={"source": str(source), "fingerprint": fingerprint})
+                         meta={"source": str(source), "fingerprint": fingerprint}, crop_scale=tuple(spec.crop_scale))
 
 
 # --------------------------------------------------------------------------------------------- few-shot, base/new

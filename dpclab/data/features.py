@@ -25,13 +25,14 @@ from torchvision import transforms as T
 from .coop import Datum, DatasetError
 
 
-def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float]) -> dict[str, Callable]:
+def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float],
+                     crop_scale: tuple[float, float] = (0.08, 1.0)) -> dict[str, Callable]:
     """SPEC §1 transforms: train = RandomResizedCrop(scale .08-1, bicubic) + flip; test = resize + center crop."""
     bicubic = T.InterpolationMode.BICUBIC
     to_rgb = T.Lambda(lambda im: im.convert("RGB"))
     norm = T.Normalize(mean, std)
     return {
-        "train": T.Compose([to_rgb, T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=bicubic),
+        "train": T.Compose([to_rgb, T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=bicubic),
                             T.RandomHorizontalFlip(), T.ToTensor(), norm]),
         "test": T.Compose([to_rgb, T.Resize(image_size, interpolation=bicubic), T.CenterCrop(image_size),
                            T.ToTensor(), norm]),
@@ -113,16 +114,17 @@ def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[D
                     view: int = 0, seed: int = 0, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
     """Features for ``items`` from the cache, computing and storing them (atomically) on a miss.
 
-    ``transform_name == "train"`` draws augmented view ``view`` (seeded by ``seed``); ``"test"`` is deterministic.
+    A ``transform_name`` starting with ``"train"`` draws augmented view ``view`` (seeded by ``seed``); ``"test"`` is
+    deterministic. The name is part of the cache key, so two training transforms need two names.
     """
-    key = FeatureKey(backbone_key, items_digest(items), transform_name, view if transform_name == "train" else 0,
-                     seed if transform_name == "train" else 0)
+    train = transform_name.startswith("train")
+    key = FeatureKey(backbone_key, items_digest(items), transform_name, view if train else 0, seed if train else 0)
     path = Path(cache_dir) / "features" / key.filename() if cache_dir is not None else None
     if path is not None and path.is_file():
         stored = torch.load(path, weights_only=True)
         if stored.shape[0] == len(items):
             return stored
-    view_seed = (seed * 7919 + view) if transform_name == "train" else None
+    view_seed = (seed * 7919 + view) if train else None
     feats = encode_image_list(model, items, transform, device, batch_size, view_seed, progress=progress,
                               desc=f"{transform_name} features v{view}")
     if path is not None:
