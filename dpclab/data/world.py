@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -532,8 +534,15 @@ def generate_dataset(ds: WorldDataset, seed: int = 0) -> dict[str, list[tuple[np
 
 
 def write_dataset(root: str | Path, ds: WorldDataset, seed: int = 0) -> Path:
-    """Write one dataset in the CoOp layout under ``root/ds.dirname``; returns that folder."""
-    folder = Path(root) / ds.dirname
+    """Write one dataset in the CoOp layout under ``root/ds.dirname``; returns that folder.
+
+    The dataset is written to a temporary folder and renamed into place, so a reader (another notebook running in
+    parallel) sees either no dataset or a complete one, never half-written images.
+    """
+    final = Path(root) / ds.dirname
+    folder = Path(root) / f".{ds.dirname}.tmp{os.getpid()}"
+    if folder.exists():
+        shutil.rmtree(folder)
     split_json: dict[str, list[list]] = {}
     for split, items in generate_dataset(ds, seed).items():
         entries = []
@@ -546,7 +555,10 @@ def write_dataset(root: str | Path, ds: WorldDataset, seed: int = 0) -> Path:
             entries.append([rel, label, classname])
         split_json[split] = entries
     (folder / ds.split_file).write_text(json.dumps(split_json, indent=0))
-    return folder
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(folder, final)
+    return final
 
 
 def write_world(root: str | Path, names: Sequence[str] | None = None, seed: int = 0) -> dict[str, Path]:
