@@ -520,8 +520,13 @@ def plot_tradeoff(curves: dict, reference: dict | None = None, points: dict | No
         label = f"{name} (over epochs{f', moving average of {window}' if window > 1 else ''})"
         line, = ax.plot(smooth["base"], smooth["new"], "-", alpha=0.7, label=label)
         ax.plot(df["base"].iloc[-1], df["new"].iloc[-1], "o", color=line.get_color())
+    # one colour per base method, one marker per plug-in, so a dozen methods stay distinguishable
+    bases = list(dict.fromkeys(name.partition("+")[0] for name in (points or {})))
+    palette = plt.get_cmap("tab10")
+    markers = {"": "s", "dpc": "^", "dept": "D"}
     for name, p in (points or {}).items():
-        ax.plot(p["base"], p["new"], "s", label=name)
+        base, _, plugin = name.partition("+")
+        ax.plot(p["base"], p["new"], markers.get(plugin, "o"), color=palette(bases.index(base) % 10), label=name)
     if reference is not None:
         ax.plot(reference["base"], reference["new"], "*", ms=12, color="black", label="zero-shot")
     ax.set_xlim(lo, hi)
