@@ -37,6 +37,7 @@ import pandas as pd
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
 from .data.coop import atomic_write_text
+from .locking import file_lock
 from .evaluate import accuracy, harmonic_mean, predict_logits, summarize
 from .methods import PLUGINS, parse_method
 from .pipeline import Experiment, RunConfig, cached_backbone, run
@@ -293,24 +294,26 @@ def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) 
     from .data.world import WORLD_SPECS, get_world_dataset, write_world
 
     root, stamp, written = Path(data_root), world_stamp(seed), []
-    for name in datasets:
-        if name not in WORLD_SPECS:
-            continue
-        folder = root / get_world_dataset(name).dirname
-        stamp_path = folder / STAMP_FILE
-        if folder.is_dir() and stamp_path.is_file():
-            found = stamp_path.read_text().strip()
-            if found != stamp:
-                raise RuntimeError(
-                    f"{folder} was written by another version of the world generator ({found}, current {stamp}). "
-                    f"Delete {folder} (and the feature cache and runs made from it), or pass another --data-root.")
-            continue
-        if folder.is_dir() and any(folder.iterdir()):
-            log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
-            continue
-        write_world(root, [name], seed=seed)
-        atomic_write_text(stamp_path, stamp + "\n")
-        written.append(name)
+    # notebooks run in parallel: the first writes a missing dataset, the others wait and then find it
+    with file_lock(root / ".world.lock"):
+        for name in datasets:
+            if name not in WORLD_SPECS:
+                continue
+            folder = root / get_world_dataset(name).dirname
+            stamp_path = folder / STAMP_FILE
+            if folder.is_dir() and stamp_path.is_file():
+                found = stamp_path.read_text().strip()
+                if found != stamp:
+                    raise RuntimeError(
+                        f"{folder} was written by another version of the world generator ({found}, current {stamp}). "
+                        f"Delete {folder} (and the feature cache and runs made from it), or pass another --data-root.")
+                continue
+            if folder.is_dir() and any(folder.iterdir()):
+                log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
+                continue
+            write_world(root, [name], seed=seed)
+            atomic_write_text(stamp_path, stamp + "\n")
+            written.append(name)
     return written
 
 

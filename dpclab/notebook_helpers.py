@@ -90,17 +90,11 @@ def _resolve_backend(backend: str, pretrained: str) -> str:
 
 
 def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
-    """Write the embedded world's datasets that are missing under ``data_root`` (deterministic, a few seconds)."""
-    from .data import world
-    from .locking import file_lock
+    """Write the embedded world's datasets that are missing under ``data_root`` (deterministic, a few seconds);
+    the benchmark's :func:`dpclab.benchmark.ensure_world` (locked, stamped with the generator version)."""
+    from .benchmark import ensure_world as write_missing_world
 
-    # notebooks run in parallel: the first writes a missing dataset, the others wait and then find it
-    with file_lock(Path(data_root) / ".world.lock"):
-        for name in datasets:
-            ds = world.get_world_dataset(name)
-            if not (Path(data_root) / ds.dirname / ds.split_file).is_file():
-                log.info("writing the embedded world dataset %s under %s", ds.name, data_root)
-                world.write_world(data_root, [ds.name])
+    write_missing_world(data_root, datasets)
 
 
 @dataclass
