@@ -102,7 +102,7 @@ def encode_text_truncated(model: torch.nn.Module, tokens: torch.Tensor) -> torch
     x = model.token_embedding(tokens) + model.positional_embedding[:length]
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     return x @ model.text_projection
 
 
@@ -119,7 +119,7 @@ def contrastive_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch
     img = F.normalize(model.encode_image(images), dim=-1)
     txt = F.normalize(encode_text_truncated(model, tokens), dim=-1)
     logits = model.logit_scale.exp() * img @ txt.T
-    target = torch.arange(len(images))
+    target = torch.arange(len(images), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
@@ -267,7 +267,7 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[torch.nn.Module, list[f
     model, _, tokenizer = load_model(None)
     model.train()
     groups = _param_groups(model, cfg)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
     losses: list[float] = []
     bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress)
     for step in bar:
@@ -331,21 +331,45 @@ def pretrain(
         "loss_curve_every_100": [round(float(np.mean(losses[i:i + 100])), 4) for i in range(0, len(losses), 100)],
     }
     if evaluate:
-        loaded, preprocess, tokenizer = load_model(out_path)
-        manifest["logit_scale"] = float(loaded.logit_scale.exp())
-        manifest["token_embedding"] = token_embedding_norms(loaded, tokenizer, ["a photo of a"])
-        with tempfile.TemporaryDirectory() as tmp:
-            world.write_world(tmp, seed=eval_seed)
-            manifest["zero_shot"] = {"eval_world_seed": eval_seed, "split": "test",
-                                     "datasets": evaluate_world(loaded, tokenizer, preprocess, tmp)}
-        ds = manifest["zero_shot"]["datasets"]
-        manifest["zero_shot"]["mean"] = {k: float(np.mean([d[k] for d in ds.values()])) for k in ("all", "base", "new")}
-    manifest_path = Path(manifest_path) if manifest_path else out_path.parent / "MANIFEST.json"
+        manifest.update(measure(out_path, eval_seed))
+    _write_manifest(manifest, Path(manifest_path) if manifest_path else out_path.parent / "MANIFEST.json")
+    return manifest
+
+
+def measure(checkpoint: str | Path, eval_seed: int = 0) -> dict:
+    """The manifest's metrics of a saved checkpoint: temperature, token-embedding norms, zero-shot accuracies."""
+    loaded, preprocess, tokenizer = load_model(checkpoint)
+    out: dict = {"logit_scale": loaded.logit_scale.exp().item(),
+                 "token_embedding": token_embedding_norms(loaded, tokenizer, ["a photo of a"])}
+    with tempfile.TemporaryDirectory() as tmp:
+        world.write_world(tmp, seed=eval_seed)
+        ds = evaluate_world(loaded, tokenizer, preprocess, tmp)
+    out["zero_shot"] = {"eval_world_seed": eval_seed, "split": "test", "datasets": ds,
+                        "mean": {k: float(np.mean([d[k] for d in ds.values()])) for k in ("all", "base", "new")}}
+    return out
+
+
+def remeasure(checkpoint: str | Path, manifest_path: str | Path | None = None, eval_seed: int = 0) -> dict:
+    """Re-measure the metrics of an existing checkpoint (after the world's datasets changed) into its manifest.
+
+    The checkpoint must be the one the manifest describes (same sha256); the training record is kept.
+    """
+    checkpoint = Path(checkpoint)
+    manifest_path = Path(manifest_path) if manifest_path else checkpoint.parent / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("sha256") != sha256_file(checkpoint):
+        raise ValueError(f"{checkpoint} is not the checkpoint {manifest_path} describes (sha256 differs); "
+                         "re-run the pretraining command instead.")
+    manifest.update(measure(checkpoint, eval_seed))
+    _write_manifest(manifest, manifest_path)
+    return manifest
+
+
+def _write_manifest(manifest: dict, manifest_path: Path) -> None:
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_manifest = manifest_path.with_suffix(".json.tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp_manifest, manifest_path)
-    return manifest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,13 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (results depend on it)")
     p.add_argument("--no-eval", action="store_true", help="skip the zero-shot metrics")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--remeasure", action="store_true",
+                   help="do not train: re-measure the metrics of the existing checkpoint --out into its manifest")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    manifest = pretrain(
-        args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, manifest_path=args.manifest,
-        command="python -m dpclab.pretrain " + shlex.join(argv), evaluate=not args.no_eval,
-        progress=not args.no_progress, lr=args.lr, token_lr_scale=args.token_lr_scale, threads=args.threads,
-    )
+    if args.remeasure:
+        manifest = remeasure(args.out, args.manifest)
+    else:
+        manifest = pretrain(
+            args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, manifest_path=args.manifest,
+            command="python -m dpclab.pretrain " + shlex.join(argv), evaluate=not args.no_eval,
+            progress=not args.no_progress, lr=args.lr, token_lr_scale=args.token_lr_scale, threads=args.threads,
+        )
     print(json.dumps({k: manifest[k] for k in ("sha256", "duration_s", "loss_last_100")}, indent=2))
     if "zero_shot" in manifest:
         for name, m in manifest["zero_shot"]["datasets"].items():

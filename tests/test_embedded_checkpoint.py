@@ -68,3 +68,17 @@ def test_pretrain_writes_loadable_checkpoint_and_manifest(tmp_path):
     model, _, _ = P.load_model(out)
     assert model.token_embedding.weight.dtype == torch.float32
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_remeasure_updates_metrics_of_the_described_checkpoint_only(tmp_path):
+    out = tmp_path / "tiny.pt"
+    P.pretrain(out, steps=2, batch_size=8, evaluate=False, progress=False, command="test")
+    manifest = P.remeasure(out)
+    assert set(manifest["zero_shot"]["datasets"]) == set(world.WORLD_DATASETS)
+    on_disk = json.loads((tmp_path / "MANIFEST.json").read_text())
+    assert on_disk["zero_shot"] == manifest["zero_shot"] and on_disk["command"] == "test"
+    other = tmp_path / "other.pt"
+    P.pretrain(other, steps=1, batch_size=8, evaluate=False, progress=False, command="test",
+               manifest_path=tmp_path / "other.json")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        P.remeasure(other, tmp_path / "MANIFEST.json")
