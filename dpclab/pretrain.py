@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     """Hyper-parameters of a pretraining run (all recorded in the manifest)."""
 
-    steps: int = 2000
-    batch_size: int = 256
+    steps: int = 4000
+    batch_size: int = 128
     seed: int = 0
     lr: float = 1e-3
     token_lr_scale: float = 0.05
@@ -282,7 +282,7 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[torch.nn.Module, list[f
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, math.log(100.0))
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
     model.eval()
@@ -291,8 +291,8 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[torch.nn.Module, list[f
 
 def pretrain(
     out_path: str | Path,
-    steps: int = 2000,
-    batch_size: int = 256,
+    steps: int = 4000,
+    batch_size: int = 128,
     seed: int = 0,
     manifest_path: str | Path | None = None,
     command: str | None = None,
