@@ -291,7 +291,7 @@ def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) 
     """Write the embedded world datasets among ``datasets`` that are missing under ``data_root``; returns the
     names written. Datasets that are not world datasets are left alone. A world dataset written by a different
     version of the generator is an error (its cached features and runs would silently mix two worlds)."""
-    from .data.world import WORLD_SPECS, get_world_dataset, write_world
+    from .data.world import WORLD_SPECS, get_world_dataset
 
     root, stamp, written = Path(data_root), world_stamp(seed), []
     # notebooks run in parallel: the first writes a missing dataset, the others wait and then find it
@@ -311,10 +311,26 @@ def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) 
             if folder.is_dir() and any(folder.iterdir()):
                 log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
                 continue
-            write_world(root, [name], seed=seed)
-            atomic_write_text(stamp_path, stamp + "\n")
+            _write_stamped(root, name, seed)
             written.append(name)
     return written
+
+
+def _write_stamped(root: Path, name: str, seed: int) -> Path:
+    from .data.world import write_world
+
+    folder = write_world(root, [name], seed=seed)[name]
+    atomic_write_text(folder / STAMP_FILE, world_stamp(seed) + "\n")
+    return folder
+
+
+def rewrite_world(data_root: str | Path, datasets: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
+    """(Re)write world datasets (default: all) with the current generator and stamp them, under the world lock.
+    Replacing a dataset does not clear feature caches or runs made from an older version of it."""
+    names = world_datasets() if datasets is None else list(datasets)
+    root = Path(data_root)
+    with file_lock(root / ".world.lock"):
+        return {name: _write_stamped(root, name, seed) for name in names}
 
 
 def world_datasets() -> list[str]:
@@ -325,4 +341,4 @@ def world_datasets() -> list[str]:
 
 
 __all__ = ["run_grid", "summary_table", "check_targets", "write_report", "markdown_table", "markdown_targets",
-           "train_accuracy", "ensure_world", "world_datasets", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE"]
+           "train_accuracy", "ensure_world", "rewrite_world", "world_datasets", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE"]

@@ -208,9 +208,9 @@ def cmd_strip(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from .data.world import write_world
+    from .benchmark import rewrite_world
 
-    for name, path in write_world(args.root, args.names, seed=args.seed).items():
+    for name, path in rewrite_world(args.root, args.names, seed=args.seed).items():
         print(f"{name}: {path}")
     return 0
 
