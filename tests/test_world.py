@@ -91,3 +91,16 @@ def test_base_and_new_classes_share_no_defining_attribute(name):
     if name == "WorldShades":
         assert not ({a["colour"] for _, a in base} & {a["colour"] for _, a in new})
     assert 10 <= len(ds.classes) <= 40
+
+
+def test_world_datasets_use_the_gentler_crop_and_shades_are_warm_lit():
+    assert all(spec.crop_scale == world.WORLD_CROP_SCALE == (0.5, 1.0) for spec in world.WORLD_SPECS.values())
+    ds = world.get_world_dataset("WorldShades")
+    scene = ds.make_scene(np.random.default_rng(0), dict(ds.classes[0][1]))
+    assert scene.extra["cast"] == (1.0, 0.8, 0.6)
+    unlit = world.Scene(**{**scene.__dict__, "extra": {"lighting": scene.extra["lighting"]}})
+    lit_img = world.render(scene, np.random.default_rng(1)).astype(np.float64)
+    unlit_img = world.render(unlit, np.random.default_rng(1)).astype(np.float64)
+    gain = lit_img.reshape(-1, 3).sum(0) / unlit_img.reshape(-1, 3).sum(0)
+    assert gain[0] == pytest.approx(1.0, abs=0.02)  # red unchanged (up to clipping)
+    assert gain[2] == pytest.approx(0.6, abs=0.03) and gain[1] == pytest.approx(0.8, abs=0.03)
