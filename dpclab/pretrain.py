@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import math
@@ -242,7 +243,11 @@ def _save_atomic(state: dict, out_path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        # through a buffer: torch.save names the archive's records after the file, and a random temp name would
+        # make two identical trainings differ by their bytes (and sha256)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        Path(tmp).write_bytes(buffer.getvalue())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, out_path)
     finally:

@@ -68,6 +68,9 @@ def test_pretrain_writes_loadable_checkpoint_and_manifest(tmp_path):
     model, _, _ = P.load_model(out)
     assert model.token_embedding.weight.dtype == torch.float32
     assert not list(tmp_path.glob("*.tmp"))
+    again = P.pretrain(tmp_path / "again" / "tiny.pt", steps=2, batch_size=8, evaluate=False, progress=False,
+                       command="test")
+    assert again["sha256"] == manifest["sha256"]  # the same training gives the same bytes
 
 
 def test_remeasure_updates_metrics_of_the_described_checkpoint_only(tmp_path):
