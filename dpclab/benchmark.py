@@ -341,4 +341,5 @@ def world_datasets() -> list[str]:
 
 
 __all__ = ["run_grid", "summary_table", "check_targets", "write_report", "markdown_table", "markdown_targets",
-           "train_accuracy", "ensure_world", "rewrite_world", "world_datasets", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE"]
+           "train_accuracy", "ensure_world", "rewrite_world", "world_datasets", "DEFAULT_METHODS", "DEFAULT_SEEDS",
+           "AVERAGE"]
