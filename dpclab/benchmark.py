@@ -317,9 +317,10 @@ def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) 
 
 
 def _write_stamped(root: Path, name: str, seed: int) -> Path:
-    from .data.world import write_world
+    from .data.world import get_world_dataset, write_world
 
-    folder = write_world(root, [name], seed=seed)[name]
+    write_world(root, [name], seed=seed)
+    folder = root / get_world_dataset(name).dirname
     atomic_write_text(folder / STAMP_FILE, world_stamp(seed) + "\n")
     return folder
 

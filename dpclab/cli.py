@@ -31,11 +31,7 @@ def _parse_options(pairs: list[str]) -> dict:
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="coop", help="method name (see `python -m dpclab methods`)")
     p.add_argument("--dataset", required=True, help="dataset name (CoOp or embedded world) or an image-folder path")
-    p.add_argument("--data-root", default="data/world", help="folder holding the dataset folders (CoOp layout)")
-    p.add_argument("--model", default=EMBEDDED_MODEL, help="open_clip model name, e.g. ViT-B-16")
-    p.add_argument("--pretrained", default=EMBEDDED_PRETRAINED, help="open_clip tag (openai), checkpoint path, "
-                   "'embedded' or 'random'")
-    p.add_argument("--shots", type=int, default=16)
+    _add_source_args(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--epochs", type=int, help="override the method's default epochs")
     p.add_argument("--lr", type=float, help="override the method's default learning rate")
@@ -47,11 +43,25 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    "config overrides")
     p.add_argument("--base-train", nargs="*", metavar="KEY=VALUE", help="two-step plug-ins (coop+dpc): TrainConfig "
                    "overrides of step 1, e.g. epochs=50")
+    _add_output_args(p)
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    """Where data and weights come from (train, eval, transfer, benchmark)."""
+    p.add_argument("--data-root", default="data/world", help="folder holding the dataset folders (CoOp layout)")
+    p.add_argument("--model", default=EMBEDDED_MODEL, help="open_clip model name, e.g. ViT-B-16")
+    p.add_argument("--pretrained", default=EMBEDDED_PRETRAINED, help="open_clip tag (openai), checkpoint path, "
+                   "'embedded' or 'random'")
+    p.add_argument("--shots", type=int, default=16)
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """Device, caches, run directories and the results table (train, eval, transfer, benchmark)."""
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default="data/cache")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--results", default="runs/results.csv")
-    p.add_argument("--overwrite", action="store_true", help="replace finished runs in the run directory")
+    p.add_argument("--overwrite", action="store_true", help="re-run finished runs instead of reusing them")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -243,16 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides, for all methods")
     p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
     p.add_argument("--name", help="file name stem of the tables (default: benchmark, or quick)")
-    p.add_argument("--data-root", default="data/world")
-    p.add_argument("--model", default=EMBEDDED_MODEL)
-    p.add_argument("--pretrained", default=EMBEDDED_PRETRAINED)
-    p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--cache-dir", default="data/cache")
-    p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--results", default="runs/results.csv")
-    p.add_argument("--overwrite", action="store_true", help="re-run finished runs instead of reusing them")
-    p.add_argument("--no-progress", action="store_true")
+    _add_source_args(p)
+    _add_output_args(p)
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
     p.set_defaults(func=cmd_benchmark)
     p = sub.add_parser("world", help="write the embedded world's datasets in the CoOp layout")
