@@ -311,17 +311,17 @@ def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) 
             if folder.is_dir() and any(folder.iterdir()):
                 log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
                 continue
-            _write_stamped(root, name, seed)
+            _write_stamped(root, name, seed, stamp)
             written.append(name)
     return written
 
 
-def _write_stamped(root: Path, name: str, seed: int) -> Path:
+def _write_stamped(root: Path, name: str, seed: int, stamp: str) -> Path:
     from .data.world import get_world_dataset, write_world
 
     write_world(root, [name], seed=seed)
     folder = root / get_world_dataset(name).dirname
-    atomic_write_text(folder / STAMP_FILE, world_stamp(seed) + "\n")
+    atomic_write_text(folder / STAMP_FILE, stamp + "\n")
     return folder
 
 
@@ -329,9 +329,9 @@ def rewrite_world(data_root: str | Path, datasets: Iterable[str] | None = None, 
     """(Re)write world datasets (default: all) with the current generator and stamp them, under the world lock.
     Replacing a dataset does not clear feature caches or runs made from an older version of it."""
     names = world_datasets() if datasets is None else list(datasets)
-    root = Path(data_root)
+    root, stamp = Path(data_root), world_stamp(seed)
     with file_lock(root / ".world.lock"):
-        return {name: _write_stamped(root, name, seed) for name in names}
+        return {name: _write_stamped(root, name, seed, stamp) for name in names}
 
 
 def world_datasets() -> list[str]:

@@ -42,6 +42,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dpclab.data import world
+from dpclab.data.coop import atomic_write_text
 
 MODEL_NAME = "dpclab-tiny"
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -296,9 +297,9 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[torch.nn.Module, list[f
 
 def pretrain(
     out_path: str | Path,
-    steps: int = 4000,
-    batch_size: int = 128,
-    seed: int = 0,
+    steps: int = PretrainConfig.steps,
+    batch_size: int = PretrainConfig.batch_size,
+    seed: int = PretrainConfig.seed,
     manifest_path: str | Path | None = None,
     command: str | None = None,
     evaluate: bool = True,
@@ -371,10 +372,7 @@ def remeasure(checkpoint: str | Path, manifest_path: str | Path | None = None, e
 
 
 def _write_manifest(manifest: dict, manifest_path: Path) -> None:
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_manifest = manifest_path.with_suffix(".json.tmp")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp_manifest, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
