@@ -22,7 +22,7 @@ one for any method whose prompts are named parameters), so it does not depend on
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -242,6 +242,81 @@ def prompt_mix_fn(method: nn.Module, prompts: Mapping[str, tuple[torch.Tensor, t
     return features_at
 
 
+# ------------------------------------------------------------------------------------- experiments of the notebooks
+def untrained_coop_vs_zeroshot(exp, backbone, words: str = "a photo of a") -> pd.DataFrame:
+    """Untrained CoOp (context initialised from ``words``) next to zero-shot CLIP with the template
+    ``"<words> {}."`` on the base and new test sets: accuracy of each and the largest logit difference (0 up to
+    float rounding: the two are the same model)."""
+    from .evaluate import accuracy, predict_logits
+    from .pipeline import build_method
+
+    coop = build_method("coop", backbone, {"ctx_init": words})
+    zeroshot = build_method("zeroshot", backbone)
+    rows = []
+    for split in ("base", "new"):
+        task = replace(exp.tasks[split], template=words + " {}.")
+        ex = exp.test_examples(split, "features")
+        zs_logits, coop_logits = predict_logits(zeroshot, ex, task), predict_logits(coop, ex, task)
+        rows.append({"split": split, f"zero-shot '{task.template}'": accuracy(zs_logits, ex.labels),
+                     f"CoOp untrained, ctx = '{words}'": accuracy(coop_logits, ex.labels),
+                     "max |logit difference|": float((zs_logits - coop_logits).abs().max())})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class DHNOExamples:
+    """Anchor training images, the hard negative classes DHNO picks for each, and a readable table of both."""
+
+    anchors: list
+    negatives: list[list[int]]
+    table: pd.DataFrame
+
+
+def dhno_examples(dpc: nn.Module, experiment, n_anchors: int = 4, seed: int = 0) -> DHNOExamples:
+    """What DHNO does for ``n_anchors`` anchors (the first training image of classes spread evenly over the
+    training classes): the frozen P model scores every class, its most confident wrong classes become the
+    anchor's hard negatives. The table lists each anchor's class, P's top-k classes and the negatives."""
+    from .evaluate import top_predictions
+
+    train = experiment.train_examples(dpc.input_kind)
+    items, task = experiment.train_split.train, experiment.train_task
+    first_of_class: dict[int, int] = {}
+    for i, d in enumerate(items):
+        first_of_class.setdefault(d.label, i)
+    n_classes = len(task.classnames)
+    anchor_idx = torch.tensor([first_of_class[c] for c in range(0, n_classes, max(1, n_classes // n_anchors))]
+                              [:n_anchors])
+    feats = train.features(0)
+    gen = torch.Generator().manual_seed(seed)
+    negatives = [dpc.build_batch(feats[i:i + 1], train.labels[i:i + 1], train.labels, lambda idx: feats[idx], task,
+                                 gen)[2][0] for i in anchor_idx.tolist()]
+    scores = dpc.frozen_logits(feats[anchor_idx], task)
+    k = dpc.cfg.top_k
+    table = pd.DataFrame({"anchor class": [task.classnames[int(c)] for c in train.labels[anchor_idx]],
+                          f"frozen P: top-{k} classes": top_predictions(scores, task.classnames, k=k),
+                          "hard negatives": [", ".join(task.classnames[c] for c in negs) for negs in negatives]})
+    return DHNOExamples([items[int(i)] for i in anchor_idx], negatives, table)
+
+
+#: DPC's ablation (its paper's table): configuration -> the DPC options that switch parts off
+DPC_ABLATION = {
+    "two-step training only": {"loss": "ce", "negatives": "random", "omega_b": 1.0, "decouple": False},
+    "+ DHNO": {"omega_b": 1.0, "decouple": False},
+    "+ DHNO + weighting": {"decouple": False},
+    "weighting + decoupling, no DHNO": {"loss": "ce", "negatives": "random"},
+    "full DPC (DHNO + weighting + decoupling)": {},
+}
+
+
+def ci_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model of a :func:`channel_importance_table`: mean CI-Base and CI-New, the median CI-Base : CI-New
+    ratio, and the share of channels whose ratio is above 1."""
+    return table.groupby("model", sort=False).agg(
+        mean_CI_base=("base", "mean"), mean_CI_new=("new", "mean"), median_ratio=("ratio", "median"),
+        share_ratio_above_1=("ratio", lambda r: float((r > 1).mean())))
+
+
 __all__ = ["channel_importance", "windowed_channel_importance", "collect_features", "ci_ratio", "channel_importance_table",
            "oracle_config", "channel_importance_study", "channel_stats", "pearson", "spearman",
-           "features_along_omega", "linearity_gap", "invariance_table", "channel_stats_table", "prompt_mix_fn"]
+           "features_along_omega", "linearity_gap", "invariance_table", "channel_stats_table", "prompt_mix_fn",
+           "untrained_coop_vs_zeroshot", "dhno_examples", "DHNOExamples", "DPC_ABLATION", "ci_summary"]

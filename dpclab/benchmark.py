@@ -76,11 +76,14 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
              method_cfg: dict[str, dict] | None = None, runs_dir: str = "runs", cache_dir: str | None = "data/cache",
              results: str | None = "runs/results.csv", device: str = "auto", if_exists: str = "reuse",
              backbone: Backbone | None = None, progress: bool = False,
-             on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+             on_row: Callable[[dict], None] | None = None,
+             train_for: Callable[[str], tuple[dict, dict]] | None = None) -> pd.DataFrame:
     """Run (or reuse) every ``dataset x method x seed`` and return one row per run (columns :data:`GRID_COLUMNS`).
 
     ``train``: TrainConfig overrides applied to *every* trained method (e.g. ``{"epochs": 2}`` for a smoke test);
     for two-step plug-ins (``coop+dpc``) they apply to both steps, so step 1 is the very run of the ``coop`` row.
+    ``train_for``: instead of ``train``, per-method overrides: ``train_for(method) -> (train, base_train)``, the
+    second for step 1 of a two-step plug-in (e.g. :meth:`dpclab.notebook.Setup.train_overrides`).
     ``method_cfg``: per-method config overrides, ``{"coop+dpc": {"omega_b": 0.5}}``.
     ``backbone``: an already loaded :class:`~dpclab.backbones.Backbone` (tests pass a tiny one); by default
     ``model``/``pretrained`` are loaded once. ``on_row`` is called with each finished row (progress display).
@@ -93,7 +96,11 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
     unknown = set(method_cfg or {}) - set(methods)
     if unknown:
         raise ValueError(f"method_cfg names method(s) {sorted(unknown)} that are not in methods={list(methods)}.")
+    if train and train_for is not None:
+        raise ValueError("run_grid takes train or train_for, not both.")
     train = dict(train or {})
+    if train_for is None:
+        train_for = lambda name: (train, train)  # noqa: E731 - both steps of a two-step plug-in alike
     backbone = backbone or cached_backbone(model, str(pretrained), device)
     rows = []
     for seed in seeds:  # seed-major: an interrupted grid still covers every dataset for the first seeds
@@ -102,11 +109,13 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
             for name in methods:
                 _, plugin = parse_method(name)
                 two_step = plugin is not None and PLUGINS[plugin].two_step
+                method_train, step1_train = train_for(name)
                 cfg = RunConfig(method=name, dataset=dataset, data_root=data_root, model=model,
                                 pretrained=str(pretrained), shots=shots, seed=seed, device=device,
-                                cache_dir=cache_dir, runs_dir=runs_dir, results=results, train=train,
+                                cache_dir=cache_dir, runs_dir=runs_dir, results=results, train=dict(method_train),
                                 method_cfg=dict((method_cfg or {}).get(name, {})),
-                                base_train=train if two_step else {}, if_exists=if_exists, progress=progress)
+                                base_train=dict(step1_train) if two_step else {}, if_exists=if_exists,
+                                progress=progress)
                 exp = exp or Experiment.prepare(cfg, backbone)
                 t0 = time.time()
                 res = run(cfg, experiment=exp)

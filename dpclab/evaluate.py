@@ -72,3 +72,46 @@ def average_over_datasets(summary: pd.DataFrame, by: str = "method") -> pd.DataF
     out = summary.groupby(by, sort=False).agg(base=("base", "mean"), new=("new", "mean")).reset_index()
     out["hm"] = [harmonic_mean(b, n) for b, n in zip(out["base"], out["new"])]
     return out
+
+
+# ----------------------------------------------------------------------------- per-seed statistics and read-outs
+def mean_std(values: Iterable[float]) -> str:
+    """``"82.10 ± 1.20"`` (sample std over seeds; just the mean for a single value; "–" for none)."""
+    import math
+    import statistics
+
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def seed_table(results: dict) -> pd.DataFrame:
+    """``{method: [metrics per seed]}`` -> one row per method: base/new as mean ± std over seeds, and the HM of
+    the mean base and new accuracies (the protocol's HM, docs/protocol.md)."""
+    rows = []
+    for name, runs in results.items():
+        base = [m["base"] for m in runs]
+        new = [m["new"] for m in runs]
+        rows.append({"method": name, "seeds": len(runs), "base": mean_std(base), "new": mean_std(new),
+                     "HM (of means)": round(harmonic_mean(sum(base) / len(base), sum(new) / len(new)), 2)})
+    return pd.DataFrame(rows)
+
+
+def history_frame(history: Iterable[dict]) -> pd.DataFrame:
+    """A run's per-epoch history (as :func:`dpclab.train.fit` stores it) as a DataFrame, with ``hm`` when the
+    history has base and new accuracy."""
+    df = pd.DataFrame(list(history))
+    if {"base", "new"} <= set(df.columns):
+        df["hm"] = [harmonic_mean(b, n) for b, n in zip(df["base"], df["new"])]
+    return df
+
+
+def top_predictions(logits: torch.Tensor, classnames: list[str] | tuple[str, ...], k: int = 3) -> list[str]:
+    """``"name (p%)"`` strings of the ``k`` most probable classes for each row of ``logits``."""
+    probs = logits.float().softmax(-1)
+    p, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return [", ".join(f"{classnames[j]} ({100 * q:.0f}%)" for q, j in zip(pr.tolist(), ix.tolist()))
+            for pr, ix in zip(p, idx)]

@@ -129,6 +129,22 @@ def experiment_grid(method: DPC, experiment, omegas: Sequence[float] = DEFAULT_O
     return omega_grid(method, sets, omegas, keep_logits)
 
 
+def grid_path(run_dir: str | os.PathLike, omegas: Sequence[float]) -> Path:
+    """Where :func:`run_grid_cached` keeps a run's grid: next to the run, named by the grid's size."""
+    return Path(run_dir) / f"omega_grid_{len(omegas)}.pt"
+
+
+def run_grid_cached(result, omegas: Sequence[float] = DEFAULT_OMEGAS) -> OmegaGrid:
+    """The :func:`experiment_grid` of a finished DPC run (:class:`dpclab.pipeline.RunResult`), loaded from
+    :func:`grid_path` when it was computed before, else computed and saved there."""
+    path = grid_path(result.run_dir, omegas)
+    if path.is_file():
+        return OmegaGrid.load(path)
+    grid = experiment_grid(result.method, result.experiment, omegas)
+    grid.save(path)
+    return grid
+
+
 @dataclass
 class OmegaChoice:
     omega_b: float
@@ -206,4 +222,5 @@ def routing_report(method: DPC, experiment, omega_b: float | None = None, omega_
 
 
 __all__ = ["DEFAULT_OMEGAS", "OmegaGrid", "OmegaChoice", "omega_view", "omega_grid", "experiment_grid", "logits_at",
+           "grid_path", "run_grid_cached",
            "choose_omega_b", "routing_report", "base_mass", "auroc", "route_predictions"]

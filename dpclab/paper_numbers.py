@@ -83,4 +83,35 @@ def paper_rows(methods) -> pd.DataFrame:
     return df[df["method"].isin(list(methods))].reset_index(drop=True)
 
 
-__all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows"]
+#: which paper publishes each plug-in's numbers
+PLUGIN_PAPER = {"dpc": "DPC", "dept": "DePT"}
+
+
+def comparison(ours: pd.DataFrame, backend: str) -> pd.DataFrame:
+    """Numbers computed here beside the published ones, one row per method of ``ours`` (columns method, base, new,
+    hm: e.g. the average-over-datasets rows of :func:`dpclab.benchmark.summary_table`); ``backend`` labels where
+    ours come from. Columns: ours base/new/HM; each paper's base/new/HM where it reports the method; for a plug-in,
+    its HM gain over its base method, ours and the paper's (the paper of that plug-in)."""
+    ours = ours.set_index("method")
+    papers = {"DPC": dpc_average().set_index("method"), "DePT": dept_average().set_index("method")}
+    rows = []
+    for m in ours.index:
+        base_m, _, plugin = m.partition("+")
+        row = {"method": m, f"ours base ({backend})": ours.loc[m, "base"], "ours new": ours.loc[m, "new"],
+               "ours HM": ours.loc[m, "hm"]}
+        for src, p in papers.items():
+            if m in p.index:
+                row[f"{src} paper base"], row[f"{src} paper new"], row[f"{src} paper HM"] = p.loc[m, ["base", "new",
+                                                                                                      "hm"]]
+        if plugin:
+            base_hm = ours.loc[base_m, "hm"] if base_m in ours.index else float("nan")
+            row["ours ΔHM vs base"] = ours.loc[m, "hm"] - base_hm
+            p = papers.get(PLUGIN_PAPER.get(plugin, ""), pd.DataFrame())
+            if m in p.index and base_m in p.index:
+                row["paper ΔHM vs base"] = p.loc[m, "hm"] - p.loc[base_m, "hm"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+__all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows",
+           "comparison"]

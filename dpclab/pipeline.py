@@ -179,18 +179,39 @@ def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n
     return pspec.cls(base, _make_config(pspec.config, overrides, plugin, n_classes))
 
 
+def default_train(method: str) -> dict:
+    """The training defaults of ``method``: the base method's, or for "base+plugin" the plug-in phase's (with its
+    per-base exceptions). :func:`train_config` puts a run's ``train`` overrides on top of them."""
+    base_name, plugin = parse_method(method)
+    if plugin is None:
+        return dict(get_method(base_name).train)
+    pspec = PLUGINS[plugin]
+    return {**pspec.train, **pspec.train_by_base.get(base_name, {})}
+
+
 def train_config(cfg: RunConfig) -> TrainConfig:
-    base_name, plugin = parse_method(cfg.method)
-    defaults = get_method(base_name).train
-    if plugin is not None:
-        pspec = PLUGINS[plugin]
-        defaults = {**pspec.train, **pspec.train_by_base.get(base_name, {})}
-    merged = {**defaults, **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
+    merged = {**default_train(cfg.method), **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(merged) - known
     if unknown:
         raise ValueError(f"Unknown training option(s) {sorted(unknown)}; TrainConfig takes {sorted(known)}.")
     return TrainConfig(**merged)
+
+
+def step1_config(cfg: RunConfig) -> RunConfig:
+    """Step 1 of a two-step plug-in run (DPC): the base method alone, with the base's options and training."""
+    base_name, _ = parse_method(cfg.method)
+    return replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train, base_method_cfg={},
+                   base_train={})
+
+
+def effective_epochs(cfg: RunConfig) -> dict:
+    """The epochs ``cfg`` really trains: ``{"epochs": n}``, plus ``"step1_epochs"`` for a two-step plug-in."""
+    out = {"epochs": train_config(cfg).epochs}
+    _, plugin = parse_method(cfg.method)
+    if plugin is not None and PLUGINS[plugin].two_step:
+        out["step1_epochs"] = train_config(step1_config(cfg)).epochs
+    return out
 
 
 def run_dir_for(cfg: RunConfig, backbone: Backbone) -> Path:
@@ -230,8 +251,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     n_classes = len(exp.train_task.classnames)
     if method is None and plugin is not None and PLUGINS[plugin].two_step:
         _make_config(PLUGINS[plugin].config, cfg.method_cfg, plugin, n_classes)  # bad options fail before step 1
-        step1 = run(replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
-                            base_method_cfg={}, base_train={}), experiment=exp)
+        step1 = run(step1_config(cfg), experiment=exp)
         method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method,
                               seed=cfg.seed)
     method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg,
@@ -292,5 +312,5 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
     return RunResult(metrics, history, run_dir, method, exp)
 
 
-__all__ = ["RunConfig", "RunResult", "Experiment", "run", "build_method", "train_config", "dataset_specs",
-           "cached_backbone", "METHODS"]
+__all__ = ["RunConfig", "RunResult", "Experiment", "run", "build_method", "train_config", "default_train",
+           "step1_config", "effective_epochs", "dataset_specs", "cached_backbone", "METHODS"]

@@ -73,7 +73,7 @@ def discover(notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, only: Sequence[str
 
 def check_parameters(parameters: dict) -> None:
     """Refuse parameters the notebooks do not define (papermill would only warn and ignore them)."""
-    from .notebook_helpers import PARAMETER_KEYS
+    from .notebook import PARAMETER_KEYS
 
     unknown = sorted(set(parameters) - set(PARAMETER_KEYS))
     if unknown:
@@ -168,7 +168,7 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     waits and then reuses the finished run.
 
     ``parameters`` override the notebooks' ``parameters`` cells (keys from
-    :data:`dpclab.notebook_helpers.PARAMETER_KEYS`); ``interactive`` is False unless given, ``quick`` as passed.
+    :data:`dpclab.notebook.PARAMETER_KEYS`); ``interactive`` is False unless given, ``quick`` as passed.
     Notebooks run in ``cwd`` (the repository root) so they share ``runs/``, ``data/`` and ``figures/``.
     """
     params = {"interactive": False, **(parameters or {}), "quick": bool(quick or (parameters or {}).get("quick"))}

@@ -334,11 +334,10 @@ def test_channel_importance_study_and_plots(json_root, tmp_path, tiny_backbone):
     g = torch.Generator().manual_seed(0)
     p, pp = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
     inv = analysis.invariance_table(analysis.features_along_omega(lambda om: torch.tanh(om * pp + (1 - om) * p)))
-    for fn, data in ((plots.plot_channel_importance, table), (plots.plot_ci_ratio_hist, table),
-                     (plots.plot_invariance, inv)):
-        path = tmp_path / "fig" / f"{fn.__name__}.png"
-        fig = fn(data, path, title="t")
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.axes
+    for fn, data in ((plots.channel_importance, table), (plots.ci_ratio_hist, table), (plots.invariance, inv)):
+        fig = fn(data, title="t")
+        saved = plots.save_figure(fig, fn.__name__, alt="a test figure", folder=tmp_path / "fig")
+        assert saved.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.axes
 
 
 def test_cross_dataset_and_domain_generalization(json_root, tmp_path, tiny_backbone):

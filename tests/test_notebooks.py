@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
-from dpclab.notebook_helpers import PARAMETER_KEYS, parse_datasets, parse_seeds, setup
+from dpclab.notebook import PARAMETER_KEYS, Setup, parse_datasets, parse_seeds, setup
+from dpclab.evaluate import harmonic_mean
 from dpclab.report import check_parameters, discover, parse_value, run_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,14 +63,58 @@ def test_no_committed_outputs(path):
     assert not dirty, f"{path.name} has outputs in cells {dirty}; strip them: python -m dpclab strip {path}"
 
 
+#: calls that draw: figures belong in dpclab.plots (one call per figure in a notebook)
+PLOTTING_CALLS = {"plot", "scatter", "imshow", "bar", "barh", "hist", "contour", "contourf", "pcolormesh", "axhline",
+                  "axvline", "fill_between", "errorbar", "subplots", "subplot", "figure", "savefig", "tight_layout",
+                  "colorbar", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "set_yticks", "set_xlim",
+                  "set_ylim", "legend", "twinx", "suptitle", "text", "annotate", "histplot", "heatmap", "lineplot",
+                  "show"}
+PLOTTING_NAMES = {"plt", "ax", "axes", "sns"}
+PLOTTING_MODULES = ("matplotlib", "seaborn")
+#: longest code cell outside the parameters cell, in non-blank lines
+MAX_CELL_LINES = 12
+
+
+def logic_problems(source: str) -> list[str]:
+    """What a notebook code cell must not hold: definitions, plotting, or more than MAX_CELL_LINES lines."""
+    tree = ast.parse(source)
+    problems = [f"defines {n.name}" for n in ast.walk(tree)
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in PLOTTING_CALLS:
+            problems.append(f"calls .{n.func.attr}(")
+        elif isinstance(n, ast.Name) and n.id in PLOTTING_NAMES:
+            problems.append(f"uses {n.id}")
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in n.names] + ([n.module] if isinstance(n, ast.ImportFrom) and n.module else [])
+            problems += [f"imports {m}" for m in names if m.split(".")[0] in PLOTTING_MODULES]
+    lines = [line for line in source.splitlines() if line.strip()]
+    if len(lines) > MAX_CELL_LINES:
+        problems.append(f"has {len(lines)} lines (at most {MAX_CELL_LINES})")
+    return problems
+
+
+def test_logic_problems_catches_definitions_plotting_and_long_cells():
+    assert logic_problems("from dpclab import plots\nplots.save_figure(plots.tradeoff(c), 'x', alt='a')") == []
+    assert logic_problems("def f():\n    pass") == ["defines f"]
+    assert "calls .set_title(" in logic_problems("fig = plots.tradeoff(c)\nfig.axes[0].set_title('t')")
+    assert "uses plt" in logic_problems("plt.show()")
+    assert "calls .plot(" in logic_problems("df.plot(x='a')")
+    assert logic_problems("import matplotlib.pyplot as p") == ["imports matplotlib.pyplot"]
+    assert logic_problems("\n".join(["x = 1"] * 13)) == ["has 13 lines (at most 12)"]
+    assert logic_problems("\n\n".join(["x = 1"] * 12)) == []  # blank lines do not count
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebooks_hold_no_logic_of_their_own(path):
-    """Notebooks call dpclab; functions and classes belong in the package, where they are tested."""
+    """Notebooks call dpclab: functions, classes and figures belong in the package, where they are tested; each
+    code cell outside the parameters cell is short (a figure or table is one package call plus narrative)."""
     nb = nbformat.read(str(path), as_version=4)
-    for cell in _code(nb):
-        tree = ast.parse(cell.source)
-        defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
-        assert not defs, f"{path.name} defines {defs}; move them into dpclab"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+            continue
+        problems = logic_problems(cell.source)
+        assert not problems, f"{path.name} cell {i} {'; '.join(problems)}: move the code into dpclab"
 
 
 def test_parse_value_follows_papermill_cli():
@@ -202,7 +249,7 @@ def test_notebook_runs_in_quick_mode(quick_report, name):
 
 
 def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbone):
-    from dpclab.notebook_helpers import untrained_coop_vs_zeroshot
+    from dpclab.analysis import untrained_coop_vs_zeroshot
     from dpclab.pipeline import Experiment, RunConfig
 
     cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, cache_dir=str(tmp_path / "c"),
@@ -217,8 +264,8 @@ def test_slider_callback_reads_the_grid(capsys):
     import torch
 
     from dpclab.evaluate import harmonic_mean
-    from dpclab.notebook_helpers import omega_sliders, omega_summary
     from dpclab.omega import OmegaGrid
+    from dpclab.widgets import omega_sliders, omega_summary
 
     grid = OmegaGrid(omegas=[0.0, 0.5, 1.0], accuracy={"base": torch.tensor([60.0, 70.0, 65.0], dtype=torch.float64),
                                                        "new": torch.tensor([50.0, 45.0, 40.0], dtype=torch.float64)},
@@ -231,3 +278,58 @@ def test_slider_callback_reads_the_grid(capsys):
     assert (slider_b.value, slider_n.value, slider_b.step) == (0.5, 0.0, 0.5)
     slider_n.value = 1.0  # fires the callback outside a kernel: it must not raise
     assert slider_n.value == 1.0
+
+
+def test_setup_grid_trains_each_method_with_its_own_epochs(json_root, tmp_path, tiny_backbone):
+    """Notebook 06's grid: run_grid with the notebook's per-method epochs; DPC's step 1 is the CoOp row's run."""
+    from dpclab.benchmark import run_grid
+
+    s = Setup(backend="open_clip", model="tiny", pretrained="random", data_root=str(json_root), datasets=["eurosat"],
+              shots=4, seeds=[1], epochs=None, device="cpu", quick=True, interactive=False)
+    assert s.train_overrides("coop") == ({"epochs": 20}, {}) and s.train_overrides("zeroshot") == ({}, {})
+    assert s.train_overrides("coop+dpc") == ({"epochs": 2}, {"epochs": 20})
+    runs = run_grid(s.datasets, ["zeroshot", "coop", "coop+dpc"], s.seeds, data_root=s.data_root, shots=4,
+                    train_for=s.train_overrides, runs_dir=str(tmp_path / "runs"), cache_dir=None,
+                    results=str(tmp_path / "results.csv"), device="cpu", backbone=tiny_backbone)
+    assert list(runs["epochs"]) == [0, 20, 2]
+    assert runs.loc[2, "new"] == runs.loc[1, "new"]  # omega_n = 0: new classes go to step 1, the CoOp run
+    assert sorted(pd.read_csv(tmp_path / "results.csv")["method"]) == ["coop", "coop+dpc", "zeroshot"]
+    with pytest.raises(ValueError, match="train or train_for"):
+        run_grid(["eurosat"], ["coop"], [1], train={"epochs": 1}, train_for=s.train_overrides, backbone=tiny_backbone)
+
+
+def test_save_figure_writes_the_png_it_displays(tmp_path):
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from dpclab.plots import save_figure, tradeoff
+
+    fig = tradeoff({"m": pd.DataFrame({"base": [60.0, 70.0], "new": [50.0, 40.0]})}, {"base": 55.0, "new": 52.0})
+    saved = save_figure(fig, "01_tradeoff", alt="  base against new accuracy  ", folder=tmp_path / "figures")
+    assert saved.path == tmp_path / "figures" / "01_tradeoff.png" and saved.alt == "base against new accuracy"
+    data, meta = saved._repr_png_()
+    assert data == saved.path.read_bytes() and meta["alt"] == saved.alt
+    with Image.open(saved.path) as img:
+        assert img.info["Description"] == saved.alt and meta["width"] == round(img.width * 100 / 120)
+    assert not list((tmp_path / "figures").glob(".*"))  # no temporary file left behind
+    with pytest.raises(ValueError, match="needs alt text"):
+        save_figure(Figure(), "x", alt=" ", folder=tmp_path)
+    with pytest.raises(ValueError, match="letters, digits"):
+        save_figure(Figure(), "../x", alt="a", folder=tmp_path)
+
+
+def test_paper_comparison_puts_ours_beside_each_papers_numbers():
+    from dpclab import paper_numbers
+
+    ours = pd.DataFrame({"method": ["zeroshot", "coop", "coop+dpc", "coop+dept"], "base": [60.0, 80.0, 82.0, 81.0],
+                         "new": [50.0, 40.0, 40.0, 45.0]})
+    ours["hm"] = [harmonic_mean(b, n) for b, n in zip(ours["base"], ours["new"])]
+    table = paper_numbers.comparison(ours, "embedded")
+    assert list(table.index) == list(ours["method"])
+    assert table.loc["coop", "ours base (embedded)"] == 80.0 and table.loc["coop+dept", "ours new"] == 45.0
+    assert table.loc["coop", "DPC paper HM"] == 74.84 and table.loc["coop", "DePT paper HM"] == 75.18
+    assert math.isnan(table.loc["zeroshot", "DPC paper base"])  # the papers do not report zero-shot here
+    assert table.loc["coop+dpc", "ours ΔHM vs base"] == pytest.approx(ours.hm[2] - ours.hm[1])
+    assert table.loc["coop+dpc", "paper ΔHM vs base"] == pytest.approx(76.13 - 74.84)  # DPC's own paper
+    assert table.loc["coop+dept", "paper ΔHM vs base"] == pytest.approx(77.29 - 75.18)  # DePT's own paper
+    assert math.isnan(table.loc["coop", "ours ΔHM vs base"])

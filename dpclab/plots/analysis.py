@@ -1,30 +1,17 @@
-"""Figures for the analyses in :mod:`dpclab.analysis` (DePT Fig. 3, DPC's channel invariance).
-
-Each function takes the analysis table, saves the figure under ``path`` (when given; the format follows the file
-suffix) and returns the :class:`matplotlib.figure.Figure`. Figures are built with the object API
-(``Figure()``, not ``pyplot``), so they work headless (no display, papermill, CI) without touching the global
-backend, and a notebook shows a returned figure as usual.
-"""
+"""Figures of the feature-space analyses in :mod:`dpclab.analysis`: DePT's channel importance (its Fig. 3) and
+DPC's feature-channel invariance."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
 
-def _save(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
-
-
-def plot_channel_importance(table: pd.DataFrame, path: str | os.PathLike | None = None,
-                            title: str | None = None) -> Figure:
+def channel_importance(table: pd.DataFrame, title: str | None = None) -> Figure:
     """DePT Fig. 3(a)(c): one panel per model, channels ordered by their base CI, base and new CI as points."""
     models = list(dict.fromkeys(table["model"]))
     fig = Figure(figsize=(4 * len(models), 3.6))
@@ -41,11 +28,10 @@ def plot_channel_importance(table: pd.DataFrame, path: str | os.PathLike | None 
     axes[0].legend(loc="upper left", markerscale=3)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
-def plot_ci_ratio_hist(table: pd.DataFrame, path: str | os.PathLike | None = None, title: str | None = None,
-                       bins: int = 40) -> Figure:
+def ci_ratio_hist(table: pd.DataFrame, title: str | None = None, bins: int = 40) -> Figure:
     """DePT Fig. 3(b)(d): distribution of CI-Base / CI-New over channels, one histogram per model; a ratio near 1
     means the channel serves base and new classes alike."""
     import seaborn as sns
@@ -57,10 +43,10 @@ def plot_ci_ratio_hist(table: pd.DataFrame, path: str | os.PathLike | None = Non
     ax.set_xlabel("CI-Base : CI-New")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
-def plot_invariance(table: pd.DataFrame, path: str | os.PathLike | None = None, title: str | None = None) -> Figure:
+def invariance(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Along omega (0 = P, 1 = P'): correlation of per-channel mean/variance with P's (left) and the relative
     linearity gap of the text encoder (right), from :func:`dpclab.analysis.invariance_table`."""
     fig = Figure(figsize=(9, 3.6))
@@ -76,7 +62,28 @@ def plot_invariance(table: pd.DataFrame, path: str | os.PathLike | None = None, 
     right.set_ylabel("relative linearity gap")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
-__all__ = ["plot_channel_importance", "plot_ci_ratio_hist", "plot_invariance"]
+def channel_means(stats: Mapping[str, pd.DataFrame]) -> Figure:
+    """One panel per prompt pair (``stats``: name -> :func:`dpclab.analysis.channel_stats_table`): each feature
+    channel's mean at the start of the pair (omega = 0, x) against at its end (omega = 1, y), with the diagonal and
+    the Pearson correlation of the two."""
+    from ..analysis import pearson
+
+    fig = Figure(figsize=(4.2 * len(stats), 3.8))
+    axes = fig.subplots(1, len(stats), squeeze=False)
+    for ax, (pair, table) in zip(axes[0], stats.items()):
+        start = table[table["omega"] == 0.0]["mean"].to_numpy()
+        end = table[table["omega"] == 1.0]["mean"].to_numpy()
+        ax.scatter(start, end, s=6)
+        lim = [min(start.min(), end.min()), max(start.max(), end.max())]
+        ax.plot(lim, lim, color="gray", lw=0.8)
+        ax.set_title(f"{pair}\nPearson {pearson(torch.tensor(start), torch.tensor(end)):.3f}", fontsize=9)
+        ax.set_xlabel("channel mean at start")
+        ax.set_ylabel("channel mean at end")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["channel_importance", "ci_ratio_hist", "invariance", "channel_means"]
