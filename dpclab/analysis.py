@@ -316,7 +316,46 @@ def ci_summary(table: pd.DataFrame) -> pd.DataFrame:
         share_ratio_above_1=("ratio", lambda r: float((r > 1).mean())))
 
 
+def dpc_prompt_pairs(dpc: nn.Module, init_ctx: torch.Tensor, seed: int = 0) -> dict:
+    """The three context pairs notebook 05 mixes: P -> P' (DPC's step 2), init -> P (CoOp's training, from its
+    initial context ``init_ctx``) and, as a control, P -> a random context with the norm of P per token."""
+    P, P_prime = dpc.frozen()["ctx"].detach(), dpc.prime()["ctx"].detach()
+    init = init_ctx.detach().to(P.device)
+    random_ctx = torch.randn(P.shape, generator=torch.Generator().manual_seed(seed)).to(P.device)
+    random_ctx = random_ctx / random_ctx.norm(dim=-1, keepdim=True) * P.norm(dim=-1, keepdim=True)
+    return {"P → P′ (DPC)": (P, P_prime), "init → P (CoOp training)": (init, P),
+            "P → random (control)": (P, random_ctx)}
+
+
+def pair_distances(pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> pd.DataFrame:
+    """How far each (start, end) pair of prompts lies apart, beside the size of its start."""
+    return pd.DataFrame([{"pair": k, "‖end − start‖": float((b - a).norm()), "‖start‖": float(a.norm())}
+                         for k, (a, b) in pairs.items()])
+
+
+def invariance_study(method: nn.Module, pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                     tasks: Mapping[str, Task], omegas: Sequence[float], prompt: str = "ctx"):
+    """For every pair of ``prompt`` values and every task (e.g. base and new classes): the class text features of
+    ``method`` along omega (:func:`prompt_mix_fn`) and their :func:`invariance_table`. Returns (one table with
+    ``pair`` and ``split`` columns, {(pair, split): features along omega})."""
+    tables, features = [], {}
+    for pair, (start, end) in pairs.items():
+        for split, task in tasks.items():
+            features[pair, split] = features_along_omega(prompt_mix_fn(method, {prompt: (start, end)}, task), omegas)
+            tables.append(invariance_table(features[pair, split]).assign(pair=pair, split=split))
+    return pd.concat(tables, ignore_index=True), features
+
+
+def invariance_far_end(table: pd.DataFrame) -> pd.DataFrame:
+    """Per pair and split of an :func:`invariance_study` table: the correlations at the far end (omega = 1) and
+    the largest relative linearity gap along the way."""
+    far_end = table[table["omega"] == 1.0].set_index(["pair", "split"])
+    return far_end[["pearson_mean", "spearman_mean", "pearson_var", "spearman_var"]].assign(
+        max_rel_gap=table.groupby(["pair", "split"])["rel_gap"].max())
+
+
 __all__ = ["channel_importance", "windowed_channel_importance", "collect_features", "ci_ratio", "channel_importance_table",
            "oracle_config", "channel_importance_study", "channel_stats", "pearson", "spearman",
            "features_along_omega", "linearity_gap", "invariance_table", "channel_stats_table", "prompt_mix_fn",
-           "untrained_coop_vs_zeroshot", "dhno_examples", "DHNOExamples", "DPC_ABLATION", "ci_summary"]
+           "untrained_coop_vs_zeroshot", "dhno_examples", "DHNOExamples", "DPC_ABLATION", "ci_summary",
+           "dpc_prompt_pairs", "pair_distances", "invariance_study", "invariance_far_end"]

@@ -333,3 +333,26 @@ def test_paper_comparison_puts_ours_beside_each_papers_numbers():
     assert table.loc["coop+dpc", "paper ΔHM vs base"] == pytest.approx(76.13 - 74.84)  # DPC's own paper
     assert table.loc["coop+dept", "paper ΔHM vs base"] == pytest.approx(77.29 - 75.18)  # DePT's own paper
     assert math.isnan(table.loc["coop", "ours ΔHM vs base"])
+
+
+def test_notebook_tables_by_hand():
+    """The small tables the notebooks show: CI summary per model, the invariance study's far end, pair distances."""
+    import torch
+
+    from dpclab import analysis
+
+    ci = pd.DataFrame({"model": ["a", "a", "b", "b"], "base": [1.0, 3.0, 2.0, 2.0], "new": [1.0, 1.0, 4.0, 2.0],
+                       "ratio": [1.0, 3.0, 0.5, 1.0]})
+    s = analysis.ci_summary(ci)
+    assert list(s.index) == ["a", "b"] and s.loc["a", "mean_CI_base"] == 2.0 and s.loc["b", "mean_CI_new"] == 3.0
+    assert s.loc["a", "median_ratio"] == 2.0 and s.loc["a", "share_ratio_above_1"] == 0.5
+    assert s.loc["b", "share_ratio_above_1"] == 0.0
+    inv = pd.DataFrame({"pair": ["p"] * 3, "split": ["base"] * 3, "omega": [0.0, 0.5, 1.0],
+                        "pearson_mean": [1.0, 0.9, 0.8], "spearman_mean": [1.0, 0.9, 0.7],
+                        "pearson_var": [1.0, 0.9, 0.6], "spearman_var": [1.0, 0.9, 0.5], "rel_gap": [0.0, 0.3, 0.1]})
+    far = analysis.invariance_far_end(inv)
+    assert far.loc[("p", "base")].to_dict() == {"pearson_mean": 0.8, "spearman_mean": 0.7, "pearson_var": 0.6,
+                                               "spearman_var": 0.5, "max_rel_gap": 0.3}
+    a, b = torch.zeros(2, 2), torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    d = analysis.pair_distances({"a → b": (a, b), "b → a": (b, a)})
+    assert d["‖end − start‖"].tolist() == [5.0, 5.0] and d["‖start‖"].tolist() == [0.0, 5.0]
