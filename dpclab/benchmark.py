@@ -36,8 +36,7 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
-from .data.coop import atomic_write_text
-from .locking import file_lock
+from .io import atomic_write_text, file_lock
 from .evaluate import accuracy, harmonic_mean, predict_logits, summarize
 from .methods import PLUGINS, parse_method
 from .pipeline import Experiment, RunConfig, cached_backbone, run

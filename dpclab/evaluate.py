@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Iterable
@@ -11,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .locking import file_lock
+from .io import atomic_write_text, file_lock
 from .methods.base import Task
 from .train import Examples
 
@@ -49,11 +48,7 @@ def append_result(path: str | os.PathLike, row: dict) -> None:
 def _append_row(path: Path, row: dict) -> None:
     old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=RESULT_COLUMNS)
     new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
-    buf = io.StringIO()
-    new.to_csv(buf, index=False)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, new.to_csv(index=False))
 
 
 def summarize(table: pd.DataFrame | str | os.PathLike, by: Iterable[str] = ("dataset", "method")) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from .data.coop import Datum
 from .data.features import ImageList
+from .io import atomic_torch_save
 from .methods.base import Task, learned_state, load_learned_state, trainable_parameters
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,6 @@ class Examples:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class RunDirError(RuntimeError):
@@ -213,7 +208,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
         history.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "acc")})
         if ckpt_path is not None:
-            _atomic_save({"epoch": epoch, "state": learned_state(method), "optimizer": opt.state_dict(),
+            atomic_torch_save({"epoch": epoch, "state": learned_state(method), "optimizer": opt.state_dict(),
                           "history": history, "fingerprint": fp}, ckpt_path)
     method.eval()
     return history

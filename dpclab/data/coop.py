@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+from ..io import atomic_write_text
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -350,12 +352,3 @@ def subsample_classes(data: DatasetSplits, which: str) -> DatasetSplits:
     pick = lambda items: [Datum(d.impath, relabel[d.label], d.classname) for d in items if d.label in relabel]  # noqa
     return replace(data, train=pick(data.train), val=pick(data.val), test=pick(data.test),
                    classnames=[data.classnames[y] for y in keep], meta={**data.meta, "subsample": which})
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

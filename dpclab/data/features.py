@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from ..io import atomic_torch_save
 from .coop import Datum, DatasetError
 
 
@@ -128,8 +129,5 @@ def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[D
     feats = encode_image_list(model, items, transform, device, batch_size, view_seed, progress=progress,
                               desc=f"{transform_name} features v{view}")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(feats, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(feats, path)
     return feats
