@@ -37,7 +37,7 @@ import pandas as pd
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
 from .io import atomic_write_text, file_lock
-from .evaluate import accuracy, harmonic_mean, predict_logits, summarize
+from .evaluate import accuracy, format_mean_std, harmonic_mean, predict_logits, summarize
 from .methods import PLUGINS, parse_method
 from .pipeline import Experiment, RunConfig, cached_backbone, run
 
@@ -148,10 +148,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     if "train_acc" not in runs.columns:
         runs["train_acc"] = math.nan
-    per = summarize(runs, by=("dataset", "method"))
-    train = runs.groupby(["dataset", "method"], sort=False).agg(train_acc=("train_acc", "mean"),
-                                                                train_acc_std=("train_acc", "std")).reset_index()
-    per = per.merge(train, on=["dataset", "method"], how="left")
+    per = summarize(runs, by=("dataset", "method"), metrics=("base", "new", "train_acc"))
     average = [_average_row(runs, per, method) for method in per["method"].unique()]
     out = pd.concat([per, pd.DataFrame(average)], ignore_index=True)
     return out[["dataset", "method", "base", "base_std", "new", "new_std", "hm", "train_acc", "train_acc_std",
@@ -222,21 +219,13 @@ def check_targets(summary: pd.DataFrame, dataset: str = AVERAGE) -> pd.DataFrame
 
 
 # ------------------------------------------------------------------------------------------------------ the writers
-def _pm(mean: float, std: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {std:.2f}"
-
-
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a markdown table: base / new / HM / train accuracy, ``mean ± std`` over seeds."""
     lines = ["| dataset | method | base | new | HM | train (shots) | runs |", "|---|---|---|---|---|---|---|"]
     for r in summary.itertuples(index=False):
         name = f"**{r.dataset}**" if r.dataset == AVERAGE else r.dataset
-        lines.append(f"| {name} | {r.method} | {_pm(r.base, r.base_std)} | {_pm(r.new, r.new_std)} | {r.hm:.2f} | "
-                     f"{_pm(r.train_acc, r.train_acc_std)} | {int(r.runs)} |")
+        lines.append(f"| {name} | {r.method} | {format_mean_std(r.base, r.base_std)} | {format_mean_std(r.new, r.new_std)} | {r.hm:.2f} | "
+                     f"{format_mean_std(r.train_acc, r.train_acc_std)} | {int(r.runs)} |")
     return "\n".join(lines) + "\n"
 
 

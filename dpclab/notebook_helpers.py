@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+from .evaluate import format_mean_std, mean_std, summarize  # noqa: F401 - mean_std: the notebooks call nb.mean_std
 
 log = logging.getLogger(__name__)
 
@@ -556,32 +557,16 @@ def untrained_coop_vs_zeroshot(exp, backbone, words: str = "a photo of a") -> "p
     return pd.DataFrame(rows)
 
 
-def mean_std(values: Sequence[float]) -> str:
-    """``"82.10 ± 1.20"`` (sample std over seeds; just the mean for a single value)."""
-    import statistics
-
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
-
-
 def seed_table(results: dict) -> "pd.DataFrame":
     """``{method: [metrics per seed]}`` -> one row per method: base/new/HM as mean ± std over seeds, and the HM of
     the mean base and new accuracies (the protocol's HM)."""
     import pandas as pd
 
-    from .evaluate import harmonic_mean
-
-    rows = []
-    for name, runs in results.items():
-        base = [m["base"] for m in runs]
-        new = [m["new"] for m in runs]
-        rows.append({"method": name, "seeds": len(runs), "base": mean_std(base), "new": mean_std(new),
-                     "HM (of means)": round(harmonic_mean(sum(base) / len(base), sum(new) / len(new)), 2)})
-    return pd.DataFrame(rows)
+    s = summarize(pd.DataFrame([{"method": name, **m} for name, runs in results.items() for m in runs]), ("method",))
+    return pd.DataFrame({"method": s["method"], "seeds": s["runs"],
+                         "base": [format_mean_std(m, sd) for m, sd in zip(s["base"], s["base_std"])],
+                         "new": [format_mean_std(m, sd) for m, sd in zip(s["new"], s["new_std"])],
+                         "HM (of means)": [round(h, 2) for h in s["hm"]]})
 
 
 __all__ = ["PARAMETER_KEYS", "Setup", "setup", "parse_seeds", "parse_datasets", "ensure_world", "project_root",
