@@ -25,18 +25,17 @@ setting: every method runs with its SPEC defaults unless the caller overrides th
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
-from .io import atomic_write_text, file_lock
+from .io import atomic_write_text
 from .evaluate import accuracy, format_mean_std, harmonic_mean, predict_logits, summarize
 from .methods import PLUGINS, parse_method
 from .pipeline import Experiment, RunConfig, cached_backbone, run
@@ -262,73 +261,5 @@ def write_report(out: str | Path, name: str, runs: pd.DataFrame, summary: pd.Dat
     return paths
 
 
-# --------------------------------------------------------------------------------------------- the embedded world
-def world_stamp(seed: int = 0) -> str:
-    """Identifies the world generator's code and seed: a change of ``dpclab/data/world.py`` changes the images,
-    and the feature cache (keyed by file paths) must not be reused across such a change."""
-    from .data import world
-
-    source = Path(world.__file__).read_bytes()
-    return f"seed{seed}-{hashlib.sha1(source).hexdigest()[:12]}"
-
-
-STAMP_FILE = ".world_stamp"
-
-
-def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) -> list[str]:
-    """Write the embedded world datasets among ``datasets`` that are missing under ``data_root``; returns the
-    names written. Datasets that are not world datasets are left alone. A world dataset written by a different
-    version of the generator is an error (its cached features and runs would silently mix two worlds)."""
-    from .data.world import WORLD_SPECS, get_world_dataset
-
-    root, stamp, written = Path(data_root), world_stamp(seed), []
-    # notebooks run in parallel: the first writes a missing dataset, the others wait and then find it
-    with file_lock(root / ".world.lock"):
-        for name in datasets:
-            if name not in WORLD_SPECS:
-                continue
-            folder = root / get_world_dataset(name).dirname
-            stamp_path = folder / STAMP_FILE
-            if folder.is_dir() and stamp_path.is_file():
-                found = stamp_path.read_text().strip()
-                if found != stamp:
-                    raise RuntimeError(
-                        f"{folder} was written by another version of the world generator ({found}, current {stamp}). "
-                        f"Delete {folder} (and the feature cache and runs made from it), or pass another --data-root.")
-                continue
-            if folder.is_dir() and any(folder.iterdir()):
-                log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
-                continue
-            _write_stamped(root, name, seed, stamp)
-            written.append(name)
-    return written
-
-
-def _write_stamped(root: Path, name: str, seed: int, stamp: str) -> Path:
-    from .data.world import get_world_dataset, write_world
-
-    write_world(root, [name], seed=seed)
-    folder = root / get_world_dataset(name).dirname
-    atomic_write_text(folder / STAMP_FILE, stamp + "\n")
-    return folder
-
-
-def rewrite_world(data_root: str | Path, datasets: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
-    """(Re)write world datasets (default: all) with the current generator and stamp them, under the world lock.
-    Replacing a dataset does not clear feature caches or runs made from an older version of it."""
-    names = world_datasets() if datasets is None else list(datasets)
-    root, stamp = Path(data_root), world_stamp(seed)
-    with file_lock(root / ".world.lock"):
-        return {name: _write_stamped(root, name, seed, stamp) for name in names}
-
-
-def world_datasets() -> list[str]:
-    """The embedded world's dataset names as the pipeline knows them (folder names, e.g. ``world_tint``)."""
-    from .data.world import WORLD_SPECS
-
-    return list(WORLD_SPECS)
-
-
 __all__ = ["run_grid", "summary_table", "check_targets", "write_report", "markdown_table", "markdown_targets",
-           "train_accuracy", "ensure_world", "rewrite_world", "world_datasets", "DEFAULT_METHODS", "DEFAULT_SEEDS",
-           "AVERAGE"]
+           "train_accuracy", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE"]

@@ -123,9 +123,9 @@ def cmd_transfer(args) -> int:
 def cmd_benchmark(args) -> int:
     import time
 
-    from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, ensure_world,
-                            markdown_table, markdown_targets, run_grid, summary_table, world_datasets, world_stamp,
-                            write_report)
+    from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, markdown_table,
+                            markdown_targets, run_grid, summary_table, write_report)
+    from .data.world import ensure_world, world_datasets, world_stamp
     from .pipeline import cached_backbone
 
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
@@ -218,7 +218,7 @@ def cmd_strip(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from .benchmark import rewrite_world
+    from .data.world import rewrite_world
 
     for name, path in rewrite_world(args.root, args.names, seed=args.seed).items():
         print(f"{name}: {path}")

@@ -92,8 +92,8 @@ def _resolve_backend(backend: str, pretrained: str) -> str:
 
 def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
     """Write the embedded world's datasets that are missing under ``data_root`` (deterministic, a few seconds);
-    the benchmark's :func:`dpclab.benchmark.ensure_world` (locked, stamped with the generator version)."""
-    from .benchmark import ensure_world as write_missing_world
+    :func:`dpclab.data.world.ensure_world` (locked, stamped with the generator version)."""
+    from .data.world import ensure_world as write_missing_world
 
     write_missing_world(data_root, datasets)
 
