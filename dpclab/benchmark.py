@@ -17,10 +17,11 @@ Besides base / new / HM on the test images, each row holds ``train_acc``: the ac
 own few-shot training images (base classes) seen with the *test* transform. Prompt tuning with 16 shots should come
 close to memorising them; a low value means the method under-fits and the Base-New trade-off cannot show.
 
-Protocol (SPEC §1): fixed base/new split per dataset (first half of the sorted labels = base), seeds choose the
-few-shot training images and the random parts of training; accuracies are averaged over seeds, HM is taken of the
-averages; across datasets base and new are averaged first, then HM. Nothing here looks at test accuracy to choose a
-setting: every method runs with its SPEC defaults unless the caller overrides them for all methods alike.
+Protocol (docs/protocol.md#metrics): fixed base/new split per dataset (first half of the sorted labels = base), seeds
+choose the few-shot training images and the random parts of training; accuracies are averaged over seeds, HM is taken
+of the averages; across datasets base and new are averaged first, then HM. Nothing here looks at test accuracy to
+choose a setting: every method runs with its protocol defaults (docs/protocol.md#hyperparameters) unless the caller
+overrides them for all methods alike.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: dataset, method, base, base_std, new, new_std, hm, train_acc, train_acc_std, runs.
     ``std`` is the sample standard deviation over seeds (ddof=1; NaN for a single seed). ``hm`` is the harmonic
-    mean of the *mean* base and new (SPEC §1), not the mean of per-seed HMs.
+    mean of the *mean* base and new (docs/protocol.md#metrics), not the mean of per-seed HMs.
 
     The average row averages base, new and train_acc over datasets (each dataset weighs the same), then takes
     the HM of those averages. Its std is the spread over seeds of the per-seed dataset averages, computed over

@@ -161,7 +161,7 @@ def cmd_benchmark(args) -> int:
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
               f"- weights: {cached_backbone(args.model, args.pretrained, args.device).key} (sha256 prefix of a "
               f"checkpoint file)\n- world generator: {world_stamp()}\n"
-              f"- training overrides: {train or 'none (SPEC defaults)'}\n- wall time: {wall:.0f} s "
+              f"- training overrides: {train or 'none (protocol defaults)'}\n- wall time: {wall:.0f} s "
               f"({int(runs['reused'].sum())} of {len(runs)} runs reused)")
     name = args.name or ("quick" if args.quick else "benchmark")
     paths = write_report(args.out, name, runs, summary, targets, header=header)
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", help="default: zeroshot coop coop+dpc coop+dept")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 1 2 3 (--quick: 1)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 epochs per method, 1 seed, 1 dataset")
-    p.add_argument("--epochs", type=int, help="override every method's epochs (default: SPEC defaults)")
+    p.add_argument("--epochs", type=int, help="override every method's epochs (default: protocol defaults)")
     p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides, for all methods")
     p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
     p.add_argument("--name", help="file name stem of the tables (default: benchmark, or quick)")

@@ -9,7 +9,7 @@ Every notebook starts with the same parameters cell (papermill overrides it with
     dataset = None          # None = the embedded default / "eurosat" on real CLIP; "a,b" for several
     shots = 16
     seeds = "1 2 3"         # a list, or a string "1 2 3" / "[1, 2, 3]" (what `-p seeds ...` gives)
-    epochs = None           # None = each method's SPEC default (scaled down in quick mode)
+    epochs = None           # None = each method's protocol default (scaled down in quick mode)
     device = "auto"
     quick = False           # a fast smoke run: few epochs, one seed, coarse grids
     interactive = True      # widgets and progress bars; the report runs with False
@@ -140,7 +140,7 @@ class Setup:
         return cached_backbone(self.model, str(self.pretrained), self.device)
 
     def epochs_for(self, default: int) -> int:
-        """The epochs actually trained for a method whose SPEC default is ``default``."""
+        """The epochs actually trained for a method whose protocol default is ``default``."""
         if self.epochs is not None:
             return int(self.epochs)
         if self.quick:
@@ -152,7 +152,7 @@ class Setup:
         from .methods import PLUGINS, get_method, parse_method
 
         if self.epochs is None and not self.quick:
-            return {}, {}  # the SPEC defaults: the same run directories as `python -m dpclab train`
+            return {}, {}  # the protocol defaults: the same run directories as `python -m dpclab train`
         base_name, plugin = parse_method(method)
         base_default = get_method(base_name).train.get("epochs", 200)
         if plugin is None:

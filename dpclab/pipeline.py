@@ -48,7 +48,8 @@ class RunConfig:
     runs_dir: str = "runs"
     #: CSV results table to append to (None = don't)
     results: str | None = "runs/results.csv"
-    #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's SPEC defaults
+    #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's protocol defaults
+    #: (docs/protocol.md#hyperparameters)
     train: dict = field(default_factory=dict)
     #: overrides of the method's config dataclass (for "base+plugin" methods: the plug-in's config)
     method_cfg: dict = field(default_factory=dict)

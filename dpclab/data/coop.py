@@ -1,6 +1,6 @@
 """Datasets in the CoOp layout, few-shot sampling and the base-to-new split, with the reference semantics.
 
-Layouts supported (SPEC §1):
+Layouts supported (docs/protocol.md#datasets):
   * ``json``     -- ``<root>/<dirname>/<image_dir>/...`` plus ``<root>/<dirname>/split_zhou_<Name>.json`` with keys
                     train/val/test, each entry ``[relative_impath, label, classname]`` (9 of the 11 datasets and
                     the embedded world);
@@ -46,7 +46,7 @@ class DatasetSpec:
     image_dir: str = "images"
     split_file: str | None = None
     template: str = "a photo of a {}."
-    #: RandomResizedCrop scale of the training transform (SPEC: 0.08-1 for the real datasets)
+    #: RandomResizedCrop scale of the training transform (0.08-1 for the real datasets, docs/protocol.md#transforms)
     crop_scale: tuple[float, float] = (0.08, 1.0)
 
 
@@ -90,7 +90,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     "a photo of a person doing {}."),
     ]
 }
-#: KgCoOp's anchor templates differ from CoOp's for one dataset (SPEC §1).
+#: KgCoOp's anchor templates differ from CoOp's for one dataset (docs/protocol.md#class-names-and-templates).
 KGCOOP_TEMPLATES = {"dtd": "a photo of a {}, a type of texture."}
 
 

@@ -28,7 +28,8 @@ from .coop import Datum, DatasetError
 
 def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float],
                      crop_scale: tuple[float, float] = (0.08, 1.0)) -> dict[str, Callable]:
-    """SPEC §1 transforms: train = RandomResizedCrop(scale .08-1, bicubic) + flip; test = resize + center crop."""
+    """The protocol's transforms (docs/protocol.md#transforms): train = RandomResizedCrop(scale .08-1, bicubic) +
+    flip; test = resize + center crop."""
     bicubic = T.InterpolationMode.BICUBIC
     to_rgb = T.Lambda(lambda im: im.convert("RGB"))
     norm = T.Normalize(mean, std)

@@ -1,5 +1,6 @@
-"""The method table: name -> (class, its config dataclass, its training defaults from SPEC §2), and the plug-in
-table for the Base-New Trade-off fixes that wrap a method: ``"coop+dpc"``, ``"maple+dept"``...
+"""The method table: name -> (class, its config dataclass, its training defaults from
+docs/protocol.md#hyperparameters), and the plug-in table for the Base-New Trade-off fixes that wrap a method:
+``"coop+dpc"``, ``"maple+dept"``...
 
 Plain dicts, no registry decorators: adding a method means adding one line here.
 """
@@ -58,10 +59,10 @@ class PluginSpec:
 
 
 PLUGINS: dict[str, PluginSpec] = {
-    # SPEC §3: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
+    # docs/protocol.md#dpc: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
     "dpc": PluginSpec(DPC, DPCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.002}, two_step=True),
-    # DePT (SPEC §4): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for every base
-    # (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
+    # DePT (docs/protocol.md#dept): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for
+    # every base (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
     "dept": PluginSpec(DePT, DePTConfig, train={"epochs": 10, "batch_size": 4, "lr": 0.0035}, two_step=False,
                        train_by_base={"cocoop": {"batch_size": 1, "lr": 0.002}},
                        base_cfg_by_base={"kgcoop": {"weight": 2.0}}),

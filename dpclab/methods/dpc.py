@@ -1,4 +1,4 @@
-"""DPC, Dual-Prompt Collaboration (CVPR 2025): a plug-in on top of any tuned prompt learner (SPEC §3).
+"""DPC, Dual-Prompt Collaboration (CVPR 2025): a plug-in on top of any tuned prompt learner (docs/protocol.md#dpc).
 
 Step 1 tunes the base method as usual and gives the prompt ``P``. Step 2 (this module):
 
