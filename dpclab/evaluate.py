@@ -42,7 +42,6 @@ RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "seed", "
 def append_result(path: str | os.PathLike, row: dict) -> None:
     """Append one row to a CSV results table atomically: readers see the old or the new file, never a torn one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(f".{path.name}.lock")):  # concurrent writers (parallel notebooks) lose no row
         _append_row(path, row)
 

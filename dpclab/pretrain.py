@@ -44,7 +44,7 @@ from dpclab.data import world
 from dpclab.data.coop import DatasetSpec, base_new_classes, load_dataset
 from dpclab.data.features import encode_image_list
 from dpclab.io import atomic_torch_save, atomic_write_text, sha256_file
-from dpclab.text import encode_embeddings, encode_texts, eot_positions
+from dpclab.text import encode_embeddings, eot_positions
 
 # CLIP's image normalisation, applied by open_clip's preprocess too.
 CLIP_MEAN = open_clip.OPENAI_DATASET_MEAN
@@ -170,7 +170,8 @@ def evaluate_zero_shot(
     spec = DatasetSpec(dataset_dir.name, dataset_dir.name, "json", "images", split_file, template)
     data = load_dataset(dataset_dir.parent, spec.name, specs={spec.name: spec})
     items = getattr(data, split)
-    text = encode_texts(model, tokenizer, [template.format(c) for c in data.classnames])
+    # open_clip's full-length encode_text, as the recorded manifests were measured (truncation agrees to ~1e-7 only)
+    text = F.normalize(model.encode_text(tokenizer([template.format(c) for c in data.classnames])), dim=-1)
     image = F.normalize(encode_image_list(model, items, preprocess, torch.device("cpu"), batch_size), dim=-1)
     sims = image @ text.T
     labels = torch.tensor([d.label for d in items])
