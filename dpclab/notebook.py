@@ -9,7 +9,7 @@ Every notebook starts with the same parameters cell (papermill overrides it with
     dataset = None          # None = the embedded default / "eurosat" on real CLIP; "a,b" for several
     shots = 16
     seeds = "1 2 3"         # a list, or a string "1 2 3" / "[1, 2, 3]" (what `-p seeds ...` gives)
-    epochs = None           # None = each method's default (scaled down in quick mode)
+    epochs = None           # None = each method's protocol default (scaled down in quick mode)
     device = "auto"
     quick = False           # a fast smoke run: few epochs, one seed, coarse grids
     interactive = True      # widgets and progress bars; the report runs with False
@@ -91,8 +91,8 @@ def _resolve_backend(backend: str, pretrained: str) -> str:
 
 def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
     """Write the embedded world's datasets that are missing under ``data_root`` (deterministic, a few seconds);
-    the benchmark's :func:`dpclab.benchmark.ensure_world` (locked, stamped with the generator version)."""
-    from .benchmark import ensure_world as write_missing_world
+    :func:`dpclab.data.world.ensure_world` (locked, stamped with the generator version)."""
+    from .data.world import ensure_world as write_missing_world
 
     write_missing_world(data_root, datasets)
 
@@ -138,7 +138,7 @@ class Setup:
         return cached_backbone(self.model, str(self.pretrained), self.device)
 
     def epochs_for(self, default: int) -> int:
-        """The epochs actually trained for a method whose default is ``default``."""
+        """The epochs actually trained for a method whose protocol default is ``default``."""
         if self.epochs is not None:
             return int(self.epochs)
         if self.quick:
@@ -152,7 +152,7 @@ class Setup:
         from .pipeline import default_train
 
         if (self.epochs is None and not self.quick) or not get_method(method).trainable:
-            return {}, {}  # the defaults: the same run directories as `python -m dpclab train`
+            return {}, {}  # the protocol defaults: the same run directories as `python -m dpclab train`
         base_name, plugin = parse_method(method)
         train = {"epochs": self.epochs_for(_default_epochs(default_train(method)))}
         if plugin is None or not PLUGINS[plugin].two_step:
