@@ -11,6 +11,7 @@ Every notebook starts with the same parameters cell (papermill overrides it with
     seeds = "1 2 3"         # a list, or a string "1 2 3" / "[1, 2, 3]" (what `-p seeds ...` gives)
     epochs = None           # None = each method's SPEC default (scaled down in quick mode)
     device = "auto"
+    precision = "fp32"      # fp32 | fp16 (the reference trainers' half precision, GPU) | amp (autocast)
     quick = False           # a fast smoke run: few epochs, one seed, coarse grids
     interactive = True      # widgets and progress bars; the report runs with False
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: the keys every notebook's ``parameters`` cell defines (tests/test_notebooks.py checks them)
 PARAMETER_KEYS = ("backend", "model", "pretrained", "data_root", "dataset", "shots", "seeds", "epochs", "device",
-                  "quick", "interactive")
+                  "quick", "interactive", "precision")
 #: the embedded world is written here when missing
 EMBEDDED_DATA_ROOT = "data/world"
 #: the dataset used on real CLIP when none is given
@@ -112,6 +113,7 @@ class Setup:
     device: str
     quick: bool
     interactive: bool
+    precision: str = "fp32"
     runs_dir: str = "runs"
     cache_dir: str = "data/cache"
     figures_dir: str = "figures"
@@ -136,7 +138,7 @@ class Setup:
     def backbone(self):
         from .pipeline import cached_backbone
 
-        return cached_backbone(self.model, str(self.pretrained), self.device)
+        return cached_backbone(self.model, str(self.pretrained), self.device, self.precision)
 
     def epochs_for(self, default: int) -> int:
         """The epochs actually trained for a method whose SPEC default is ``default``."""
@@ -174,7 +176,7 @@ class Setup:
             train = {}
         fields = dict(method=method, dataset=dataset or self.dataset, data_root=self.data_root, model=self.model,
                       pretrained=str(self.pretrained), shots=self.shots, seed=self.seeds[0] if seed is None else seed,
-                      device=self.device, cache_dir=self.cache_dir, runs_dir=self.runs_dir,
+                      device=self.device, precision=self.precision, cache_dir=self.cache_dir, runs_dir=self.runs_dir,
                       results=str(Path(self.runs_dir) / "results.csv"), progress=self.progress)
         fields["train"] = {**train, **overrides.pop("train", {})}
         fields["base_train"] = {**base_train, **overrides.pop("base_train", {})}
@@ -243,7 +245,7 @@ class Setup:
 def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = EMBEDDED_PRETRAINED,
           data_root: str | None = None, dataset=None, shots: int = 16, seeds="1 2 3", epochs: int | None = None,
           device: str = "auto", quick: bool = False, interactive: bool = True, chdir: bool = True,
-          quick_seeds: int = 1, threads: int | None = None) -> Setup:
+          quick_seeds: int = 1, threads: int | None = None, precision: str = "fp32") -> Setup:
     """Validate a notebook's parameters and resolve the defaults of its backend.
 
     * ``backend="auto"`` is ``embedded`` for ``pretrained="embedded"``, else ``open_clip``.
@@ -291,7 +293,7 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
         raise ValueError(f"epochs must be >= 0 or None (method default), got {epochs!r}.")
     return Setup(backend=backend, model=model, pretrained=str(pretrained), data_root=data_root, datasets=datasets,
                  shots=int(shots), seeds=seeds, epochs=None if epochs is None else int(epochs), device=device,
-                 quick=bool(quick), interactive=bool(interactive))
+                 quick=bool(quick), interactive=bool(interactive), precision=str(precision))
 
 
 # --------------------------------------------------------------------------------------------- display helpers

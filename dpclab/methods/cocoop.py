@@ -30,8 +30,9 @@ from .coop import ClassTokenCache, assemble, init_context
 
 @dataclass
 class CoCoOpConfig:
-    n_ctx: int = 4
-    #: words whose embeddings initialise the context (their token count overrides n_ctx); None = random N(0, .02)
+    #: context tokens; None = ctx_init's token count (4 with random init); with ctx_init it must equal that count
+    n_ctx: int | None = None
+    #: words whose embeddings initialise the context; None = n_ctx random N(0, .02) vectors
     ctx_init: str | None = "a photo of a"
     #: hidden width of the meta-net = image feature dim // this (16 in the paper: 512 -> 32)
     meta_reduction: int = 16
@@ -88,7 +89,7 @@ class CoCoOp(nn.Module):
 
     def image_contexts(self, image_features: torch.Tensor) -> torch.Tensor:
         """Per-image context [B, n_ctx, width] = shared ctx + meta-net(normalised image feature)."""
-        shift = self.meta_net(F.normalize(image_features.float(), dim=-1))  # [B, width]
+        shift = self.meta_net(F.normalize(image_features.float(), dim=-1).to(self.ctx.dtype))  # [B, width]
         return self.ctx[None] + shift[:, None]
 
     def text_features(self, classnames: Sequence[str], image_features: torch.Tensor) -> torch.Tensor:
