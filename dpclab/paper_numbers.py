@@ -84,3 +84,32 @@ def paper_rows(methods) -> pd.DataFrame:
 
 
 __all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows"]
+
+
+#: label of CoOp+DePT's own CoOp baseline in the reproducibility report (16 random tokens, 10 epochs)
+DEPT_COOP_BASELINE = "coop (DePT setting)"
+
+
+def reproduction_runs(methods) -> dict[str, tuple[str, dict]]:
+    """How the reproducibility report runs each method to reproduce the papers: ``{label: (method, RunConfig
+    overrides)}``. DPC runs as the released code does (``mode="released"``); each DePT row uses its base's
+    released prompt setting, and CoOp+DePT gets its own CoOp baseline with that setting (docs/fidelity.md)."""
+    from .methods.dept import RELEASED_SETTINGS, released_setting
+
+    runs: dict[str, tuple[str, dict]] = {}
+    for m in methods:
+        plugin = m.partition("+")[2]
+        if plugin == "dpc":
+            runs[m] = (m, {"method_cfg": {"mode": "released"}})
+        elif plugin == "dept" and m in RELEASED_SETTINGS:
+            runs[m] = (m, released_setting(m))
+        else:
+            runs[m] = (m, {})
+        if m == "coop+dept":
+            runs[DEPT_COOP_BASELINE] = ("coop", released_setting("coop"))
+    return runs
+
+
+def baseline_of(label: str) -> str:
+    """The row a plug-in's row is compared with in the reproducibility report."""
+    return DEPT_COOP_BASELINE if label == "coop+dept" else label.partition("+")[0]
