@@ -244,8 +244,8 @@ class Setup:
 
 def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = EMBEDDED_PRETRAINED,
           data_root: str | None = None, dataset=None, shots: int = 16, seeds="1 2 3", epochs: int | None = None,
-          device: str = "auto", quick: bool = False, interactive: bool = True, chdir: bool = True,
-          quick_seeds: int = 1, threads: int | None = None, precision: str = "fp32") -> Setup:
+          device: str = "auto", quick: bool = False, interactive: bool = True, precision: str = "fp32",
+          chdir: bool = True, quick_seeds: int = 1, threads: int | None = None) -> Setup:
     """Validate a notebook's parameters and resolve the defaults of its backend.
 
     * ``backend="auto"`` is ``embedded`` for ``pretrained="embedded"``, else ``open_clip``.
