@@ -31,7 +31,6 @@ tensors are used (the archive's TorchScript graph is never run), and the model i
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import open_clip
 import torch
 from torch import nn
 
+from .io import sha256_file
 from .precision import check_precision
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -135,11 +135,7 @@ def _config_file_model(model_name: str) -> str:
 
 
 def _file_sha256(path: Path, prefix: int | None = 12) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:prefix]
+    return sha256_file(path)[:prefix]
 
 
 def is_torchscript_archive(path: str | os.PathLike) -> bool:
