@@ -3,6 +3,7 @@
 >>> bb = load_clip("dpclab-tiny", "embedded")          # offline default, ships with the repo
 >>> bb = load_clip("ViT-B-16", "openai", device="cuda") # real CLIP (downloads once, needs internet)
 >>> bb = load_clip("ViT-B-16", "/path/to/weights.pt")  # a local checkpoint in open_clip's format
+>>> bb = load_clip("ViT-B-16", "~/.cache/clip/ViT-B-16.pt")  # OpenAI's own TorchScript archive (clip.load's cache)
 >>> bb = load_clip("ViT-B-16", None)                   # random weights (tests)
 >>> bb = load_clip("my_configs/my-clip.json", "my-clip.pt")  # your own architecture: a config file + weights
 
@@ -13,12 +14,25 @@ model is then loaded by its file stem, e.g. ``load_clip("my-clip", "my-clip.pt")
 
 Everything downstream (prompt learners, feature caches, notebooks) receives a :class:`Backbone` and never
 cares which of these it is.
+
+Activation (QuickGELU). OpenAI's CLIP weights were trained with QuickGELU, but open_clip's plain configs
+(``ViT-B-16.json``) build GELU and only warn. :func:`load_clip` builds with QuickGELU whenever the weights need it:
+a pretrained tag whose open_clip pretrained config says ``quick_gelu=True`` (looked up in open_clip's registry),
+OpenAI's TorchScript archives, and files known to be OpenAI's (their sha256 is the checksum in open_clip's
+``openai`` URLs, or they lie in the Hugging Face cache folder of such a tag). Any other file is built as the model
+config says: pass the ``-quickgelu`` model name (``ViT-B-16-quickgelu``) for OpenAI-derived weights saved elsewhere.
+
+Weights files and the ``weights_only`` policy. State dicts are read with ``torch.load(weights_only=True)``.
+OpenAI's ``.pt`` files are TorchScript archives, which ``weights_only`` cannot read; they are read with
+``torch.jit.load`` only when given as an explicit file path (never found or downloaded implicitly), only their
+tensors are used (the archive's TorchScript graph is never run), and the model is rebuilt by open_clip.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +42,7 @@ import torch
 from torch import nn
 
 from .io import sha256_file
+from .precision import check_precision
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -58,11 +73,19 @@ class Backbone:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights_id: str  # identifies the weights for caches: tag, or sha256 prefix of a checkpoint file
+    #: fp32 | fp16 | amp (see dpclab.precision)
+    precision: str = "fp32"
+    #: True when QuickGELU was forced onto a model config that says GELU (OpenAI weights)
+    quick_gelu_forced: bool = False
 
     @property
     def key(self) -> str:
-        """A short, filesystem-safe identifier of model + weights (used to key feature caches)."""
-        return f"{self.model_name}-{self.weights_id}".replace("/", "_")
+        """A short, filesystem-safe identifier of model + weights (used to key feature caches and run dirs);
+        names the forced QuickGELU activation and a precision other than fp32, since both change the features."""
+        key = f"{self.model_name}-{self.weights_id}"
+        key += "-quickgelu" if self.quick_gelu_forced else ""
+        key += f"-{self.precision}" if self.precision != "fp32" else ""
+        return key.replace("/", "_")
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -111,8 +134,44 @@ def _config_file_model(model_name: str) -> str:
     return model_name
 
 
-def _file_sha256(path: Path, prefix: int = 12) -> str:
+def _file_sha256(path: Path, prefix: int | None = 12) -> str:
     return sha256_file(path)[:prefix]
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """True for a TorchScript archive (what OpenAI publishes and ``clip.load`` caches): a zip with ``constants.pkl``
+    and TorchScript ``code/``. Read from the zip directory only; nothing is loaded."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def tag_needs_quick_gelu(model_name: str, tag: str) -> bool:
+    """open_clip's pretrained config of ``model_name``/``tag`` says the weights were trained with QuickGELU."""
+    return bool(open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
+
+
+def openai_file_reason(model_name: str, path: Path, sha256: str) -> str | None:
+    """Why the weights file ``path`` is known to be OpenAI's (trained with QuickGELU), or None.
+
+    Known from open_clip's own registry, no list kept here: the file's sha256 is the checksum in the URL of a
+    QuickGELU tag (OpenAI's ``.pt`` files), or the file lies in the Hugging Face cache folder of such a tag of
+    ``model_name`` (e.g. ``models--timm--vit_base_patch16_clip_224.openai``)."""
+    resolved = str(path.expanduser().resolve())
+    for name, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_pretrained_cfg(name, tag)
+        if not cfg.get("quick_gelu"):
+            continue
+        if sha256 and sha256 in cfg.get("url", ""):
+            return f"sha256 {sha256[:12]} is open_clip's checksum of {name}/{tag}"
+        parts = cfg.get("hf_hub", "").strip("/").split("/")
+        if name == model_name and len(parts) >= 2:
+            repo = f"models--{parts[0]}--{parts[1]}"
+            if f"{os.sep}{repo}{os.sep}" in resolved:
+                return f"it lies in the Hugging Face cache of {name}/{tag} ({repo})"
+    return None
 
 
 def _check_model_name(model_name: str) -> None:
@@ -127,10 +186,22 @@ def _check_model_name(model_name: str) -> None:
         )
 
 
-def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -> tuple[str | None, str]:
-    """Return (what to hand open_clip, weights id). Raises with a fix when the weights cannot be had."""
+@dataclass(frozen=True)
+class WeightsSource:
+    """What :func:`load_clip` hands open_clip: ``source`` (tag, file path or None), the weights id for caches, and
+    how to build: ``quick_gelu`` (the weights need QuickGELU) and ``torchscript`` (an OpenAI TorchScript archive)."""
+
+    source: str | None
+    weights_id: str
+    quick_gelu: bool = False
+    torchscript: bool = False
+    why: str = ""
+
+
+def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -> WeightsSource:
+    """What to load and how. Raises with a fix when the weights cannot be had."""
     if pretrained in (None, "", "none", "random"):
-        return None, "random"
+        return WeightsSource(None, "random")
     if str(pretrained) == EMBEDDED_PRETRAINED:
         if model_name != EMBEDDED_MODEL:
             raise ValueError(f"pretrained='embedded' only exists for model {EMBEDDED_MODEL!r}, not {model_name!r}.")
@@ -141,7 +212,7 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
                 f"`git checkout -- {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}` "
                 f"or rebuild it with `{EMBEDDED_REPRODUCE}`."
             )
-        return str(path), _file_sha256(path)
+        return WeightsSource(str(path), _file_sha256(path))
     path = Path(pretrained).expanduser()
     if path.suffix in {".pt", ".pth", ".bin", ".safetensors"} or os.sep in str(pretrained):
         if not path.is_file():
@@ -149,35 +220,49 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
                 f"Checkpoint file {path} does not exist. Pass the path of an open_clip/OpenAI-format state dict, "
                 f"a pretrained tag such as 'openai', or use model={EMBEDDED_MODEL!r}, pretrained='embedded' offline."
             )
-        return str(path), _file_sha256(path)
+        sha = _file_sha256(path, None)
+        if is_torchscript_archive(path):
+            return WeightsSource(str(path), sha[:12], True, True, "an OpenAI TorchScript archive")
+        why = openai_file_reason(model_name, path, sha)
+        return WeightsSource(str(path), sha[:12], why is not None, False, why or "")
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if pretrained not in tags:
         raise ValueError(
             f"Unknown pretrained tag {pretrained!r} for {model_name!r}. Known tags: {tags or 'none'}; "
             f"or pass a local checkpoint file path."
         )
-    return str(pretrained), str(pretrained)
+    quick = tag_needs_quick_gelu(model_name, str(pretrained))
+    return WeightsSource(str(pretrained), str(pretrained), quick, False,
+                         "open_clip's pretrained config says quick_gelu=True" if quick else "")
 
 
-def load_clip(
-    model_name: str = "ViT-B-16",
-    pretrained: str | os.PathLike | None = "openai",
-    device: str | torch.device = "auto",
-    precision: str = "fp32",
-) -> Backbone:
-    """Create a frozen open_clip model (eval mode, no gradients) with its tokenizer and preprocessing facts.
+def _model_config_quick_gelu(model_name: str) -> bool:
+    return bool((open_clip.get_model_config(model_name) or {}).get("quick_gelu", False))
 
-    ``pretrained`` is an open_clip tag (``"openai"``), a checkpoint file path, ``"embedded"`` for the tiny
-    model, or ``None``/``"random"`` for random weights. Checkpoint files are loaded with ``weights_only=True``.
-    """
-    _register_configs()
-    model_name = _config_file_model(str(model_name))
-    _check_model_name(model_name)
-    dev = resolve_device(device)
-    source, weights_id = _resolve_pretrained(model_name, pretrained)
+
+def _load_torchscript(model_name: str, path: str, precision: str, device: torch.device) -> nn.Module:
+    """OpenAI's TorchScript archive -> ``model_name`` built by open_clip with QuickGELU and the archive's weights.
+
+    ``open_clip.load_openai_model`` reads the archive (``torch.jit.load``; only its state dict is used) and builds a
+    QuickGELU CLIP from it; its weights then go into ``model_name``'s own config (forced QuickGELU), so a file for
+    another architecture fails with a clear error instead of silently becoming another model."""
+    read = open_clip.load_openai_model(path, precision="fp32", device="cpu")
+    model = open_clip.create_model(model_name, pretrained=None, precision=precision, device=device,
+                                   force_quick_gelu=True)
     try:
-        model = open_clip.create_model(model_name, pretrained=source, precision=precision, device=dev,
-                                       weights_only=True)
+        model.load_state_dict(read.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"The OpenAI archive {path} does not fit model {model_name!r} (wrong architecture?). "
+                         f"Pass the model name it was made for (ViT-B-16.pt -> ViT-B-16). "
+                         f"Details: {str(err)[:300]}") from err
+    return model
+
+
+def _create(model_name: str, source: str | None, precision: str, dev: torch.device, quick_gelu: bool) -> nn.Module:
+    """open_clip's ``create_model`` for a tag, a state-dict file or random weights, with errors that name the fix."""
+    try:
+        return open_clip.create_model(model_name, pretrained=source, precision=precision, device=dev,
+                                      weights_only=True, force_quick_gelu=quick_gelu)
     except (RuntimeError, AssertionError, KeyError) as err:  # a checkpoint made for another architecture
         if source is not None and Path(source).is_file():
             raise ValueError(
@@ -193,6 +278,34 @@ def load_clip(
                 f"or download the weights elsewhere and pass the file path as `pretrained`."
             ) from err
         raise
+
+
+def load_clip(
+    model_name: str = "ViT-B-16",
+    pretrained: str | os.PathLike | None = "openai",
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+) -> Backbone:
+    """Create a frozen open_clip model (eval mode, no gradients) with its tokenizer and preprocessing facts.
+
+    ``pretrained`` is an open_clip tag (``"openai"``), a checkpoint file path (an open_clip state dict, loaded
+    with ``weights_only=True``, or OpenAI's TorchScript ``.pt``), ``"embedded"`` for the tiny model, or
+    ``None``/``"random"`` for random weights. Weights trained with QuickGELU get QuickGELU (module docstring).
+    ``precision``: fp32 | fp16 | amp (:mod:`dpclab.precision`; amp builds fp32 weights and runs under autocast).
+    """
+    _register_configs()
+    model_name = _config_file_model(str(model_name))
+    _check_model_name(model_name)
+    dev = resolve_device(device)
+    check_precision(precision, dev)
+    weights = _resolve_pretrained(model_name, pretrained)
+    source, weights_id = weights.source, weights.weights_id
+    build_precision = "fp16" if precision == "fp16" else "fp32"
+    forced = weights.quick_gelu and not _model_config_quick_gelu(model_name)
+    if weights.torchscript:
+        model = _load_torchscript(model_name, source, build_precision, dev)
+    else:
+        model = _create(model_name, source, build_precision, dev, weights.quick_gelu)
     if not all(hasattr(model, a) for a in ("transformer", "token_embedding", "ln_final", "attn_mask")):
         raise ValueError(
             f"{model_name!r} has a custom text tower (no model.transformer/token_embedding); dpclab's prompt "
@@ -212,4 +325,6 @@ def load_clip(
         mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
         weights_id=weights_id,
+        precision=precision,
+        quick_gelu_forced=forced,
     )

@@ -43,6 +43,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    "config overrides")
     p.add_argument("--base-train", nargs="*", metavar="KEY=VALUE", help="two-step plug-ins (coop+dpc): TrainConfig "
                    "overrides of step 1, e.g. epochs=50")
+    p.add_argument("--precision", choices=["fp32", "fp16", "amp"], default="fp32", help="fp32 (default), fp16 "
+                   "(CLIP and prompts in half precision, as the reference trainers) or amp (autocast: bf16 on CPU, "
+                   "fp16 on CUDA)")
     _add_output_args(p)
 
 
@@ -80,7 +83,7 @@ def cmd_train(args) -> int:
                         cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
                         method_cfg=_parse_options(args.opt), base_method_cfg=_parse_options(args.base_opt),
                         base_train=_parse_options(args.base_train), if_exists="overwrite" if args.overwrite else "reuse",
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, precision=args.precision)
         res = run(cfg)
         m = res.metrics
         note = " (reused finished run)" if res.reused else ""
@@ -111,7 +114,7 @@ def cmd_transfer(args) -> int:
                         pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
                         cache_dir=args.cache_dir, runs_dir=args.runs_dir, train=train,
                         method_cfg=_parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, precision=args.precision)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
     import pandas as pd
 

@@ -13,6 +13,7 @@ Every notebook starts with the same parameters cell (papermill overrides it with
     device = "auto"
     quick = False           # a fast smoke run: few epochs, one seed, coarse grids
     interactive = True      # widgets and progress bars; the report runs with False
+    precision = "fp32"      # fp32 | fp16 (the reference trainers' half precision, GPU) | amp (autocast)
 
 and then calls :func:`setup` with them. The returned :class:`Setup` builds :class:`~dpclab.pipeline.RunConfig`
 objects and runs them through :func:`dpclab.pipeline.run`: the notebooks hold no experiment logic of their own.
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: the keys every notebook's ``parameters`` cell defines (tests/test_notebooks.py checks them)
 PARAMETER_KEYS = ("backend", "model", "pretrained", "data_root", "dataset", "shots", "seeds", "epochs", "device",
-                  "quick", "interactive")
+                  "quick", "interactive", "precision")
 #: the embedded world is written here when missing
 EMBEDDED_DATA_ROOT = "data/world"
 #: the dataset used on real CLIP when none is given
@@ -112,6 +113,7 @@ class Setup:
     device: str
     quick: bool
     interactive: bool
+    precision: str = "fp32"
     runs_dir: str = "runs"
     cache_dir: str = "data/cache"
     _experiments: dict = field(default_factory=dict, repr=False)
@@ -135,7 +137,7 @@ class Setup:
     def backbone(self):
         from .pipeline import cached_backbone
 
-        return cached_backbone(self.model, str(self.pretrained), self.device)
+        return cached_backbone(self.model, str(self.pretrained), self.device, self.precision)
 
     def epochs_for(self, default: int) -> int:
         """The epochs actually trained for a method whose protocol default is ``default``."""
@@ -169,7 +171,7 @@ class Setup:
         train, base_train = self.train_overrides(method)
         fields = dict(method=method, dataset=dataset or self.dataset, data_root=self.data_root, model=self.model,
                       pretrained=str(self.pretrained), shots=self.shots, seed=self.seeds[0] if seed is None else seed,
-                      device=self.device, cache_dir=self.cache_dir, runs_dir=self.runs_dir,
+                      device=self.device, precision=self.precision, cache_dir=self.cache_dir, runs_dir=self.runs_dir,
                       results=self.results, progress=self.progress)
         fields["train"] = {**train, **overrides.pop("train", {})}
         fields["base_train"] = {**base_train, **overrides.pop("base_train", {})}
@@ -244,7 +246,7 @@ def _default_epochs(train: dict) -> int:
 
 def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = EMBEDDED_PRETRAINED,
           data_root: str | None = None, dataset=None, shots: int = 16, seeds="1 2 3", epochs: int | None = None,
-          device: str = "auto", quick: bool = False, interactive: bool = True, chdir: bool = True,
+          device: str = "auto", quick: bool = False, interactive: bool = True, precision: str = "fp32", chdir: bool = True,
           quick_seeds: int = 1, threads: int | None = None) -> Setup:
     """Validate a notebook's parameters and resolve the defaults of its backend.
 
@@ -293,7 +295,7 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
         raise ValueError(f"epochs must be >= 0 or None (method default), got {epochs!r}.")
     return Setup(backend=backend, model=model, pretrained=str(pretrained), data_root=data_root, datasets=datasets,
                  shots=int(shots), seeds=seeds, epochs=None if epochs is None else int(epochs), device=device,
-                 quick=bool(quick), interactive=bool(interactive))
+                 quick=bool(quick), interactive=bool(interactive), precision=str(precision))
 
 
 def class_table(exp) -> "pd.DataFrame":

@@ -96,7 +96,7 @@ def comparison(ours: pd.DataFrame, backend: str) -> pd.DataFrame:
     papers = {"DPC": dpc_average().set_index("method"), "DePT": dept_average().set_index("method")}
     rows = []
     for m in ours.index:
-        base_m, _, plugin = m.partition("+")
+        base_m, plugin = baseline_of(m), m.partition("+")[2]
         row = {"method": m, f"ours base ({backend})": ours.loc[m, "base"], "ours new": ours.loc[m, "new"],
                "ours HM": ours.loc[m, "hm"]}
         for src, p in papers.items():
@@ -107,11 +107,43 @@ def comparison(ours: pd.DataFrame, backend: str) -> pd.DataFrame:
             base_hm = ours.loc[base_m, "hm"] if base_m in ours.index else float("nan")
             row["ours ΔHM vs base"] = ours.loc[m, "hm"] - base_hm
             p = papers.get(PLUGIN_PAPER.get(plugin, ""), pd.DataFrame())
-            if m in p.index and base_m in p.index:
-                row["paper ΔHM vs base"] = p.loc[m, "hm"] - p.loc[base_m, "hm"]
+            paper_base = m.partition("+")[0]
+            if m in p.index and paper_base in p.index:
+                row["paper ΔHM vs base"] = p.loc[m, "hm"] - p.loc[paper_base, "hm"]
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 
 
+
+
+#: label of CoOp+DePT's own CoOp baseline in the reproducibility report (16 random tokens, 10 epochs)
+DEPT_COOP_BASELINE = "coop (DePT setting)"
+
+
+def reproduction_runs(methods) -> dict[str, tuple[str, dict]]:
+    """How the reproducibility report runs each method to reproduce the papers: ``{label: (method, RunConfig
+    overrides)}``. DPC runs as the released code does (``mode="released"``); each DePT row uses its base's
+    released prompt setting, and CoOp+DePT gets its own CoOp baseline with that setting (docs/fidelity.md)."""
+    from .methods.dept import RELEASED_SETTINGS, released_setting
+
+    runs: dict[str, tuple[str, dict]] = {}
+    for m in methods:
+        plugin = m.partition("+")[2]
+        if plugin == "dpc":
+            runs[m] = (m, {"method_cfg": {"mode": "released"}})
+        elif plugin == "dept" and m in RELEASED_SETTINGS:
+            runs[m] = (m, released_setting(m))
+        else:
+            runs[m] = (m, {})
+        if m == "coop+dept":
+            runs[DEPT_COOP_BASELINE] = ("coop", released_setting("coop"))
+    return runs
+
+
+def baseline_of(label: str) -> str:
+    """The row a plug-in's row is compared with in the reproducibility report."""
+    return DEPT_COOP_BASELINE if label == "coop+dept" else label.partition("+")[0]
+
+
 __all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows",
-           "comparison"]
+           "comparison", "reproduction_runs", "baseline_of", "DEPT_COOP_BASELINE"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision import transforms as T
 
 from .backbones import Backbone, load_clip
 from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
@@ -28,6 +29,7 @@ from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import METHODS, PLUGINS, get_method, parse_method
 from .methods.base import Task, learned_state, load_learned_state
+from .precision import PRECISIONS, autocast, cast_learned, input_dtype
 from .train import Examples, TrainConfig, config_fingerprint, fit
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class RunConfig:
     shots: int = 16
     seed: int = 1
     device: str = "auto"
+    #: fp32 | fp16 (the reference's half precision) | amp (autocast); see dpclab.precision
+    precision: str = "fp32"
     #: where few-shot splits and frozen features are cached (None = no cache)
     cache_dir: str | None = "data/cache"
     runs_dir: str = "runs"
@@ -68,12 +72,14 @@ class RunConfig:
             raise ValueError(f"if_exists must be reuse, overwrite or error, not {self.if_exists!r}")
         if self.train_classes not in ("base", "all"):
             raise ValueError(f"train_classes must be 'base' or 'all', not {self.train_classes!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
 
 
 @lru_cache(maxsize=4)
-def cached_backbone(model: str, pretrained: str, device: str) -> Backbone:
+def cached_backbone(model: str, pretrained: str, device: str, precision: str = "fp32") -> Backbone:
     """Load a backbone once per process (notebooks run many experiments on the same one)."""
-    return load_clip(model, pretrained, device)
+    return load_clip(model, pretrained, device, precision)
 
 
 class Experiment:
@@ -87,6 +93,8 @@ class Experiment:
         self.train_split = self.base if train_classes == "base" else data
         scale = tuple(data.crop_scale)
         self.transforms = build_transforms(backbone.image_size, backbone.mean, backbone.std, crop_scale=scale)
+        if backbone.precision == "fp16":  # pixels in half precision, as the reference's image.type(clip.dtype)
+            self.transforms = {k: T.Compose([t, T.ConvertImageDtype(torch.float16)]) for k, t in self.transforms.items()}
         # the cache key of training views names a non-default crop scale
         self.train_transform_name = "train" if scale == (0.08, 1.0) else f"train-crop{scale[0]:g}-{scale[1]:g}"
         self.tasks = {
@@ -98,7 +106,7 @@ class Experiment:
 
     @classmethod
     def prepare(cls, cfg: RunConfig, backbone: Backbone | None = None, specs: dict | None = None) -> "Experiment":
-        backbone = backbone or cached_backbone(cfg.model, str(cfg.pretrained), cfg.device)
+        backbone = backbone or cached_backbone(cfg.model, str(cfg.pretrained), cfg.device, cfg.precision)
         data = load_dataset(cfg.data_root, cfg.dataset, specs=specs or dataset_specs())
         data = few_shot(data, cfg.shots, cfg.seed, cfg.cache_dir)
         return cls(backbone, data, cfg.seed, cfg.cache_dir, cfg.train_classes, cfg.progress)
@@ -106,8 +114,10 @@ class Experiment:
     def features(self, items: list[Datum], transform: str, view: int = 0) -> torch.Tensor:
         bb = self.backbone
         name = self.train_transform_name if transform == "train" else transform
-        return cached_features(bb.model, bb.key, items, self.transforms[transform], name, bb.device,
-                               self.cache_dir, view=view, seed=self.seed, progress=self.progress)
+        with autocast(bb.precision, bb.device):
+            feats = cached_features(bb.model, bb.key, items, self.transforms[transform], name, bb.device,
+                                    self.cache_dir, view=view, seed=self.seed, progress=self.progress)
+        return feats.to(input_dtype(bb.precision))  # fp16: the cached float copy of half features, exactly
 
     def examples(self, items: list[Datum], kind: str, train: bool) -> Examples:
         labels = torch.tensor([d.label for d in items])
@@ -127,7 +137,9 @@ class Experiment:
 
     def accuracy(self, method: nn.Module, split: str) -> float:
         ex = self.test_examples(split, method.input_kind)
-        return accuracy(predict_logits(method, ex, self.tasks[split]), ex.labels)
+        with autocast(self.backbone.precision, self.backbone.device):
+            logits = predict_logits(method, ex, self.tasks[split])
+        return accuracy(logits, ex.labels)
 
     def evaluate(self, method: nn.Module) -> dict[str, float]:
         base, new = self.accuracy(method, "base"), self.accuracy(method, "new")
@@ -171,8 +183,9 @@ def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n
             return build_method(name, backbone, overrides, n_classes, base_overrides, base_method)
     base_name, plugin = parse_method(name)
     spec = get_method(base_name)
-    if plugin is None:
-        return spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes))
+    if plugin is None:  # fp16: the prompts inherit the CLIP dtype (before any plug-in wraps them)
+        return cast_learned(spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes)),
+                            backbone.precision)
     pspec = PLUGINS[plugin]
     base_overrides = {**pspec.base_cfg_by_base.get(base_name, {}), **(base_overrides or {})}
     base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
@@ -246,6 +259,9 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     """Train (unless zero-shot) and evaluate one method on one dataset/seed; append the result to the table."""
     exp = experiment or Experiment.prepare(cfg, backbone)
     backbone = exp.backbone
+    if backbone.precision != cfg.precision:
+        raise ValueError(f"RunConfig.precision={cfg.precision!r} but the backbone was loaded with "
+                         f"precision={backbone.precision!r}; load it with load_clip(..., precision={cfg.precision!r}).")
     spec = get_method(cfg.method)
     base_name, plugin = parse_method(cfg.method)
     n_classes = len(exp.train_task.classnames)
@@ -294,7 +310,8 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
             shutil.rmtree(run_dir)
     t0 = time.time()
     if spec.trainable and tcfg.epochs > 0:
-        history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir, fp, on_epoch)
+        history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir, fp, on_epoch,
+                      precision=exp.backbone.precision)
     metrics = exp.evaluate(method)
     if run_dir is not None:
         atomic_torch_save({"state": learned_state(method), "method": cfg.method, "fingerprint": fp},
@@ -306,6 +323,7 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
         append_result(cfg.results, {
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
             "shots": cfg.shots, "seed": cfg.seed, **metrics, "epochs": tcfg.epochs if spec.trainable else 0,
+            "precision": cfg.precision,
             "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
             "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     return RunResult(metrics, history, run_dir, method, exp)

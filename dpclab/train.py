@@ -31,6 +31,7 @@ from .data.coop import Datum
 from .data.features import ImageList
 from .io import atomic_torch_save
 from .methods.base import PromptMethod, Task, learned_state, load_learned_state, trainable_parameters
+from .precision import autocast, autocast_iter, grad_scaler
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,15 @@ def config_fingerprint(cfg: TrainConfig, extra: dict) -> str:
 
 def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
         fingerprint: dict | None = None, on_epoch: Callable[[int, nn.Module], dict] | None = None,
-        stop_after: int | None = None) -> list[dict]:
+        stop_after: int | None = None, precision: str = "fp32") -> list[dict]:
     """Train ``method`` on ``data`` for ``task``; return per-epoch history (loss, acc, lr, seconds, + on_epoch logs).
 
     With ``run_dir``, a checkpoint is written atomically after every epoch and an unfinished run with the same
     configuration (``cfg`` + ``fingerprint``) resumes from it. A checkpoint from a *different* configuration is
     never overwritten silently: that raises :class:`RunDirError`. ``stop_after`` ends early after that many epochs
-    (to simulate an interruption in tests and notebooks).
+    (to simulate an interruption in tests and notebooks). ``precision`` (:mod:`dpclab.precision`): ``amp`` runs
+    batch building and the loss under autocast (with a gradient scaler for float16); fp16 needs nothing here (the
+    model, the prompts and the inputs are already half).
     """
     from tqdm.auto import tqdm
 
@@ -149,6 +152,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     for g in groups:
         g["base_lr"] = g["lr"]
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scaler = grad_scaler(precision, device)
     history: list[dict] = []
     start = 0
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
@@ -164,6 +168,8 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                 )
             load_learned_state(method, ckpt["state"], str(ckpt_path))
             opt.load_state_dict(ckpt["optimizer"])
+            if "scaler" in ckpt:
+                scaler.load_state_dict(ckpt["scaler"])
             history, start = ckpt["history"], ckpt["epoch"] + 1
             log.info("resuming %s from epoch %d", ckpt_path, start)
     method.train()
@@ -177,11 +183,12 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         for g in opt.param_groups:
             g["lr"] = lr_at_epoch(epoch, g["base_lr"], cfg)
         gen = epoch_generator(cfg.seed, epoch)
-        batches = method.batches(data, epoch, cfg, gen)
+        batches = autocast_iter(method.batches(data, epoch, cfg, gen), precision, device)
         sums: dict[str, float] = {}
         steps = 0
         for x, y in batches:
-            loss, logs = method.loss(x.to(device), y.to(device), task)
+            with autocast(precision, device):
+                loss, logs = method.loss(x.to(device), y.to(device), task)
             if not torch.isfinite(loss):
                 where = (f"the last good checkpoint ({ckpt_path}, epoch {history[-1]['epoch']}) is kept"
                          if ckpt_path is not None and history else "no checkpoint was written")
@@ -190,8 +197,9 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                     f"Lower the learning rate or check the inputs."
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             steps += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -207,6 +215,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "acc")})
         if ckpt_path is not None:
             atomic_torch_save({"epoch": epoch, "state": learned_state(method), "optimizer": opt.state_dict(),
-                          "history": history, "fingerprint": fp}, ckpt_path)
+                               "history": history, "fingerprint": fp,
+                               **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}, ckpt_path)
     method.eval()
     return history

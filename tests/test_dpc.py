@@ -45,7 +45,7 @@ def test_registered_with_spec_defaults():
     assert (cfg.omega_b, cfg.omega_n, cfg.top_k, cfg.mode) == (0.2, 0.0, 8, "paper")
 
 
-@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize("mode", ["paper", "reparam", "released"])
 def test_omega_n_zero_gives_exactly_the_baseline_new_predictions(tiny_backbone, mode):
     dpc = _dpc(tiny_backbone, mode=mode)
     x = _features()
@@ -65,7 +65,7 @@ def test_omega_b_zero_gives_exactly_the_baseline_base_predictions(tiny_backbone)
         assert not torch.allclose(dpc(x, NEW).logits, dpc.base(x, NEW).logits)
 
 
-def test_mixing_is_on_prompt_vectors_and_reference_infers_base_with_p_prime(tiny_backbone):
+def test_mixing_is_on_prompt_vectors_and_reparam_infers_base_with_p_prime(tiny_backbone):
     dpc = _dpc(tiny_backbone, omega_b=0.2)
     x = _features(8)
     p, pp = dpc.frozen()["ctx"].detach().clone(), dpc.prime()["ctx"].detach().clone()
@@ -74,7 +74,7 @@ def test_mixing_is_on_prompt_vectors_and_reference_infers_base_with_p_prime(tiny
         expected = dpc.base(x, BASE).logits
         dpc.base.ctx.copy_(p)
         assert torch.allclose(dpc(x, BASE).logits, expected, atol=1e-5)
-    ref = _dpc(tiny_backbone, mode="reference", omega_b=0.2)
+    ref = _dpc(tiny_backbone, mode="reparam", omega_b=0.2)
     with torch.no_grad():
         assert torch.equal(ref(x, BASE).logits, ref.forward_at(x, BASE, 1.0).logits)
         m = ref.prompt["ctx"]
@@ -100,9 +100,11 @@ def test_omega_outside_unit_interval_is_rejected(tiny_backbone, bad):
 
 def test_bad_options_are_rejected_with_the_fix():
     with pytest.raises(ValueError, match="needs omega_b > 0.*mode='paper'"):
-        DPCConfig(mode="reference", omega_b=0.0)
+        DPCConfig(mode="reparam", omega_b=0.0)
     with pytest.raises(ValueError, match="mode must be one of"):
-        DPCConfig(mode="released")
+        DPCConfig(mode="bogus")
+    with pytest.raises(ValueError, match="renamed.*'reparam'.*'released'"):
+        DPCConfig(mode="reference")
     with pytest.raises(ValueError, match="top_k must be >= 2"):
         DPCConfig(top_k=1)
 
@@ -113,11 +115,11 @@ def test_zero_shot_cannot_be_wrapped(tiny_backbone):
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
-def test_reference_mode_is_sgd_on_p_prime_with_lr_over_omega_squared(tiny_backbone, weight_decay):
+def test_reparam_mode_is_sgd_on_p_prime_with_lr_over_omega_squared(tiny_backbone, weight_decay):
     """SGD(lr, momentum .9, decay λ) on M = ω·P' + (1-ω)·P equals SGD(lr/ω², momentum .9, no decay) on P' plus the
     loss (λω²/2)·‖P' + (1-ω)/ω·P‖² (the decay of M). With λ = 0 that is plain SGD on P' with lr/ω²."""
     w, lr, steps = 0.2, 0.01, 5
-    ref, paper = _dpc(tiny_backbone, mode="reference", omega_b=w), _dpc(tiny_backbone, mode="paper", omega_b=w)
+    ref, paper = _dpc(tiny_backbone, mode="reparam", omega_b=w), _dpc(tiny_backbone, mode="paper", omega_b=w)
     with torch.no_grad():  # start both at the same P and P' (M = ω P' + (1-ω) P)
         paper.base.ctx.copy_(ref.base.ctx)
         paper.prompt["ctx"].copy_(ref.prime()["ctx"])
@@ -216,10 +218,10 @@ def test_loss_is_clip_loss_symmetric_and_finite():
 
 
 def test_checkpoint_round_trips(tiny_backbone):
-    dpc = _dpc(tiny_backbone, mode="reference")
+    dpc = _dpc(tiny_backbone, mode="reparam")
     state = learned_state(dpc)
     assert sorted(state) == ["base.ctx", "prompt.ctx"]  # no CLIP weights in a DPC checkpoint
-    fresh = DPC(build_method("coop", tiny_backbone), DPCConfig(mode="reference")).eval()
+    fresh = DPC(build_method("coop", tiny_backbone), DPCConfig(mode="reparam")).eval()
     load_learned_state(fresh, state)
     x = _features(6)
     with torch.no_grad():

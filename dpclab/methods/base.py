@@ -63,6 +63,9 @@ class Output:
 def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     img = F.normalize(image_features, dim=-1)
     txt = F.normalize(text_features, dim=-1)
+    if img.dtype != txt.dtype:  # precision fp16: half image features meet float (zero-shot) text features
+        dtype = torch.promote_types(img.dtype, txt.dtype)
+        img, txt = img.to(dtype), txt.to(dtype)
     if txt.dim() == 3:  # per-image class features (CoCoOp)
         return scale * torch.einsum("be,bce->bc", img, txt)
     return scale * img @ txt.t()

@@ -78,7 +78,7 @@ class CoCoOp(PromptLearner):
 
     def image_contexts(self, image_features: torch.Tensor) -> torch.Tensor:
         """Per-image context [B, n_ctx, width] = shared ctx + meta-net(normalised image feature)."""
-        shift = self.meta_net(F.normalize(image_features.float(), dim=-1))  # [B, width]
+        shift = self.meta_net(F.normalize(image_features.float(), dim=-1).to(self.ctx.dtype))  # [B, width]
         return self.ctx[None] + shift[:, None]
 
     def image_text_features(self, classnames: Sequence[str], image_features: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,12 @@ softmax(ITM)``; for anything else (``Task.split == "new"``, other datasets, base
 alone: the linear classifier has no row for a class it never saw, so its answer there is simply not used.
 ``Output.logits`` are ``log p`` (argmax and softmax as for any logits); ``extras`` hold ``itm_logits`` and,
 when the head answers, ``cat_logits``.
+
+Released-code switches (docs/fidelity.md): ``fusion="logits"`` fuses as the released code does,
+``(1 - lambda) * ITM logits + lambda * linear logits`` (``fusion="probs"``, Eq. 8, is the default).
+:func:`released_setting` gives the prompt setting of the released configs: CoOp+DePT sets no context there, so
+CoOp's defaults apply, 16 randomly initialised tokens (and its 10-epoch CoOp baseline with the same); the other
+bases' released settings are dpclab's defaults.
 """
 
 from __future__ import annotations
@@ -47,6 +53,31 @@ class DePTConfig:
     #: False (reference code): L = lam*CE_cat + (1-lam)*CE_itm + base regularisers at their own weight;
     #: True: L = lam*CE_cat + (1-lam)*L_base (the base's regularisers scaled down too). Identical for CoOp/CoCoOp.
     scale_regularisers: bool = False
+    #: base-class fusion at inference: "probs" (the paper's Eq. 8) or "logits" (the released code)
+    fusion: str = "probs"
+
+    def __post_init__(self):
+        if self.fusion not in ("probs", "logits"):
+            raise ValueError(f"DePT fusion must be 'probs' (the paper's Eq. 8, default) or 'logits' (the released "
+                             f"code: (1-lam)*ITM + lam*linear logits), got {self.fusion!r}.")
+
+
+#: RunConfig overrides that give each DePT base the prompt setting of the released configs (Koorye/DePT): CoOp+DePT
+#: and its CoOp baseline run CoOp's train.py defaults (16 random context tokens; 10 epochs, batch 4, lr 0.0035 as
+#: DePT), KgCoOp/CoCoOp/MaPLe+DePT set what dpclab's defaults are. Precision (fp16 there) is the run's own knob.
+RELEASED_SETTINGS: dict[str, dict] = {
+    "coop+dept": {"base_method_cfg": {"n_ctx": 16, "ctx_init": None}},
+    "coop": {"method_cfg": {"n_ctx": 16, "ctx_init": None}, "train": {"epochs": 10, "batch_size": 4, "lr": 0.0035}},
+    "cocoop+dept": {}, "kgcoop+dept": {}, "maple+dept": {},
+}
+
+
+def released_setting(method: str) -> dict:
+    """:data:`RELEASED_SETTINGS` of ``method`` (a copy), for ``RunConfig(**common, **released_setting(m))``."""
+    if method not in RELEASED_SETTINGS:
+        raise ValueError(f"There is no released DePT setting for {method!r}; known: {sorted(RELEASED_SETTINGS)} "
+                         f"('coop' is CoOp+DePT's 10-epoch baseline).")
+    return {k: dict(v) for k, v in RELEASED_SETTINGS[method].items()}
 
 
 def class_id(name: str) -> int:
@@ -166,4 +197,8 @@ class DePT(Plugin):
         cat_logits = self.head(self.cwt_img(out.image_features.float()))[:, rows]
         lam = self.cfg.lam if self.cfg.lam_test is None else self.cfg.lam_test
         extras["cat_logits"] = cat_logits
-        return Output(fuse_log_probs(cat_logits, out.logits, lam), out.image_features, out.text_features, extras)
+        if self.cfg.fusion == "logits":  # the released code (trainers/elp_coop.py)
+            fused = (1 - lam) * out.logits.float() + lam * cat_logits
+        else:
+            fused = fuse_log_probs(cat_logits, out.logits, lam)
+        return Output(fused, out.image_features, out.text_features, extras)

@@ -15,17 +15,29 @@ Step 1 tunes the base method as usual and gives the prompt ``P``. Step 2 (this m
   base classes use ``ω_b·P' + (1-ω_b)·P``, new classes ``ω_n·P' + (1-ω_n)·P``; ``ω_n = 0`` leaves new-class
   predictions exactly those of the step-1 model.
 
-Two parameterisations (``DPCConfig.mode``), both documented because they give different numbers:
+Three modes (``DPCConfig.mode``), all documented because they give different numbers (docs/fidelity.md):
 
-``"paper"``
-    The trainable tensor is ``P'`` itself; base inference uses the mix ``ω_b·P' + (1-ω_b)·P`` as the paper writes.
-``"reference"``
-    What the released code does: the trainable tensor is the *mix* ``M = ω_b·P' + (1-ω_b)·P`` (initialised to
-    ``P``); the forward pass decodes ``P' = (M - (1-ω_b)·P) / ω_b`` and base inference uses that ``P'`` (no mix).
-    A gradient step of size ``lr`` on ``M`` moves ``P'`` by ``lr/ω_b²`` times its own gradient (×25 at ω_b = 0.2).
-    Exactly: with momentum μ and weight decay λ, SGD(lr, μ, λ) on ``M`` equals SGD(lr/ω_b², μ, no decay) on ``P'``
-    with the extra loss ``(λ·ω_b²/2)·‖P' + (1-ω_b)/ω_b·P‖²`` (i.e. the decay pulls ``M``, not ``P'``, to zero).
-    With λ = 0 it is plain SGD(lr/ω_b², μ) on ``P'``. ``tests/test_dpc.py`` checks both statements.
+``"paper"`` (the default)
+    The paper's formula. The trainable tensor is ``P'`` itself; base inference uses the mix
+    ``ω_b·P' + (1-ω_b)·P``.
+``"reparam"``
+    The reparameterisation the released code *intends*: the trainable tensor is the mix ``M = ω_b·P' + (1-ω_b)·P``
+    (initialised to ``P``); the forward pass decodes ``P' = (M - (1-ω_b)·P) / ω_b`` and base inference uses that
+    ``P'`` (no mix). A gradient step of size ``lr`` on ``M`` moves ``P'`` by ``lr/ω_b²`` times its own gradient
+    (×25 at ω_b = 0.2). Exactly: with momentum μ and weight decay λ, SGD(lr, μ, λ) on ``M`` equals SGD(lr/ω_b², μ,
+    no decay) on ``P'`` with the extra loss ``(λ·ω_b²/2)·‖P' + (1-ω_b)/ω_b·P‖²`` (the decay pulls ``M``, not ``P'``,
+    to zero). With λ = 0 it is plain SGD(lr/ω_b², μ) on ``P'``. (Called ``"reference"`` before; that name is refused
+    with a hint, since it is *not* what the released code runs.)
+``"released"``
+    What the released code (JREion/DPC, ``trainers/sple_coop.py``) actually runs. Its ``P`` is stored in the same
+    tensor as ``M`` (``nn.Parameter`` shares storage), so every update of ``M`` also moves ``P`` and the decode
+    ``(M - (1-ω_b)·P)/ω_b`` always returns ``M``, while its gradient is still ``1/ω_b`` times that of ``P'`` (``P``
+    is a constant to autograd). Emulated here exactly so: ``P' = (M - (1-ω_b)·sg(M))/ω_b`` with ``sg`` = detach.
+    Net effect: **SGD on P' = M at lr/ω_b with weight decay ω_b·λ** (momentum unchanged), base inference uses
+    ``P'``, new classes the step-1 ``P``; the ω_b "sweep" of the released code is therefore a learning-rate sweep
+    (ω_b = 1 -> lr, 0.2 -> 5·lr, 0.1 -> 10·lr). Its InfoNCE keeps one text row per image, duplicates included, with
+    ``arange`` targets (:func:`duplicate_row_infonce`); the other modes merge a class repeated in a batch into one
+    row with soft targets (:func:`symmetric_infonce`). ``tests/test_fidelity_modes.py`` checks all three claims.
 
 Ablation switches (the paper's Table 4): ``loss="ce"`` (cross-entropy over all base classes instead of InfoNCE),
 ``negatives="random"`` (random instead of hard negative classes), ``decouple=False`` (new classes use the base
@@ -46,7 +58,7 @@ from torch.func import functional_call
 
 from .base import Output, Plugin, PromptMethod, Task, batch_accuracy, cosine_logits, trainable_parameters
 
-MODES = ("paper", "reference")
+MODES = ("paper", "reparam", "released")
 
 
 def check_omega(value: float, name: str = "omega") -> float:
@@ -59,11 +71,12 @@ def check_omega(value: float, name: str = "omega") -> float:
 
 @dataclass
 class DPCConfig:
-    #: weight of P' for base classes at inference ("paper" mode) / of the reparameterisation ("reference" mode)
+    #: weight of P' for base classes at inference ("paper") / of the reparameterisation ("reparam", "released")
     omega_b: float = 0.2
     #: weight of P' for new classes (0: new classes see exactly the step-1 model)
     omega_n: float = 0.0
-    #: "paper" (train P', infer base with the mix) or "reference" (released code: train the mix, infer with P')
+    #: "paper" (train P', infer base with the mix), "reparam" (train the mix M, infer with P': lr/ω_b²) or
+    #: "released" (what the released code runs: P' = M at lr/ω_b, decay ω_b·λ, duplicate-row InfoNCE); see above
     mode: str = "paper"
     #: the frozen model's top-K classes per anchor from which hard negatives are taken (true class dropped)
     top_k: int = 8
@@ -79,11 +92,15 @@ class DPCConfig:
     def __post_init__(self):
         check_omega(self.omega_b, "omega_b")
         check_omega(self.omega_n, "omega_n")
+        if self.mode == "reference":
+            raise ValueError("DPC mode='reference' was renamed: use mode='reparam' for what it computed (the intended "
+                             "reparameterisation, P' at lr/omega_b**2) or mode='released' for what the released "
+                             "code runs (P' = M at lr/omega_b, weight decay omega_b*lambda).")
         if self.mode not in MODES:
             raise ValueError(f"DPC mode must be one of {MODES}, got {self.mode!r}.")
-        if self.mode == "reference" and self.omega_b == 0:
-            raise ValueError("DPC mode='reference' decodes P' = (M - (1-omega_b)·P)/omega_b and needs omega_b > 0; "
-                             "use mode='paper' for omega_b = 0.")
+        if self.mode != "paper" and self.omega_b == 0:
+            raise ValueError(f"DPC mode={self.mode!r} decodes P' = (M - (1-omega_b)·P)/omega_b and needs "
+                             f"omega_b > 0; use mode='paper' for omega_b = 0.")
         if self.negatives not in ("hard", "random"):
             raise ValueError(f"negatives must be 'hard' or 'random', got {self.negatives!r}.")
         if self.loss not in ("infonce", "ce"):
@@ -161,6 +178,18 @@ def symmetric_infonce(image_features: torch.Tensor, text_features: torch.Tensor,
     return (image_to_text + text_to_image) / 2
 
 
+def duplicate_row_infonce(image_features: torch.Tensor, text_features: torch.Tensor, labels: torch.Tensor,
+                          scale: torch.Tensor) -> torch.Tensor:
+    """The released code's DHNO loss: one text row per image (``txt[labels]``, a class repeated in the batch gives
+    repeated rows) and ``arange`` targets both ways, ½[CE(s·I·Tᵀ, arange) + CE(s·T·Iᵀ, arange)]. Equal to
+    :func:`symmetric_infonce` when every class occurs once."""
+    img = F.normalize(image_features, dim=-1)
+    txt = F.normalize(text_features, dim=-1)[labels]
+    logits = scale * img @ txt.t()
+    target = torch.arange(len(labels), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -168,7 +197,7 @@ class DPC(Plugin):
     """``DPC(base_method, config)``: dual prompts on top of a *tuned* base method (its trainable tensors are P).
 
     After construction the base's tensors are frozen and ``self.prompt`` (P' in "paper" mode, the mix M in
-    "reference" mode) is the only trainable parameter. ``forward(x, task)`` picks ω from ``task.split``;
+    "reparam" and "released" modes) is the only trainable parameter. ``forward(x, task)`` picks ω from ``task.split``;
     :meth:`forward_at` runs any ω.
     """
 
@@ -184,7 +213,7 @@ class DPC(Plugin):
         self._keys = {n: n.replace(".", "/") for n in self.prompt_names}  # ParameterDict keys cannot hold "."
         for p in own.values():
             p.requires_grad_(False)
-        # P' = P at the start; in reference mode M = ω_b·P + (1-ω_b)·P = P as well
+        # P' = P at the start; in the reparam/released modes M = ω_b·P + (1-ω_b)·P = P as well
         self.prompt = nn.ParameterDict({self._keys[n]: nn.Parameter(p.detach().clone()) for n, p in own.items()})
         self._frozen_text: dict[tuple, torch.Tensor | None] = {}
 
@@ -195,17 +224,18 @@ class DPC(Plugin):
         return {n: self.base.get_parameter(n) for n in self.prompt_names}
 
     def prime(self) -> dict[str, torch.Tensor]:
-        """P': the trained parallel prompt (decoded from the trained mix M in "reference" mode)."""
+        """P': the trained parallel prompt (decoded from the trained mix M in the "reparam" and "released" modes;
+        "released" decodes with its aliased P = M, so P' has M's value and 1/ω_b of its gradient)."""
         trained = {n: self.prompt[self._keys[n]] for n in self.prompt_names}
         if self.cfg.mode == "paper":
             return trained
         w = self.cfg.omega_b
-        frozen = self.frozen()
+        frozen = ({n: t.detach() for n, t in trained.items()} if self.cfg.mode == "released" else self.frozen())
         return {n: (trained[n] - (1 - w) * frozen[n]) / w for n in self.prompt_names}
 
     @property
     def base_omega(self) -> float:
-        """Weight of P' used for base classes at inference: ω_b ("paper") or 1, P' itself ("reference")."""
+        """Weight of P' used for base classes at inference: ω_b ("paper") or 1, P' itself ("reparam", "released")."""
         return self.cfg.omega_b if self.cfg.mode == "paper" else 1.0
 
     def omega_for(self, split: str) -> float:
@@ -311,11 +341,13 @@ class DPC(Plugin):
         if out.text_features.dim() != 2:
             raise NotImplementedError("DPC's InfoNCE needs class-level text features; per-image prompts "
                                       "(CoCoOp) are not supported.")
+        infonce = duplicate_row_infonce if self.cfg.mode == "released" else symmetric_infonce
         if self.cfg.loss == "ce":
             loss = F.cross_entropy(out.logits, y)
         else:
-            loss = symmetric_infonce(out.image_features, out.text_features, y, self.clip.logit_scale.exp())
+            loss = infonce(out.image_features, out.text_features, y, self.clip.logit_scale.exp())
         return loss, {"loss": loss.item(), "acc": batch_accuracy(out.logits, y), "batch_images": float(len(y))}
 
 
-__all__ = ["DPC", "DPCConfig", "check_omega", "sample_negative_classes", "pick_one_per_class", "symmetric_infonce"]
+__all__ = ["DPC", "DPCConfig", "MODES", "check_omega", "sample_negative_classes", "pick_one_per_class",
+           "symmetric_infonce", "duplicate_row_infonce"]

@@ -31,25 +31,36 @@ log = logging.getLogger(__name__)
 class ContextConfig:
     """The options every context prompt learner has (its config dataclass extends this one)."""
 
-    n_ctx: int = 4
-    #: words whose embeddings initialise the context (their token count overrides n_ctx); None = random N(0, .02)
+    #: context tokens; None = ctx_init's token count (4 with random init). Set together with ctx_init it must equal
+    #: the init's token count (refused otherwise: docs/fidelity.md)
+    n_ctx: int | None = None
+    #: words whose embeddings initialise the context; None = n_ctx random N(0, .02) vectors
     ctx_init: str | None = "a photo of a"
     #: truncate text sequences to max(EOT)+1 (exact, faster); False runs all 77 tokens
     truncate: bool = True
 
 
-def init_context(clip: nn.Module, tokenizer, n_ctx: int, ctx_init: str | None, n_copies: int = 0,
+def init_context(clip: nn.Module, tokenizer, n_ctx: int | None, ctx_init: str | None, n_copies: int = 0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Initial context vectors [n_ctx, width] (or [n_copies, n_ctx, width]).
 
-    From the token embeddings of ``ctx_init`` (their token count overrides ``n_ctx``), else random N(0, 0.02)."""
+    From the token embeddings of ``ctx_init``, else random N(0, 0.02) (4 vectors when ``n_ctx`` is None). With
+    ``ctx_init``, ``n_ctx`` must be None or the init's token count: any other count is refused (the released codes
+    ignore one of the two silently: CoOp uses the init's count, MaPLe/PromptSRC fall back to random context for
+    n_ctx > 4)."""
     width = clip.token_embedding.weight.shape[1]
     if ctx_init:
         tokens = tokenize(tokenizer, [ctx_init], clip.token_embedding.weight.device)
         n_words = int(eot_positions(tokens)[0]) - 1
+        if n_ctx is not None and n_ctx != n_words:
+            raise ValueError(
+                f"ctx_init={ctx_init!r} has {n_words} tokens but n_ctx={n_ctx}. Pass ctx_init=None for {n_ctx} "
+                f"randomly initialised context tokens (what the released CoOp+DePT config runs, and what the "
+                f"released MaPLe/PromptSRC silently do for n_ctx > 4), or leave n_ctx unset to start from the words.")
         with torch.no_grad():
             ctx = clip.token_embedding(tokens)[0, 1:1 + n_words].float().clone()
         return ctx.expand(n_copies, -1, -1).clone() if n_copies else ctx
+    n_ctx = 4 if n_ctx is None else n_ctx
     shape = (n_copies, n_ctx, width) if n_copies else (n_ctx, width)
     return torch.randn(shape, generator=generator) * 0.02
 

@@ -39,8 +39,8 @@ from .templates import IMAGENET_TEMPLATES_60
 
 @dataclass
 class PromptSRCConfig:
-    #: text context tokens (with ctx_init, its token count is used instead)
-    n_ctx_text: int = 4
+    #: text context tokens; None = ctx_init's token count (4 with random init); with ctx_init it must equal that count
+    n_ctx_text: int | None = None
     n_ctx_vision: int = 4
     ctx_init: str | None = "a photo of a"
     #: layers with prompts, counting layer 0; capped at the encoder's layer count (vision_depth 0: no vision prompts)
