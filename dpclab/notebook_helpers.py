@@ -256,6 +256,9 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
     * With ``chdir``, a kernel started in ``notebooks/`` moves to the repository root so ``runs/``, ``data/``
       and ``figures/`` are the same folders the CLI uses.
     """
+    from .alttext import enable as enable_alt_text
+
+    enable_alt_text()  # every figure the notebook shows carries alt text (screen readers, nbconvert's reports)
     if chdir:
         root = project_root()
         if root != Path.cwd().resolve():
@@ -450,9 +453,11 @@ def show_figure(fig, dpi: int = 100) -> None:
 
     from IPython.display import Image, display
 
+    from .alttext import image_alt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    display(Image(data=buf.getvalue()))
+    display(Image(data=buf.getvalue(), alt=image_alt(fig)))
 
 
 def curve_frame(history: Sequence[dict]) -> "pd.DataFrame":
