@@ -142,7 +142,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
     never overwritten silently: that raises :class:`RunDirError`. ``stop_after`` ends early after that many epochs
     (to simulate an interruption in tests and notebooks).
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     device = next(method.clip.parameters()).device
     data = replace(data, task=task)
@@ -173,8 +173,8 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
             log.info("resuming %s from epoch %d", ckpt_path, start)
     method.train()
     method.clip.eval()
-    bar = tqdm(range(start, cfg.epochs), desc=f"train {type(method).__name__}", disable=not cfg.progress,
-               initial=start, total=cfg.epochs)
+    bar = progress_bar(range(start, cfg.epochs), enabled=cfg.progress, desc=f"train {type(method).__name__}",
+                       initial=start, total=cfg.epochs)
     for epoch in bar:
         if stop_after is not None and epoch >= stop_after:
             break
