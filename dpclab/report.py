@@ -150,13 +150,15 @@ def kernel_config(socket_dir: str | Path | None):
 
 def run_notebook(source: Path, out_dir: Path, parameters: dict, cwd: str | Path = ".",
                  timeout: float | None = None) -> NotebookResult:
-    """Execute one notebook with papermill, then write its HTML. Never raises for a failing cell."""
+    """Execute one notebook with papermill, then write its HTML. Never raises for a failing cell.
+
+    ``seconds`` is the notebook's whole wall time in the report: loading papermill, the run and the HTML."""
+    t0 = time.perf_counter()
     import nbformat
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / source.name
-    t0 = time.perf_counter()
     error = ""
     socket_dir = tempfile.mkdtemp(prefix="dpclab-kernel-") if os.name == "posix" else None
     try:
@@ -167,7 +169,6 @@ def run_notebook(source: Path, out_dir: Path, parameters: dict, cwd: str | Path 
     finally:
         if socket_dir is not None:
             shutil.rmtree(socket_dir, ignore_errors=True)
-    seconds = time.perf_counter() - t0
     page, warned = None, []
     if executed.is_file():
         try:
@@ -175,7 +176,7 @@ def run_notebook(source: Path, out_dir: Path, parameters: dict, cwd: str | Path 
             page = to_html(executed, out_dir / f"{source.stem}.html")
         except Exception as err:  # noqa: BLE001
             error = error or f"HTML conversion failed: {type(err).__name__}: {err}"
-    return NotebookResult(source.stem, source, executed, page, not error, seconds, error, warned)
+    return NotebookResult(source.stem, source, executed, page, not error, time.perf_counter() - t0, error, warned)
 
 
 def _run_notebook_signalled(started, source: Path, *args) -> NotebookResult:
