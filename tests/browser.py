@@ -162,7 +162,8 @@ class Browser:
         self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'")
 
     def wait_for(self, expression: str, timeout: float | None = None):
-        """Poll a JavaScript expression until it is truthy; return its value."""
+        """Poll a JavaScript expression until its JSON value is truthy in Python; return it. (A DOM node comes back
+        as ``{}``, which is falsy: wrap such expressions in ``!!(...)``.)"""
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:
             value = self.eval(expression)
