@@ -11,11 +11,12 @@ from __future__ import annotations
 def progress_bar(iterable=None, enabled: bool = True, **kwargs):
     """``tqdm(iterable, **kwargs)``, disabled unless ``enabled`` and drawn on a terminal or as a Jupyter widget."""
     from tqdm.auto import tqdm
-    from tqdm.notebook import tqdm as notebook_tqdm
 
     if not enabled:
-        disable = True
-    elif issubclass(tqdm, notebook_tqdm):
+        return tqdm(iterable, disable=True, **kwargs)
+    from tqdm.notebook import tqdm as notebook_tqdm  # imports ipywidgets: only when a bar may be drawn
+
+    if issubclass(tqdm, notebook_tqdm):
         disable = False  # Jupyter: a widget that updates in place (the kernel's stderr is no TTY)
     else:
         disable = None  # tqdm: only when its stream is a terminal

@@ -288,8 +288,13 @@ class ReportConsole:
         parts = [f"{name} {_clock(sec)}" + (f"/~{_clock(self.last[name])}" if name in self.last else "")
                  for name, sec in elapsed.items()]
         left = estimate_remaining(elapsed, self.pending, self.last, self.jobs)
-        tail = f"{_clock(now - self.t0)} elapsed" + (f", ~{_clock(left)} left (by the last run)" if left is not None
-                                                      else ", no estimate yet (no earlier run with these parameters)")
+        if left is None:
+            note = "no estimate yet (no earlier run with these parameters)"
+        elif left < 0.5 and elapsed:
+            note = "taking longer than the last run"
+        else:
+            note = f"~{_clock(left)} left (by the last run)"
+        tail = f"{_clock(now - self.t0)} elapsed, {note}"
         return ("running " + ", ".join(parts) if parts else "waiting") + " · " + tail
 
     def _write(self, text: str) -> None:

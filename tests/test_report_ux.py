@@ -79,7 +79,7 @@ def test_console_prints_status_lines_and_a_running_line_with_the_estimate():
     console.finished(_result("00_a", 15.2, warnings=["In [4]: UserWarning: coarse grid"]))
     console.started("01_b")
     clock.now += 200
-    assert console.line().endswith("3:35 elapsed, ~0:00 left (by the last run)")
+    assert console.line() == "running 01_b 3:20/~2:00 · 3:35 elapsed, taking longer than the last run"
     console.finished(_result("01_b", 200.0, ok=False))
     lines = log.getvalue().splitlines()
     assert lines[0].split() == ["00_a", "ok", "15.2", "s", "(last", "run", "60.0", "s)"]
