@@ -207,7 +207,7 @@ def load_timings(out_dir: str | Path, parameters: dict) -> dict[str, float]:
 
 def save_timings(out_dir: str | Path, parameters: dict, results: Sequence[NotebookResult]) -> Path:
     """Record the wall times of the notebooks that ran (others keep their last time), atomically."""
-    from .data.coop import atomic_write_text
+    from .io import atomic_write_text
 
     path = Path(out_dir) / TIMINGS_FILE
     try:
