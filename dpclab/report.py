@@ -101,13 +101,13 @@ def _describe_failure(err: Exception) -> str:
 TEMPLATES = Path(__file__).parent / "templates"  # dpclab_report: nbconvert's lab template + images' alt text
 
 
-def to_html(executed: Path, out: Path) -> Path:
-    """Convert an executed notebook to a standalone HTML page (images embedded, with the alt text of their
-    metadata: :mod:`dpclab.alttext`)."""
+def to_html(executed: Path, out: Path, nb=None) -> Path:
+    """Convert an executed notebook (``nb``: already read from ``executed``) to a standalone HTML page (images
+    embedded, with the alt text of their metadata: :mod:`dpclab.alttext`)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(str(executed), as_version=4)
+    nb = nbformat.read(str(executed), as_version=4) if nb is None else nb
     exporter = HTMLExporter(template_name="dpclab_report", extra_template_basedirs=[str(TEMPLATES)])
     body, _ = exporter.from_notebook_node(nb)
     out.write_text(body, encoding="utf-8")
@@ -172,8 +172,9 @@ def run_notebook(source: Path, out_dir: Path, parameters: dict, cwd: str | Path 
     page, warned = None, []
     if executed.is_file():
         try:
-            warned = notebook_warnings(nbformat.read(str(executed), as_version=4))
-            page = to_html(executed, out_dir / f"{source.stem}.html")
+            nb = nbformat.read(str(executed), as_version=4)
+            warned = notebook_warnings(nb)
+            page = to_html(executed, out_dir / f"{source.stem}.html", nb)
         except Exception as err:  # noqa: BLE001
             error = error or f"HTML conversion failed: {type(err).__name__}: {err}"
     return NotebookResult(source.stem, source, executed, page, not error, time.perf_counter() - t0, error, warned)

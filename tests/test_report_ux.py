@@ -150,7 +150,7 @@ def test_report_is_quiet_but_shows_real_warnings_and_figures_get_alt_text(tmp_pa
     _notebook(books / "b_figure.ipynb",
               "import matplotlib.pyplot as plt\n"
               "from dpclab import notebook_helpers as nb\n"
-              "S = nb.setup(chdir=False, threads=0)  # registers the figures' alt text\n"
+              "S = nb.setup('open_clip', 'ViT-B-16', 'openai', data_root='.', chdir=False, threads=0)  # alt text on\n"
               "fig, ax = plt.subplots()\n"
               "ax.plot([0, 1], [2, 3], label='base')\n"
               "ax.set_title('accuracy over epochs'); ax.set_xlabel('epoch'); ax.set_ylabel('accuracy (%)')\n"
