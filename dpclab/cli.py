@@ -187,19 +187,19 @@ def cmd_methods(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import parse_value, run_report
+    from .report import ReportConsole, discover, load_timings, parse_value, report_parameters, run_report
 
     params = {key: parse_value(value) for key, value in args.param or []}
-
-    def show(r):
-        print(f"{r.name:32s} {r.status:7s} {r.seconds:7.1f} s  {r.error}", flush=True)
-
     jobs = args.jobs
     if jobs is None:  # the embedded model runs one CPU thread per kernel: two notebooks at once use both cores
         jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
     t0 = time.perf_counter()
-    results = run_report(only=args.only, parameters=params, quick=args.quick, notebook_dir=args.notebooks,
-                         out_dir=args.out, timeout=args.timeout, on_result=show, jobs=jobs)
+    names = [p.stem for p in discover(args.notebooks, args.only)]
+    last = load_timings(args.out, report_parameters(params, args.quick))
+    with ReportConsole(names, last, jobs) as console:
+        results = run_report(only=args.only, parameters=params, quick=args.quick, notebook_dir=args.notebooks,
+                             out_dir=args.out, timeout=args.timeout, on_start=console.started,
+                             on_result=console.finished, jobs=jobs)
     failed = [r for r in results if not r.ok]
     wall = time.perf_counter() - t0
     print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {wall:.1f} s wall ({jobs} at a time); "

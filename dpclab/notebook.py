@@ -260,6 +260,9 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
     * With ``chdir``, a kernel started in ``notebooks/`` moves to the repository root so ``runs/``, ``data/``
       and ``figures/`` are the same folders the CLI uses.
     """
+    from .alttext import enable as enable_alt_text
+
+    enable_alt_text()  # every figure the notebook shows carries alt text (screen readers, nbconvert's reports)
     if chdir:
         root = project_root()
         if root != Path.cwd().resolve():

@@ -141,7 +141,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     batch building and the loss under autocast (with a gradient scaler for float16); fp16 needs nothing here (the
     model, the prompts and the inputs are already half).
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     device = next(method.clip.parameters()).device
     data = replace(data, task=task)
@@ -174,8 +174,8 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
             log.info("resuming %s from epoch %d", ckpt_path, start)
     method.train()
     method.clip.eval()
-    bar = tqdm(range(start, cfg.epochs), desc=f"train {type(method).__name__}", disable=not cfg.progress,
-               initial=start, total=cfg.epochs)
+    bar = progress_bar(range(start, cfg.epochs), enabled=cfg.progress, desc=f"train {type(method).__name__}",
+                       initial=start, total=cfg.epochs)
     for epoch in bar:
         if stop_after is not None and epoch >= stop_after:
             break

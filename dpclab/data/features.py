@@ -101,12 +101,12 @@ def encode_image_list(model: torch.nn.Module, items: Sequence[Datum], transform:
                       batch_size: int = 128, view_seed: int | None = None, num_workers: int = 0,
                       progress: bool = False, desc: str = "encode images") -> torch.Tensor:
     """Raw (unnormalised) image features [N, dim] of the frozen ``model.encode_image``."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     loader = DataLoader(ImageList(items, transform, view_seed), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers)
     feats = []
-    for x, _, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for x, _, _ in progress_bar(loader, enabled=progress, desc=desc, leave=False):  # inner bar: cleared when done
         feats.append(model.encode_image(x.to(device)).float().cpu())
     return torch.cat(feats) if feats else torch.empty(0)
 

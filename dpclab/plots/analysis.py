@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 def channel_importance(table: pd.DataFrame, title: str | None = None) -> Figure:
     """DePT Fig. 3(a)(c): one panel per model, channels ordered by their base CI, base and new CI as points."""
     models = list(dict.fromkeys(table["model"]))
-    fig = Figure(figsize=(4 * len(models), 3.6))
+    fig = Figure(figsize=(4 * len(models), 3.6), layout="constrained")  # keeps the suptitle above the panel titles
     axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
     for ax, name in zip(axes, models):
         d = table[table["model"] == name].sort_values("base")

@@ -1,0 +1,128 @@
+"""The static ω explorer: its numbers are the grid's, and in a real browser (headless Chromium, driven over the
+DevTools protocol) its sliders work in the HTML report that ``python -m dpclab report`` writes, with no kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from dpclab.evaluate import harmonic_mean
+from dpclab.explorer import explorer_data, omega_explorer, omega_explorer_html
+from dpclab.omega import OmegaGrid, omega_view
+
+import browser
+
+SCREENSHOT_DIR = os.environ.get("DPCLAB_SCREENSHOTS")  # keep the browser tests' screenshots there when set
+
+
+def _grid() -> OmegaGrid:
+    # irregular accuracies, so a lookup at the wrong index or of the wrong split cannot pass
+    omegas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    base = torch.tensor([61.25, 70.5, 72.125, 68.0, 66.75], dtype=torch.float64)
+    new = torch.tensor([55.5, 51.0, 47.375, 44.25, 40.0], dtype=torch.float64)
+    return OmegaGrid(omegas=omegas, accuracy={"base": base, "new": new}, labels={}, meta={"default": [0.25, 0.0]})
+
+
+def test_explorer_numbers_are_the_grids_read_outs():
+    grid = _grid()
+    data = explorer_data(grid)
+    assert data["omegas"] == ["0.00", "0.25", "0.50", "0.75", "1.00"] and data["default"] == [1, 0]
+    for i, wb in enumerate(grid.omegas):
+        for j, wn in enumerate(grid.omegas):
+            view = omega_view(grid, wb, wn)
+            assert data["base"][i] == f"{view['base']:.2f}" and data["new"][j] == f"{view['new']:.2f}"
+            assert data["hm"][i][j] == f"{harmonic_mean(view['base'], view['new']):.2f}"
+    assert data["base"][2] == "72.12"  # Python's rounding, done once in Python (the browser only looks up)
+
+
+def test_explorer_html_is_self_contained_and_shows_the_default_without_script():
+    grid = _grid()
+    page = omega_explorer_html(grid)
+    payload = re.search(r'<script type="application/json" class="dpc-data">(.*?)</script>', page, re.S).group(1)
+    assert json.loads(payload) == explorer_data(grid)
+    assert "http" not in page and "<link" not in page and " src=" not in page  # nothing fetched from anywhere
+    # before any script runs the read-outs show the default (ω_b = 0.25, ω_n = 0)
+    assert 'data-key="omega_b">0.25<' in page and 'data-key="base">70.50<' in page and 'data-key="new">55.50<' in page
+    assert page == omega_explorer_html(grid)  # deterministic: reports are reproducible byte for byte
+    assert omega_explorer(grid)._repr_html_() == page
+    # a class name or title holding "</script>" cannot end the data block early
+    assert "</script>" not in omega_explorer_html(grid, title="</script><b>x").split("dpc-data\">")[1].split(
+        "</script>")[0]
+
+
+# ------------------------------------------------------------------------------------------ in a real browser
+@pytest.fixture(scope="module")
+def chromium():
+    path = browser.find_browser()
+    if path is None:
+        pytest.skip("no Chromium here and it could not be installed (the README's test command runs "
+                    "`python tests/browser.py --install`, which needs apt-get as root); browser tests skipped")
+    return path
+
+
+def _explorer_report(tmp_path: Path) -> Path:
+    """A notebook that shows the explorer the way notebook 03 does, run headless by the report runner."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from dpclab.notebook_helpers import PARAMETER_KEYS
+    from dpclab.report import run_notebook
+
+    _grid().save(tmp_path / "grid.pt")
+    params = new_code_cell("\n".join(f"{k} = None" for k in PARAMETER_KEYS))
+    params.metadata["tags"] = ["parameters"]
+    show = new_code_cell("from IPython.display import display\nfrom dpclab.explorer import omega_explorer\n"
+                         "from dpclab.omega import OmegaGrid\n"
+                         f"display(omega_explorer(OmegaGrid.load({str(tmp_path / 'grid.pt')!r})))")
+    nb = new_notebook(cells=[params, show], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                     "language": "python"}})
+    (tmp_path / "books").mkdir()
+    nbformat.write(nb, str(tmp_path / "books" / "explorer.ipynb"))
+    res = run_notebook(tmp_path / "books" / "explorer.ipynb", tmp_path / "reports", {"interactive": False},
+                       cwd=tmp_path)
+    assert res.ok, res.error
+    return res.html
+
+
+def _shown(b: browser.Browser) -> dict:
+    return b.eval("Object.fromEntries([...document.querySelectorAll('.dpc-omega-explorer [data-key]')]"
+                  ".map(e => [e.dataset.key, e.textContent]))")
+
+
+def test_static_explorer_sliders_work_in_the_html_report(chromium, tmp_path):
+    grid = _grid()
+    data = explorer_data(grid)
+    page = _explorer_report(tmp_path)
+    with browser.Browser(chromium) as b:
+        b.open(page.resolve().as_uri())
+        b.wait_for("document.querySelector('.dpc-omega-explorer') && "
+                   "document.querySelector('.dpc-omega-explorer').dataset.ready")
+        assert _shown(b) == {"omega_b": "0.25", "omega_n": "0.00", "base": "70.50", "new": "55.50",
+                             "hm": data["hm"][1][0]}
+        # mouse: a click in the middle of the ω_b track moves it to the middle grid value (position 2 of 0..4)
+        b.click(*b.center(".dpc-omega-explorer input[name=omega_b]"))
+        assert _shown(b) == {"omega_b": "0.50", "omega_n": "0.00", "base": "72.12", "new": "55.50",
+                             "hm": f"{harmonic_mean(72.125, 55.5):.2f}"}
+        # keyboard: the clicked slider has the focus; → moves it one grid step
+        b.key("ArrowRight", key_code=39)
+        i = 3
+        shown = _shown(b)
+        assert shown["omega_b"] == data["omegas"][i] == "0.75" and shown["base"] == data["base"][i] == "68.00"
+        assert shown["hm"] == f"{harmonic_mean(68.0, 55.5):.2f}"
+        # mouse: click at the right end of the ω_n track: ω_n = 1.00, new accuracy 40.00
+        x, y = b.center(".dpc-omega-explorer input[name=omega_n]")
+        width = b.eval("document.querySelector('.dpc-omega-explorer input[name=omega_n]')"
+                       ".getBoundingClientRect().width")
+        b.click(x + width / 2 - 2, y)
+        shown = _shown(b)
+        assert shown["omega_n"] == "1.00" and shown["new"] == "40.00" == data["new"][4]
+        assert shown["hm"] == data["hm"][i][4] == f"{harmonic_mean(float(data['base'][i]), 40.0):.2f}"
+        bar = b.eval("document.querySelector('.dpc-omega-explorer [data-bar=new]').style.width")
+        assert bar == "40%"
+        if SCREENSHOT_DIR:
+            b.screenshot(Path(SCREENSHOT_DIR) / "static_omega_explorer.png")
