@@ -1,6 +1,6 @@
 """A static ω explorer: two sliders over a precomputed ω grid that work in a plain HTML page, with no kernel.
 
-ipywidgets sliders (:func:`dpclab.notebook_helpers.omega_sliders`) need a running kernel, so they are dead in the
+ipywidgets sliders (:func:`dpclab.widgets.omega_sliders`) need a running kernel, so they are dead in the
 HTML reports that ``python -m dpclab report`` writes. The ω grid is precomputed anyway
 (:func:`dpclab.omega.omega_grid`), so every slider position can be read off in advance: this module writes the
 read-outs for all (ω_b, ω_n) pairs as JSON into one self-contained block of inline HTML with a few lines of

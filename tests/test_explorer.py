@@ -70,7 +70,7 @@ def _explorer_report(tmp_path: Path) -> Path:
     """A notebook that shows the explorer the way notebook 03 does, run headless by the report runner."""
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from dpclab.notebook_helpers import PARAMETER_KEYS
+    from dpclab.notebook import PARAMETER_KEYS
     from dpclab.report import run_notebook
 
     _grid().save(tmp_path / "grid.pt")

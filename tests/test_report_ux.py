@@ -17,7 +17,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from dpclab.alttext import describe_figure
-from dpclab.notebook_helpers import PARAMETER_KEYS
+from dpclab.notebook import PARAMETER_KEYS
 from dpclab.progress import progress_bar
 from dpclab.report import (NotebookResult, ReportConsole, estimate_remaining, load_timings, notebook_warnings,
                            save_timings, status_line)
@@ -149,7 +149,7 @@ def test_report_is_quiet_but_shows_real_warnings_and_figures_get_alt_text(tmp_pa
               "load_grid()")
     _notebook(books / "b_figure.ipynb",
               "import matplotlib.pyplot as plt\n"
-              "from dpclab import notebook_helpers as nb\n"
+              "from dpclab import notebook as nb\n"
               "S = nb.setup('open_clip', 'ViT-B-16', 'openai', data_root='.', chdir=False, threads=0)  # alt text on\n"
               "fig, ax = plt.subplots()\n"
               "ax.plot([0, 1], [2, 3], label='base')\n"
