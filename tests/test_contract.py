@@ -32,7 +32,7 @@ def build(name: str, backbone, seed: int = 0) -> PromptMethod:
     return build_method(name, backbone, n_classes=len(TASK.classnames), seed=seed)
 
 
-def inputs(method: PromptMethod, seed: int = 0, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def inputs(method: PromptMethod, seed: int = 0, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """A labelled batch of the method's input kind: features [n, 32] or images [n, 3, 32, 32]."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(len(TASK.classnames)).repeat(n // len(TASK.classnames))
@@ -70,7 +70,7 @@ def test_method_declares_the_contract(name, tiny_backbone):
 @pytest.mark.parametrize("name", NAMES)
 def test_output_shapes(name, tiny_backbone):
     method = build(name, tiny_backbone)
-    x, y = inputs(method, n=4)
+    x, y = inputs(method)
     if METHODS[parse_method(name)[0]].trainable:
         method.loss(x, y, TASK)  # a plug-in's training-time state (DePT binds its head to the classes)
     method.eval()
@@ -125,8 +125,8 @@ def test_learned_state_round_trips_through_a_file(name, tiny_backbone, tmp_path)
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory, tiny_backbone) -> Experiment:
     root = tmp_path_factory.mktemp("contract_data")
-    write_json_dataset(root, n_classes=6, per_class=(4, 1, 2))
-    cfg = RunConfig(dataset="eurosat", data_root=str(root), shots=2, cache_dir=None, progress=False)
+    write_json_dataset(root, n_classes=6, per_class=(2, 1, 1))
+    cfg = RunConfig(dataset="eurosat", data_root=str(root), shots=1, cache_dir=None, progress=False)
     return Experiment.prepare(cfg, tiny_backbone)
 
 

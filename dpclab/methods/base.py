@@ -21,6 +21,7 @@ live in :mod:`dpclab.methods.prompts`.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
@@ -110,6 +111,22 @@ def image_features_of(clip: nn.Module, x: torch.Tensor, input_kind: str) -> torc
     if input_kind == "features":
         return x
     return clip.encode_image(x)
+
+
+#: results computed from the frozen CLIP alone, per CLIP object (weakly held: they go with the model)
+_FROZEN_RESULTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def frozen_result(clip: nn.Module, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()`` once per ``(clip, key)``: zero-shot text features of fixed templates (KgCoOp's and PromptSRC's
+    anchors, zero-shot classifiers) are shared by every method on the same CLIP. The CLIP is frozen, so they never
+    go stale; its device and dtype are part of the key."""
+    weight = clip.token_embedding.weight
+    per_clip = _FROZEN_RESULTS.setdefault(clip, {})
+    key = (*key, str(weight.device), weight.dtype)
+    if key not in per_clip:
+        per_clip[key] = compute()
+    return per_clip[key]
 
 
 def classnames_key(classnames: Sequence[str]) -> tuple[str, ...]:

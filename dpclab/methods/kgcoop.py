@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..data.coop import KGCOOP_TEMPLATES
 from ..text import encode_texts
-from .base import Output, Task
+from .base import Output, Task, frozen_result
 from .coop import CoOp, CoOpConfig
 
 
@@ -43,7 +43,6 @@ class KgCoOp(CoOp):
 
     def __init__(self, backbone, cfg: KgCoOpConfig | None = None):
         super().__init__(backbone, cfg or KgCoOpConfig())
-        self._anchors: dict[tuple, torch.Tensor] = {}
 
     def anchor_template(self, task: Task) -> str:
         if self.cfg.template is not None:
@@ -51,11 +50,9 @@ class KgCoOp(CoOp):
         return KGCOOP_TEMPLATES.get(task.name, task.template)
 
     def anchor_features(self, classnames: Sequence[str], template: str) -> torch.Tensor:
-        """Frozen zero-shot text features [C, E] (L2-normalised) of the anchor template, cached per class list."""
-        key = (tuple(classnames), template)
-        if key not in self._anchors:
-            self._anchors[key] = encode_texts(self.clip, self.tokenizer, [template.format(c) for c in classnames])
-        return self._anchors[key]
+        """Frozen zero-shot text features [C, E] (L2-normalised) of the anchor template, cached per CLIP."""
+        return frozen_result(self.clip, ("template", tuple(classnames), template),
+                             lambda: encode_texts(self.clip, self.tokenizer, [template.format(c) for c in classnames]))
 
     def loss_terms(self, out: Output, x: torch.Tensor, y: torch.Tensor, task: Task):
         """``kg = 1 - mean cos(t_i, t_i^clip)`` at weight ``cfg.weight``."""

@@ -32,7 +32,7 @@ from torch import nn
 from ..backbones import Backbone
 from ..text import encode_texts
 from ..vision import encode_images, vision_layers, vision_width
-from .base import Output, Task, trainable_parameters
+from .base import Output, Task, frozen_result, trainable_parameters
 from .prompts import PromptLearner, capped_depth, init_context, normal_prompts
 from .templates import IMAGENET_TEMPLATES_60
 
@@ -100,7 +100,6 @@ class PromptSRC(PromptLearner):
             for name, p in trainable_parameters(self).items():
                 self.register_buffer(self._gpa_name(name), torch.zeros_like(p))
         self.to(device)
-        self._anchors: dict[tuple, torch.Tensor] = {}
 
     @staticmethod
     def _gpa_name(param_name: str) -> str:
@@ -110,11 +109,9 @@ class PromptSRC(PromptLearner):
         return encode_images(self.clip, x, list(self.vision_prompts))
 
     def anchor_text_features(self, classnames: Sequence[str]) -> torch.Tensor:
-        """Frozen 60-template ensemble [C, E], normalised, cached per class list."""
-        key = tuple(classnames)
-        if key not in self._anchors:
-            self._anchors[key] = template_ensemble(self.clip, self.tokenizer, classnames, self.cfg.templates)
-        return self._anchors[key]
+        """Frozen 60-template ensemble [C, E], normalised, cached per CLIP and class list."""
+        return frozen_result(self.clip, ("template_ensemble", tuple(classnames), self.cfg.templates),
+                             lambda: template_ensemble(self.clip, self.tokenizer, classnames, self.cfg.templates))
 
     def loss_terms(self, out: Output, x: torch.Tensor, y: torch.Tensor, task: Task):
         """The three self-regulating terms (see the module docstring)."""

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..backbones import Backbone
 from ..text import encode_texts
-from .base import PromptMethod, Task
+from .base import PromptMethod, Task, frozen_result
 
 
 @dataclass
@@ -30,14 +30,11 @@ class ZeroShotCLIP(PromptMethod):
 
     def __init__(self, backbone: Backbone, cfg: ZeroShotConfig | None = None):
         super().__init__(backbone.model, backbone.tokenizer, cfg or ZeroShotConfig())
-        self._cache: dict[tuple, torch.Tensor] = {}
 
     def text_features(self, task: Task) -> torch.Tensor:
         templates = (task.template, *self.cfg.templates)
-        key = (task.classnames, templates)
-        if key not in self._cache:
-            self._cache[key] = template_features(self.clip, self.tokenizer, task.classnames, templates)
-        return self._cache[key]
+        return frozen_result(self.clip, ("template_features", task.classnames, templates),
+                             lambda: template_features(self.clip, self.tokenizer, task.classnames, templates))
 
     def task_text_features(self, task: Task, image_features: torch.Tensor) -> torch.Tensor:
         return self.text_features(task)
