@@ -172,11 +172,13 @@ def _init_worker(gpu_ids) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
 
 
-def local_executor(workers: int, gpus: Sequence[int] | None = None) -> ProcessPoolExecutor:
-    """``workers`` spawned processes; with ``gpus``, one worker per GPU, each seeing only its own."""
+def local_executor(workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None) \
+        -> ProcessPoolExecutor:
+    """``workers`` processes; with ``gpus``, one worker per GPU, each seeing only its own. GPU workers are spawned
+    (CUDA cannot be forked); CPU workers use the platform's default (fork on Linux: no re-import of torch)."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(start_method or ("spawn" if gpus else None))
     queue = None
     if gpus:
         workers = len(gpus)

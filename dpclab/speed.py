@@ -1,4 +1,4 @@
-"""``python -m dpclab.bench``: how much faster dpclab trains CoOp than a reference-style loop, measured side by side.
+"""``python -m dpclab speed``: how much faster dpclab trains CoOp than a reference-style loop, measured side by side.
 
 The *reference-style* loop is written here the way the CoOp/Dassl code does it: every step loads and augments the
 images from disk, runs them through the frozen image encoder, builds the full 77-token prompts and runs the whole
@@ -15,9 +15,9 @@ not absolute seconds, are the headline, because the absolute numbers depend on t
 Also measured when the pieces exist: DPC's step-2 epoch (``"dpc" in PLUGINS``), the ω-slider update latency
 (``dpclab.omega``), the notebook suite's wall time (``python -m dpclab report``), and peak memory per phase.
 
-    python -m dpclab.bench --quick                   # ~1 minute smoke run on a tiny model
-    python -m dpclab.bench                           # tiny/embedded model and a random-weight ViT-B-16
-    python -m dpclab.bench --model ViT-B-16:openai --classes 50 --shots 16 --device cuda
+    python -m dpclab speed --quick                   # ~1 minute smoke run on a tiny model
+    python -m dpclab speed                           # tiny/embedded model and a random-weight ViT-B-16
+    python -m dpclab speed --model ViT-B-16:openai --classes 50 --shots 16 --device cuda
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ class BenchConfig:
     dpc_epochs: int = 1
     notebooks: bool = True
     notebooks_quick: bool = True  # time `report --quick` (the CI smoke mode); False: the full suite
-    out_csv: Path = Path("reports/bench/bench.csv")
-    out_md: Path = Path("reports/bench/bench.md")
+    out_csv: Path = Path("reports/speed/speed.csv")
+    out_md: Path = Path("reports/speed/speed.md")
     workdir: Path | None = None  # data and caches; a temporary folder when None
     extra: dict = field(default_factory=dict)
 
@@ -510,7 +510,7 @@ def parse_model(text: str) -> tuple[str, str | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dpclab.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dpclab speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="~1 minute smoke run: the small model only, tiny workload")
     p.add_argument("--model", action="append", metavar="NAME[:PRETRAINED]",
@@ -527,8 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-notebooks", action="store_true", help="do not time `python -m dpclab report`")
     p.add_argument("--notebooks-full", action="store_true", help="time the full notebook suite instead of "
                    "`report --quick`")
-    p.add_argument("--csv", default="reports/bench/bench.csv")
-    p.add_argument("--markdown", default="reports/bench/bench.md")
+    p.add_argument("--csv", default="reports/speed/speed.csv")
+    p.add_argument("--markdown", default="reports/speed/speed.md")
     p.add_argument("--workdir", help="keep generated data and caches here (default: a temporary folder)")
     return p
 
