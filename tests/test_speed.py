@@ -97,3 +97,23 @@ def test_notebook_timing_runs_the_report_command_when_it_exists(tmp_path, monkey
     (row,) = speed.bench_notebooks(tmp_path / "nb", quick=True, log=lambda *_: None)
     assert calls[-1][-4:] == ["report", "--out", str(tmp_path / "nb"), "--quick"]
     assert row.metric == "report_wall_time_quick" and row.value > 0 and "3/3 notebooks ok" in row.note
+
+
+def test_shape_comparison_rows_for_a_features_and_a_pixel_method(tmp_path, tiny_model_name, tiny_backbone):
+    """dpclab's loop against the reference-style loop at a (tiny) dataset shape: step times, epoch ratios, a
+    profile of the step, peak memory; a features method also reports the cached-view ratio, a pixel method not."""
+    cfg = speed.BenchConfig(cases=[], device="cpu", image_px=40, workdir=tmp_path)
+    model = speed.ModelCase(tiny_model_name, None, 0, 0, 0, 0)
+    shape = speed.ShapeCase("toy", classes=4, shots=2)
+    rows = []
+    for method in ("coop", "maple"):
+        rows += speed.bench_shape(model, shape, method, tiny_backbone, tmp_path, cfg, steps=1, log=lambda *_: None)
+    got = {(r.model.split()[-1], r.metric): r.value for r in rows}
+    for method in ("coop", "maple"):
+        assert got[(method, "reference_step")] > 0 and got[(method, "dpclab_step")] > 0
+        assert got[(method, "speedup_fresh_view")] > 0 and got[(method, "peak_rss_reference")] > 0
+        assert got[(method, "profile_text_forward")] > 0 and got[(method, "profile_optimizer")] > 0
+    assert got[("maple", "profile_image_forward")] > 0  # MaPLe runs the image tower in its step
+    assert got[("coop", "profile_image_forward")] == 0  # CoOp's step reads cached features
+    assert ("coop", "speedup_cached_view") in got and ("maple", "speedup_cached_view") not in got
+    assert "| toy shape" in speed.shapes_markdown(rows)
