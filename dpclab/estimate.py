@@ -297,8 +297,10 @@ class MeasureConfig:
     encode_images: int = 128
 
 
-def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print) -> DeviceTimings:
-    """Time every method's training step and evaluation batch at ``cfg.class_counts`` on this device."""
+def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print,
+            counts_by_method: dict[str, Sequence[int]] | None = None) -> DeviceTimings:
+    """Time every method's training step and evaluation batch at ``cfg.class_counts`` (or, per method, at
+    ``counts_by_method[method]``) on this device."""
     from .backbones import load_clip
     from .data.coop import Datum
     from .data.features import ImageList, build_transforms, default_num_workers
@@ -333,14 +335,17 @@ def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print
     log(f"{cfg.model} on {device}: loaded in {load_s:.1f}s; frozen image encoder {1000 * encode_s:.2f} ms/image; "
         f"decode+augment {1000 * decode['train']:.2f} ms/image ({workers} workers in the real pipeline)")
     timings = DeviceTimings(str(device), cfg.model, load_s, encode_s, decode["train"], decode["test"], workers)
-    names = [f"{WORDS[i % len(WORDS)]} {i}" for i in range(max(cfg.class_counts))]
+    counts_by_method = counts_by_method or {}
+    most = max([*cfg.class_counts, *(c for cs in counts_by_method.values() for c in cs)])
+    names = [f"{WORDS[i % len(WORDS)]} {i}" for i in range(most)]
     probe = _probe_examples(cfg.steps)
     gen = torch.Generator().manual_seed(0)
     for method_name in methods:
         spec = get_method(method_name)
         per_c: dict[str, list[float]] = {"step": [], "eval_fixed": [], "eval_per_image": []}
         kind, batch_size = "features", 1
-        for c in cfg.class_counts:
+        counts = tuple(counts_by_method.get(method_name, cfg.class_counts))
+        for c in counts:
             task = Task(tuple(names[:c]), "a photo of a {}.", "base", "synthetic")
             method = build_method(method_name, bb, {}, c, seed=1).to(device)
             kind = method.input_kind
@@ -372,7 +377,7 @@ def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print
                 f"eval batch of {EVAL_BATCH}: {1000 * (per_c['eval_fixed'][-1] + EVAL_BATCH * per_image):8.1f} ms "
                 f"[{time.perf_counter() - t:.1f}s]")
             del method
-        xs = tuple(float(c) for c in cfg.class_counts)
+        xs = tuple(float(c) for c in counts)
         timings.methods[method_name] = MethodTimings(kind, *(Curve(xs, tuple(per_c[k])) for k in
                                                              ("step", "eval_fixed", "eval_per_image")), batch_size)
     return timings
@@ -514,11 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         methods += [m for m in args.check_methods if m not in methods]
     shapes = {d: COOP_SHAPES[d] for d in args.datasets}
-    needed = [c for s in shapes.values() for c in (s.base_classes, s.new_classes, s.classes)]
+    needed: dict[str, set[int]] = {m: set() for m in methods}  # class counts each method is trained / evaluated at
+    for r in plan:
+        s = shapes[r.dataset]
+        needed[r.method] |= {s.base_classes, s.new_classes, s.classes if r.train_classes == "all" else s.base_classes}
     if args.check:
         cs = COOP_SHAPES[args.check]
-        needed += [cs.base_classes, cs.new_classes]
-    counts = tuple(args.class_counts or pick_class_counts(needed, 2 if args.quick else 4))
+        for m in args.check_methods:
+            needed[m] |= {cs.base_classes, cs.new_classes}
+    k = 2 if args.quick else 4
+    by_method = {m: pick_class_counts(sorted(c), k) for m, c in needed.items()}
+    if args.class_counts:
+        by_method = {m: list(args.class_counts) for m in methods}
+    counts = tuple(sorted({c for cs in by_method.values() for c in cs}))
     mcfg = MeasureConfig(model=model, pretrained=None if pretrained in (None, "random") else pretrained,
                          device=args.device, class_counts=counts, steps=2 if args.quick else 3,
                          eval_sizes=(4, 16) if args.quick else (16, 64),
@@ -529,8 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.timings:
             timings = DeviceTimings.from_json(Path(args.timings).read_text())
         else:
-            print(f"measuring {len(methods)} methods at {len(counts)} class counts {list(counts)}", flush=True)
-            timings = measure(methods, mcfg, Path(tmp))
+            print(f"measuring {len(methods)} methods at {k if not args.class_counts else len(counts)} class counts "
+                  f"each, between {min(counts)} and {max(counts)}", flush=True)
+            timings = measure(methods, mcfg, Path(tmp), counts_by_method=by_method)
         if args.save_timings:
             from .data.coop import atomic_write_text
 

@@ -89,3 +89,19 @@ def test_measure_times_real_steps_on_a_tiny_model(tiny_model_name, tmp_path):
     assert again == t
     p = project([PlannedRun("06", "eurosat", "coop", 1)], {"eurosat": COOP_SHAPES["eurosat"]}, t, epochs=1)
     assert p.total > 0
+
+
+def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
+    from dpclab import estimate
+
+    plan = report_plan(["eurosat", "dtd"], [1, 2, 3])
+    c = Curve.constant
+    t = DeviceTimings("fake", "fake", 1.0, 0.001, 0.002, 0.001, 0,
+                      {r.method: MethodTimings("features", c(0.01), c(0.05), c(0.0), 32) for r in plan})
+    (tmp_path / "t.json").write_text(t.to_json())
+    md = tmp_path / "estimate.md"
+    assert estimate.main(["--timings", str(tmp_path / "t.json"), "--datasets", "eurosat", "dtd", "--markdown",
+                          str(md)]) == 0
+    total = project(plan, {d: COOP_SHAPES[d] for d in ("eurosat", "dtd")}, t).total
+    assert f"**{estimate.hours(total)}**" in md.read_text() and "| 06 |" in md.read_text()
+    assert "plan: " in capsys.readouterr().out
