@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -262,8 +263,8 @@ def write_images(folder: Path, n: int, px: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def _min_time(fn, device: torch.device, repeats: int) -> float:
-    """The fastest of ``repeats`` calls: on a shared machine other processes only ever add time."""
+def _median_time(fn, device: torch.device, repeats: int) -> float:
+    """The median of ``repeats`` calls (on a shared machine the runs will see the same load: not the minimum)."""
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -271,7 +272,7 @@ def _min_time(fn, device: torch.device, repeats: int) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return statistics.median(times)
 
 
 def pick_class_counts(needed: Sequence[int], k: int) -> list[int]:
@@ -328,7 +329,7 @@ def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print
     batch = pixels[torch.arange(cfg.encode_images) % len(pixels)].to(device)
     with torch.no_grad():
         bb.model.encode_image(batch[:2])
-        encode_s = _min_time(lambda: bb.model.encode_image(batch), device, cfg.repeats) / len(batch)
+        encode_s = _median_time(lambda: bb.model.encode_image(batch), device, cfg.repeats) / len(batch)
     with torch.no_grad():
         dim = bb.model.encode_image(batch[:1]).shape[-1]
     workers = default_num_workers(bb.image_size)
@@ -358,7 +359,7 @@ def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print
                 n = max(c, tcfg.batch_size * cfg.steps)  # every class has an example (DPC draws negatives per class)
                 data = probe(labels=torch.arange(n) % c, features=lambda v, r=_Repeat(rows): r)
                 hist = fit(method, data, task, tcfg)
-                per_c["step"].append(min(h["seconds"] / max(1, h["steps"]) for h in hist[1:]))
+                per_c["step"].append(statistics.median(h["seconds"] / max(1, h["steps"]) for h in hist[1:]))
             else:
                 per_c["step"].append(0.0)
             method.eval()
@@ -368,7 +369,7 @@ def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print
                 for b in sizes:
                     x = _Repeat(rows)[torch.arange(b)]
                     method(x, task)
-                    evals.append(_min_time(lambda: method(x, task), device, cfg.repeats))
+                    evals.append(_median_time(lambda: method(x, task), device, cfg.repeats))
             (b1, b2), (e1, e2) = sizes, evals
             per_image = max(0.0, (e2 - e1) / (b2 - b1))
             per_c["eval_fixed"].append(max(0.0, e1 - b1 * per_image))

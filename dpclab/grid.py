@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_world(args.data_root, args.datasets)
     src = GridSource(model=args.model, pretrained=args.pretrained, data_root=args.data_root, shots=args.shots,
                      epochs=args.epochs, device=args.device, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
-                     threads=args.threads)
+                     threads=args.threads or (1 if args.pretrained == "embedded" and args.device in ("auto", "cpu")
+                                              and not args.gpus else None))  # as the notebooks: 1 for the tiny model
     if args.slurm is not None:
         executor = slurm_executor(args.slurm_folder, **_parse_kv(args.slurm))
     elif args.gpus or args.workers > 1:
