@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"each, between {min(counts)} and {max(counts)}", flush=True)
             timings = measure(methods, mcfg, Path(tmp), counts_by_method=by_method)
         if args.save_timings:
-            from .data.coop import atomic_write_text
+            from .io import atomic_write_text
 
             atomic_write_text(Path(args.save_timings), timings.to_json())
         projection = project(plan, shapes, timings, shots=args.shots, epochs=args.epochs)
@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{', '.join(args.check_methods)}): measured {check['measured_s']:.1f} s, projected "
                      f"{check['projected_s']:.1f} s, measured / projected = {check['ratio']:.2f}\n")
     if args.markdown:
-        from .data.coop import atomic_write_text
+        from .io import atomic_write_text
 
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.markdown), text)

@@ -117,7 +117,7 @@ class GridSource:
     pretrained: str = "embedded"
     data_root: str = "data/world"
     shots: int = 16
-    epochs: int | None = None  # None: each method's SPEC default (as the report without -p epochs)
+    epochs: int | None = None  # None: each method's default epochs (as the report without -p epochs)
     device: str = "auto"
     cache_dir: str = "data/cache"
     runs_dir: str = "runs"
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} runs ({trained} trained, {len(results) - trained} reused) in "
           f"{time.perf_counter() - t0:.1f} s; `python -m dpclab report` now reuses them")
     if args.out:
-        from .data.coop import atomic_write_text
+        from .io import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps(results, indent=1, default=str))
     return 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
@@ -51,6 +52,7 @@ from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone, embedded_c
     register_model_configs, resolve_device
 from .data.coop import DatasetSpec
 from .data.features import ImageList, build_transforms, cached_features
+from .io import atomic_write_text
 from .methods.coop import init_context
 from .text import eot_positions, tokenize
 from .train import Examples, TrainConfig, epoch_generator, fit, lr_at_epoch
@@ -673,14 +675,12 @@ def shapes_markdown(rows: Sequence[Row]) -> str:
 
 # -------------------------------------------------------------------------------------------------- output
 def write_csv(rows: Sequence[Row], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["section", "model", "metric", "value", "unit", "note"])
-        for r in rows:
-            w.writerow([r.section, r.model, r.metric, f"{r.value:.6g}", r.unit, r.note])
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["section", "model", "metric", "value", "unit", "note"])
+    for r in rows:
+        w.writerow([r.section, r.model, r.metric, f"{r.value:.6g}", r.unit, r.note])
+    atomic_write_text(path, buf.getvalue())
 
 
 def markdown(rows: Sequence[Row], header: str) -> str:
@@ -730,14 +730,13 @@ def run_bench(cfg: BenchConfig, log=print) -> list[Row]:
               f"n_views < epochs); 'fresh view': dpclab also encodes a new augmented view that epoch (the faithful "
               f"default).")
     write_csv(rows, Path(cfg.out_csv))
-    Path(cfg.out_md).parent.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, header)
     if cfg.shapes:
         text += ("\n## Dataset shapes\n\nPer step, each loop at the method's SPEC batch; epoch speed-ups = steps per "
                  "epoch x step time (+ encoding a fresh view of the training set for dpclab's features methods). "
                  "Reference-style: images decoded every step, frozen image encoder inside the step, 77-token text.\n\n"
                  + shapes_markdown(rows))
-    Path(cfg.out_md).write_text(text)
+    atomic_write_text(cfg.out_md, text)
     return rows
 
 

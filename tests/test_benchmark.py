@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dpclab import benchmark
-from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, GRID_COLUMNS, check_targets, ensure_world, markdown_table,
-                              markdown_targets, run_grid, summary_table, write_report)
+from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, GRID_COLUMNS, check_targets, markdown_table, markdown_targets,
+                              run_grid, summary_table, write_report)
 from dpclab.cli import main
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
@@ -162,12 +161,12 @@ def test_ensure_world_writes_missing_and_refuses_another_world(tmp_path, monkeyp
             (root / world.get_world_dataset(n).dirname).mkdir(parents=True)
 
     monkeypatch.setattr(world, "write_world", fake_write)
-    assert ensure_world(tmp_path, ["world_tint", "eurosat"]) == ["world_tint"]
+    assert world.ensure_world(tmp_path, ["world_tint", "eurosat"]) == ["world_tint"]
     assert calls == [["world_tint"]]
-    assert ensure_world(tmp_path, ["world_tint"]) == []  # present, same generator: nothing to do
-    (tmp_path / "world_tint" / benchmark.STAMP_FILE).write_text("seed0-000000000000\n")
+    assert world.ensure_world(tmp_path, ["world_tint"]) == []  # present, same generator: nothing to do
+    (tmp_path / "world_tint" / world.STAMP_FILE).write_text("seed0-000000000000\n")
     with pytest.raises(RuntimeError, match="another version of the world generator"):
-        ensure_world(tmp_path, ["world_tint"])
+        world.ensure_world(tmp_path, ["world_tint"])
 
 
 def test_cli_quick_benchmark(json_root, tmp_path, tiny_model_name, capsys):

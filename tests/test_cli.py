@@ -18,7 +18,7 @@ def test_world_command_writes_coop_layout(tmp_path, capsys):
 
 
 def test_world_command_stamps_what_it_writes(tmp_path):
-    from dpclab.benchmark import STAMP_FILE, ensure_world, world_stamp
+    from dpclab.data.world import STAMP_FILE, ensure_world, world_stamp
 
     assert main(["world", "--root", str(tmp_path), "--names", "world_tint"]) == 0
     stamp = tmp_path / "world_tint" / STAMP_FILE
