@@ -2,9 +2,9 @@
 
 Class and test-set counts are those of the CoOp splits (``split_zhou_*.json``, ImageNet's val set as its test set),
 as listed in CoOp's DATASETS.md. Base/new classes follow the base-to-new protocol (``m = ceil(n/2)`` base classes, the
-rest new; see ``data.coop.base_new_classes`` and docs/protocol.md#base-to-new-split). How the test images divide between base and new classes is not
-published per dataset; :attr:`DatasetShape.test_base` splits them in proportion to the class counts (the splits are
-close to balanced per class), which is all the cost estimate needs.
+rest new; see ``data.coop.base_new_classes`` and docs/protocol.md#base-to-new-split). How the test images divide
+between base and new classes is not published per dataset; :attr:`DatasetShape.test_base` splits them in proportion
+to the class counts (the splits are close to balanced per class), which is all the cost estimate needs.
 
 These shapes drive the cost estimate (``python -m dpclab estimate``) and the speed benchmark
 (``python -m dpclab speed``); nothing here touches the data on disk.
