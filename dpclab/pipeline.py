@@ -25,7 +25,7 @@ from .backbones import Backbone, load_clip
 from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
 from .data.features import build_transforms, cached_features, default_num_workers
 from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
-from .io import atomic_torch_save, atomic_write_text, file_lock
+from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import METHODS, PLUGINS, get_method, parse_method
 from .methods.base import Task, learned_state, load_learned_state
 from .train import Examples, TrainConfig, config_fingerprint, fit
@@ -284,9 +284,9 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
     if run_dir is not None:
         atomic_torch_save({"state": learned_state(method), "method": cfg.method, "fingerprint": fp},
                           run_dir / "model.pt")
-        atomic_write_text(run_dir / "result.json", json.dumps(
-            {"metrics": metrics, "history": history, "config_fingerprint": full_fp, "train": asdict(tcfg),
-             "config": asdict(cfg), "seconds": time.time() - t0}, indent=1, default=str))
+        atomic_write_json(run_dir / "result.json",
+                          {"metrics": metrics, "history": history, "config_fingerprint": full_fp, "train": asdict(tcfg),
+                           "config": asdict(cfg), "seconds": time.time() - t0}, indent=1, default=str)
     if cfg.results:
         append_result(cfg.results, {
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..io import atomic_write_text
+from ..io import atomic_write_json
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -329,7 +329,7 @@ def few_shot(data: DatasetSplits, k: int, seed: int, cache_dir: str | os.PathLik
     val = sample_few_shot(data.val, min(k, 4), rng)
     if cache is not None:
         rows = lambda items: [[d.impath, d.label, d.classname] for d in items]  # noqa: E731
-        atomic_write_text(cache, json.dumps({"train": rows(train), "val": rows(val)}))
+        atomic_write_json(cache, {"train": rows(train), "val": rows(val)})
     return replace(data, train=train, val=val)
 
 
