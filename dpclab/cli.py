@@ -268,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", add_help=False, help="pretrain the embedded tiny CLIP (python -m dpclab pretrain "
                        "--help; the exact command is in data/embedded/MANIFEST.json)")
     p.set_defaults(func=None)
+    for name, what in (("estimate", "time a few steps of every method here and project the full report's wall "
+                                     "time (python -m dpclab estimate --help)"),
+                       ("grid", "train the report's runs ahead of it over local workers, GPUs or SLURM "
+                                "(python -m dpclab grid --help)"),
+                       ("speed", "speed and memory of dpclab's loops against reference-style loops "
+                                 "(python -m dpclab speed --help)")):
+        sub.add_parser(name, add_help=False, help=what).set_defaults(func=None)
     p = sub.add_parser("methods", help="list the available methods and their training defaults")
     p.set_defaults(func=cmd_methods)
     p = sub.add_parser("report", help="execute the notebooks headless (papermill) and write HTML reports")
@@ -299,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         from .pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:]) or 0
+    if argv[:1] in (["estimate"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, dpclab.grid, dpclab.speed)
+        import importlib
+
+        return importlib.import_module(f"dpclab.{argv[0]}").main(argv[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv

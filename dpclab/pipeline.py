@@ -24,7 +24,7 @@ from torchvision import transforms as T
 
 from .backbones import Backbone, load_clip
 from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
-from .data.features import build_transforms, cached_features
+from .data.features import build_transforms, cached_features, default_num_workers
 from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import METHODS, PLUGINS, get_method, parse_method
@@ -91,6 +91,8 @@ class Experiment:
         self.base = subsample_classes(data, "base")
         self.new = subsample_classes(data, "new")
         self.train_split = self.base if train_classes == "base" else data
+        #: DataLoader workers for decoding images (feature caches, pixel batches, pixel evaluation)
+        self.num_workers = default_num_workers(backbone.image_size)
         scale = tuple(data.crop_scale)
         self.transforms = build_transforms(backbone.image_size, backbone.mean, backbone.std, crop_scale=scale)
         if backbone.precision == "fp16":  # pixels in half precision, as the reference's image.type(clip.dtype)
@@ -116,7 +118,8 @@ class Experiment:
         name = self.train_transform_name if transform == "train" else transform
         with autocast(bb.precision, bb.device):
             feats = cached_features(bb.model, bb.key, items, self.transforms[transform], name, bb.device,
-                                    self.cache_dir, view=view, seed=self.seed, progress=self.progress)
+                                    self.cache_dir, view=view, seed=self.seed, progress=self.progress,
+                                    num_workers=self.num_workers)
         return feats.to(input_dtype(bb.precision))  # fp16: the cached float copy of half features, exactly
 
     def examples(self, items: list[Datum], kind: str, train: bool) -> Examples:
@@ -126,7 +129,7 @@ class Experiment:
             if train:
                 return Examples(labels, features=lambda v: self.features(items, "train", v))
             return Examples(labels, features=lambda v: self.features(items, "test"))
-        return Examples(labels, items=items, transform=self.transforms[name])
+        return Examples(labels, items=items, transform=self.transforms[name], num_workers=self.num_workers)
 
     def train_examples(self, kind: str) -> Examples:
         return self.examples(self.train_split.train, kind, train=True)
@@ -273,6 +276,8 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg,
                                     seed=cfg.seed)
     tcfg = train_config(cfg)
+    if "num_workers" not in cfg.train:  # image decoding in parallel on the real backend (not in the fingerprint)
+        tcfg = replace(tcfg, num_workers=exp.num_workers)
     run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
     fp = _fingerprint(cfg, backbone, exp)
     full_fp = config_fingerprint(tcfg, fp)

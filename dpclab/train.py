@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data.coop import Datum
-from .data.features import ImageList
+from .data.features import ImageList, loader_options
 from .io import atomic_torch_save
 from .methods.base import PromptMethod, Task, learned_state, load_learned_state, trainable_parameters
 from .precision import autocast, autocast_iter, grad_scaler
@@ -75,6 +75,8 @@ class Examples:
     transform: Callable | None = None
     #: the task whose classes ``labels`` index (:func:`fit` fills it in for the ``batches`` hook)
     task: Task | None = None
+    #: DataLoader workers decoding images for evaluation (pixel methods); training uses ``TrainConfig.num_workers``
+    num_workers: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -98,7 +100,8 @@ class Examples:
             for i in range(0, len(self), batch_size):
                 yield feats[i:i + batch_size], self.labels[i:i + batch_size]
             return
-        loader = DataLoader(ImageList(self.items, self.transform), batch_size=batch_size, shuffle=False)
+        loader = DataLoader(ImageList(self.items, self.transform), batch_size=batch_size, shuffle=False,
+                            **loader_options(self.num_workers))
         for x, y, _ in loader:
             yield x, y
 
@@ -110,7 +113,7 @@ class Examples:
                 yield view[idx], self.labels[idx]
             return
         images = ImageList(self.items, self.transform, view_seed=cfg.seed * 7919 + epoch)
-        loader = DataLoader(images, batch_sampler=[c.tolist() for c in chunks], num_workers=cfg.num_workers)
+        loader = DataLoader(images, batch_sampler=[c.tolist() for c in chunks], **loader_options(cfg.num_workers))
         for x, y, _ in loader:
             yield x, y
 
@@ -188,7 +191,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         steps = 0
         for x, y in batches:
             with autocast(precision, device):
-                loss, logs = method.loss(x.to(device), y.to(device), task)
+                loss, logs = method.loss(x.to(device, non_blocking=True), y.to(device, non_blocking=True), task)
             if not torch.isfinite(loss):
                 where = (f"the last good checkpoint ({ckpt_path}, epoch {history[-1]['epoch']}) is kept"
                          if ckpt_path is not None and history else "no checkpoint was written")

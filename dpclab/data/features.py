@@ -96,24 +96,54 @@ class FeatureKey:
         return f"{self.backbone}/{self.transform}-v{self.view}-s{self.seed}-{self.items}.pt"
 
 
+#: the most DataLoader worker processes :func:`default_num_workers` picks
+MAX_WORKERS = 8
+
+
+def default_num_workers(image_size: int, cpu_count: int | None = None) -> int:
+    """DataLoader workers that decode and augment images in parallel with the model.
+
+    Real CLIP (224-px inputs from JPEGs of a few hundred pixels): ``min(8, cpus - 1)``, so decoding keeps up with a
+    GPU. Small inputs (the embedded 32-px model, the tests' tiny models) decode in microseconds and worker start-up
+    would cost more than it saves: 0, i.e. in the main process (also the answer on a 1-2 core machine)."""
+    cpus = os.cpu_count() if cpu_count is None else cpu_count
+    if image_size <= 64 or not cpus or cpus <= 2:
+        return 0
+    return min(MAX_WORKERS, cpus - 1)
+
+
+def loader_options(num_workers: int, device: torch.device | str | None = None) -> dict:
+    """DataLoader keyword arguments: workers (with a deeper prefetch queue) and pinned memory when feeding CUDA,
+    so host-to-device copies run asynchronously (``.to(device, non_blocking=True)``)."""
+    cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    opts = {"num_workers": int(num_workers), "pin_memory": cuda}
+    if num_workers > 0:
+        opts["prefetch_factor"] = 4
+    return opts
+
+
 @torch.no_grad()
 def encode_image_list(model: torch.nn.Module, items: Sequence[Datum], transform: Callable, device: torch.device,
                       batch_size: int = 128, view_seed: int | None = None, num_workers: int = 0,
                       progress: bool = False, desc: str = "encode images") -> torch.Tensor:
-    """Raw (unnormalised) image features [N, dim] of the frozen ``model.encode_image``."""
+    """Raw (unnormalised) image features [N, dim] of the frozen ``model.encode_image``.
+
+    The features stay on ``device`` until the end (one copy back, no per-batch synchronisation), so with workers
+    the next batches are decoded while the model runs."""
     from ..progress import progress_bar
 
     loader = DataLoader(ImageList(items, transform, view_seed), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+                        **loader_options(num_workers, device))
     feats = []
     for x, _, _ in progress_bar(loader, enabled=progress, desc=desc, leave=False):  # inner bar: cleared when done
-        feats.append(model.encode_image(x.to(device)).float().cpu())
-    return torch.cat(feats) if feats else torch.empty(0)
+        feats.append(model.encode_image(x.to(device, non_blocking=True)).float())
+    return torch.cat(feats).cpu() if feats else torch.empty(0)
 
 
 def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[Datum], transform: Callable,
                     transform_name: str, device: torch.device, cache_dir: str | os.PathLike | None,
-                    view: int = 0, seed: int = 0, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+                    view: int = 0, seed: int = 0, batch_size: int = 128, progress: bool = False,
+                    num_workers: int = 0) -> torch.Tensor:
     """Features for ``items`` from the cache, computing and storing them (atomically) on a miss.
 
     A ``transform_name`` starting with ``"train"`` draws augmented view ``view`` (seeded by ``seed``); ``"test"`` is
@@ -127,8 +157,8 @@ def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[D
         if stored.shape[0] == len(items):
             return stored
     view_seed = (seed * 7919 + view) if train else None
-    feats = encode_image_list(model, items, transform, device, batch_size, view_seed, progress=progress,
-                              desc=f"{transform_name} features v{view}")
+    feats = encode_image_list(model, items, transform, device, batch_size, view_seed, num_workers=num_workers,
+                              progress=progress, desc=f"{transform_name} features v{view}")
     if path is not None:
         atomic_torch_save(feats, path)
     return feats

@@ -1,4 +1,4 @@
-"""``python -m dpclab.bench``: how much faster dpclab trains CoOp than a reference-style loop, measured side by side.
+"""``python -m dpclab speed``: how much faster dpclab trains CoOp than a reference-style loop, measured side by side.
 
 The *reference-style* loop is written here the way the CoOp/Dassl code does it: every step loads and augments the
 images from disk, runs them through the frozen image encoder, builds the full 77-token prompts and runs the whole
@@ -15,9 +15,9 @@ not absolute seconds, are the headline, because the absolute numbers depend on t
 Also measured when the pieces exist: DPC's step-2 epoch (``"dpc" in PLUGINS``), the ω-slider update latency
 (``dpclab.omega``), the notebook suite's wall time (``python -m dpclab report``), and peak memory per phase.
 
-    python -m dpclab.bench --quick                   # ~1 minute smoke run on a tiny model
-    python -m dpclab.bench                           # tiny/embedded model and a random-weight ViT-B-16
-    python -m dpclab.bench --model ViT-B-16:openai --classes 50 --shots 16 --device cuda
+    python -m dpclab speed --quick                   # ~1 minute smoke run on a tiny model
+    python -m dpclab speed                           # tiny/embedded model and a random-weight ViT-B-16
+    python -m dpclab speed --model ViT-B-16:openai --classes 50 --shots 16 --device cuda
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -36,7 +37,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -50,7 +51,7 @@ from torch.utils.data import DataLoader
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone, embedded_checkpoint, load_clip, \
     register_model_configs, resolve_device
 from .data.coop import DatasetSpec
-from .data.features import ImageList, cached_features
+from .data.features import ImageList, build_transforms, cached_features
 from .io import atomic_write_text
 from .methods.coop import init_context
 from .text import eot_positions, tokenize
@@ -69,6 +70,8 @@ CLASSNAMES = ["annual crop land", "forest", "herbaceous vegetation land", "highw
               "golden retriever", "aircraft carrier", "sea lion", "boeing 747-400", "red velvet cake",
               "playing the cello", "banded texture", "tabby cat", "sunflower", "mountain bike"]
 BENCH_SPEC = DatasetSpec("bench", "bench", "json", "images", "split_bench.json")
+#: the methods compared with reference-style loops at the datasets' shapes: CoOp, KgCoOp, DPC step 2, MaPLe
+SHAPE_METHODS = ("coop", "kgcoop", "coop+dpc", "maple")
 
 
 # ------------------------------------------------------------------------------------------------ configuration
@@ -97,9 +100,13 @@ class BenchConfig:
     dpc_epochs: int = 1
     notebooks: bool = True
     notebooks_quick: bool = True  # time `report --quick` (the CI smoke mode); False: the full suite
-    out_csv: Path = Path("reports/bench/bench.csv")
-    out_md: Path = Path("reports/bench/bench.md")
+    out_csv: Path = Path("reports/speed/speed.csv")
+    out_md: Path = Path("reports/speed/speed.md")
     workdir: Path | None = None  # data and caches; a temporary folder when None
+    shapes: list = field(default_factory=list)  # ShapeCase: dataset shapes x SHAPE_METHODS vs reference loops
+    shape_methods: tuple = SHAPE_METHODS
+    shape_steps: int = 5
+    coop_cases: bool = True  # the CoOp epoch comparison on the bench dataset (the original benchmark)
     extra: dict = field(default_factory=dict)
 
 
@@ -440,6 +447,232 @@ def bench_notebooks(out_dir: Path, quick: bool = True, log=print) -> list[Row]:
     return [Row("notebooks", "", "report_wall_time" + ("_quick" if quick else ""), seconds, "s", f"{status}; {summary}")]
 
 
+# ------------------------------------------------------------------------------ dataset shapes x methods
+@dataclass
+class ShapeCase:
+    """A dataset's training shape: base classes x shots (``data.shapes``), possibly reduced for a CPU."""
+
+    name: str
+    classes: int
+    shots: int = 16
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} shape ({self.classes} classes x {self.shots} shots)"
+
+
+#: on a CPU the shapes are reduced to at most this many classes, at 2 shots when reduced
+CPU_MAX_CLASSES = 100
+
+
+def shape_cases(names: Sequence[str], reduced: bool) -> list[ShapeCase]:
+    """The named CoOp datasets' base-class shapes (16 shots). ``reduced`` (a CPU): at most 100 classes at 2 shots
+    (a 500-class step with 77-token prompts takes tens of seconds there)."""
+    from .data.shapes import shape_of
+
+    out = []
+    for name in names:
+        classes = shape_of(name).base_classes
+        if reduced and classes > CPU_MAX_CLASSES:
+            out.append(ShapeCase(name, CPU_MAX_CLASSES, 2))
+        else:
+            out.append(ShapeCase(name, classes, 16))
+    return out
+
+
+@contextmanager
+def tower_profile(clip: nn.Module, device: torch.device) -> Iterator[dict]:
+    """Seconds spent in the image tower's and the text tower's forward blocks, and in optimiser steps, during the
+    block (forward hooks on every residual block, global optimiser hooks; CUDA synchronised at each hook)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    acc = {"image_forward": 0.0, "text_forward": 0.0, "optimizer": 0.0}
+    start: dict[str, float] = {}
+    handles = []
+
+    def pre(key):
+        def hook(*_):
+            _sync(device)
+            start[key] = time.perf_counter()
+        return hook
+
+    def post(key):
+        def hook(*_):
+            _sync(device)
+            acc[key] += time.perf_counter() - start.pop(key, time.perf_counter())
+        return hook
+
+    for key, blocks in (("image_forward", clip.visual.transformer.resblocks),
+                        ("text_forward", clip.transformer.resblocks)):
+        handles += [blocks[0].register_forward_pre_hook(pre(key)), blocks[-1].register_forward_hook(post(key))]
+    handles += [register_optimizer_step_pre_hook(pre("optimizer")), register_optimizer_step_post_hook(post("optimizer"))]
+    try:
+        yield acc
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _items(pool: Sequence[Path], n: int, classes: int, names: Sequence[str]):
+    from .data.coop import Datum
+
+    return [Datum(str(pool[i % len(pool)]), i % classes, names[i % classes]) for i in range(n)]
+
+
+def _reference_step_time(ref: nn.Module, task, items, transform, batch: int, steps: int, device: torch.device,
+                         workers: int) -> float:
+    """Seconds per reference-style step: a DataLoader decodes + augments the batch's images, the (frozen) image
+    encoder runs inside the step, the text runs all 77 tokens (``truncate=False``), backward, SGD step."""
+    from .data.features import loader_options
+    from .methods.base import trainable_parameters
+
+    loader = DataLoader(ImageList(items, transform, view_seed=1), batch_size=batch, shuffle=True,
+                        generator=torch.Generator().manual_seed(0), **loader_options(workers, device))
+    opt = torch.optim.SGD(list(trainable_parameters(ref).values()), lr=1e-5, momentum=0.9)
+    ref.train()
+    ref.clip.eval()
+    def forever():
+        while True:
+            yield from loader
+
+    it = forever()
+    times = []
+    for i in range(steps + 1):
+        _sync(device)
+        t = time.perf_counter()
+        x, y, _ = next(it)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if ref.input_kind == "features":
+            x = ref.clip.encode_image(x)
+        loss, _ = ref.loss(x, y, task)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(device)
+        if i:  # the first step warms up (workers starting, allocator)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_shape(model: ModelCase, shape: ShapeCase, method_name: str, backbone: Backbone, workdir: Path,
+                cfg: BenchConfig, steps: int, log=print) -> list[Row]:
+    """dpclab's loop against a reference-style loop for one method at one dataset shape, both in this process:
+    per-step times, epoch ratios (fresh view / cached view), a profile of dpclab's step, peak memory."""
+    from .data.features import default_num_workers, encode_image_list
+    from .estimate import WORDS, _probe_examples, write_images
+    from .methods.base import Task
+    from .pipeline import RunConfig, build_method, train_config
+
+    device = backbone.device
+    pool = write_images(workdir / f"pool-{cfg.image_px}", 16, cfg.image_px)
+    names = [f"{WORDS[i % len(WORDS)]} {i}" for i in range(shape.classes)]
+    task = Task(tuple(names), "a photo of a {}.", "base", shape.name)
+    n_train = shape.classes * shape.shots
+    items = _items(pool, n_train, shape.classes, names)
+    workers = default_num_workers(backbone.image_size)
+    tf = build_transforms(backbone.image_size, backbone.mean, backbone.std)
+    tcfg = replace(train_config(RunConfig(method=method_name)), epochs=2, warmup_epochs=0, progress=False,
+                   num_workers=workers)
+    method = build_method(method_name, backbone, {}, shape.classes, seed=cfg.seed)
+    untruncated = {"truncate": False}
+    ref = (build_method(method_name, backbone, {}, shape.classes, untruncated, seed=cfg.seed) if "+" in method_name
+           else build_method(method_name, backbone, untruncated, shape.classes, seed=cfg.seed))
+    labels = torch.tensor([d.label for d in items])
+    kind = method.input_kind
+    m, sec, where = f"{model.label} {method_name}", f"shape:{shape.name}", shape.label
+    rows: list[Row] = []
+
+    enc_per_image = float("nan")
+    with peak_memory(device) as enc_mem:
+        if kind == "features":  # a fresh view of the training set through the frozen encoder (+ decoding)
+            _sync(device)
+            t = time.perf_counter()
+            feats = encode_image_list(backbone.model, items, tf["train"], device, view_seed=1, num_workers=workers)
+            _sync(device)
+            enc_per_image = (time.perf_counter() - t) / n_train
+    probe = _probe_examples(steps)
+    data = (probe(labels=labels, features=lambda v: feats) if kind == "features"
+            else probe(labels=labels, items=items, transform=tf["train"], num_workers=workers))
+    with peak_memory(device) as fit_mem:
+        hist = fit(method, data, task, tcfg)
+    step_s = hist[-1]["seconds"] / max(1, hist[-1]["steps"])
+    images_per_step = hist[-1].get("batch_images", tcfg.batch_size)  # DPC: anchors + their negatives
+    with tower_profile(backbone.model, device) as prof:
+        hist = fit(method, data, task, replace(tcfg, epochs=1))
+    n_steps = max(1, hist[-1]["steps"])
+    profile = {k: v / n_steps for k, v in prof.items()}
+    profile["rest"] = max(0.0, hist[-1]["seconds"] / n_steps - sum(profile.values()))
+
+    with peak_memory(device) as ref_mem:
+        ref_s = _reference_step_time(ref, task, items, tf["train"], max(1, int(round(images_per_step))), steps, device,
+                                     workers)
+    steps_per_epoch = n_train // tcfg.batch_size if n_train >= tcfg.batch_size else 1
+    ref_epoch = steps_per_epoch * ref_s
+    cached_epoch = steps_per_epoch * step_s
+    fresh_epoch = cached_epoch + (n_train * enc_per_image if kind == "features" else 0.0)
+    note = f"{where}, batch {tcfg.batch_size} ({images_per_step:.0f} images/step), {device}"
+    rows += [Row(sec, m, "reference_step", ref_s, "s", note), Row(sec, m, "dpclab_step", step_s, "s", note),
+             Row(sec, m, "speedup_fresh_view", ref_epoch / fresh_epoch, "x",
+                 "reference epoch / dpclab epoch encoding a fresh view" if kind == "features"
+                 else "pixel method: every epoch decodes and encodes its images in both loops")]
+    if kind == "features":
+        rows += [Row(sec, m, "dpclab_encode_view_per_image", enc_per_image, "s", f"{n_train} images, {workers} workers"),
+                 Row(sec, m, "speedup_cached_view", ref_epoch / cached_epoch, "x",
+                     "reference epoch / dpclab epoch on a cached view")]
+    for k, v in profile.items():
+        rows.append(Row(sec, m, f"profile_{k}", v, "s", "per dpclab step" + (
+            "; encoding the fresh view adds %.4g s/step of image time" % (n_train * enc_per_image / steps_per_epoch)
+            if kind == "features" and k == "image_forward" else "")))
+    cuda = device.type == "cuda"
+    for name, mem in (("reference", ref_mem), ("dpclab_train", fit_mem), ("dpclab_encode", enc_mem)):
+        rows.append(Row(sec, m, f"peak_{'cuda' if cuda else 'rss'}_{name}", mem.cuda_mib if cuda else mem.rss_mib,
+                        "MiB", "max_memory_allocated" if cuda else "process RSS"))
+    ratio = ref_epoch / fresh_epoch
+    log(f"[{m}] {where}: reference {ref_s * 1000:.1f} ms/step, dpclab {step_s * 1000:.1f} ms/step"
+        + (f" + {enc_per_image * 1000:.2f} ms/image per fresh view" if kind == "features" else "")
+        + f"; epoch speed-up fresh view {ratio:.1f}x"
+        + (f", cached view {ref_epoch / cached_epoch:.1f}x" if kind == "features" else "")
+        + "; profile/step " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in profile.items()))
+    return rows
+
+
+def run_shapes(cfg: BenchConfig, shapes: Sequence[ShapeCase], methods: Sequence[str], steps: int,
+               log=print) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="dpclab-speed-") as tmp:
+        workdir = Path(cfg.workdir) if cfg.workdir is not None else Path(tmp)
+        register_tiny_model(workdir)
+        for case in cfg.cases:
+            backbone = load_clip(case.model, case.pretrained, resolve_device(cfg.device))
+            for shape in shapes:
+                for method in methods:
+                    rows += bench_shape(case, shape, method, backbone, workdir, cfg, steps, log)
+    return rows
+
+
+def shapes_markdown(rows: Sequence[Row]) -> str:
+    """One line per (model, method, shape): step times, epoch speed-ups, profile, peak memory."""
+    def val(model, sec, metric):
+        r = next((r for r in rows if r.model == model and r.section == sec and r.metric == metric), None)
+        return r.value if r is not None else float("nan")
+
+    lines = ["| shape | model, method | reference ms/step | dpclab ms/step | **speed-up fresh view** | speed-up cached "
+             "view | dpclab step: image / text fwd / optimiser / rest (ms) | peak ref / dpclab (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for sec, model in dict.fromkeys((r.section, r.model) for r in rows if r.section.startswith("shape:")):
+        mem = "cuda" if any(r.metric.startswith("peak_cuda") for r in rows if r.model == model) else "rss"
+        prof = " / ".join(f"{1000 * val(model, sec, 'profile_' + k):.1f}"
+                          for k in ("image_forward", "text_forward", "optimizer", "rest"))
+        note = next(r.note for r in rows if r.model == model and r.section == sec and r.metric == "dpclab_step")
+        cached = val(model, sec, "speedup_cached_view")
+        cached = "n/a (pixels)" if math.isnan(cached) else f"{cached:.1f}x"
+        lines.append(f"| {note} | {model} | {1000 * val(model, sec, 'reference_step'):.1f} | "
+                     f"{1000 * val(model, sec, 'dpclab_step'):.1f} | **{val(model, sec, 'speedup_fresh_view'):.1f}x** | "
+                     f"{cached} | {prof} | "
+                     f"{val(model, sec, f'peak_{mem}_reference'):.0f} / {val(model, sec, f'peak_{mem}_dpclab_train'):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 # -------------------------------------------------------------------------------------------------- output
 def write_csv(rows: Sequence[Row], path: Path) -> None:
     buf = io.StringIO()
@@ -480,12 +713,14 @@ def run_bench(cfg: BenchConfig, log=print) -> list[Row]:
         workdir = Path(cfg.workdir) if cfg.workdir is not None else Path(tmp)
         register_tiny_model(workdir)
         rows: list[Row] = []
-        for case in cfg.cases:
+        for case in cfg.cases if cfg.coop_cases else []:
             coop_rows, ctx = bench_coop(case, cfg, workdir, log)
             rows += coop_rows
             dpc_rows, dpc_method = bench_dpc(case, ctx, cfg, log)
             rows += dpc_rows
             rows += bench_omega(case, dpc_method, ctx["experiment"], log)
+        if cfg.shapes:
+            rows += run_shapes(cfg, cfg.shapes, cfg.shape_methods, cfg.shape_steps, log)
         if cfg.notebooks:
             rows += bench_notebooks(Path(cfg.out_csv).parent / "notebooks", cfg.notebooks_quick, log)
     header = (f"# dpclab benchmark ({time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
@@ -495,7 +730,13 @@ def run_bench(cfg: BenchConfig, log=print) -> list[Row]:
               f"n_views < epochs); 'fresh view': dpclab also encodes a new augmented view that epoch (the faithful "
               f"default).")
     write_csv(rows, Path(cfg.out_csv))
-    atomic_write_text(cfg.out_md, markdown(rows, header))
+    text = markdown(rows, header)
+    if cfg.shapes:
+        text += ("\n## Dataset shapes\n\nPer step, each loop at the method's SPEC batch; epoch speed-ups = steps per "
+                 "epoch x step time (+ encoding a fresh view of the training set for dpclab's features methods). "
+                 "Reference-style: images decoded every step, frozen image encoder inside the step, 77-token text.\n\n"
+                 + shapes_markdown(rows))
+    atomic_write_text(cfg.out_md, text)
     return rows
 
 
@@ -509,7 +750,7 @@ def parse_model(text: str) -> tuple[str, str | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dpclab.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dpclab speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="~1 minute smoke run: the small model only, tiny workload")
     p.add_argument("--model", action="append", metavar="NAME[:PRETRAINED]",
@@ -526,8 +767,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-notebooks", action="store_true", help="do not time `python -m dpclab report`")
     p.add_argument("--notebooks-full", action="store_true", help="time the full notebook suite instead of "
                    "`report --quick`")
-    p.add_argument("--csv", default="reports/bench/bench.csv")
-    p.add_argument("--markdown", default="reports/bench/bench.md")
+    p.add_argument("--shapes", nargs="*", metavar="DATASET", help="also compare the loops at these CoOp datasets' "
+                   "shapes for --shape-methods (default without --quick: imagenet eurosat; on a CPU reduced to at "
+                   "most 100 classes x 2 shots)")
+    p.add_argument("--shape-methods", nargs="+", default=list(SHAPE_METHODS))
+    p.add_argument("--shape-steps", type=int, help="timed steps per loop (default 5; quick 2)")
+    p.add_argument("--only-shapes", action="store_true", help="skip the CoOp epoch comparison on the bench dataset")
+    p.add_argument("--image-px", type=int, default=96, help="side of the generated images (decode cost; real "
+                   "photos are ~400 px)")
+    p.add_argument("--csv", default="reports/speed/speed.csv")
+    p.add_argument("--markdown", default="reports/speed/speed.md")
     p.add_argument("--workdir", help="keep generated data and caches here (default: a temporary folder)")
     return p
 
@@ -544,7 +793,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             cases.append(ModelCase(name, pretrained, args.classes or (4 if args.quick else 10),
                                    args.shots or (4 if args.quick else 16), args.batch_size or (4 if args.quick else 32),
                                    args.epochs or (2 if args.quick else 3)))
+    device = resolve_device(args.device)
+    names = args.shapes if args.shapes is not None else ([] if args.quick else ["imagenet", "eurosat"])
     return BenchConfig(cases=cases, device=args.device, notebooks=not (args.skip_notebooks or args.quick),
+                       shapes=shape_cases(names, reduced=device.type != "cuda"),
+                       shape_methods=tuple(args.shape_methods), shape_steps=args.shape_steps or (2 if args.quick else 5),
+                       coop_cases=not args.only_shapes, image_px=args.image_px,
                        notebooks_quick=not args.notebooks_full,
                        out_csv=Path(args.csv), out_md=Path(args.markdown),
                        workdir=Path(args.workdir) if args.workdir else None)

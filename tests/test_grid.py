@@ -1,0 +1,68 @@
+"""The report's runs spread over worker processes: two workers give exactly one worker's results, every run is
+trained once, and a second pass reuses them all."""
+
+from __future__ import annotations
+
+import torch
+
+from dpclab.grid import GridSource, PlannedRun, local_executor, run_config, run_grid
+
+
+def _source(root, runs) -> GridSource:
+    return GridSource(model="dpclab-tiny", pretrained="embedded", data_root=str(root), shots=4, epochs=1,
+                      device="cpu", cache_dir=str(runs / "cache"), runs_dir=str(runs), threads=1)
+
+
+def test_two_workers_equal_one_worker_and_nothing_runs_twice(json_root, tmp_path):
+    plan = [PlannedRun("06", "eurosat", "coop", 1), PlannedRun("06", "eurosat", "coop", 2),
+            PlannedRun("06", "eurosat", "coop+dpc", 1), PlannedRun("06", "eurosat", "zeroshot", 1)]
+    one = run_grid(plan, _source(json_root, tmp_path / "one"), None, log=lambda *_: None)
+    with local_executor(2) as pool:
+        two = run_grid(plan, _source(json_root, tmp_path / "two"), pool, log=lambda *_: None)
+    again = run_grid(plan, _source(json_root, tmp_path / "two"), None, log=lambda *_: None)
+    key = lambda d: (d["run"]["method"], d["run"]["seed"])  # noqa: E731
+    # zero-shot has nothing to train or store: not a job
+    assert sorted(map(key, one)) == sorted(map(key, two)) == [("coop", 1), ("coop", 2), ("coop+dpc", 1)]
+    assert len({d["worker"] for d in two}) == 2  # both workers took jobs
+    assert not any(d["reused"] for d in one + two)  # each run trained once: DPC's step 1 came from wave 1
+    assert all(d["reused"] for d in again)
+    by_one = {key(d): d for d in one}
+    for d in two:
+        assert d["metrics"] == by_one[key(d)]["metrics"]
+        a = torch.load(f"{d['run_dir']}/model.pt", weights_only=True)["state"]
+        b = torch.load(f"{by_one[key(d)]['run_dir']}/model.pt", weights_only=True)["state"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_config_matches_the_notebooks_run_directories(json_root, tmp_path):
+    from dpclab.notebook_helpers import Setup
+    from dpclab.pipeline import run_dir_for, train_config
+    from dpclab.backbones import load_clip
+
+    bb = load_clip("dpclab-tiny", "embedded", "cpu")
+    src = _source(json_root, tmp_path)
+    setup = Setup(backend="embedded", model="dpclab-tiny", pretrained="embedded", data_root=str(json_root),
+                  datasets=["eurosat"], shots=4, seeds=[1], epochs=1, device="cpu", quick=False, interactive=False,
+                  runs_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    for run in [PlannedRun("06", "eurosat", "coop+dpc", 1), PlannedRun("04", "eurosat", "coop", 1, train_classes="all"),
+                PlannedRun("02", "eurosat", "coop+dpc", 1, (("decouple", False),)),
+                PlannedRun("06", "eurosat", "maple+dept", 1)]:
+        ours = run_config(run, src)
+        theirs = setup.config(run.method, run.seed, run.dataset, train_classes=run.train_classes,
+                              method_cfg=dict(run.method_cfg))
+        assert run_dir_for(ours, bb) == run_dir_for(theirs, bb)
+        assert train_config(ours) == train_config(theirs)
+
+
+def test_submitit_executor_runs_the_same_jobs(json_root, tmp_path):
+    """The cluster path goes through submitit (its in-process 'debug' cluster here; SLURM on a cluster)."""
+    import pytest
+
+    pytest.importorskip("submitit")
+    from dpclab.grid import slurm_executor
+
+    plan = [PlannedRun("06", "eurosat", "coop", 1)]
+    ex = slurm_executor(tmp_path / "logs", cluster="debug", timeout_min=5)
+    (res,) = run_grid(plan, _source(json_root, tmp_path / "runs"), ex, log=lambda *_: None)
+    (local,) = run_grid(plan, _source(json_root, tmp_path / "local"), None, log=lambda *_: None)
+    assert not res["reused"] and res["metrics"] == local["metrics"]
