@@ -34,8 +34,18 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (logits.argmax(-1) == labels).float().mean().item()
 
 
-RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "seed", "base", "new", "hm", "epochs",
-                  "run_dir", "backend", "time"]
+RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "train_classes", "seed", "base", "new", "hm",
+                  "epochs", "run_dir", "backend", "time"]
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """A results table; rows of tables written before the ``train_classes`` column (base-to-new runs only: oracle
+    and transfer runs were not recorded then) read as ``train_classes="base"``."""
+    df = pd.read_csv(path)
+    if "train_classes" not in df:
+        df.insert(min(5, len(df.columns)), "train_classes", "base")
+    df["train_classes"] = df["train_classes"].fillna("base")
+    return df
 
 
 def append_result(path: str | os.PathLike, row: dict) -> None:
@@ -57,9 +67,12 @@ def _append_row(path: Path, row: dict) -> None:
 
 
 def summarize(table: pd.DataFrame | str | os.PathLike, by: Iterable[str] = ("dataset", "method")) -> pd.DataFrame:
-    """Mean ± std over seeds of base and new, and HM of the *means* (the protocol of SPEC §1)."""
-    df = pd.read_csv(table) if not isinstance(table, pd.DataFrame) else table
+    """Mean ± std over seeds of base and new, and HM of the *means* (the protocol of SPEC §1). A table with a
+    ``train_classes`` column is also grouped by it, so oracle (all-class) runs never mix with base-to-new runs."""
+    df = read_results(table) if not isinstance(table, pd.DataFrame) else table
     by = list(by)
+    if "train_classes" in df and "train_classes" not in by:
+        df, by = df.assign(train_classes=df["train_classes"].fillna("base")), by + ["train_classes"]
     g = df.groupby(by, sort=False)
     out = g.agg(base=("base", "mean"), base_std=("base", "std"), new=("new", "mean"), new_std=("new", "std"),
                 runs=("base", "size")).reset_index()
