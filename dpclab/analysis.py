@@ -1,8 +1,8 @@
 """Looking inside the feature space: DePT's channel importance and DPC's feature-channel invariance.
 
-**Channel importance** (DePT Eq. 3, SPEC §4). With L2-normalised image features ``f_j`` (labels ``y_j``) and class
-text features ``e_i`` (M classes), channel r matters for a task when images agree with their own class's text
-feature *at that channel* more than with the other classes' text features::
+**Channel importance** (DePT Eq. 3, docs/protocol.md#channel-importance). With L2-normalised image features ``f_j``
+(labels ``y_j``) and class text features ``e_i`` (M classes), channel r matters for a task when images agree with
+their own class's text feature *at that channel* more than with the other classes' text features::
 
     CI_r = mean_j  ReLU(e_{y_j, r} f_{j, r}) / ( (1/M) sum_i ReLU(e_{i, r} f_{j, r}) )
 
@@ -12,10 +12,11 @@ per-channel formula. A channel where no class scores positively for an image con
 The paper compares CoOp with an *oracle* (CoOp trained on base and new training data, :func:`oracle_config`):
 the oracle's base and new CI agree (ratio ~1), CoOp's base CI exceeds its new CI at most channels ("channel bias").
 
-**Feature-channel invariance** (DPC's claim, SPEC §5). Mixing prompts ``omega * P' + (1 - omega) * P`` is sensible
-if tuning changes *which* prompt, not *how the text encoder uses its channels*: per-channel mean/variance of the
-class text features should stay correlated with P's along omega, and the text encoder ``T`` should be nearly linear
-along the segment: ``gap(omega) = ||T(omega P' + (1-omega) P) - (omega T(P') + (1-omega) T(P))||``.
+**Feature-channel invariance** (DPC's claim, docs/protocol.md#feature-channel-invariance). Mixing prompts
+``omega * P' + (1 - omega) * P`` is sensible if tuning changes *which* prompt, not *how the text encoder uses its
+channels*: per-channel mean/variance of the class text features should stay correlated with P's along omega, and the
+text encoder ``T`` should be nearly linear along the segment:
+``gap(omega) = ||T(omega P' + (1-omega) P) - (omega T(P') + (1-omega) T(P))||``.
 Everything here works on tensors or on a callable ``features_at(omega) -> [C, E]`` (:func:`prompt_mix_fn` builds
 one for any method whose prompts are named parameters), so it does not depend on how DPC is implemented.
 """

@@ -18,7 +18,6 @@ cares which of these it is.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Callable
 import open_clip
 import torch
 from torch import nn
+
+from .io import sha256_file
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -111,11 +112,7 @@ def _config_file_model(model_name: str) -> str:
 
 
 def _file_sha256(path: Path, prefix: int = 12) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:prefix]
+    return sha256_file(path)[:prefix]
 
 
 def _check_model_name(model_name: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -50,6 +51,7 @@ from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone, embedded_c
     register_model_configs, resolve_device
 from .data.coop import DatasetSpec
 from .data.features import ImageList, cached_features
+from .io import atomic_write_text
 from .methods.coop import init_context
 from .text import eot_positions, tokenize
 from .train import Examples, TrainConfig, epoch_generator, fit, lr_at_epoch
@@ -440,14 +442,12 @@ def bench_notebooks(out_dir: Path, quick: bool = True, log=print) -> list[Row]:
 
 # -------------------------------------------------------------------------------------------------- output
 def write_csv(rows: Sequence[Row], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["section", "model", "metric", "value", "unit", "note"])
-        for r in rows:
-            w.writerow([r.section, r.model, r.metric, f"{r.value:.6g}", r.unit, r.note])
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["section", "model", "metric", "value", "unit", "note"])
+    for r in rows:
+        w.writerow([r.section, r.model, r.metric, f"{r.value:.6g}", r.unit, r.note])
+    atomic_write_text(path, buf.getvalue())
 
 
 def markdown(rows: Sequence[Row], header: str) -> str:
@@ -495,8 +495,7 @@ def run_bench(cfg: BenchConfig, log=print) -> list[Row]:
               f"n_views < epochs); 'fresh view': dpclab also encodes a new augmented view that epoch (the faithful "
               f"default).")
     write_csv(rows, Path(cfg.out_csv))
-    Path(cfg.out_md).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.out_md).write_text(markdown(rows, header))
+    atomic_write_text(cfg.out_md, markdown(rows, header))
     return rows
 
 

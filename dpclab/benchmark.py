@@ -17,28 +17,27 @@ Besides base / new / HM on the test images, each row holds ``train_acc``: the ac
 own few-shot training images (base classes) seen with the *test* transform. Prompt tuning with 16 shots should come
 close to memorising them; a low value means the method under-fits and the Base-New trade-off cannot show.
 
-Protocol (SPEC §1): fixed base/new split per dataset (first half of the sorted labels = base), seeds choose the
-few-shot training images and the random parts of training; accuracies are averaged over seeds, HM is taken of the
-averages; across datasets base and new are averaged first, then HM. Nothing here looks at test accuracy to choose a
-setting: every method runs with its SPEC defaults unless the caller overrides them for all methods alike.
+Protocol (docs/protocol.md#metrics): fixed base/new split per dataset (first half of the sorted labels = base), seeds
+choose the few-shot training images and the random parts of training; accuracies are averaged over seeds, HM is taken
+of the averages; across datasets base and new are averaged first, then HM. Nothing here looks at test accuracy to
+choose a setting: every method runs with its protocol defaults (docs/protocol.md#hyperparameters) unless the caller
+overrides them for all methods alike.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
-from .data.coop import atomic_write_text
-from .locking import file_lock
-from .evaluate import accuracy, harmonic_mean, predict_logits, summarize
+from .io import atomic_write_text
+from .evaluate import accuracy, format_mean_std, harmonic_mean, predict_logits, summarize
 from .methods import PLUGINS, parse_method
 from .pipeline import Experiment, RunConfig, cached_backbone, run
 
@@ -135,7 +134,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: dataset, method, base, base_std, new, new_std, hm, train_acc, train_acc_std, runs.
     ``std`` is the sample standard deviation over seeds (ddof=1; NaN for a single seed). ``hm`` is the harmonic
-    mean of the *mean* base and new (SPEC §1), not the mean of per-seed HMs.
+    mean of the *mean* base and new (docs/protocol.md#metrics), not the mean of per-seed HMs.
 
     The average row averages base, new and train_acc over datasets (each dataset weighs the same), then takes
     the HM of those averages. Its std is the spread over seeds of the per-seed dataset averages, computed over
@@ -149,10 +148,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     if "train_acc" not in runs.columns:
         runs["train_acc"] = math.nan
-    per = summarize(runs, by=("dataset", "method"))
-    train = runs.groupby(["dataset", "method"], sort=False).agg(train_acc=("train_acc", "mean"),
-                                                                train_acc_std=("train_acc", "std")).reset_index()
-    per = per.merge(train, on=["dataset", "method"], how="left")
+    per = summarize(runs, by=("dataset", "method"), metrics=("base", "new", "train_acc"))
     average = [_average_row(runs, per, method) for method in per["method"].unique()]
     out = pd.concat([per, pd.DataFrame(average)], ignore_index=True)
     return out[["dataset", "method", "base", "base_std", "new", "new_std", "hm", "train_acc", "train_acc_std",
@@ -223,21 +219,13 @@ def check_targets(summary: pd.DataFrame, dataset: str = AVERAGE) -> pd.DataFrame
 
 
 # ------------------------------------------------------------------------------------------------------ the writers
-def _pm(mean: float, std: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {std:.2f}"
-
-
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a markdown table: base / new / HM / train accuracy, ``mean ± std`` over seeds."""
     lines = ["| dataset | method | base | new | HM | train (shots) | runs |", "|---|---|---|---|---|---|---|"]
     for r in summary.itertuples(index=False):
         name = f"**{r.dataset}**" if r.dataset == AVERAGE else r.dataset
-        lines.append(f"| {name} | {r.method} | {_pm(r.base, r.base_std)} | {_pm(r.new, r.new_std)} | {r.hm:.2f} | "
-                     f"{_pm(r.train_acc, r.train_acc_std)} | {int(r.runs)} |")
+        lines.append(f"| {name} | {r.method} | {format_mean_std(r.base, r.base_std)} | {format_mean_std(r.new, r.new_std)} | {r.hm:.2f} | "
+                     f"{format_mean_std(r.train_acc, r.train_acc_std)} | {int(r.runs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -274,76 +262,5 @@ def write_report(out: str | Path, name: str, runs: pd.DataFrame, summary: pd.Dat
     return paths
 
 
-# --------------------------------------------------------------------------------------------- the embedded world
-def world_stamp(seed: int = 0) -> str:
-    """Identifies the world generator's code and seed: a change of ``dpclab/data/world.py`` changes the images,
-    and the feature cache (keyed by file paths) must not be reused across such a change."""
-    from .data import world
-
-    source = Path(world.__file__).read_bytes()
-    return f"seed{seed}-{hashlib.sha1(source).hexdigest()[:12]}"
-
-
-STAMP_FILE = ".world_stamp"
-
-
-def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) -> list[str]:
-    """Write the embedded world datasets among ``datasets`` that are missing under ``data_root``; returns the
-    names written. Datasets that are not world datasets are left alone. A world dataset written by a different
-    version of the generator is regenerated (one log line says so); its new image files have new (size, mtime)
-    stamps, so feature caches and runs made from the old images are not reused."""
-    from .data.world import WORLD_SPECS, get_world_dataset
-
-    root, stamp, written = Path(data_root), world_stamp(seed), []
-    # notebooks run in parallel: the first writes a missing dataset, the others wait and then find it
-    with file_lock(root / ".world.lock"):
-        for name in datasets:
-            if name not in WORLD_SPECS:
-                continue
-            folder = root / get_world_dataset(name).dirname
-            stamp_path = folder / STAMP_FILE
-            if folder.is_dir() and stamp_path.is_file():
-                found = stamp_path.read_text().strip()
-                if found == stamp:
-                    continue
-                log.warning("regenerating %s: written by world generator %s, current %s", folder, found, stamp)
-                _write_stamped(root, name, seed, stamp)
-                written.append(name)
-                continue
-            if folder.is_dir() and any(folder.iterdir()):
-                log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
-                continue
-            _write_stamped(root, name, seed, stamp)
-            written.append(name)
-    return written
-
-
-def _write_stamped(root: Path, name: str, seed: int, stamp: str) -> Path:
-    from .data.world import get_world_dataset, write_world
-
-    write_world(root, [name], seed=seed)
-    folder = root / get_world_dataset(name).dirname
-    atomic_write_text(folder / STAMP_FILE, stamp + "\n")
-    return folder
-
-
-def rewrite_world(data_root: str | Path, datasets: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
-    """(Re)write world datasets (default: all) with the current generator and stamp them, under the world lock.
-    Feature caches and runs made from the replaced images stay on disk but are not reused (they are keyed by the
-    images' (size, mtime) stamps)."""
-    names = world_datasets() if datasets is None else list(datasets)
-    root, stamp = Path(data_root), world_stamp(seed)
-    with file_lock(root / ".world.lock"):
-        return {name: _write_stamped(root, name, seed, stamp) for name in names}
-
-
-def world_datasets() -> list[str]:
-    """The embedded world's dataset names as the pipeline knows them (folder names, e.g. ``world_tint``)."""
-    from .data.world import WORLD_SPECS
-
-    return list(WORLD_SPECS)
-
-
 __all__ = ["run_grid", "summary_table", "check_targets", "write_report", "markdown_table", "markdown_targets",
-           "train_accuracy", "ensure_world", "rewrite_world", "world_datasets", "DEFAULT_METHODS", "DEFAULT_SEEDS",
-           "AVERAGE"]
+           "train_accuracy", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE"]

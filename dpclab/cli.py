@@ -179,9 +179,9 @@ def cmd_transfer(args) -> int:
 def cmd_benchmark(args) -> int:
     import time
 
-    from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, ensure_world,
-                            markdown_table, markdown_targets, run_grid, summary_table, world_datasets, world_stamp,
-                            write_report)
+    from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, markdown_table,
+                            markdown_targets, run_grid, summary_table, write_report)
+    from .data.world import ensure_world, world_datasets, world_stamp
     from .pipeline import cached_backbone
 
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
@@ -217,7 +217,7 @@ def cmd_benchmark(args) -> int:
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
               f"- weights: {cached_backbone(args.model, args.pretrained, args.device).key} (sha256 prefix of a "
               f"checkpoint file)\n- world generator: {world_stamp()}\n"
-              f"- training overrides: {train or 'none (SPEC defaults)'}\n- wall time: {wall:.0f} s "
+              f"- training overrides: {train or 'none (protocol defaults)'}\n- wall time: {wall:.0f} s "
               f"({int(runs['reused'].sum())} of {len(runs)} runs reused)")
     name = args.name or ("quick" if args.quick else "benchmark")
     paths = write_report(args.out, name, runs, summary, targets, header=header)
@@ -274,7 +274,7 @@ def cmd_strip(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from .benchmark import rewrite_world
+    from .data.world import rewrite_world
 
     for name, path in rewrite_world(args.root, args.names, seed=args.seed).items():
         print(f"{name}: {path}")
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", help="default: zeroshot coop coop+dpc coop+dept")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 1 2 3 (--quick: 1)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 epochs per method, 1 seed, 1 dataset")
-    p.add_argument("--epochs", type=int, help="override every method's epochs (default: SPEC defaults)")
+    p.add_argument("--epochs", type=int, help="override every method's epochs (default: protocol defaults)")
     p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides, for all methods")
     p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
     p.add_argument("--name", help="file name stem of the tables (default: benchmark, or quick)")

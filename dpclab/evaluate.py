@@ -1,17 +1,18 @@
-"""Accuracy, base/new/HM, the results table (appended atomically) and its multi-seed summary."""
+"""Accuracy, base/new/HM, the results table (appended atomically), its per-seed summary and the mean ± std format."""
 
 from __future__ import annotations
 
-import io
+import math
 import os
+import statistics
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .locking import file_lock
+from .io import atomic_write_text, file_lock
 from .methods.base import Task
 from .train import Examples
 
@@ -51,7 +52,6 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 def append_result(path: str | os.PathLike, row: dict) -> None:
     """Append one row to a CSV results table atomically: readers see the old or the new file, never a torn one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(f".{path.name}.lock")):  # concurrent writers (parallel notebooks) lose no row
         _append_row(path, row)
 
@@ -59,29 +59,46 @@ def append_result(path: str | os.PathLike, row: dict) -> None:
 def _append_row(path: Path, row: dict) -> None:
     old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=RESULT_COLUMNS)
     new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
-    buf = io.StringIO()
-    new.to_csv(buf, index=False)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, new.to_csv(index=False))
 
 
-def summarize(table: pd.DataFrame | str | os.PathLike, by: Iterable[str] = ("dataset", "method")) -> pd.DataFrame:
-    """Mean ± std over seeds of base and new, and HM of the *means* (the protocol of SPEC §1). A table with a
+def summarize(table: pd.DataFrame | str | os.PathLike, by: Iterable[str] = ("dataset", "method"),
+              metrics: Sequence[str] = ("base", "new")) -> pd.DataFrame:
+    """The per-seed summary: for each group of ``by``, the mean and sample std (ddof=1, NaN for one seed) over
+    seeds of every column in ``metrics`` (``<metric>`` and ``<metric>_std``), the number of runs, and ``hm``, the
+    harmonic mean of the *mean* base and new accuracies (see docs/protocol.md#metrics). A table with a
     ``train_classes`` column is also grouped by it, so oracle (all-class) runs never mix with base-to-new runs."""
     df = read_results(table) if not isinstance(table, pd.DataFrame) else table
     by = list(by)
     if "train_classes" in df and "train_classes" not in by:
         df, by = df.assign(train_classes=df["train_classes"].fillna("base")), by + ["train_classes"]
-    g = df.groupby(by, sort=False)
-    out = g.agg(base=("base", "mean"), base_std=("base", "std"), new=("new", "mean"), new_std=("new", "std"),
-                runs=("base", "size")).reset_index()
+    aggs = {}
+    for m in metrics:
+        aggs[m], aggs[f"{m}_std"] = (m, "mean"), (m, "std")
+    out = df.groupby(by, sort=False).agg(**aggs, runs=(metrics[0], "size")).reset_index()
     out["hm"] = [harmonic_mean(b, n) for b, n in zip(out["base"], out["new"])]
     return out
 
 
 def average_over_datasets(summary: pd.DataFrame, by: str = "method") -> pd.DataFrame:
-    """Across datasets: average base and new first, then HM (SPEC §1)."""
+    """Across datasets: average base and new first, then HM (docs/protocol.md#metrics)."""
     out = summary.groupby(by, sort=False).agg(base=("base", "mean"), new=("new", "mean")).reset_index()
     out["hm"] = [harmonic_mean(b, n) for b, n in zip(out["base"], out["new"])]
     return out
+
+
+def format_mean_std(mean: float | None, std: float | None = None) -> str:
+    """``"82.10 ± 1.20"``; just ``"82.10"`` without a spread (std None or NaN: one seed); ``"–"`` without a mean."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def mean_std(values: Iterable[float]) -> str:
+    """Per-seed ``values`` as :func:`format_mean_std` of their mean and sample std (None and NaN are skipped)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return format_mean_std(None)
+    return format_mean_std(statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else None)

@@ -9,7 +9,7 @@ Every notebook starts with the same parameters cell (papermill overrides it with
     dataset = None          # None = the embedded default / "eurosat" on real CLIP; "a,b" for several
     shots = 16
     seeds = "1 2 3"         # a list, or a string "1 2 3" / "[1, 2, 3]" (what `-p seeds ...` gives)
-    epochs = None           # None = each method's SPEC default (scaled down in quick mode)
+    epochs = None           # None = each method's protocol default (scaled down in quick mode)
     device = "auto"
     quick = False           # a fast smoke run: few epochs, one seed, coarse grids
     interactive = True      # widgets and progress bars; the report runs with False
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+from .evaluate import format_mean_std, mean_std, summarize  # noqa: F401 - mean_std: the notebooks call nb.mean_std
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def _resolve_backend(backend: str, pretrained: str) -> str:
 
 def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
     """Write the embedded world's datasets that are missing under ``data_root`` (deterministic, a few seconds);
-    the benchmark's :func:`dpclab.benchmark.ensure_world` (locked, stamped with the generator version)."""
-    from .benchmark import ensure_world as write_missing_world
+    :func:`dpclab.data.world.ensure_world` (locked, stamped with the generator version)."""
+    from .data.world import ensure_world as write_missing_world
 
     write_missing_world(data_root, datasets)
 
@@ -139,7 +140,7 @@ class Setup:
         return cached_backbone(self.model, str(self.pretrained), self.device)
 
     def epochs_for(self, default: int) -> int:
-        """The epochs actually trained for a method whose SPEC default is ``default``."""
+        """The epochs actually trained for a method whose protocol default is ``default``."""
         if self.epochs is not None:
             return int(self.epochs)
         if self.quick:
@@ -151,7 +152,7 @@ class Setup:
         from .methods import PLUGINS, get_method, parse_method
 
         if self.epochs is None and not self.quick:
-            return {}, {}  # the SPEC defaults: the same run directories as `python -m dpclab train`
+            return {}, {}  # the protocol defaults: the same run directories as `python -m dpclab train`
         base_name, plugin = parse_method(method)
         base_default = get_method(base_name).train.get("epochs", 200)
         if plugin is None:
@@ -556,32 +557,16 @@ def untrained_coop_vs_zeroshot(exp, backbone, words: str = "a photo of a") -> "p
     return pd.DataFrame(rows)
 
 
-def mean_std(values: Sequence[float]) -> str:
-    """``"82.10 ± 1.20"`` (sample std over seeds; just the mean for a single value)."""
-    import statistics
-
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
-
-
 def seed_table(results: dict) -> "pd.DataFrame":
     """``{method: [metrics per seed]}`` -> one row per method: base/new/HM as mean ± std over seeds, and the HM of
     the mean base and new accuracies (the protocol's HM)."""
     import pandas as pd
 
-    from .evaluate import harmonic_mean
-
-    rows = []
-    for name, runs in results.items():
-        base = [m["base"] for m in runs]
-        new = [m["new"] for m in runs]
-        rows.append({"method": name, "seeds": len(runs), "base": mean_std(base), "new": mean_std(new),
-                     "HM (of means)": round(harmonic_mean(sum(base) / len(base), sum(new) / len(new)), 2)})
-    return pd.DataFrame(rows)
+    s = summarize(pd.DataFrame([{"method": name, **m} for name, runs in results.items() for m in runs]), ("method",))
+    return pd.DataFrame({"method": s["method"], "seeds": s["runs"],
+                         "base": [format_mean_std(m, sd) for m, sd in zip(s["base"], s["base_std"])],
+                         "new": [format_mean_std(m, sd) for m, sd in zip(s["new"], s["new_std"])],
+                         "HM (of means)": [round(h, 2) for h in s["hm"]]})
 
 
 __all__ = ["PARAMETER_KEYS", "Setup", "setup", "parse_seeds", "parse_datasets", "ensure_world", "project_root",

@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .evaluate import accuracy, harmonic_mean
+from .io import atomic_torch_save
 from .methods.base import Task, cosine_logits
 from .methods.dpc import DPC, check_omega
 from .train import Examples
@@ -47,12 +48,7 @@ class OmegaGrid:
     meta: dict = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(asdict(self), tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_torch_save(asdict(self), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OmegaGrid":

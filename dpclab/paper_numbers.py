@@ -1,8 +1,8 @@
 """Published numbers (ViT-B/16, base-to-new, 16 shots, mean of 3 seeds) to set our results in context.
 
-Copied from the papers via ``SPEC.md`` (§3 DPC, CVPR 2025; §4 DePT, CVPR 2024). These are *the papers' numbers on
-real CLIP and the 11 CoOp datasets*; the notebooks always show them next to, never instead of, numbers computed
-here, and label which backend computed ours. ``approx=True`` marks values read off a plot.
+Copied from the papers (DPC, CVPR 2025; DePT, CVPR 2024); the protocol behind them is docs/protocol.md. These are *the
+papers' numbers on real CLIP and the 11 CoOp datasets*; the notebooks always show them next to, never instead of,
+numbers computed here, and label which backend computed ours. ``approx=True`` marks values read off a plot.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,10 +22,10 @@ import torch
 from torch import nn
 
 from .backbones import Backbone, load_clip
-from .data.coop import DatasetSplits, Datum, atomic_write_text, few_shot, load_dataset, subsample_classes
+from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
 from .data.features import build_transforms, cached_features, items_digest
-from .locking import file_lock
 from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
+from .io import atomic_torch_save, atomic_write_text, file_lock
 from .methods import METHODS, PLUGINS, get_method, parse_method
 from .methods.base import Task, learned_state, load_learned_state
 from .train import Examples, TrainConfig, config_fingerprint, fit
@@ -49,7 +48,8 @@ class RunConfig:
     runs_dir: str = "runs"
     #: CSV results table to append to (None = don't)
     results: str | None = "runs/results.csv"
-    #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's SPEC defaults
+    #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's protocol defaults
+    #: (docs/protocol.md#hyperparameters)
     train: dict = field(default_factory=dict)
     #: overrides of the method's config dataclass (for "base+plugin" methods: the plug-in's config)
     method_cfg: dict = field(default_factory=dict)
@@ -333,9 +333,8 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
         history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir, fp, on_epoch)
     metrics = exp.evaluate(method)
     if run_dir is not None:
-        torch.save({"state": learned_state(method), "method": cfg.method, "fingerprint": fp},
-                   run_dir / ".model.pt.tmp")
-        os.replace(run_dir / ".model.pt.tmp", run_dir / "model.pt")
+        atomic_torch_save({"state": learned_state(method), "method": cfg.method, "fingerprint": fp},
+                          run_dir / "model.pt")
         atomic_write_text(run_dir / "result.json", json.dumps(
             {"metrics": metrics, "history": history, "config_fingerprint": full_fp, "train": asdict(tcfg),
              "config": asdict(cfg), "seconds": time.time() - t0}, indent=1, default=str))

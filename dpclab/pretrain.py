@@ -21,12 +21,9 @@ a plain fp16 state dict that ``open_clip.create_model_and_transforms("dpclab-tin
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import logging
 import math
-import os
 import shlex
 import sys
 import tempfile
@@ -36,19 +33,22 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
 
+from dpclab.backbones import EMBEDDED_MODEL as MODEL_NAME
+from dpclab.backbones import MODEL_CONFIG_DIR, register_model_configs
 from dpclab.data import world
-from dpclab.data.coop import atomic_write_text
+from dpclab.data.coop import DatasetSpec, base_new_classes, load_dataset
+from dpclab.data.features import encode_image_list
+from dpclab.io import atomic_torch_save, atomic_write_text, sha256_file
+from dpclab.text import encode_embeddings, eot_positions
 
-MODEL_NAME = "dpclab-tiny"
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-# CLIP's image normalisation (open_clip's OPENAI_DATASET_MEAN / STD), applied by its preprocess too.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# CLIP's image normalisation, applied by open_clip's preprocess too.
+CLIP_MEAN = open_clip.OPENAI_DATASET_MEAN
+CLIP_STD = open_clip.OPENAI_DATASET_STD
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,9 @@ class PretrainConfig:
 # ----------------------------------------------------------------------------------------------------
 
 
-def register_model_config() -> None:
-    """Make ``dpclab-tiny`` known to open_clip (idempotent)."""
-    import open_clip
-
-    if MODEL_NAME not in open_clip.list_models():
-        open_clip.add_model_config(str(MODEL_CONFIG_DIR))
-
-
 def load_model(checkpoint: str | Path | None = None):
     """``(model, preprocess, tokenizer)`` of dpclab-tiny; random init when ``checkpoint`` is None."""
-    import open_clip
-
-    register_model_config()
+    register_model_configs(MODEL_CONFIG_DIR)
     model, _, preprocess = open_clip.create_model_and_transforms(
         MODEL_NAME, pretrained=str(checkpoint) if checkpoint else None
     )
@@ -94,18 +84,13 @@ def load_model(checkpoint: str | Path | None = None):
 
 
 def encode_text_truncated(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """``model.encode_text(tokens)`` computed on tokens cut after the last end-of-text position.
+    """``model.encode_text(tokens)`` computed on tokens cut after the last end-of-text position
+    (:func:`dpclab.text.encode_embeddings`, with gradients).
 
-    Equal to the full computation because the causal mask stops later positions from influencing
-    earlier ones and the features are read at the end-of-text (argmax id) position.
+    Only the kept tokens are embedded, so the token embedding's gradient sums exactly the terms it always did.
     """
-    length = int(tokens.argmax(dim=-1).max()) + 1
-    tokens = tokens[:, :length]
-    x = model.token_embedding(tokens) + model.positional_embedding[:length]
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-    return x @ model.text_projection
+    eot = eot_positions(tokens)
+    return encode_embeddings(model, model.token_embedding(tokens[:, :int(eot.max()) + 1]), eot)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -165,12 +150,6 @@ def token_embedding_norms(model: torch.nn.Module, tokenizer: Callable, words: Se
 # ----------------------------------------------------------------------------------------------------
 
 
-def base_new_split(num_classes: int) -> tuple[list[int], list[int]]:
-    """The base-to-new protocol: sorted labels, base = first ceil(n/2), new = the rest."""
-    m = math.ceil(num_classes / 2)
-    return list(range(m)), list(range(m, num_classes))
-
-
 @torch.no_grad()
 def evaluate_zero_shot(
     model: torch.nn.Module,
@@ -188,31 +167,24 @@ def evaluate_zero_shot(
     ``new`` (new images among new classes only), as in the base-to-new protocol.
     """
     dataset_dir = Path(dataset_dir)
-    entries = json.loads((dataset_dir / split_file).read_text())[split]
-    names: dict[int, str] = {}
-    for _, label, classname in entries:
-        names[int(label)] = classname.replace("_", " ")
-    n = max(names) + 1
-    prompts = [template.format(names[i]) for i in range(n)]
-    text = F.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
-
-    labels = torch.tensor([int(e[1]) for e in entries])
-    feats = []
-    for i in range(0, len(entries), batch_size):
-        chunk = entries[i:i + batch_size]
-        imgs = torch.stack([preprocess(Image.open(dataset_dir / "images" / e[0]).convert("RGB")) for e in chunk])
-        feats.append(F.normalize(model.encode_image(imgs), dim=-1))
-    sims = torch.cat(feats) @ text.T
-
-    base, new = base_new_split(n)
+    spec = DatasetSpec(dataset_dir.name, dataset_dir.name, "json", "images", split_file, template)
+    data = load_dataset(dataset_dir.parent, spec.name, specs={spec.name: spec})
+    items = getattr(data, split)
+    # open_clip's full-length encode_text, as the recorded manifests were measured (truncation agrees to ~1e-7 only)
+    text = F.normalize(model.encode_text(tokenizer([template.format(c) for c in data.classnames])), dim=-1)
+    image = F.normalize(encode_image_list(model, items, preprocess, torch.device("cpu"), batch_size), dim=-1)
+    sims = image @ text.T
+    labels = torch.tensor([d.label for d in items])
+    base, new = base_new_classes(data.num_classes)
 
     def acc(classes: list[int]) -> float:
         cls = torch.tensor(classes)
         keep = torch.isin(labels, cls)
         pred = cls[sims[keep][:, cls].argmax(dim=-1)]
+        # the percentage is taken in float32, as the recorded manifests were (not evaluate.accuracy's float64)
         return float((pred == labels[keep]).float().mean() * 100.0)
 
-    return {"all": acc(list(range(n))), "base": acc(base), "new": acc(new)}
+    return {"all": acc(list(range(data.num_classes))), "base": acc(base), "new": acc(new)}
 
 
 def evaluate_world(model: torch.nn.Module, tokenizer: Callable, preprocess: Callable, root: str | Path) -> dict:
@@ -228,32 +200,6 @@ def evaluate_world(model: torch.nn.Module, tokenizer: Callable, preprocess: Call
 # ----------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _save_atomic(state: dict, out_path: Path) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        # through a buffer: torch.save names the archive's records after the file, and a random temp name would
-        # make two identical trainings differ by their bytes (and sha256)
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        Path(tmp).write_bytes(buffer.getvalue())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def train(cfg: PretrainConfig, progress: bool = True) -> tuple[torch.nn.Module, list[float]]:
@@ -312,15 +258,13 @@ def pretrain(
     The metrics are measured on the *saved* checkpoint reloaded through open_clip, on the test split of
     every world dataset written with ``eval_seed``. Returns the manifest dictionary.
     """
-    import open_clip
-
     cfg = PretrainConfig(steps=steps, batch_size=batch_size, seed=seed, **overrides)
     out_path = Path(out_path)
     t0 = time.time()
     model, losses = train(cfg, progress=progress)
     train_seconds = time.time() - t0
     state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    _save_atomic(state, out_path)
+    atomic_torch_save(state, out_path)
 
     manifest: dict = {
         "model": MODEL_NAME,

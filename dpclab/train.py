@@ -1,7 +1,8 @@
 """The one training loop: SGD + momentum, 1 warm-up epoch at constant lr, cosine decay, a checkpoint per epoch,
 exact resume, NaN guard. Every method (and the DPC/DePT plug-ins) trains through :func:`fit`.
 
-Methods may customise three things by defining optional methods (no subclassing of a trainer):
+Every method is a :class:`~dpclab.methods.base.PromptMethod`; the loop calls its three hooks (no subclassing of
+a trainer; the base class's defaults are one parameter group, the plain shuffled batches and nothing):
   * ``param_groups(lr) -> list[dict]``  e.g. DePT's head at 6.5x the prompt lr;
   * ``batches(data, epoch, cfg, generator) -> iterable of (x, y)``  e.g. DPC's hard-negative batches
     (``data.task`` names the classes the labels index, so a method can score images before it builds a batch);
@@ -28,7 +29,8 @@ from torch.utils.data import DataLoader
 
 from .data.coop import Datum
 from .data.features import ImageList
-from .methods.base import Task, learned_state, load_learned_state, trainable_parameters
+from .io import atomic_torch_save
+from .methods.base import PromptMethod, Task, learned_state, load_learned_state, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +118,6 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class RunDirError(RuntimeError):
     pass
 
@@ -132,7 +128,7 @@ def config_fingerprint(cfg: TrainConfig, extra: dict) -> str:
     return json.dumps({"train": d, **extra}, sort_keys=True, default=str)
 
 
-def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
+def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
         fingerprint: dict | None = None, on_epoch: Callable[[int, nn.Module], dict] | None = None,
         stop_after: int | None = None) -> list[dict]:
     """Train ``method`` on ``data`` for ``task``; return per-epoch history (loss, acc, lr, seconds, + on_epoch logs).
@@ -149,8 +145,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
     params = trainable_parameters(method)
     if not params:
         raise ValueError(f"{type(method).__name__} has no trainable parameters; nothing to train.")
-    groups = method.param_groups(cfg.lr) if hasattr(method, "param_groups") else [
-        {"params": list(params.values()), "lr": cfg.lr}]
+    groups = method.param_groups(cfg.lr)
     for g in groups:
         g["base_lr"] = g["lr"]
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -182,8 +177,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
         for g in opt.param_groups:
             g["lr"] = lr_at_epoch(epoch, g["base_lr"], cfg)
         gen = epoch_generator(cfg.seed, epoch)
-        batches = (method.batches(data, epoch, cfg, gen) if hasattr(method, "batches")
-                   else data.batches(epoch, cfg, gen))
+        batches = method.batches(data, epoch, cfg, gen)
         sums: dict[str, float] = {}
         steps = 0
         for x, y in batches:
@@ -201,8 +195,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
             steps += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-        if hasattr(method, "on_epoch_end"):
-            method.on_epoch_end(epoch, cfg)
+        method.on_epoch_end(epoch, cfg)
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - t0,
                **{k: v / max(steps, 1) for k, v in sums.items()}}
         if on_epoch is not None:
@@ -213,7 +206,7 @@ def fit(method: nn.Module, data: Examples, task: Task, cfg: TrainConfig, run_dir
         history.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "acc")})
         if ckpt_path is not None:
-            _atomic_save({"epoch": epoch, "state": learned_state(method), "optimizer": opt.state_dict(),
+            atomic_torch_save({"epoch": epoch, "state": learned_state(method), "optimizer": opt.state_dict(),
                           "history": history, "fingerprint": fp}, ckpt_path)
     method.eval()
     return history

@@ -24,7 +24,8 @@ import torch
 
 from conftest import write_json_dataset
 from dpclab.cli import main
-from dpclab.data.coop import DatasetError, FewShotWarning, atomic_write_text, few_shot, load_dataset
+from dpclab.data.coop import DatasetError, FewShotWarning, few_shot, load_dataset
+from dpclab.io import atomic_torch_save, atomic_write_text
 from dpclab.pipeline import Experiment, RunConfig, build_method, run
 
 
@@ -215,11 +216,9 @@ def _crash(*_):
 
 @pytest.mark.parametrize("writer", ["result.json", "checkpoint"])
 def test_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch, writer):
-    from dpclab.train import _atomic_save
-
     path = tmp_path / ("result.json" if writer == "result.json" else "checkpoint.pt")
     write = ((lambda v: atomic_write_text(path, json.dumps({"metrics": v}))) if writer == "result.json" else
-             (lambda v: _atomic_save({"metrics": v}, path)))
+             (lambda v: atomic_torch_save({"metrics": v}, path)))
     read = ((lambda: json.loads(path.read_text())) if writer == "result.json" else
             (lambda: torch.load(path, weights_only=True)))
     write(1.0)

@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dpclab import benchmark
-from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, GRID_COLUMNS, check_targets, ensure_world, markdown_table,
-                              markdown_targets, run_grid, summary_table, write_report)
+from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, GRID_COLUMNS, check_targets, markdown_table, markdown_targets,
+                              run_grid, summary_table, write_report)
 from dpclab.cli import main
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
@@ -162,19 +161,19 @@ def test_ensure_world_writes_missing_and_regenerates_another_world(tmp_path, mon
             (root / world.get_world_dataset(n).dirname).mkdir(parents=True)
 
     monkeypatch.setattr(world, "write_world", fake_write)
-    assert ensure_world(tmp_path, ["world_tint", "eurosat"]) == ["world_tint"]
+    assert world.ensure_world(tmp_path, ["world_tint", "eurosat"]) == ["world_tint"]
     assert calls == [["world_tint"]]
-    assert ensure_world(tmp_path, ["world_tint"]) == []  # present, same generator: nothing to do
-    (tmp_path / "world_tint" / benchmark.STAMP_FILE).write_text("seed0-000000000000\n")
+    assert world.ensure_world(tmp_path, ["world_tint"]) == []  # present, same generator: nothing to do
+    (tmp_path / "world_tint" / world.STAMP_FILE).write_text("seed0-000000000000\n")
 
     def fake_rewrite(root, names, seed=0):  # write_dataset replaces the folder as a whole
         calls.append(list(names))
 
     monkeypatch.setattr(world, "write_world", fake_rewrite)
-    with caplog.at_level("WARNING", logger="dpclab.benchmark"):
-        assert ensure_world(tmp_path, ["world_tint"]) == ["world_tint"]  # another generator wrote it: regenerated
+    with caplog.at_level("WARNING", logger="dpclab.data.world"):
+        assert world.ensure_world(tmp_path, ["world_tint"]) == ["world_tint"]  # another generator wrote it
     assert calls == [["world_tint"], ["world_tint"]] and "regenerating" in caplog.text
-    assert (tmp_path / "world_tint" / benchmark.STAMP_FILE).read_text().strip() == benchmark.world_stamp(0)
+    assert (tmp_path / "world_tint" / world.STAMP_FILE).read_text().strip() == world.world_stamp(0)
 
 
 def test_cli_quick_benchmark(json_root, tmp_path, tiny_model_name, capsys):

@@ -18,7 +18,7 @@ def test_world_command_writes_coop_layout(tmp_path, capsys):
 
 
 def test_world_command_stamps_what_it_writes_and_a_stale_world_is_regenerated(tmp_path, caplog):
-    from dpclab.benchmark import STAMP_FILE, ensure_world, world_stamp
+    from dpclab.data.world import STAMP_FILE, ensure_world, world_stamp
 
     assert main(["world", "--root", str(tmp_path), "--names", "world_tint"]) == 0
     stamp = tmp_path / "world_tint" / STAMP_FILE
@@ -29,7 +29,7 @@ def test_world_command_stamps_what_it_writes_and_a_stale_world_is_regenerated(tm
     assert image.stat().st_mtime_ns == before
     stamp.write_text("seed0-000000000000\n")  # as if an older generator had written it
     image.write_bytes(b"left over by the old generator")
-    with caplog.at_level("WARNING", logger="dpclab.benchmark"):
+    with caplog.at_level("WARNING", logger="dpclab.data.world"):
         assert ensure_world(tmp_path, ["world_tint"]) == ["world_tint"]
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "regenerating" in said[0] and "seed0-000000000000" in said[0], said

@@ -94,11 +94,11 @@ def test_setup_resolves_backends_and_rejects_bad_input(tmp_path):
     s = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), seeds="1 2 3", quick=True, chdir=False,
               threads=0)
     assert s.backend == "open_clip" and s.dataset == "eurosat" and s.seeds == [1] and "ViT-B-16 / openai" in s.label
-    # quick mode scales each method's SPEC epochs down; an explicit epochs wins
+    # quick mode scales each method's protocol epochs down; an explicit epochs wins
     assert s.config("coop").train == {"epochs": 20} and s.config("zeroshot").train == {}
     s2 = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), epochs=3, chdir=False, threads=0)
     assert s2.config("coop").train == {"epochs": 3} and s2.seeds == [1, 2, 3]
-    # full mode with SPEC epochs: no overrides, so the run directories are the CLI's
+    # full mode with protocol epochs: no overrides, so the run directories are the CLI's
     s3 = setup("auto", "ViT-B-16", "openai", data_root=str(tmp_path), chdir=False, threads=0)
     assert s3.config("coop").train == {} and s3.config("coop+dpc").base_train == {}
     assert s3.effective_epochs("coop") == {"epochs": 200}

@@ -1,6 +1,6 @@
 """Datasets in the CoOp layout, few-shot sampling and the base-to-new split, with the reference semantics.
 
-Layouts supported (SPEC §1):
+Layouts supported (docs/protocol.md#datasets):
   * ``json``     -- ``<root>/<dirname>/<image_dir>/...`` plus ``<root>/<dirname>/split_zhou_<Name>.json`` with keys
                     train/val/test, each entry ``[relative_impath, label, classname]`` (9 of the 11 datasets and
                     the embedded world);
@@ -21,6 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
+
+from ..io import atomic_write_text
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -44,7 +46,7 @@ class DatasetSpec:
     image_dir: str = "images"
     split_file: str | None = None
     template: str = "a photo of a {}."
-    #: RandomResizedCrop scale of the training transform (SPEC: 0.08-1 for the real datasets)
+    #: RandomResizedCrop scale of the training transform (0.08-1 for the real datasets, docs/protocol.md#transforms)
     crop_scale: tuple[float, float] = (0.08, 1.0)
 
 
@@ -88,7 +90,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     "a photo of a person doing {}."),
     ]
 }
-#: KgCoOp's anchor templates differ from CoOp's for one dataset (SPEC §1).
+#: KgCoOp's anchor templates differ from CoOp's for one dataset (docs/protocol.md#class-names-and-templates).
 KGCOOP_TEMPLATES = {"dtd": "a photo of a {}, a type of texture."}
 
 
@@ -352,12 +354,3 @@ def subsample_classes(data: DatasetSplits, which: str) -> DatasetSplits:
     pick = lambda items: [Datum(d.impath, relabel[d.label], d.classname) for d in items if d.label in relabel]  # noqa
     return replace(data, train=pick(data.train), val=pick(data.val), test=pick(data.test),
                    classnames=[data.classnames[y] for y in keep], meta={**data.meta, "subsample": which})
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

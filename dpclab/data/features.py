@@ -22,12 +22,14 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from ..io import atomic_torch_save
 from .coop import Datum, DatasetError
 
 
 def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float],
                      crop_scale: tuple[float, float] = (0.08, 1.0)) -> dict[str, Callable]:
-    """SPEC §1 transforms: train = RandomResizedCrop(scale .08-1, bicubic) + flip; test = resize + center crop."""
+    """The protocol's transforms (docs/protocol.md#transforms): train = RandomResizedCrop(scale .08-1, bicubic) +
+    flip; test = resize + center crop."""
     bicubic = T.InterpolationMode.BICUBIC
     to_rgb = T.Lambda(lambda im: im.convert("RGB"))
     norm = T.Normalize(mean, std)
@@ -144,8 +146,5 @@ def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[D
     feats = encode_image_list(model, items, transform, device, batch_size, view_seed, progress=progress,
                               desc=f"{transform_name} features v{view}")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(feats, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(feats, path)
     return feats

@@ -21,7 +21,9 @@ Everything is a pure function of a seed: the same seed gives the same images, by
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -29,10 +31,14 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..io import atomic_write_text, file_lock
+
+log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 32
 _SS = 4  # supersampling factor for anti-aliased shape masks
@@ -590,3 +596,67 @@ def write_world(root: str | Path, names: Sequence[str] | None = None, seed: int 
     """
     names = list(WORLD_DATASETS) if names is None else list(names)
     return {n: write_dataset(root, get_world_dataset(n), seed) for n in names}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stamping: which generator wrote a dataset on disk, and writing missing ones under a lock
+# ----------------------------------------------------------------------------------------------------
+
+STAMP_FILE = ".world_stamp"
+
+
+def world_stamp(seed: int = 0) -> str:
+    """Identifies the world generator's code and seed: a change of this file changes the images, and the feature
+    cache (keyed by file paths) must not be reused across such a change."""
+    return f"seed{seed}-{hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]}"
+
+
+def world_datasets() -> list[str]:
+    """The world's dataset names as the pipeline knows them (folder names, e.g. ``world_tint``)."""
+    return list(WORLD_SPECS)
+
+
+def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) -> list[str]:
+    """Write the world datasets among ``datasets`` that are missing under ``data_root``; returns the names
+    written. Datasets that are not world datasets are left alone. A world dataset written by a different version
+    of the generator is regenerated (one log line says so); its new image files have new (size, mtime) stamps, so
+    feature caches and runs made from the old images are not reused."""
+    root, stamp, written = Path(data_root), world_stamp(seed), []
+    # notebooks run in parallel: the first writes a missing dataset, the others wait and then find it
+    with file_lock(root / ".world.lock"):
+        for name in datasets:
+            if name not in WORLD_SPECS:
+                continue
+            folder = root / get_world_dataset(name).dirname
+            stamp_path = folder / STAMP_FILE
+            if folder.is_dir() and stamp_path.is_file():
+                found = stamp_path.read_text().strip()
+                if found == stamp:
+                    continue
+                log.warning("regenerating %s: written by world generator %s, current %s", folder, found, stamp)
+                _write_stamped(root, name, seed, stamp)
+                written.append(name)
+                continue
+            if folder.is_dir() and any(folder.iterdir()):
+                log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
+                continue
+            _write_stamped(root, name, seed, stamp)
+            written.append(name)
+    return written
+
+
+def _write_stamped(root: Path, name: str, seed: int, stamp: str) -> Path:
+    write_world(root, [name], seed=seed)
+    folder = root / get_world_dataset(name).dirname
+    atomic_write_text(folder / STAMP_FILE, stamp + "\n")
+    return folder
+
+
+def rewrite_world(data_root: str | Path, datasets: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
+    """(Re)write world datasets (default: all) with the current generator and stamp them, under the world lock.
+    Feature caches and runs made from the replaced images stay on disk but are not reused (they are keyed by the
+    images' (size, mtime) stamps)."""
+    names = world_datasets() if datasets is None else list(datasets)
+    root, stamp = Path(data_root), world_stamp(seed)
+    with file_lock(root / ".world.lock"):
+        return {name: _write_stamped(root, name, seed, stamp) for name in names}

@@ -1,25 +1,37 @@
-"""The one contract every method follows.
+"""The one contract every method follows: :class:`PromptMethod`, and :class:`Plugin` for methods that wrap one.
 
-A method is an ``nn.Module`` holding the frozen CLIP as ``self.clip`` plus its own trainable parameters (the only
-parameters with ``requires_grad``). It exposes:
+A method is a :class:`PromptMethod`: an ``nn.Module`` holding the frozen CLIP as ``self.clip`` (and its tokenizer)
+plus its own trainable parameters (the only parameters with ``requires_grad``). It declares
 
 * ``input_kind``: ``"features"`` when it consumes frozen image features (cached once, see ``data.features``) or
-  ``"pixels"`` when it runs the image encoder itself (vision prompts);
-* ``forward(x, task) -> Output``: raw image/text features and logits for the classes of ``task``;
-* ``loss(x, y, task) -> (loss, logs)``: its training objective.
+  ``"pixels"`` when it runs the image encoder itself (vision prompts). A class attribute; a method whose kind
+  depends on its configuration (MaPLe without vision prompts) passes it to the constructor, once;
+* ``forward(x, task) -> Output``: by default ``image_features(x)`` and ``task_text_features(task, image)`` scored
+  by cosine similarity at CLIP's logit scale; a method usually defines only these two feature functions;
+* ``loss(x, y, task) -> (loss, logs)``: cross-entropy plus the method's own weighted ``loss_terms``;
+* the training hooks :func:`dpclab.train.fit` calls on every method: ``param_groups(lr)``,
+  ``batches(data, epoch, cfg, generator)`` and ``on_epoch_end(epoch, cfg)`` (defaults: one group at ``lr``, the
+  plain shuffled batches, nothing).
 
-DPC and DePT are plug-ins that wrap any such method. ``torch.func.functional_call`` lets DPC run a method with
-swapped-in (mixed) prompt tensors without the method knowing.
+DPC and DePT are :class:`Plugin` s: they wrap any such method as ``self.base`` and share its CLIP, tokenizer and
+input kind. ``torch.func.functional_call`` lets DPC run a method with swapped-in (mixed) prompt tensors without
+the method knowing. The shared prompt pieces (context init, class-token cache, prompt assembly, deep prompts)
+live in :mod:`dpclab.methods.prompts`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # the training loop imports this module
+    from ..train import Examples, TrainConfig
+
+INPUT_KINDS = ("features", "pixels")
 
 
 @dataclass(frozen=True)
@@ -99,3 +111,96 @@ def image_features_of(clip: nn.Module, x: torch.Tensor, input_kind: str) -> torc
 
 def classnames_key(classnames: Sequence[str]) -> tuple[str, ...]:
     return tuple(classnames)
+
+
+def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of a batch classified correctly (the ``acc`` entry of training logs)."""
+    return (logits.argmax(-1) == y).float().mean().item()
+
+
+class PromptMethod(nn.Module):
+    """Base class of every method (see the module docstring for the contract).
+
+    ``PromptMethod(clip, tokenizer, cfg, input_kind=None)`` freezes ``clip`` and stores it, the tokenizer and the
+    method's config dataclass. ``input_kind`` defaults to the class attribute; a method whose kind depends on its
+    configuration passes it here (it is fixed for the life of the instance).
+    """
+
+    #: "features" (cached frozen image features) or "pixels" (runs the image encoder)
+    input_kind: str = "features"
+    #: the frozen CLIP (open_clip model); never trained
+    clip: nn.Module
+    tokenizer: Callable
+
+    def __init__(self, clip: nn.Module, tokenizer: Callable, cfg=None, input_kind: str | None = None):
+        super().__init__()
+        kind = input_kind or type(self).input_kind
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {kind!r}.")
+        self.cfg = cfg
+        self.clip = freeze_clip(clip)
+        self.tokenizer = tokenizer
+        self.input_kind = kind
+
+    # ---- features and scores -----------------------------------------------------------------------------
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw image features [B, E]: cached features pass through, pixels go through the frozen encoder."""
+        return image_features_of(self.clip, x, self.input_kind)
+
+    def task_text_features(self, task: Task, image_features: torch.Tensor) -> torch.Tensor:
+        """Raw class text features [C, E] (or [B, C, E] for per-image prompts) for the classes of ``task``."""
+        raise NotImplementedError(f"{type(self).__name__} must define task_text_features(task, image_features) "
+                                  f"or its own forward.")
+
+    def forward(self, x: torch.Tensor, task: Task) -> Output:
+        img = self.image_features(x)
+        txt = self.task_text_features(task, img)
+        return Output(cosine_logits(img, txt, self.clip.logit_scale.exp()), img, txt)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task) -> tuple[torch.Tensor, dict]:
+        """Cross-entropy of the logits plus the method's own weighted terms (:meth:`loss_terms`), with logs of
+        every term (unweighted) and the batch accuracy."""
+        out = self(x, task)
+        ce = F.cross_entropy(out.logits, y)
+        terms = self.loss_terms(out, x, y, task)
+        loss = ce
+        for weight, value in terms.values():
+            loss = loss + weight * value
+        logs = {"loss": loss.item(), **({"ce": ce.item()} if terms else {})}
+        logs.update({name: value.item() for name, (_, value) in terms.items()})
+        return loss, {**logs, "acc": batch_accuracy(out.logits, y)}
+
+    def loss_terms(self, out: Output, x: torch.Tensor, y: torch.Tensor,
+                   task: Task) -> dict[str, tuple[float, torch.Tensor]]:
+        """The method's own loss terms besides cross-entropy, ``{name: (weight, value)}``, added in order."""
+        return {}
+
+    # ---- training hooks (called by dpclab.train.fit) -------------------------------------------------------
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups: every trainable parameter at ``lr``."""
+        return [{"params": list(trainable_parameters(self).values()), "lr": lr}]
+
+    def batches(self, data: "Examples", epoch: int, cfg: "TrainConfig",
+                generator: torch.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """The training batches ``(x, y)`` of ``epoch``: the plain shuffled batches (``data.task`` names the
+        classes the labels index, for methods that score images before building a batch)."""
+        return data.batches(epoch, cfg, generator)
+
+    def on_epoch_end(self, epoch: int, cfg: "TrainConfig") -> None:
+        """Called after every epoch (0-based), e.g. for PromptSRC's Gaussian prompt aggregation."""
+
+
+class Plugin(PromptMethod):
+    """A method that wraps another one, ``self.base`` (DPC, DePT). It shares the base's CLIP, tokenizer and input
+    kind, and forwards the batching and end-of-epoch hooks to it; ``forward`` and ``loss`` are the plug-in's own,
+    ``param_groups`` covers the plug-in's trainable parameters (including any the base still trains)."""
+
+    def __init__(self, base: PromptMethod, cfg=None):
+        super().__init__(base.clip, base.tokenizer, cfg, input_kind=base.input_kind)
+        self.base = base
+
+    def batches(self, data, epoch, cfg, generator):
+        return self.base.batches(data, epoch, cfg, generator)
+
+    def on_epoch_end(self, epoch, cfg) -> None:
+        self.base.on_epoch_end(epoch, cfg)

@@ -24,19 +24,14 @@ from torch import nn
 
 from ..backbones import Backbone
 from ..text import encode_embeddings
-from .base import Output, Task, cosine_logits, freeze_clip, image_features_of
-from .coop import ClassTokenCache, assemble, init_context
+from .base import Task
+from .prompts import ContextConfig, PromptLearner, assemble, init_context
 
 
 @dataclass
-class CoCoOpConfig:
-    n_ctx: int = 4
-    #: words whose embeddings initialise the context (their token count overrides n_ctx); None = random N(0, .02)
-    ctx_init: str | None = "a photo of a"
+class CoCoOpConfig(ContextConfig):
     #: hidden width of the meta-net = image feature dim // this (16 in the paper: 512 -> 32)
     meta_reduction: int = 16
-    #: truncate text sequences to max(EOT)+1 (exact, faster)
-    truncate: bool = True
     #: most text sequences (images x classes) encoded in one pass; larger batches are split over images
     max_sequences: int = 4096
 
@@ -67,41 +62,30 @@ def per_image_text_features(clip: nn.Module, prefix: torch.Tensor, ctx: torch.Te
     return torch.cat(out)
 
 
-class CoCoOp(nn.Module):
+class CoCoOp(PromptLearner):
+    """The inherited ``text_features(classnames)`` are those of the shared context alone (no image shift); the
+    classifier uses :meth:`image_text_features`."""
+
     input_kind = "features"
 
     def __init__(self, backbone: Backbone, cfg: CoCoOpConfig | None = None):
-        super().__init__()
-        self.cfg = cfg = cfg or CoCoOpConfig()
-        self.clip = freeze_clip(backbone.model)
-        self.tokenizer = backbone.tokenizer
+        super().__init__(backbone.model, backbone.tokenizer, cfg or CoCoOpConfig())
+        cfg = self.cfg
         device = self.clip.token_embedding.weight.device
-        width = self.clip.token_embedding.weight.shape[1]
         embed_dim = self.clip.visual.output_dim  # size of the image features fed to the meta-net
         self.ctx = nn.Parameter(init_context(self.clip, self.tokenizer, cfg.n_ctx, cfg.ctx_init).to(device))
-        self.meta_net = meta_net(embed_dim, width, cfg.meta_reduction).to(device)
-        self.class_tokens = ClassTokenCache(self.clip, self.tokenizer)
-
-    @property
-    def n_ctx(self) -> int:
-        return self.ctx.shape[-2]
+        self.meta_net = meta_net(embed_dim, self.width, cfg.meta_reduction).to(device)
 
     def image_contexts(self, image_features: torch.Tensor) -> torch.Tensor:
         """Per-image context [B, n_ctx, width] = shared ctx + meta-net(normalised image feature)."""
         shift = self.meta_net(F.normalize(image_features.float(), dim=-1))  # [B, width]
         return self.ctx[None] + shift[:, None]
 
-    def text_features(self, classnames: Sequence[str], image_features: torch.Tensor) -> torch.Tensor:
+    def image_text_features(self, classnames: Sequence[str], image_features: torch.Tensor) -> torch.Tensor:
+        """Raw per-image class text features [B, C, E]."""
         prefix, suffix, eot = self.class_tokens(classnames, self.n_ctx)
         return per_image_text_features(self.clip, prefix, self.image_contexts(image_features), suffix, eot,
                                        self.cfg.truncate, self.cfg.max_sequences)
 
-    def forward(self, x: torch.Tensor, task: Task) -> Output:
-        img = image_features_of(self.clip, x, self.input_kind)
-        txt = self.text_features(task.classnames, img)
-        return Output(cosine_logits(img, txt, self.clip.logit_scale.exp()), img, txt)
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task):
-        out = self(x, task)
-        loss = F.cross_entropy(out.logits, y)
-        return loss, {"loss": loss.item(), "acc": (out.logits.argmax(-1) == y).float().mean().item()}
+    def task_text_features(self, task: Task, image_features: torch.Tensor) -> torch.Tensor:
+        return self.image_text_features(task.classnames, image_features)

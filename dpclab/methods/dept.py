@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Output, Task
+from .base import Output, Plugin, PromptMethod, Task, batch_accuracy
 
 
 @dataclass
@@ -73,20 +73,18 @@ def fuse_log_probs(cat_logits: torch.Tensor, itm_logits: torch.Tensor, lam: floa
     return torch.logsumexp(torch.stack([w + p for w, p in zip(weights, parts)]), dim=0)
 
 
-class DePT(nn.Module):
+class DePT(Plugin):
     """``DePT(base_method, DePTConfig(n_classes=...))``: the base keeps its prompts and loss; DePT adds the CAT head."""
 
-    def __init__(self, base: nn.Module, cfg: DePTConfig | None = None):
-        super().__init__()
-        self.cfg = cfg = cfg or DePTConfig()
+    def __init__(self, base: PromptMethod, cfg: DePTConfig | None = None):
+        cfg = cfg or DePTConfig()
         if cfg.n_classes <= 0:
             raise ValueError("DePT needs the number of training classes for its linear head: "
                              "DePTConfig(n_classes=len(train_task.classnames)) (the pipeline passes it).")
         for name, value in (("lam", cfg.lam), ("lam_test", cfg.lam_test)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"DePTConfig.{name} must lie in [0, 1], got {value}.")
-        self.base = base
-        self.input_kind = base.input_kind
+        super().__init__(base, cfg)
         device = base.clip.logit_scale.device
         dim = base.clip.text_projection.shape[-1]
         self.cwt_img = ChannelTransform(dim).to(device)
@@ -95,29 +93,11 @@ class DePT(nn.Module):
         # which class each head row stands for (0 = not trained yet); saved with the learned state
         self.register_buffer("head_class_ids", torch.zeros(cfg.n_classes, dtype=torch.int64, device=device))
 
-    @property
-    def clip(self) -> nn.Module:
-        return self.base.clip
-
     # ----------------------------------------------------------------- training
     def param_groups(self, lr: float) -> list[dict]:
         """The base's own groups at ``lr`` and the CAT head at ``head_lr_mult * lr``."""
-        if hasattr(self.base, "param_groups"):
-            groups = self.base.param_groups(lr)
-        else:
-            groups = [{"params": [p for p in self.base.parameters() if p.requires_grad], "lr": lr}]
         head = [*self.cwt_img.parameters(), *self.cwt_text.parameters(), *self.head.parameters()]
-        return [*groups, {"params": head, "lr": self.cfg.head_lr_mult * lr}]
-
-    def batches(self, data, epoch, cfg, generator):
-        """The base's batching if it has its own, else the plain shuffled batches."""
-        if hasattr(self.base, "batches"):
-            return self.base.batches(data, epoch, cfg, generator)
-        return data.batches(epoch, cfg, generator)
-
-    def on_epoch_end(self, epoch, cfg) -> None:
-        if hasattr(self.base, "on_epoch_end"):
-            self.base.on_epoch_end(epoch, cfg)
+        return [*self.base.param_groups(lr), {"params": head, "lr": self.cfg.head_lr_mult * lr}]
 
     def _bind_classes(self, classnames: Sequence[str]) -> None:
         """Remember the training classes as the head's rows; training on other classes is an error."""
@@ -162,8 +142,7 @@ class DePT(nn.Module):
             loss = lam * cat_ce + (1 - lam) * itm_ce + (base_loss - itm_ce)
         logs = {"loss": loss.item(), "loss_itm": itm_ce.item(), "loss_cat": cat_ce.item(),
                 "loss_base": float(base_loss.item()),
-                "acc": (out.logits.argmax(-1) == y).float().mean().item(),
-                "acc_cat": (cat_logits[len(y):].argmax(-1) == y).float().mean().item()}
+                "acc": batch_accuracy(out.logits, y), "acc_cat": batch_accuracy(cat_logits[len(y):], y)}
         return loss, logs
 
     # ---------------------------------------------------------------- inference

@@ -1,4 +1,4 @@
-"""DPC, Dual-Prompt Collaboration (CVPR 2025): a plug-in on top of any tuned prompt learner (SPEC §3).
+"""DPC, Dual-Prompt Collaboration (CVPR 2025): a plug-in on top of any tuned prompt learner (docs/protocol.md#dpc).
 
 Step 1 tunes the base method as usual and gives the prompt ``P``. Step 2 (this module):
 
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .base import Output, Task, cosine_logits, trainable_parameters
+from .base import Output, Plugin, PromptMethod, Task, batch_accuracy, cosine_logits, trainable_parameters
 
 MODES = ("paper", "reference")
 
@@ -164,7 +164,7 @@ def symmetric_infonce(image_features: torch.Tensor, text_features: torch.Tensor,
 # --------------------------------------------------------------------------------------------------------------
 
 
-class DPC(nn.Module):
+class DPC(Plugin):
     """``DPC(base_method, config)``: dual prompts on top of a *tuned* base method (its trainable tensors are P).
 
     After construction the base's tensors are frozen and ``self.prompt`` (P' in "paper" mode, the mix M in
@@ -172,17 +172,13 @@ class DPC(nn.Module):
     :meth:`forward_at` runs any ω.
     """
 
-    def __init__(self, base: nn.Module, cfg: DPCConfig | None = None):
-        super().__init__()
-        self.cfg = cfg = cfg or DPCConfig()
+    def __init__(self, base: PromptMethod, cfg: DPCConfig | None = None):
         own = trainable_parameters(base)
         if not own:
             raise ValueError(f"{type(base).__name__} has no trainable tensors for DPC to duplicate: DPC wraps a "
                              f"tuned prompt learner (e.g. CoOp), not zero-shot CLIP, and a method object can be "
                              f"wrapped only once (build a fresh one and load its step-1 state).")
-        self.base = base
-        self.clip = base.clip
-        self.input_kind = base.input_kind
+        super().__init__(base, cfg or DPCConfig())
         #: names of the base method's prompt tensors (P), e.g. ["ctx"]
         self.prompt_names = list(own)
         self._keys = {n: n.replace(".", "/") for n in self.prompt_names}  # ParameterDict keys cannot hold "."
@@ -258,6 +254,10 @@ class DPC(nn.Module):
                 return cosine_logits(x, txt, self.clip.logit_scale.exp())
         return self.base(x, task).logits
 
+    def on_epoch_end(self, epoch: int, cfg) -> None:
+        """Nothing: step 2 trains P' alone; the base's end-of-epoch work (e.g. PromptSRC's aggregation of its own
+        trainable tensors) belonged to step 1."""
+
     def batches(self, data, epoch: int, cfg, generator: torch.Generator) -> Iterator[tuple]:
         """DHNO batches: ``[anchor_1, its negatives, anchor_2, its negatives, ...]`` with their labels.
 
@@ -315,8 +315,7 @@ class DPC(nn.Module):
             loss = F.cross_entropy(out.logits, y)
         else:
             loss = symmetric_infonce(out.image_features, out.text_features, y, self.clip.logit_scale.exp())
-        acc = (out.logits.argmax(-1) == y).float().mean().item()
-        return loss, {"loss": loss.item(), "acc": acc, "batch_images": float(len(y))}
+        return loss, {"loss": loss.item(), "acc": batch_accuracy(out.logits, y), "batch_images": float(len(y))}
 
 
 __all__ = ["DPC", "DPCConfig", "check_omega", "sample_negative_classes", "pick_one_per_class", "symmetric_infonce"]

@@ -16,7 +16,7 @@ sum with weight N(e; mu=15, sigma=1), normalised over the epochs 1..E; after the
 The running sum lives in buffers, so checkpoints and exact resume include it. With ``epochs`` far below ``mu`` the
 weights concentrate on the last epoch.
 
-Prompt depths are capped at the encoders' layer counts (see :func:`dpclab.methods.maple.capped_depth`).
+Prompt depths are capped at the encoders' layer counts (see :func:`dpclab.methods.prompts.capped_depth`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import Backbone
-from ..text import encode_embeddings, encode_texts
+from ..text import encode_texts
 from ..vision import encode_images, vision_layers, vision_width
-from .base import Output, Task, cosine_logits, freeze_clip, trainable_parameters
-from .coop import ClassTokenCache, assemble, init_context
-from .maple import capped_depth, normal_prompts
+from .base import Output, Task, trainable_parameters
+from .prompts import PromptLearner, capped_depth, init_context, normal_prompts
 from .templates import IMAGENET_TEMPLATES_60
 
 
@@ -84,41 +83,28 @@ def template_ensemble(clip: nn.Module, tokenizer, classnames: Sequence[str], tem
     return F.normalize(feats.mean(0), dim=-1)
 
 
-class PromptSRC(nn.Module):
+class PromptSRC(PromptLearner):
     input_kind = "pixels"
 
     def __init__(self, backbone: Backbone, cfg: PromptSRCConfig | None = None):
-        super().__init__()
-        self.cfg = cfg = cfg or PromptSRCConfig()
-        self.clip = freeze_clip(backbone.model)
-        self.tokenizer = backbone.tokenizer
+        super().__init__(backbone.model, backbone.tokenizer, cfg or PromptSRCConfig())
+        cfg = self.cfg
         device = self.clip.token_embedding.weight.device
-        width = self.clip.token_embedding.weight.shape[1]
         text_depth = capped_depth(cfg.text_depth, len(self.clip.transformer.resblocks), "PromptSRC text")
         # vision_depth=0: text-only deep prompting (the image side stays frozen CLIP)
         vdepth = capped_depth(cfg.vision_depth, vision_layers(self.clip), "PromptSRC vision") if cfg.vision_depth else 0
         self.ctx = nn.Parameter(init_context(self.clip, self.tokenizer, cfg.n_ctx_text, cfg.ctx_init))
-        self.deep_text = normal_prompts(text_depth - 1, self.ctx.shape[0], width)
+        self.deep_text = normal_prompts(text_depth - 1, self.ctx.shape[0], self.width)
         self.vision_prompts = normal_prompts(vdepth, cfg.n_ctx_vision, vision_width(self.clip))
         if cfg.gpa:  # running Gaussian-weighted sum of every trainable tensor (in the checkpoint, for resume)
             for name, p in trainable_parameters(self).items():
                 self.register_buffer(self._gpa_name(name), torch.zeros_like(p))
         self.to(device)
-        self.class_tokens = ClassTokenCache(self.clip, self.tokenizer)
         self._anchors: dict[tuple, torch.Tensor] = {}
 
     @staticmethod
     def _gpa_name(param_name: str) -> str:
         return "gpa_" + param_name.replace(".", "_")
-
-    @property
-    def n_ctx(self) -> int:
-        return self.ctx.shape[-2]
-
-    def text_features(self, classnames: Sequence[str]) -> torch.Tensor:
-        prefix, suffix, eot = self.class_tokens(classnames, self.n_ctx)
-        return encode_embeddings(self.clip, assemble(prefix, self.ctx, suffix), eot,
-                                 deep_prompts=[None, *self.deep_text], truncate=self.cfg.truncate)
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         return encode_images(self.clip, x, list(self.vision_prompts))
@@ -130,14 +116,9 @@ class PromptSRC(nn.Module):
             self._anchors[key] = template_ensemble(self.clip, self.tokenizer, classnames, self.cfg.templates)
         return self._anchors[key]
 
-    def forward(self, x: torch.Tensor, task: Task) -> Output:
-        img = self.image_features(x)
-        txt = self.text_features(task.classnames)
-        return Output(cosine_logits(img, txt, self.clip.logit_scale.exp()), img, txt)
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task):
+    def loss_terms(self, out: Output, x: torch.Tensor, y: torch.Tensor, task: Task):
+        """The three self-regulating terms (see the module docstring)."""
         cfg = self.cfg
-        out = self(x, task)
         scale = self.clip.logit_scale.exp()
         txt = F.normalize(out.text_features.float(), dim=-1)
         img = F.normalize(out.image_features.float(), dim=-1)
@@ -145,15 +126,13 @@ class PromptSRC(nn.Module):
         with torch.no_grad():
             zs_img = F.normalize(self.clip.encode_image(x).float(), dim=-1)
             zs_logits = scale * zs_img @ anchor.t()
-        ce = F.cross_entropy(out.logits, y)
         l_text = F.l1_loss(txt, anchor)
         l_img = F.l1_loss(img, zs_img)
         # KL(p_zs || p): kl_div(input=log p, target=log p_zs), summed, divided by B*C as in the reference
         kl = F.kl_div(F.log_softmax(out.logits.float(), -1), F.log_softmax(zs_logits, -1), reduction="sum",
                       log_target=True) / out.logits.numel()
-        loss = ce + cfg.text_loss_weight * l_text + cfg.image_loss_weight * l_img + cfg.kl_weight * kl
-        return loss, {"loss": loss.item(), "ce": ce.item(), "l1_text": l_text.item(), "l1_image": l_img.item(),
-                      "kl": kl.item(), "acc": (out.logits.argmax(-1) == y).float().mean().item()}
+        return {"l1_text": (cfg.text_loss_weight, l_text), "l1_image": (cfg.image_loss_weight, l_img),
+                "kl": (cfg.kl_weight, kl)}
 
     @torch.no_grad()
     def on_epoch_end(self, epoch: int, cfg) -> None:

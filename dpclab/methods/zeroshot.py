@@ -10,7 +10,7 @@ from torch import nn
 
 from ..backbones import Backbone
 from ..text import encode_texts
-from .base import Output, Task, cosine_logits, freeze_clip, image_features_of
+from .base import PromptMethod, Task
 
 
 @dataclass
@@ -25,14 +25,11 @@ def template_features(clip: nn.Module, tokenizer, classnames: Sequence[str], tem
     return feats.mean(0)
 
 
-class ZeroShotCLIP(nn.Module):
+class ZeroShotCLIP(PromptMethod):
     input_kind = "features"
 
     def __init__(self, backbone: Backbone, cfg: ZeroShotConfig | None = None):
-        super().__init__()
-        self.cfg = cfg or ZeroShotConfig()
-        self.clip = freeze_clip(backbone.model)
-        self.tokenizer = backbone.tokenizer
+        super().__init__(backbone.model, backbone.tokenizer, cfg or ZeroShotConfig())
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def text_features(self, task: Task) -> torch.Tensor:
@@ -42,7 +39,5 @@ class ZeroShotCLIP(nn.Module):
             self._cache[key] = template_features(self.clip, self.tokenizer, task.classnames, templates)
         return self._cache[key]
 
-    def forward(self, x: torch.Tensor, task: Task) -> Output:
-        img = image_features_of(self.clip, x, self.input_kind)
-        txt = self.text_features(task)
-        return Output(cosine_logits(img, txt, self.clip.logit_scale.exp()), img, txt)
+    def task_text_features(self, task: Task, image_features: torch.Tensor) -> torch.Tensor:
+        return self.text_features(task)
