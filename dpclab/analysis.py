@@ -132,9 +132,8 @@ def channel_importance_table(methods: Mapping[str, nn.Module], experiment, windo
 
 def oracle_config(cfg, method: str = "coop"):
     """The oracle of DePT §2.2: ``method`` (CoOp) trained on the few-shot data of *all* classes (base and new).
-    Its row is kept out of the base-to-new results table (``results=None``): it has seen the new classes."""
-    return replace(cfg, method=method, train_classes="all", method_cfg={}, base_method_cfg={}, base_train={},
-                   results=None)
+    Its row in the results table says ``train_classes="all"``: it has seen the new classes."""
+    return replace(cfg, method=method, train_classes="all", method_cfg={}, base_method_cfg={}, base_train={})
 
 
 def channel_importance_study(cfg, methods: Sequence[str] = ("coop", "coop+dept"), window: int = 64,

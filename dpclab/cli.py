@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
@@ -26,6 +27,17 @@ def _parse_options(pairs: list[str]) -> dict:
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def _shots(text: str) -> int:
+    """``--shots``: an int >= 0 (argparse turns the ValueError into a usage error naming the option)."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (images per class; 0 = all training images), got {k}")
+    return k
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +67,8 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=EMBEDDED_MODEL, help="open_clip model name, e.g. ViT-B-16")
     p.add_argument("--pretrained", default=EMBEDDED_PRETRAINED, help="open_clip tag (openai), checkpoint path, "
                    "'embedded' or 'random'")
-    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--shots", type=_shots, default=16, help="training images per class (K-shot, default 16); "
+                   "0 = all training images")
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
@@ -68,15 +81,50 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+_ACTIONS = {"train": "train", "reuse": "reuse the finished run", "overwrite": "retrain (--overwrite)",
+            "refuse": "refused: the run directory holds a run of another configuration"}
+
+
+def plan_lines(cfg, experiment) -> list[str]:
+    """One line per step of ``cfg``'s run (two for coop+dpc): epochs, batch, lr, and reuse / resume / train."""
+    from .pipeline import plan_run
+
+    steps = plan_run(cfg, experiment)
+    lines = []
+    for p in steps:
+        head = f"seed {cfg.seed} step {p.step}/{len(steps)} {p.method}:"
+        if p.action == "evaluate":
+            lines.append(f"{head} nothing to train, evaluate")
+            continue
+        action = f"resume at epoch {p.resume_epoch}" if p.action == "resume" else _ACTIONS[p.action]
+        lines.append(f"{head} {p.epochs} epochs, batch {p.batch_size}, lr {p.lr:g} -> {action} ({p.run_dir})")
+    return lines
+
+
+def _two_step_note(args) -> str | None:
+    """Why step 1 of a two-step plug-in does not follow --epochs/--lr/--batch-size, when those are given for it."""
+    from .methods import PLUGINS, parse_method
+
+    base, plugin = parse_method(args.method)
+    step1 = _parse_options(args.base_train)
+    given = [k for k in ("epochs", "lr", "batch_size") if getattr(args, k) is not None and k not in step1]
+    if plugin is None or not PLUGINS[plugin].two_step or not given:
+        return None
+    flags = " / ".join(f"--{k.replace('_', '-')}" for k in given)
+    example = " ".join(f"{k}={getattr(args, k)}" for k in given)
+    return (f"note: {flags} applies to step 2 ({args.method}) only; step 1 ({base}) keeps its defaults unless "
+            f"given --base-train, e.g. --base-train {example}")
+
+
 def cmd_train(args) -> int:
     from .evaluate import summarize
-    from .pipeline import RunConfig, run
+    from .pipeline import Experiment, RunConfig, run
 
     train = _parse_options(args.train)
     for key in ("epochs", "lr", "batch_size"):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
-    rows = []
+    rows, note = [], _two_step_note(args)
     for seed in args.seeds:
         cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
                         pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
@@ -84,7 +132,11 @@ def cmd_train(args) -> int:
                         method_cfg=_parse_options(args.opt), base_method_cfg=_parse_options(args.base_opt),
                         base_train=_parse_options(args.base_train), if_exists="overwrite" if args.overwrite else "reuse",
                         progress=not args.no_progress, precision=args.precision)
-        res = run(cfg)
+        exp = Experiment.prepare(cfg)
+        if seed == args.seeds[0] and note:
+            print(note)
+        print("\n".join(plan_lines(cfg, exp)), flush=True)
+        res = run(cfg, experiment=exp)
         m = res.metrics
         note = " (reused finished run)" if res.reused else ""
         print(f"{args.method} {args.dataset} seed {seed}: base {m['base']:.2f}  new {m['new']:.2f}  "
@@ -100,7 +152,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from .pipeline import RunConfig
+    from dataclasses import replace
+
+    from .pipeline import Experiment, RunConfig
     from .transfer import cross_dataset, domain_generalization, summarize_transfer
 
     train = _parse_options(args.train)
@@ -112,9 +166,11 @@ def cmd_transfer(args) -> int:
     for seed in args.seeds:
         cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
                         pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
-                        cache_dir=args.cache_dir, runs_dir=args.runs_dir, train=train,
+                        cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
                         method_cfg=_parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
                         progress=not args.no_progress, precision=args.precision)
+        source = replace(cfg, train_classes="all")
+        print("\n".join(plan_lines(source, Experiment.prepare(source))), flush=True)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
     import pandas as pd
 
@@ -230,22 +286,30 @@ def cmd_world(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpclab", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    verbose_help = "show the full traceback of an error (instead of one line) and info log messages"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    # -v also after the command name (python -m dpclab train ... -v); SUPPRESS keeps a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train (or zero-shot evaluate) a method over seeds; prints base/new/HM")
+
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[verbose], **kw)
+
+    p = command("train", help="train (or zero-shot evaluate) a method over seeds; prints base/new/HM")
     _add_run_args(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval", help="evaluate: zero-shot, or reuse finished runs (same options as train)")
+    p = command("eval", help="evaluate: zero-shot, or reuse finished runs (same options as train)")
     _add_run_args(p)
     p.set_defaults(func=cmd_train, method="zeroshot")
-    p = sub.add_parser("transfer", help="train on all classes of --dataset, test on --targets: cross-dataset "
+    p = command("transfer", help="train on all classes of --dataset, test on --targets: cross-dataset "
                        "(other classes) or --setting dg (same classes, other domains)")
     _add_run_args(p)
     p.add_argument("--targets", nargs="+", required=True, help="target dataset names")
     p.add_argument("--setting", choices=["cross", "dg"], default="cross")
     p.add_argument("--transfer-results", default="runs/transfer.csv", help="CSV table the accuracies go to")
     p.set_defaults(func=cmd_transfer)
-    p = sub.add_parser("benchmark", help="zero-shot, CoOp, CoOp+DPC, CoOp+DePT over datasets x seeds on the "
+    p = command("benchmark", help="zero-shot, CoOp, CoOp+DPC, CoOp+DePT over datasets x seeds on the "
                        "embedded world (written if missing): table of base/new/HM/train accuracy, mean ± std")
     p.add_argument("--datasets", nargs="+", help="dataset names (default: every embedded world dataset; "
                    "--quick: the first)")
@@ -260,12 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(p)
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
     p.set_defaults(func=cmd_benchmark)
-    p = sub.add_parser("world", help="write the embedded world's datasets in the CoOp layout")
+    p = command("world", help="write the embedded world's datasets in the CoOp layout")
     p.add_argument("--root", default="data/world")
     p.add_argument("--names", nargs="+", help="world datasets to write (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_world)
-    p = sub.add_parser("pretrain", add_help=False, help="pretrain the embedded tiny CLIP (python -m dpclab pretrain "
+    p = command("pretrain", add_help=False, help="pretrain the embedded tiny CLIP (python -m dpclab pretrain "
                        "--help; the exact command is in data/embedded/MANIFEST.json)")
     p.set_defaults(func=None)
     for name, what in (("estimate", "time a few steps of every method here and project the full report's wall "
@@ -274,10 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(python -m dpclab grid --help)"),
                        ("speed", "speed and memory of dpclab's loops against reference-style loops "
                                  "(python -m dpclab speed --help)")):
-        sub.add_parser(name, add_help=False, help=what).set_defaults(func=None)
-    p = sub.add_parser("methods", help="list the available methods and their training defaults")
+        command(name, add_help=False, help=what).set_defaults(func=None)
+    p = command("methods", help="list the available methods and their training defaults")
     p.set_defaults(func=cmd_methods)
-    p = sub.add_parser("report", help="execute the notebooks headless (papermill) and write HTML reports")
+    p = command("report", help="execute the notebooks headless (papermill) and write HTML reports")
     p.add_argument("--quick", action="store_true", help="the fast smoke mode of every notebook (what CI runs)")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (prefixes: 00 03)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
@@ -288,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="notebooks run at once (default: 2 for the embedded model on a "
                    "multi-core CPU, else 1); shared runs are trained once and reused")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("strip", help="remove outputs from notebooks before committing them")
+    p = command("strip", help="remove outputs from notebooks before committing them")
     p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")
     p.set_defaults(func=cmd_strip)
     return parser
@@ -300,7 +364,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command. Bad input (a ValueError, missing file, existing run, diverged training...) becomes a
-    one-line ``error: ...`` on stderr and exit code 2; warnings become one-line ``warning: ...``."""
+    one-line ``error: ...`` on stderr (with ``-v``: the full traceback) and exit code 2; warnings become one-line
+    ``warning: ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pretrain"]:  # its own argument parser lives in dpclab.pretrain
         from .pretrain import main as pretrain_main
@@ -319,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.func(args)
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as err:
-            print("error: " + " ".join(str(err).split()), file=sys.stderr)
+            if args.verbose:
+                traceback.print_exc()
+            else:
+                print("error: " + " ".join(str(err).split()) + "  (-v shows the traceback)", file=sys.stderr)
             return 2
 
 

@@ -35,8 +35,18 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (logits.argmax(-1) == labels).float().mean().item()
 
 
-RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "seed", "base", "new", "hm", "epochs",
-                  "run_dir", "backend", "time"]
+RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "train_classes", "seed", "base", "new", "hm",
+                  "epochs", "run_dir", "backend", "time"]
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """A results table; rows of tables written before the ``train_classes`` column (base-to-new runs only: oracle
+    and transfer runs were not recorded then) read as ``train_classes="base"``."""
+    df = pd.read_csv(path)
+    if "train_classes" not in df:
+        df.insert(min(5, len(df.columns)), "train_classes", "base")
+    df["train_classes"] = df["train_classes"].fillna("base")
+    return df
 
 
 def append_result(path: str | os.PathLike, row: dict) -> None:
@@ -56,9 +66,12 @@ def summarize(table: pd.DataFrame | str | os.PathLike, by: Iterable[str] = ("dat
               metrics: Sequence[str] = ("base", "new")) -> pd.DataFrame:
     """The per-seed summary: for each group of ``by``, the mean and sample std (ddof=1, NaN for one seed) over
     seeds of every column in ``metrics`` (``<metric>`` and ``<metric>_std``), the number of runs, and ``hm``, the
-    harmonic mean of the *mean* base and new accuracies (see docs/protocol.md#metrics)."""
-    df = pd.read_csv(table) if not isinstance(table, pd.DataFrame) else table
+    harmonic mean of the *mean* base and new accuracies (see docs/protocol.md#metrics). A table with a
+    ``train_classes`` column is also grouped by it, so oracle (all-class) runs never mix with base-to-new runs."""
+    df = read_results(table) if not isinstance(table, pd.DataFrame) else table
     by = list(by)
+    if "train_classes" in df and "train_classes" not in by:
+        df, by = df.assign(train_classes=df["train_classes"].fillna("base")), by + ["train_classes"]
     aggs = {}
     for m in metrics:
         aggs[m], aggs[f"{m}_std"] = (m, "mean"), (m, "std")

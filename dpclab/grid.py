@@ -111,7 +111,7 @@ def waves(runs: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
 # ------------------------------------------------------------------------------------------------ execution
 @dataclass
 class GridSource:
-    """What every run shares: the notebooks' parameters (see ``notebook_helpers.setup``)."""
+    """What every run shares: the notebooks' parameters (see ``dpclab.notebook.setup``)."""
 
     model: str = "dpclab-tiny"
     pretrained: str = "embedded"
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(plan)} runs ({sum(len(w) for w in waves(plan))} trained)")
         return 0
     if args.pretrained == "embedded":  # the world's datasets are generated, as the notebooks do
-        from .benchmark import ensure_world
+        from .data.world import ensure_world
 
         ensure_world(args.data_root, args.datasets)
     src = GridSource(model=args.model, pretrained=args.pretrained, data_root=args.data_root, shots=args.shots,

@@ -24,7 +24,7 @@ from torchvision import transforms as T
 
 from .backbones import Backbone, load_clip
 from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
-from .data.features import build_transforms, cached_features, default_num_workers
+from .data.features import build_transforms, cached_features, default_num_workers, items_digest
 from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import METHODS, PLUGINS, get_method, parse_method
@@ -74,6 +74,8 @@ class RunConfig:
             raise ValueError(f"train_classes must be 'base' or 'all', not {self.train_classes!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.shots < 0:
+            raise ValueError(f"shots must be >= 0 (K images per class; 0 = all training images), not {self.shots}")
 
 
 @lru_cache(maxsize=4)
@@ -112,6 +114,11 @@ class Experiment:
         data = load_dataset(cfg.data_root, cfg.dataset, specs=specs or dataset_specs())
         data = few_shot(data, cfg.shots, cfg.seed, cfg.cache_dir)
         return cls(backbone, data, cfg.seed, cfg.cache_dir, cfg.train_classes, cfg.progress)
+
+    def inputs_key(self) -> str:
+        """Identifies the images a run reads: its training items and the base and new test items, by path, label
+        and file (size, mtime_ns). Run directories are keyed on it, so a replaced image starts new runs."""
+        return items_digest(self.train_split.train + self.data.test)
 
     def features(self, items: list[Datum], transform: str, view: int = 0) -> torch.Tensor:
         bb = self.backbone
@@ -215,10 +222,10 @@ def train_config(cfg: RunConfig) -> TrainConfig:
 
 
 def step1_config(cfg: RunConfig) -> RunConfig:
-    """Step 1 of a two-step plug-in run (DPC): the base method alone, with the base's options and training."""
+    """Step 1 of a two-step plug-in: ``coop+dpc`` -> ``coop`` with ``base_method_cfg`` and ``base_train``."""
     base_name, _ = parse_method(cfg.method)
-    return replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train, base_method_cfg={},
-                   base_train={})
+    return replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
+                   base_method_cfg={}, base_train={})
 
 
 def effective_epochs(cfg: RunConfig) -> dict:
@@ -230,14 +237,16 @@ def effective_epochs(cfg: RunConfig) -> dict:
     return out
 
 
-def run_dir_for(cfg: RunConfig, backbone: Backbone) -> Path:
-    """runs/<backbone>/<dataset>/<method>/shots<K>-seed<S>[-<hash of non-default options>]"""
-    extra = {"train": cfg.train, "method_cfg": cfg.method_cfg, "train_classes": cfg.train_classes,
-             "base_method_cfg": cfg.base_method_cfg, "base_train": cfg.base_train}
-    tag = ""
+def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str) -> Path:
+    """runs/<backbone>/<dataset>/<method>/shots<K>-seed<S>-<hash of the images read and non-default options>
+
+    ``inputs_key`` is :meth:`Experiment.inputs_key`: a run made from other image files is never reused."""
+    extra = {"inputs": inputs_key}
     if cfg.train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or cfg.base_train:
-        tag = "-" + hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}{tag}"
+        extra.update(train=cfg.train, method_cfg=cfg.method_cfg, train_classes=cfg.train_classes,
+                     base_method_cfg=cfg.base_method_cfg, base_train=cfg.base_train)
+    tag = hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}-{tag}"
 
 
 @dataclass
@@ -250,11 +259,51 @@ class RunResult:
     reused: bool = False
 
 
-def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment) -> dict:
+def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment, inputs_key: str | None = None) -> dict:
     return {"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
             "base_train": cfg.base_train, "dataset": cfg.dataset,
-            "data": exp.data.meta.get("fingerprint"), "backbone": backbone.key, "shots": cfg.shots,
+            "inputs": inputs_key or exp.inputs_key(), "backbone": backbone.key, "shots": cfg.shots,
             "train_classes": cfg.train_classes, "crop_scale": list(exp.data.crop_scale)}
+
+
+@dataclass
+class StepPlan:
+    """What one step of :func:`run` will do, known before it starts."""
+
+    step: int
+    method: str
+    epochs: int
+    batch_size: int
+    lr: float
+    run_dir: Path | None
+    #: evaluate (nothing to train) | train | resume (from ``resume_epoch``) | reuse | overwrite | refuse
+    action: str
+    resume_epoch: int = 0
+
+
+def plan_run(cfg: RunConfig, experiment: Experiment) -> list[StepPlan]:
+    """The steps :func:`run` takes for ``cfg`` (two for two-step plug-ins such as DPC), each with its training
+    settings and whether a finished run is reused, an interrupted one resumed, or one trained."""
+    _, plugin = parse_method(cfg.method)
+    configs = [step1_config(cfg), cfg] if plugin is not None and PLUGINS[plugin].two_step else [cfg]
+    inputs, backbone = experiment.inputs_key(), experiment.backbone
+    plans = []
+    for step, c in enumerate(configs, 1):
+        tcfg = train_config(c)
+        if not get_method(c.method).trainable:
+            plans.append(StepPlan(step, c.method, 0, tcfg.batch_size, tcfg.lr, None, "evaluate"))
+            continue
+        run_dir = run_dir_for(c, backbone, inputs)
+        full_fp = config_fingerprint(tcfg, _fingerprint(c, backbone, experiment, inputs))
+        action, epoch = "train", 0
+        if (run_dir / "result.json").is_file():
+            same = json.loads((run_dir / "result.json").read_text()).get("config_fingerprint") == full_fp
+            action = {"overwrite": "overwrite", "error": "refuse"}.get(c.if_exists, "reuse" if same else "refuse")
+        elif c.if_exists != "overwrite" and (run_dir / "checkpoint.pt").is_file():
+            ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+            action, epoch = ("resume", ckpt["epoch"] + 1) if ckpt.get("fingerprint") == full_fp else ("refuse", 0)
+        plans.append(StepPlan(step, c.method, tcfg.epochs, tcfg.batch_size, tcfg.lr, run_dir, action, epoch))
+    return plans
 
 
 def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment | None = None,
@@ -266,7 +315,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
         raise ValueError(f"RunConfig.precision={cfg.precision!r} but the backbone was loaded with "
                          f"precision={backbone.precision!r}; load it with load_clip(..., precision={cfg.precision!r}).")
     spec = get_method(cfg.method)
-    base_name, plugin = parse_method(cfg.method)
+    _, plugin = parse_method(cfg.method)
     n_classes = len(exp.train_task.classnames)
     if method is None and plugin is not None and PLUGINS[plugin].two_step:
         _make_config(PLUGINS[plugin].config, cfg.method_cfg, plugin, n_classes)  # bad options fail before step 1
@@ -278,8 +327,9 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     tcfg = train_config(cfg)
     if "num_workers" not in cfg.train:  # image decoding in parallel on the real backend (not in the fingerprint)
         tcfg = replace(tcfg, num_workers=exp.num_workers)
-    run_dir = run_dir_for(cfg, backbone) if spec.trainable else None
-    fp = _fingerprint(cfg, backbone, exp)
+    inputs = exp.inputs_key()
+    run_dir = run_dir_for(cfg, backbone, inputs) if spec.trainable else None
+    fp = _fingerprint(cfg, backbone, exp, inputs)
     full_fp = config_fingerprint(tcfg, fp)
     if run_dir is None:
         return _train_and_record(cfg, exp, method, tcfg, None, full_fp, fp, on_epoch)
@@ -327,12 +377,12 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
     if cfg.results:
         append_result(cfg.results, {
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
-            "shots": cfg.shots, "seed": cfg.seed, **metrics, "epochs": tcfg.epochs if spec.trainable else 0,
-            "precision": cfg.precision,
+            "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
+            "epochs": tcfg.epochs if spec.trainable else 0, "precision": cfg.precision,
             "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
             "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     return RunResult(metrics, history, run_dir, method, exp)
 
 
 __all__ = ["RunConfig", "RunResult", "Experiment", "run", "build_method", "train_config", "default_train",
-           "step1_config", "effective_epochs", "dataset_specs", "cached_backbone", "METHODS"]
+           "step1_config", "effective_epochs", "dataset_specs", "cached_backbone", "METHODS", "StepPlan", "plan_run"]

@@ -11,8 +11,8 @@ same learned model elsewhere, on all classes of each target's test split:
   head (the rows of the target's classes) with the ITM head, as the reference code does.
 
 Each returns a table: setting, method, source, target, role (source | target), seed, accuracy. The source run
-itself goes through :func:`dpclab.pipeline.run` (reused when finished) but stays out of the base-to-new results
-table (it has seen all classes).
+itself goes through :func:`dpclab.pipeline.run` (reused when finished) and is recorded in ``cfg.results`` with
+``train_classes="all"`` (it has seen all classes: never averaged with base-to-new rows).
 
 >>> from dpclab.pipeline import RunConfig
 >>> from dpclab.transfer import cross_dataset
@@ -37,8 +37,9 @@ from .pipeline import Experiment, RunConfig, RunResult, dataset_specs, run
 
 
 def train_source(cfg: RunConfig, backbone: Backbone | None = None) -> RunResult:
-    """Train (or reuse) ``cfg.method`` on all classes of ``cfg.dataset`` (no row in the base-to-new table)."""
-    return run(replace(cfg, train_classes="all", results=None), backbone=backbone)
+    """Train (or reuse) ``cfg.method`` on all classes of ``cfg.dataset``; its row in ``cfg.results`` says
+    ``train_classes="all"``."""
+    return run(replace(cfg, train_classes="all"), backbone=backbone)
 
 
 def target_experiment(cfg: RunConfig, dataset: str, backbone: Backbone) -> Experiment:

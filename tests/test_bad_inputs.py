@@ -175,23 +175,38 @@ def test_cli_divergence_stops_with_message_and_keeps_last_good_checkpoint(json_r
 
 
 # ------------------------------------------------------------------------------------ existing output dir
-def test_cli_rerun_reuses_and_a_changed_dataset_is_refused(json_root, tmp_path, tiny_model_name, capsys):
+def test_cli_rerun_reuses_a_changed_dataset_trains_anew_and_another_config_is_refused(json_root, tmp_path,
+                                                                                      tiny_model_name, capsys):
     assert main(_cli(tmp_path, json_root)) == 0
     (model_pt,) = (tmp_path / "runs").rglob("model.pt")
     stamp = model_pt.stat().st_mtime_ns
     assert main(_cli(tmp_path, json_root)) == 0
-    assert "(reused finished run)" in capsys.readouterr().out and model_pt.stat().st_mtime_ns == stamp
-    # the dataset changed under the same run directory: refuse, name the fix, keep the old run
+    out = capsys.readouterr().out
+    assert "-> reuse the finished run" in out and "(reused finished run)" in out
+    assert model_pt.stat().st_mtime_ns == stamp
+    # the dataset changed: the run read other images, so it is a new run (new directory); the old one is kept
     split_path = json_root / "eurosat" / "split_zhou_EuroSAT.json"
     split = json.loads(split_path.read_text())
     split["test"] = split["test"][1:]
     split_path.write_text(json.dumps(split))
+    assert main(_cli(tmp_path, json_root)) == 0
+    assert "-> train" in capsys.readouterr().out
+    assert len(list((tmp_path / "runs").rglob("model.pt"))) == 2 and model_pt.stat().st_mtime_ns == stamp
+    # a finished run of another configuration in the same directory: refuse, name the fix, keep the old run
+    (result,) = [p for p in (tmp_path / "runs").rglob("result.json") if p.parent != model_pt.parent]
+    stored = json.loads(result.read_text())
+    result.write_text(json.dumps({**stored, "config_fingerprint": "another"}))
     assert main(_cli(tmp_path, json_root)) == 2
-    line = _error_line(capsys)
-    assert "already holds a finished run with a different configuration" in line and "--overwrite" in line
-    assert model_pt.stat().st_mtime_ns == stamp
+    captured = capsys.readouterr()
+    assert "-> refused: the run directory holds a run of another configuration" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "already holds a finished run with a different configuration" in errors[0]
+    assert "--overwrite" in errors[0]
+    new_pt = result.parent / "model.pt"
+    new_stamp = new_pt.stat().st_mtime_ns
     assert main(_cli(tmp_path, json_root, "--overwrite")) == 0
-    assert model_pt.stat().st_mtime_ns != stamp
+    assert "-> retrain (--overwrite)" in capsys.readouterr().out and new_pt.stat().st_mtime_ns != new_stamp
+    assert model_pt.stat().st_mtime_ns == stamp
 
 
 # ------------------------------------------------------------------------------------- interrupted writes

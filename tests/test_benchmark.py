@@ -150,7 +150,7 @@ def test_write_report_writes_csv_and_markdown(tmp_path):
     assert not list((tmp_path / "out").glob(".*tmp*"))
 
 
-def test_ensure_world_writes_missing_and_refuses_another_world(tmp_path, monkeypatch):
+def test_ensure_world_writes_missing_and_regenerates_another_world(tmp_path, monkeypatch, caplog):
     from dpclab.data import world
 
     calls = []
@@ -165,8 +165,15 @@ def test_ensure_world_writes_missing_and_refuses_another_world(tmp_path, monkeyp
     assert calls == [["world_tint"]]
     assert world.ensure_world(tmp_path, ["world_tint"]) == []  # present, same generator: nothing to do
     (tmp_path / "world_tint" / world.STAMP_FILE).write_text("seed0-000000000000\n")
-    with pytest.raises(RuntimeError, match="another version of the world generator"):
-        world.ensure_world(tmp_path, ["world_tint"])
+
+    def fake_rewrite(root, names, seed=0):  # write_dataset replaces the folder as a whole
+        calls.append(list(names))
+
+    monkeypatch.setattr(world, "write_world", fake_rewrite)
+    with caplog.at_level("WARNING", logger="dpclab.data.world"):
+        assert world.ensure_world(tmp_path, ["world_tint"]) == ["world_tint"]  # another generator wrote it
+    assert calls == [["world_tint"], ["world_tint"]] and "regenerating" in caplog.text
+    assert (tmp_path / "world_tint" / world.STAMP_FILE).read_text().strip() == world.world_stamp(0)
 
 
 def test_cli_quick_benchmark(json_root, tmp_path, tiny_model_name, capsys):

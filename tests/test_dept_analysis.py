@@ -329,8 +329,13 @@ def test_channel_importance_study_and_plots(json_root, tmp_path, tiny_backbone):
     assert torch.allclose(torch.tensor(table.ratio[answered].to_numpy()),
                           torch.tensor((table.base / table.new)[answered].to_numpy()))
     assert sorted(table[table.model == "oracle"]["rank"]) == list(range(32))
-    # the oracle saw all classes: it stays out of the base-to-new results table
-    assert list(pd.read_csv(cfg.results).method) == ["coop", "coop+dept"]
+    # the oracle saw all classes: its row says so, and summaries keep it apart from the base-to-new coop rows
+    table_csv = pd.read_csv(cfg.results)
+    assert list(zip(table_csv.method, table_csv.train_classes)) == [("coop", "base"), ("coop+dept", "base"),
+                                                                     ("coop", "all")]
+    from dpclab.evaluate import summarize
+    assert list(zip(*[summarize(cfg.results)[k] for k in ("method", "train_classes", "runs")])) == [
+        ("coop", "base", 1), ("coop+dept", "base", 1), ("coop", "all", 1)]
     g = torch.Generator().manual_seed(0)
     p, pp = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
     inv = analysis.invariance_table(analysis.features_along_omega(lambda om: torch.tanh(om * pp + (1 - om) * p)))
@@ -351,7 +356,8 @@ def test_cross_dataset_and_domain_generalization(json_root, tmp_path, tiny_backb
     out = tmp_path / "transfer.csv"
     cross = cross_dataset(cfg, ["dtd"], tiny_backbone, results=out)
     assert list(cross.role) == ["source", "target"] and cross.accuracy.between(0, 100).all()
-    assert not (tmp_path / "results.csv").exists()  # the all-class source run is not a base-to-new result
+    # the all-class source run is recorded as such
+    assert pd_read(cfg.results)[["method", "train_classes"]].values.tolist() == [["coop+dept", "all"]]
     dg = domain_generalization(cfg, ["dtd"], tiny_backbone)  # reuses the finished source run
     assert dg.accuracy[0] == cross.accuracy[0]
     from dpclab.pipeline import run

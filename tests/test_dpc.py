@@ -276,7 +276,7 @@ def test_run_coop_plus_dpc_end_to_end_keeps_new_and_resumes(json_root, tmp_path,
                      train=cfg.base_train, base_train={}), experiment=exp)
     method = build_method("coop+dpc", tiny_backbone, n_classes=3, base_method=step1.method)
     fit(method, exp.train_examples("features"), exp.train_task, train_config(cfg2),
-        run_dir_for(cfg2, tiny_backbone), _fingerprint(cfg2, tiny_backbone, exp), stop_after=2)
+        run_dir_for(cfg2, tiny_backbone, exp.inputs_key()), _fingerprint(cfg2, tiny_backbone, exp), stop_after=2)
     resumed = run(cfg2, experiment=exp)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in res.history]
     assert resumed.metrics == res.metrics

@@ -35,7 +35,7 @@ def test_two_workers_equal_one_worker_and_nothing_runs_twice(json_root, tmp_path
 
 
 def test_run_config_matches_the_notebooks_run_directories(json_root, tmp_path):
-    from dpclab.notebook_helpers import Setup
+    from dpclab.notebook import Setup
     from dpclab.pipeline import run_dir_for, train_config
     from dpclab.backbones import load_clip
 

@@ -100,7 +100,7 @@ def test_interrupted_training_resumes_to_the_same_result(json_root, tmp_path, ti
     cfg2 = _cfg(json_root, tmp_path, runs_dir=str(tmp_path / "runs2"), train=cfg.train)
     method = build_method("coop", tiny_backbone)
     from dpclab.pipeline import run_dir_for, train_config, _fingerprint
-    rd = run_dir_for(cfg2, tiny_backbone)
+    rd = run_dir_for(cfg2, tiny_backbone, exp.inputs_key())
     fit(method, exp.train_examples("features"), exp.train_task, train_config(cfg2), rd,
         _fingerprint(cfg2, tiny_backbone, exp), stop_after=2)
     assert torch.load(rd / "checkpoint.pt", weights_only=True)["epoch"] == 1

@@ -304,7 +304,9 @@ def few_shot(data: DatasetSplits, k: int, seed: int, cache_dir: str | os.PathLik
     A class with fewer than K training images keeps all of them, as the reference does; that is not an error,
     but the result is no longer a balanced K-shot set, so a :class:`FewShotWarning` names those classes.
 
-    With ``cache_dir`` the sampled lists are stored as JSON per (dataset fingerprint, K, seed) and reused.
+    With ``cache_dir`` the sampled lists are stored as JSON per (dataset fingerprint, K, seed) and reused. They
+    depend on the split listing only (paths and labels), not on the image bytes: an image replaced in place leaves
+    them valid, while features and runs, keyed by the files' (size, mtime), are recomputed.
     """
     if k <= 0:
         return data

@@ -78,13 +78,29 @@ class ImageList(Dataset):
         return x, d.label, i
 
 
+def file_stamp(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of an image file: what the caches key on, so an image replaced in place invalidates them.
+
+    Chosen over hashing the bytes: a stat is ~10 us per image, reading and hashing a 100 KB JPEG ~300 us (sha1,
+    warm page cache), i.e. ~1 s against ~40 s for the 133k test images of the 11 datasets at every evaluation."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as err:
+        raise DatasetError(f"Image file missing: {path}. Check the data root and that the dataset is extracted.") \
+            from err
+    return st.st_size, st.st_mtime_ns
+
+
 def items_digest(items: Sequence[Datum]) -> str:
-    return hashlib.sha1(json.dumps([[d.impath, d.label] for d in items]).encode()).hexdigest()[:16]
+    """Identifies a list of images by path, label and the (size, mtime_ns) of each file."""
+    rows = [[d.impath, d.label, *file_stamp(d.impath)] for d in items]
+    return hashlib.sha1(json.dumps(rows).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class FeatureKey:
-    """What a cached feature tensor depends on: the weights, the exact image list, the transform and view."""
+    """What a cached feature tensor depends on: the weights, the exact image list (paths, labels and file stamps),
+    the transform and view."""
 
     backbone: str
     items: str  # items_digest

@@ -619,7 +619,8 @@ def world_datasets() -> list[str]:
 def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) -> list[str]:
     """Write the world datasets among ``datasets`` that are missing under ``data_root``; returns the names
     written. Datasets that are not world datasets are left alone. A world dataset written by a different version
-    of the generator is an error (its cached features and runs would silently mix two worlds)."""
+    of the generator is regenerated (one log line says so); its new image files have new (size, mtime) stamps, so
+    feature caches and runs made from the old images are not reused."""
     root, stamp, written = Path(data_root), world_stamp(seed), []
     # notebooks run in parallel: the first writes a missing dataset, the others wait and then find it
     with file_lock(root / ".world.lock"):
@@ -630,10 +631,11 @@ def ensure_world(data_root: str | Path, datasets: Iterable[str], seed: int = 0) 
             stamp_path = folder / STAMP_FILE
             if folder.is_dir() and stamp_path.is_file():
                 found = stamp_path.read_text().strip()
-                if found != stamp:
-                    raise RuntimeError(
-                        f"{folder} was written by another version of the world generator ({found}, current {stamp}). "
-                        f"Delete {folder} (and the feature cache and runs made from it), or pass another --data-root.")
+                if found == stamp:
+                    continue
+                log.warning("regenerating %s: written by world generator %s, current %s", folder, found, stamp)
+                _write_stamped(root, name, seed, stamp)
+                written.append(name)
                 continue
             if folder.is_dir() and any(folder.iterdir()):
                 log.warning("%s exists without %s; using it as is", folder, STAMP_FILE)
@@ -652,7 +654,8 @@ def _write_stamped(root: Path, name: str, seed: int, stamp: str) -> Path:
 
 def rewrite_world(data_root: str | Path, datasets: Iterable[str] | None = None, seed: int = 0) -> dict[str, Path]:
     """(Re)write world datasets (default: all) with the current generator and stamp them, under the world lock.
-    Replacing a dataset does not clear feature caches or runs made from an older version of it."""
+    Feature caches and runs made from the replaced images stay on disk but are not reused (they are keyed by the
+    images' (size, mtime) stamps)."""
     names = world_datasets() if datasets is None else list(datasets)
     root, stamp = Path(data_root), world_stamp(seed)
     with file_lock(root / ".world.lock"):
