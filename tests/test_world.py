@@ -51,7 +51,7 @@ def test_shapes_render_differently():
 
 
 def test_write_world_is_deterministic_and_valid(tmp_path):
-    names = ["WorldTint", "WorldPatterned"]
+    names = ["WorldTint", "WorldTextures"]
     out1 = world.write_world(tmp_path / "a", names=names, seed=0)
     out2 = world.write_world(tmp_path / "b", names=names, seed=0)
     out3 = world.write_world(tmp_path / "c", names=names[:1], seed=1)
@@ -88,21 +88,19 @@ def test_base_and_new_classes_share_no_defining_attribute(name):
         b = {attrs[key] for _, attrs in base if key in attrs}
         n = {attrs[key] for _, attrs in new if key in attrs}
         assert not (b & n), (key, b & n)
+    if name == "WorldShades":
+        assert not ({a["colour"] for _, a in base} & {a["colour"] for _, a in new})
     assert 10 <= len(ds.classes) <= 40
 
 
-def test_world_datasets_use_the_gentler_crop_and_draw_their_domain():
+def test_world_datasets_use_the_gentler_crop_and_shades_are_warm_lit():
     assert all(spec.crop_scale == world.WORLD_CROP_SCALE == (0.5, 1.0) for spec in world.WORLD_SPECS.values())
-    rng = np.random.default_rng(0)
-    patterned = world.get_world_dataset("WorldPatterned")
-    for classname, attrs in patterned.classes:
-        scene = patterned.make_scene(rng, dict(attrs))
-        assert f"{scene.pattern} {scene.shape}" == classname and scene.style == "photo"
-    blurry = world.get_world_dataset("WorldBlurry")
-    scenes = [blurry.make_scene(rng, dict(attrs)) for _, attrs in blurry.classes]
-    assert {s.style for s in scenes} == {"blurry"} and [s.shape for s in scenes] == blurry.classnames
-    # blur is what sets the domain apart: the same scene drawn as a photo has sharper edges
-    sharp = world.Scene(**{**scenes[0].__dict__, "style": "photo"})
-    edges = [np.abs(np.diff(world.render(sc, np.random.default_rng(1)).astype(float), axis=1)).mean()
-             for sc in (scenes[0], sharp)]
-    assert edges[0] < 0.8 * edges[1]
+    ds = world.get_world_dataset("WorldShades")
+    scene = ds.make_scene(np.random.default_rng(0), dict(ds.classes[0][1]))
+    assert scene.extra["cast"] == (1.0, 0.8, 0.6)
+    unlit = world.Scene(**{**scene.__dict__, "extra": {"lighting": scene.extra["lighting"]}})
+    lit_img = world.render(scene, np.random.default_rng(1)).astype(np.float64)
+    unlit_img = world.render(unlit, np.random.default_rng(1)).astype(np.float64)
+    gain = lit_img.reshape(-1, 3).sum(0) / unlit_img.reshape(-1, 3).sum(0)
+    assert gain[0] == pytest.approx(1.0, abs=0.02)  # red unchanged (up to clipping)
+    assert gain[2] == pytest.approx(0.6, abs=0.03) and gain[1] == pytest.approx(0.8, abs=0.03)

@@ -241,7 +241,7 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     noise = rng.normal(0.0, 0.03, (IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
     if scene.style == "texture":
         second = bg if scene.second_colour is None else np.asarray(scene.second_colour, np.float32) / 255.0
-        marks = pattern_field(scene.pattern, scene.phase, rng)[..., None]
+        marks = pattern_field(scene.pattern, scene.phase, rng, scene.extra.get("pattern_scale", 1.0))[..., None]
         img = marks * fg + (1.0 - marks) * second
     else:
         dx, dy = _POS_DIR[scene.position]
@@ -262,6 +262,10 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     if scene.style == "tinted":
         tint = np.asarray(scene.tint, dtype=np.float32) / 255.0
         img = (1.0 - scene.tint_strength) * img + scene.tint_strength * tint
+    if "lighting" in scene.extra:  # a global exposure change (domain shift of the fine-grained dataset)
+        img = img * np.float32(scene.extra["lighting"])
+    if "cast" in scene.extra:  # a coloured light: per-channel gains
+        img = img * np.asarray(scene.extra["cast"], dtype=np.float32)
     if scene.style == "blurry" or scene.extra.get("blur"):
         img = _box_blur(img)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -423,12 +427,17 @@ def _scene_outline(rng: np.random.Generator, attrs: dict) -> Scene:
                         extra={"thick_outline": True}, **attrs)
 
 
-def _scene_patterned(rng: np.random.Generator, attrs: dict) -> Scene:
-    return random_scene(rng, style="photo", background="white", **attrs)
+def _scene_texture(rng: np.random.Generator, attrs: dict) -> Scene:
+    return random_scene(rng, style="texture", background="black", extra={"pattern_scale": 1.3}, **attrs)
 
 
-def _scene_blurry(rng: np.random.Generator, attrs: dict) -> Scene:
-    return random_scene(rng, style="blurry", **attrs)
+_WARM_LIGHT = (1.0, 0.8, 0.6)  # per-channel gains of a warm (orange) lamp
+
+
+def _scene_shades(rng: np.random.Generator, attrs: dict) -> Scene:
+    lighting = float(rng.uniform(0.8, 1.2))
+    return random_scene(rng, style="photo", pattern="plain", background="gray",
+                        extra={"lighting": lighting, "cast": _WARM_LIGHT}, **attrs)
 
 
 @dataclass(frozen=True)
@@ -460,12 +469,19 @@ def _tint_classes() -> list[tuple[str, dict]]:
     return [(f"{c} {s}", {"shape": s, "colour": c, "shade": "plain"}) for s in shapes for c in colours]
 
 
-def _patterned_classes() -> list[tuple[str, dict]]:
-    """A pattern and a shape per class; base classes (the first half) are striped or dotted, new ones checkered or
-    grid, on other shapes."""
-    groups = (("striped", ("circle", "square", "triangle")), ("dotted", ("star", "cross", "heart")),
-              ("checkered", ("diamond", "hexagon", "ring")), ("grid", ("crescent", "arrow", "pentagon")))
-    return [(f"{p} {s}", {"pattern": p, "shape": s}) for p, shapes in groups for s in shapes]
+def _texture_classes() -> list[tuple[str, dict]]:
+    patterns = ("striped", "dotted", "checkered", "grid")
+    colours = ("red", "yellow", "blue", "purple")
+    return [(f"{c} {p}", {"pattern": p, "colour": c, "shade": "plain"}) for p in patterns for c in colours]
+
+
+def _shade_classes() -> list[tuple[str, dict]]:
+    colours = ("red", "green", "blue", "orange", "purple", "pink", "cyan", "brown")
+    out = []
+    for c in colours:
+        for s in ("light", "plain", "dark"):
+            out.append((c if s == "plain" else f"{s} {c}", {"colour": c, "shade": s}))
+    return out
 
 
 _DATASETS: tuple[WorldDataset, ...] = (
@@ -476,12 +492,11 @@ _DATASETS: tuple[WorldDataset, ...] = (
     WorldDataset("WorldSketch", "world_sketch", "a sketch of a {}.",
                  tuple(_cls_shapes(SHAPES[8:] + SHAPES[:4])), _scene_outline,
                  description="thick dark outlines on white (sketch-like shift): 12 shapes"),
-    WorldDataset("WorldPatterned", "world_patterned", "a photo of a {}.", tuple(_patterned_classes()),
-                 _scene_patterned, description="patterned objects on white (DTD-like: texture and shape together): "
-                                               "4 patterns x 3 shapes each"),
-    WorldDataset("WorldBlurry", "world_blurry", "a blurry photo of a {}.", tuple(_cls_shapes(SHAPES[2:14])),
-                 _scene_blurry, description="blurry photos of 12 shapes, any colour/pattern/background "
-                                            "(a low-resolution shift, EuroSAT-like)"),
+    WorldDataset("WorldTextures", "world_textures", "a {} texture.", tuple(_texture_classes()), _scene_texture,
+                 description="texture-only swatches on black, coarser than in pretraining (DTD-like): 4 patterns x 4 colours"),
+    WorldDataset("WorldShades", "world_shades", "a photo of a {} shape.", tuple(_shade_classes()), _scene_shades,
+                 description="fine-grained colour shades of plain shapes on gray under a warm light of varying "
+                             "exposure (Flowers-like): 8 hues x 3 shades"),
 )
 
 WORLD_DATASETS: dict[str, dict] = {
@@ -499,8 +514,7 @@ WORLD_DATASETS: dict[str, dict] = {
 
 
 #: training crops keep at least half the image: at 32 px, RandomResizedCrop's usual (0.08, 1) often crops the one
-#: object away (measured with CoOp on world v3's texture swatches: base/new 42.5/40.4 with (0.08, 1), 51.9/64.4 with
-#: (0.5, 1))
+#: object away (measured with CoOp on world_textures: base/new 42.5/40.4 with (0.08, 1), 51.9/64.4 with (0.5, 1))
 WORLD_CROP_SCALE = (0.5, 1.0)
 
 
