@@ -36,15 +36,28 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
-from .io import atomic_write_text
+from .diagnostics import dpc_diagnostics, linear_probe
 from .evaluate import accuracy, format_mean_std, harmonic_mean, predict_logits, summarize
+from .io import atomic_write_text
 from .methods import PLUGINS, parse_method
 from .pipeline import Experiment, RunConfig, cached_backbone, run
 
 log = logging.getLogger(__name__)
 
-#: the benchmark's methods: the frozen model, the tuned baseline and the two Base-New trade-off fixes on top of it
-DEFAULT_METHODS: tuple[str, ...] = ("zeroshot", "coop", "coop+dpc", "coop+dept")
+#: the linear probe's row label: not a prompt method, the ceiling of the frozen features (dpclab.diagnostics)
+PROBE = "linear-probe"
+
+
+def _dpc_mode_rows() -> tuple[str, ...]:
+    """One row per DPC mode besides the default one, labelled ``coop+dpc[<mode>]``."""
+    from .methods.dpc import DPCConfig, MODES
+
+    return tuple(f"coop+dpc[{m}]" for m in MODES if m != DPCConfig.mode)
+
+
+#: the benchmark's rows: the frozen model, the feature ceiling, the tuned baseline, the two Base-New trade-off fixes
+#: on top of it (DPC in its default mode, then every other mode)
+DEFAULT_METHODS: tuple[str, ...] = ("zeroshot", PROBE, "coop", "coop+dpc", *_dpc_mode_rows(), "coop+dept")
 DEFAULT_SEEDS: tuple[int, ...] = (1, 2, 3)
 #: ``--quick``: one dataset, one seed, 2 epochs for every method (a smoke test of the whole grid, not a result)
 QUICK_TRAIN: dict = {"epochs": 2}
@@ -55,6 +68,18 @@ AVERAGE = "average"
 
 GRID_COLUMNS = ["dataset", "method", "seed", "base", "new", "hm", "train_acc", "epochs", "seconds", "reused",
                 "run_dir"]
+#: extra columns of DPC rows (see :func:`dpclab.diagnostics.dpc_diagnostics`)
+DPC_COLUMNS = ["dist", "rel_dist", "loss_P", "loss_Pprime", "train_acc_P", "train_acc_Pprime", "fixed", "broken", "n_train",
+               "base_at_0", "base_at_wb", "base_at_1"]
+
+
+def row_method(label: str) -> tuple[str, dict]:
+    """A row label -> (method name, method config): ``"coop+dpc[released]"`` -> ``("coop+dpc", {"mode": "released"})``;
+    any other label is a method name as is (``PROBE`` is not a method and is handled by :func:`run_grid`)."""
+    if label.endswith("]") and "[" in label:
+        name, mode = label[:-1].split("[", 1)
+        return name, {"mode": mode}
+    return label, {}
 
 
 # --------------------------------------------------------------------------------------------------------- the grid
@@ -76,14 +101,18 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
              results: str | None = "runs/results.csv", device: str = "auto", if_exists: str = "reuse",
              backbone: Backbone | None = None, progress: bool = False,
              on_row: Callable[[dict], None] | None = None,
-             train_for: Callable[[str], tuple[dict, dict]] | None = None) -> pd.DataFrame:
+             train_for: Callable[[str], tuple[dict, dict]] | None = None, precision: str = "fp32",
+             spec: dict[str, tuple[str, dict]] | None = None) -> pd.DataFrame:
     """Run (or reuse) every ``dataset x method x seed`` and return one row per run (columns :data:`GRID_COLUMNS`).
 
     ``train``: TrainConfig overrides applied to *every* trained method (e.g. ``{"epochs": 2}`` for a smoke test);
     for two-step plug-ins (``coop+dpc``) they apply to both steps, so step 1 is the very run of the ``coop`` row.
     ``train_for``: instead of ``train``, per-method overrides: ``train_for(method) -> (train, base_train)``, the
     second for step 1 of a two-step plug-in (e.g. :meth:`dpclab.notebook.Setup.train_overrides`).
-    ``method_cfg``: per-method config overrides, ``{"coop+dpc": {"omega_b": 0.5}}``.
+    ``method_cfg``: per-row config overrides, ``{"coop+dpc": {"omega_b": 0.5}}``. A row label is a method name, a
+    DPC mode row ``"coop+dpc[released]"``, :data:`PROBE`, or a key of ``spec``: ``{label: (method, overrides)}``
+    with RunConfig overrides ``method_cfg`` / ``base_method_cfg`` / ``train`` / ``base_train`` (what
+    :func:`dpclab.paper_numbers.reproduction_runs` returns).
     ``backbone``: an already loaded :class:`~dpclab.backbones.Backbone` (tests pass a tiny one); by default
     ``model``/``pretrained`` are loaded once. ``on_row`` is called with each finished row (progress display).
     ``seconds`` is the wall time of the run (training + evaluation; near 0 when reused), ``reused`` says which.
@@ -91,7 +120,8 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
     if not datasets or not methods or not seeds:
         raise ValueError("run_grid needs at least one dataset, one method and one seed.")
     for name in methods:
-        parse_method(name)  # unknown names fail before any training
+        if name != PROBE:
+            parse_method(_resolve_row(name, spec)[0])  # unknown names fail before any training
     unknown = set(method_cfg or {}) - set(methods)
     if unknown:
         raise ValueError(f"method_cfg names method(s) {sorted(unknown)} that are not in methods={list(methods)}.")
@@ -106,28 +136,52 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
         for dataset in datasets:
             exp = None  # one Experiment (few-shot split, feature cache) per dataset x seed, shared by the methods
             for name in methods:
-                _, plugin = parse_method(name)
+                method, over = _resolve_row(name, spec)
+                _, plugin = (None, None) if name == PROBE else parse_method(method)
                 two_step = plugin is not None and PLUGINS[plugin].two_step
-                method_train, step1_train = train_for(name)
-                cfg = RunConfig(method=name, dataset=dataset, data_root=data_root, model=model,
-                                pretrained=str(pretrained), shots=shots, seed=seed, device=device,
-                                cache_dir=cache_dir, runs_dir=runs_dir, results=results, train=dict(method_train),
-                                method_cfg=dict((method_cfg or {}).get(name, {})),
-                                base_train=dict(step1_train) if two_step else {}, if_exists=if_exists,
-                                progress=progress)
+                method_train, step1_train = train_for(method)
+                cfg = RunConfig(method="zeroshot" if name == PROBE else method, dataset=dataset,
+                                data_root=data_root, model=model, pretrained=str(pretrained), shots=shots, seed=seed,
+                                device=device, precision=precision, cache_dir=cache_dir, runs_dir=runs_dir,
+                                results=results, train={**method_train, **over.get("train", {})},
+                                method_cfg={**over.get("method_cfg", {}), **(method_cfg or {}).get(name, {})},
+                                base_method_cfg=dict(over.get("base_method_cfg", {})),
+                                base_train={**step1_train, **over.get("base_train", {})} if two_step else {},
+                                if_exists=if_exists, progress=progress)
                 exp = exp or Experiment.prepare(cfg, backbone)
                 t0 = time.time()
+                if name == PROBE:
+                    probe = linear_probe(exp)
+                    row = {"dataset": dataset, "method": name, "seed": seed, "base": probe["base"],
+                           "new": math.nan, "hm": math.nan, "train_acc": probe["train_acc"], "epochs": 0,
+                           "seconds": time.time() - t0, "reused": False, "run_dir": ""}
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+                    continue
                 res = run(cfg, experiment=exp)
                 seconds = time.time() - t0
                 row = {"dataset": dataset, "method": name, "seed": seed, **res.metrics,
                        "train_acc": train_accuracy(res), "epochs": _epochs(res), "seconds": seconds,
                        "reused": res.reused, "run_dir": str(res.run_dir or "")}
+                if plugin == "dpc":
+                    row.update(dpc_diagnostics(exp, res.method))
                 log.info("%s %s seed %d: base %.2f new %.2f HM %.2f train %.2f (%.1f s)", dataset, name, seed,
                          row["base"], row["new"], row["hm"], row["train_acc"], seconds)
                 if on_row is not None:
                     on_row(row)
                 rows.append(row)
-    return pd.DataFrame(rows, columns=GRID_COLUMNS)
+    extra = [c for c in DPC_COLUMNS if any(c in r for r in rows)]
+    return pd.DataFrame(rows, columns=GRID_COLUMNS + extra)
+
+
+def _resolve_row(label: str, spec: dict | None) -> tuple[str, dict]:
+    """A row label -> (method name, RunConfig overrides)."""
+    if spec and label in spec:
+        method, overrides = spec[label]
+        return method, dict(overrides)
+    method, cfg = row_method(label)
+    return method, {"method_cfg": cfg} if cfg else {}
 
 
 def _epochs(result) -> int:
@@ -187,6 +241,7 @@ MEMORISATION = 90.0  # CoOp accuracy on its own training shots ("near-memorisati
 COOP_BASE_GAIN = 5.0  # CoOp base >= zero-shot base + 5
 DPC_BASE_GAIN = 1.0  # CoOp+DPC base >= CoOp base + 1
 DPC_NEW_TOLERANCE = 0.1  # CoOp+DPC new within 0.1 points of CoOp new (omega_n = 0 makes them equal)
+PROBE_CEILING = 90.0  # 16-shot linear probe on frozen features (issue 11): the features can separate the classes
 
 
 def check_targets(summary: pd.DataFrame, dataset: str = AVERAGE) -> pd.DataFrame:
@@ -204,6 +259,7 @@ def check_targets(summary: pd.DataFrame, dataset: str = AVERAGE) -> pd.DataFrame
         return float(rows.loc[method, col]) if method in rows.index else math.nan
 
     zs_b, zs_n = get("zeroshot", "base"), get("zeroshot", "new")
+    probe_b = get(PROBE, "base")
     coop_b, coop_n, coop_h, coop_t = (get("coop", c) for c in ("base", "new", "hm", "train_acc"))
     dpc_b, dpc_n = get("coop+dpc", "base"), get("coop+dpc", "new")
     dept_h = get("coop+dept", "hm")
@@ -211,20 +267,45 @@ def check_targets(summary: pd.DataFrame, dataset: str = AVERAGE) -> pd.DataFrame
     # (target, requirement, measured, passed, whether measured is a difference between two methods)
     checks = [
         ("zero-shot new in range", f"{lo:g} <= zero-shot new <= {hi:g}", zs_n, lo <= zs_n <= hi, False),
+        ("features allow memorisation", f"linear probe base >= {PROBE_CEILING:g}", probe_b, probe_b >= PROBE_CEILING,
+         False),
         ("CoOp memorises its shots", f"CoOp train accuracy >= {MEMORISATION:g}", coop_t, coop_t >= MEMORISATION,
          False),
         ("CoOp gains on base", f"CoOp base - zero-shot base >= {COOP_BASE_GAIN:g}", coop_b - zs_b,
          coop_b - zs_b >= COOP_BASE_GAIN, True),
         ("CoOp loses on new", "CoOp new - zero-shot new < 0", coop_n - zs_n, coop_n - zs_n < 0, True),
+        *_per_dataset_new_loss(summary, dataset),
         ("DPC lifts base", f"CoOp+DPC base - CoOp base >= {DPC_BASE_GAIN:g}", dpc_b - coop_b,
          dpc_b - coop_b >= DPC_BASE_GAIN, True),
+        *[(f"DPC [{m}] lifts base", f"CoOp+DPC[{m}] base - CoOp base >= {DPC_BASE_GAIN:g}",
+           get(f"coop+dpc[{m}]", "base") - coop_b, get(f"coop+dpc[{m}]", "base") - coop_b >= DPC_BASE_GAIN, True)
+          for m in _modes_in(rows.index)],
         ("DPC keeps new", f"abs(CoOp+DPC new - CoOp new) <= {DPC_NEW_TOLERANCE:g}", dpc_n - coop_n,
          abs(dpc_n - coop_n) <= DPC_NEW_TOLERANCE, True),
         ("DePT improves on CoOp", "CoOp+DePT HM - CoOp HM > 0", dept_h - coop_h, dept_h - coop_h > 0, True),
     ]
+    checks = [c for c in checks if not (c[0] == "features allow memorisation" and PROBE not in rows.index)]
     out = [{"dataset": dataset, "target": name, "requirement": req, "measured": value, "difference": diff,
             "passed": None if math.isnan(value) else bool(ok)} for name, req, value, ok, diff in checks]
     return pd.DataFrame(out)
+
+
+def _modes_in(labels) -> list[str]:
+    return [row_method(label)[1]["mode"] for label in labels if label.startswith("coop+dpc[")]
+
+
+def _per_dataset_new_loss(summary: pd.DataFrame, dataset: str) -> list[tuple]:
+    """On the average row set only: on how many datasets CoOp's new-class accuracy falls below zero-shot's
+    (required: all but at most one)."""
+    if dataset != AVERAGE:
+        return []
+    per = summary[summary["dataset"] != AVERAGE].pivot_table(index="dataset", columns="method", values="new")
+    if not {"coop", "zeroshot"} <= set(per.columns) or len(per) < 2:
+        return []
+    losses = int((per["coop"] < per["zeroshot"]).sum())
+    need = len(per) - 1
+    return [("CoOp loses on new per dataset", f"CoOp new < zero-shot new on >= {need} of {len(per)} datasets",
+             float(losses), losses >= need, False)]
 
 
 # ------------------------------------------------------------------------------------------------------ the writers
@@ -233,7 +314,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
     lines = ["| dataset | method | base | new | HM | train (shots) | runs |", "|---|---|---|---|---|---|---|"]
     for r in summary.itertuples(index=False):
         name = f"**{r.dataset}**" if r.dataset == AVERAGE else r.dataset
-        lines.append(f"| {name} | {r.method} | {format_mean_std(r.base, r.base_std)} | {format_mean_std(r.new, r.new_std)} | {r.hm:.2f} | "
+        lines.append(f"| {name} | {r.method} | {format_mean_std(r.base, r.base_std)} | "
+                     f"{format_mean_std(r.new, r.new_std)} | {format_mean_std(r.hm)} | "
                      f"{format_mean_std(r.train_acc, r.train_acc_std)} | {int(r.runs)} |")
     return "\n".join(lines) + "\n"
 
@@ -244,6 +326,61 @@ def markdown_targets(targets: pd.DataFrame) -> str:
         verdict = "n/a" if r.passed is None else ("pass" if r.passed else "FAIL")
         measured = "–" if math.isnan(r.measured) else f"{r.measured:+.2f}" if r.difference else f"{r.measured:.2f}"
         lines.append(f"| {r.target} | {r.requirement} | {measured} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_per_dataset(summary: pd.DataFrame) -> str:
+    """The targets' quantities per dataset (and on average), one row each; ✗ marks a value that misses its target."""
+    dpc_rows = ["coop+dpc", *[m for m in summary["method"].unique() if str(m).startswith("coop+dpc[")]]
+    head = ["dataset", "zero-shot new", "probe base", "CoOp train acc", "CoOp base gain", "CoOp new change",
+            *[f"{r} base gain" for r in dpc_rows], "DPC new change", "DePT HM gain"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lo, hi = ZS_NEW_RANGE
+    for dataset, rows in summary.groupby("dataset", sort=False):
+        r = rows.set_index("method")
+
+        def get(method, col):
+            return float(r.loc[method, col]) if method in r.index else math.nan
+
+        def cell(value, ok, signed=True):
+            if math.isnan(value):
+                return "–"
+            return (f"{value:+.1f}" if signed else f"{value:.1f}") + ("" if ok else " ✗")
+
+        zs_n, coop_b = get("zeroshot", "new"), get("coop", "base")
+        cells = [cell(zs_n, lo <= zs_n <= hi, False), cell(get(PROBE, "base"), get(PROBE, "base") >= PROBE_CEILING,
+                                                            False),
+                 cell(get("coop", "train_acc"), get("coop", "train_acc") >= MEMORISATION, False),
+                 cell(coop_b - get("zeroshot", "base"), coop_b - get("zeroshot", "base") >= COOP_BASE_GAIN),
+                 cell(get("coop", "new") - zs_n, get("coop", "new") - zs_n < 0),
+                 *[cell(get(m, "base") - coop_b, get(m, "base") - coop_b >= DPC_BASE_GAIN) for m in dpc_rows],
+                 cell(get("coop+dpc", "new") - get("coop", "new"),
+                      abs(get("coop+dpc", "new") - get("coop", "new")) <= DPC_NEW_TOLERANCE),
+                 cell(get("coop+dept", "hm") - get("coop", "hm"), get("coop+dept", "hm") - get("coop", "hm") > 0)]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dpc_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """DPC's diagnostics (:data:`DPC_COLUMNS`) averaged over seeds, per dataset x DPC row, plus the average."""
+    cols = [c for c in DPC_COLUMNS if c in runs.columns]
+    dpc = runs[runs["method"].astype(str).str.startswith("coop+dpc")]
+    if dpc.empty or not cols:
+        return pd.DataFrame(columns=["dataset", "method", *cols])
+    per = dpc.groupby(["dataset", "method"], sort=False)[cols].mean().reset_index()
+    avg = dpc.groupby("method", sort=False)[cols].mean().reset_index().assign(dataset=AVERAGE)
+    return pd.concat([per, avg[per.columns]], ignore_index=True)
+
+
+def markdown_dpc(table: pd.DataFrame) -> str:
+    """:func:`dpc_summary` as markdown: loss and accuracy on the shots with P and P', ‖P'−P‖, images fixed/broken."""
+    lines = ["| dataset | DPC row | train loss P → P' | train acc P → P' | fixed / broken (of shots) | ‖P'−P‖ (rel.) "
+             "| base test ω=0 / ω_b / 1 |", "|---|---|---|---|---|---|---|"]
+    for r in table.to_dict("records"):
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['loss_P']:.3f} → {r['loss_Pprime']:.3f} | "
+                     f"{r['train_acc_P']:.1f} → {r['train_acc_Pprime']:.1f} | {r['fixed']:.1f} / {r['broken']:.1f}"
+                     f" ({r['n_train']:.0f}) | {r['dist']:.2f} ({r['rel_dist']:.2f}) | {r['base_at_0']:.1f} / "
+                     f"{r['base_at_wb']:.1f} / {r['base_at_1']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -267,6 +404,12 @@ def write_report(out: str | Path, name: str, runs: pd.DataFrame, summary: pd.Dat
         paths["targets"] = out / f"{name}_targets.csv"
         atomic_write_text(paths["targets"], _csv_text(targets))
         md += "\nTargets (on the average over datasets; informational):\n\n" + markdown_targets(targets)
+    md += "\nPer dataset (✗ = target missed):\n\n" + markdown_per_dataset(summary)
+    dpc = dpc_summary(runs)
+    if not dpc.empty:
+        paths["dpc"] = out / f"{name}_dpc.csv"
+        atomic_write_text(paths["dpc"], _csv_text(dpc))
+        md += "\nDPC step 2, diagnostics (mean over seeds):\n\n" + markdown_dpc(dpc)
     atomic_write_text(paths["markdown"], md)
     return paths
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, GRID_COLUMNS, check_targets, markdown_table, markdown_targets,
-                              run_grid, summary_table, write_report)
+from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, check_targets, markdown_table,
+                              markdown_targets, run_grid, summary_table, write_report)
 from dpclab.cli import main
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
@@ -27,13 +27,25 @@ def _grid(root, tmp_path, backbone, **kw):
 
 def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_backbone):
     runs = _grid(json_root, tmp_path, tiny_backbone)
-    assert list(runs.columns) == GRID_COLUMNS
-    assert len(runs) == 1 * 4 * 2
-    assert list(runs["method"]) == list(DEFAULT_METHODS) * 2 and list(runs["seed"]) == [1] * 4 + [2] * 4
-    assert runs.loc[runs.method == "zeroshot", "epochs"].eq(0).all()
-    assert runs.loc[runs.method != "zeroshot", "epochs"].eq(1).all()
-    for _, r in runs.iterrows():
+    n = len(DEFAULT_METHODS)
+    assert list(runs.columns) == GRID_COLUMNS + DPC_COLUMNS
+    assert len(runs) == 1 * n * 2
+    assert list(runs["method"]) == list(DEFAULT_METHODS) * 2 and list(runs["seed"]) == [1] * n + [2] * n
+    assert runs.loc[runs.method.isin(["zeroshot", PROBE]), "epochs"].eq(0).all()
+    assert runs.loc[~runs.method.isin(["zeroshot", PROBE]), "epochs"].eq(1).all()
+    trained = runs[runs.method != PROBE]
+    for _, r in trained.iterrows():
         assert r["hm"] == pytest.approx(harmonic_mean(r["base"], r["new"]))
+    # the linear probe has no new-class classifier; DPC rows carry their diagnostics, other rows do not
+    probe = runs[runs.method == PROBE]
+    assert probe["new"].isna().all() and probe["base"].between(0, 100).all() and probe["train_acc"].notna().all()
+    dpc = runs[runs.method.str.startswith("coop+dpc")]
+    assert dpc["dist"].notna().all() and runs.loc[~runs.index.isin(dpc.index), "dist"].isna().all()
+    assert (dpc["fixed"] + dpc["broken"] <= dpc["n_train"]).all()
+    # base test accuracy at omega = 0 is the step-1 model's, i.e. the CoOp row of the same seed
+    for _, r in dpc.iterrows():
+        coop = runs[(runs.method == "coop") & (runs.seed == r["seed"])].iloc[0]
+        assert r["base_at_0"] == pytest.approx(coop["base"])
     # DPC (omega_n = 0) leaves new classes to the step-1 model, which is the CoOp run of the same seed
     for seed in (1, 2):
         coop = runs[(runs.method == "coop") & (runs.seed == seed)].iloc[0]
@@ -41,7 +53,8 @@ def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_back
         assert dpc["new"] == coop["new"]
     # step 1 of DPC reused the CoOp run: the results table holds each trained run exactly once
     table = pd.read_csv(tmp_path / "runs" / "results.csv")
-    assert sorted(table.groupby(["method", "seed"]).size().tolist()) == [1] * 8
+    assert len(table) == (n - 1) * 2  # every row but the probe's (not a prompt method) is one run
+    assert table["run_dir"].dropna().is_unique
     # zero-shot accuracy on the shots, recomputed by hand from the frozen encoders and the test transform
     from dpclab.pipeline import Experiment, RunConfig
 
@@ -60,10 +73,10 @@ def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_back
     assert zs["train_acc"] == pytest.approx(expected, abs=1e-4)
     # a second call reuses every trained run and reproduces the table
     again = _grid(json_root, tmp_path, tiny_backbone)
-    assert again.loc[again.method != "zeroshot", "reused"].all()
+    assert again.loc[~again.method.isin(["zeroshot", PROBE]), "reused"].all()
     pd.testing.assert_frame_equal(again[["base", "new", "hm", "train_acc"]], runs[["base", "new", "hm", "train_acc"]])
     summary = summary_table(runs)
-    assert len(summary) == 4 * 2  # (1 dataset + average) x 4 methods
+    assert len(summary) == n * 2  # (1 dataset + average) x methods
     assert set(summary["dataset"]) == {"eurosat", AVERAGE}
 
 
@@ -186,5 +199,5 @@ def test_cli_quick_benchmark(json_root, tmp_path, tiny_model_name, capsys):
     text = capsys.readouterr().out
     assert "| **average** | coop+dept |" in text and "DPC keeps new" in text
     summary = pd.read_csv(out / "quick.csv")
-    assert len(summary) == 8 and (summary["runs"] == [1, 1, 1, 1, 1, 1, 1, 1]).all()
+    assert len(summary) == 2 * len(DEFAULT_METHODS) and (summary["runs"] == 1).all()
     assert "QUICK" in (out / "quick.md").read_text()
