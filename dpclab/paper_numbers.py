@@ -140,10 +140,23 @@ def reproduction_runs(methods) -> dict[str, tuple[str, dict]]:
     return runs
 
 
+#: the bases each plug-in's paper reports (the reproducibility report runs these pairs)
+PAPER_BASES = {"dpc": ("coop", "maple", "promptsrc"), "dept": ("coop", "cocoop", "kgcoop", "maple")}
+
+
+def report_spec() -> dict[str, tuple[str, dict]]:
+    """:func:`reproduction_runs` of every method of this installation plus each plug-in on its papers' bases."""
+    from .methods import METHODS, PLUGINS
+
+    methods = list(METHODS) + [f"{b}+{p}" for p, bases in PAPER_BASES.items() if p in PLUGINS
+                               for b in bases if b in METHODS]
+    return reproduction_runs(methods)
+
+
 def baseline_of(label: str) -> str:
     """The row a plug-in's row is compared with in the reproducibility report."""
     return DEPT_COOP_BASELINE if label == "coop+dept" else label.partition("+")[0]
 
 
 __all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows",
-           "comparison", "reproduction_runs", "baseline_of", "DEPT_COOP_BASELINE"]
+           "comparison", "reproduction_runs", "report_spec", "baseline_of", "DEPT_COOP_BASELINE", "PAPER_BASES"]
