@@ -36,7 +36,7 @@ def test_two_workers_equal_one_worker_and_nothing_runs_twice(json_root, tmp_path
 
 def test_run_config_matches_the_notebooks_run_directories(json_root, tmp_path):
     from dpclab.notebook import Setup
-    from dpclab.pipeline import run_dir_for, train_config
+    from dpclab.pipeline import Experiment, run_dir_for, train_config
     from dpclab.backbones import load_clip
 
     bb = load_clip("dpclab-tiny", "embedded", "cpu")
@@ -50,7 +50,9 @@ def test_run_config_matches_the_notebooks_run_directories(json_root, tmp_path):
         ours = run_config(run, src)
         theirs = setup.config(run.method, run.seed, run.dataset, train_classes=run.train_classes,
                               method_cfg=dict(run.method_cfg))
-        assert run_dir_for(ours, bb) == run_dir_for(theirs, bb)
+        key = Experiment.prepare(ours, bb).inputs_key()
+        assert key == Experiment.prepare(theirs, bb).inputs_key()
+        assert run_dir_for(ours, bb, key) == run_dir_for(theirs, bb, key)
         assert train_config(ours) == train_config(theirs)
 
 

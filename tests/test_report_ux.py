@@ -211,7 +211,7 @@ def test_progress_bars_print_nothing_per_iteration_when_not_on_a_terminal(capsys
 
 
 def test_channel_importance_suptitle_does_not_cover_the_panel_titles():
-    from dpclab.plots import plot_channel_importance
+    from dpclab.plots.analysis import channel_importance as plot_channel_importance
 
     rng = np.random.default_rng(0)
     table = pd.DataFrame([{"model": m, "channel": c, "base": rng.random(), "new": rng.random()}
