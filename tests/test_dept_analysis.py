@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -400,5 +401,7 @@ def test_cli_transfer(json_root, tmp_path, tiny_backbone, monkeypatch, capsys):
     rc = cli.main(["transfer", "--method", "coop", "--dataset", "eurosat", "--data-root", str(json_root),
                    "--targets", "dtd", "--seeds", "1", "--epochs", "1", "--shots", "2", "--no-progress",
                    "--cache-dir", str(tmp_path / "c"), "--runs-dir", str(tmp_path / "r"),
-                   "--transfer-results", str(tmp_path / "t.csv")])
+                   "--transfer-results", str(tmp_path / "t.csv"), "--results", str(tmp_path / "results.csv")])
     assert rc == 0 and "average" in capsys.readouterr().out and (tmp_path / "t.csv").is_file()
+    recorded = pd.read_csv(tmp_path / "results.csv")  # the source run is recorded, as trained on all its classes
+    assert list(recorded["train_classes"]) == ["all"] and list(recorded["dataset"]) == ["eurosat"]
