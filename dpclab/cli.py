@@ -15,13 +15,14 @@ import warnings
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
 
 
-def _parse_options(pairs: list[str]) -> dict:
-    """``key=value`` pairs -> dict, values parsed as Python literals when possible (``n_ctx=8``, ``csc=True``)."""
+def parse_options(pairs: list[str] | None, flag: str = "--opt") -> dict:
+    """``key=value`` pairs -> dict, values parsed as Python literals when possible (``n_ctx=8``, ``csc=True``);
+    ``flag`` names the option in the error for a pair without ``=``."""
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--opt expects key=value, got {pair!r}")
+            raise SystemExit(f"{flag} expects key=value, got {pair!r}")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -106,7 +107,7 @@ def _two_step_note(args) -> str | None:
     from .methods import PLUGINS, parse_method
 
     base, plugin = parse_method(args.method)
-    step1 = _parse_options(args.base_train)
+    step1 = parse_options(args.base_train)
     given = [k for k in ("epochs", "lr", "batch_size") if getattr(args, k) is not None and k not in step1]
     if plugin is None or not PLUGINS[plugin].two_step or not given:
         return None
@@ -120,7 +121,7 @@ def cmd_train(args) -> int:
     from .evaluate import summarize
     from .pipeline import Experiment, RunConfig, run
 
-    train = _parse_options(args.train)
+    train = parse_options(args.train)
     for key in ("epochs", "lr", "batch_size"):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
@@ -129,8 +130,8 @@ def cmd_train(args) -> int:
         cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
                         pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
                         cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
-                        method_cfg=_parse_options(args.opt), base_method_cfg=_parse_options(args.base_opt),
-                        base_train=_parse_options(args.base_train), if_exists="overwrite" if args.overwrite else "reuse",
+                        method_cfg=parse_options(args.opt), base_method_cfg=parse_options(args.base_opt),
+                        base_train=parse_options(args.base_train), if_exists="overwrite" if args.overwrite else "reuse",
                         progress=not args.no_progress, precision=args.precision)
         exp = Experiment.prepare(cfg)
         if seed == args.seeds[0] and note:
@@ -157,7 +158,7 @@ def cmd_transfer(args) -> int:
     from .pipeline import Experiment, RunConfig
     from .transfer import cross_dataset, domain_generalization, summarize_transfer
 
-    train = _parse_options(args.train)
+    train = parse_options(args.train)
     for key in ("epochs", "lr", "batch_size"):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
@@ -167,7 +168,7 @@ def cmd_transfer(args) -> int:
         cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
                         pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
                         cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
-                        method_cfg=_parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
+                        method_cfg=parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
                         progress=not args.no_progress, precision=args.precision)
         source = replace(cfg, train_classes="all")
         print("\n".join(plan_lines(source, Experiment.prepare(source))), flush=True)
@@ -190,7 +191,7 @@ def cmd_benchmark(args) -> int:
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
     seeds = args.seeds or list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
     train = dict(QUICK_TRAIN) if args.quick else {}
-    train.update(_parse_options(args.train))
+    train.update(parse_options(args.train))
     if args.epochs is not None:
         train["epochs"] = args.epochs
     if args.threads:

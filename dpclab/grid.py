@@ -222,21 +222,6 @@ def run_grid(runs: Sequence[PlannedRun], src: GridSource, executor=None, log=pri
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def _parse_kv(pairs: Sequence[str] | None) -> dict:
-    import ast
-
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"expected key=value, got {pair!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dpclab grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -282,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                      threads=args.threads or (1 if args.pretrained == "embedded" and args.device in ("auto", "cpu")
                                               and not args.gpus else None))  # as the notebooks: 1 for the tiny model
     if args.slurm is not None:
-        executor = slurm_executor(args.slurm_folder, **_parse_kv(args.slurm))
+        from .cli import parse_options
+
+        executor = slurm_executor(args.slurm_folder, **parse_options(args.slurm, "--slurm"))
     elif args.gpus or args.workers > 1:
         executor = local_executor(args.workers, args.gpus)
     else:
