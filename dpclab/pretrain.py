@@ -21,6 +21,7 @@ a plain fp16 state dict that ``open_clip.create_model_and_transforms("dpclab-tin
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -279,11 +280,27 @@ def pretrain(
         "loss_first_100": float(np.mean(losses[:100])),
         "loss_last_100": float(np.mean(losses[-100:])),
         "loss_curve_every_100": [round(float(np.mean(losses[i:i + 100])), 4) for i in range(0, len(losses), 100)],
+        "stream_sha256": stream_digest(cfg),
     }
     if evaluate:
         manifest.update(measure(out_path, eval_seed))
     _write_manifest(manifest, Path(manifest_path) if manifest_path else out_path.parent / "MANIFEST.json")
     return manifest
+
+
+def stream_digest(cfg: PretrainConfig) -> str:
+    """sha256 of the first two and the last batch of the pretraining stream the config trains on (images and captions).
+
+    Recorded in the manifest: a change of the world generator that would change the checkpoint (a new shape, another
+    caption template) changes this digest, and ``tests/test_embedded_checkpoint.py`` says so before anyone trusts a
+    checkpoint the current code no longer reproduces. Changes to the downstream datasets leave it alone."""
+    digest = hashlib.sha256()
+    last = cfg.steps - 1 if cfg.stream_length is None else min(cfg.steps, cfg.stream_length) - 1
+    for step in sorted({0, min(1, last), last}):
+        images, captions = world.sample_pretrain_batch(cfg.seed, step, cfg.batch_size)
+        digest.update(images.tobytes())
+        digest.update("\n".join(captions).encode())
+    return digest.hexdigest()
 
 
 def measure(checkpoint: str | Path, eval_seed: int = 0) -> dict:
@@ -311,6 +328,8 @@ def remeasure(checkpoint: str | Path, manifest_path: str | Path | None = None, e
         raise ValueError(f"{checkpoint} is not the checkpoint {manifest_path} describes (sha256 differs); "
                          "re-run the pretraining command instead.")
     manifest.update(measure(checkpoint, eval_seed))
+    if "stream_sha256" not in manifest:  # manifests written before the digest existed
+        manifest["stream_sha256"] = stream_digest(PretrainConfig(**manifest["config"]))
     _write_manifest(manifest, manifest_path)
     return manifest
 

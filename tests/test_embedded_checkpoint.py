@@ -26,6 +26,22 @@ def test_checkpoint_matches_manifest(manifest):
     assert manifest["command"].startswith("python -m dpclab.pretrain ")
 
 
+def test_world_still_generates_the_stream_the_checkpoint_was_trained_on(manifest):
+    cfg = P.PretrainConfig(**manifest["config"])
+    assert P.stream_digest(cfg) == manifest["stream_sha256"], (
+        "dpclab/data/world.py no longer generates the pretraining stream of the committed checkpoint: re-run the "
+        "command in data/embedded/MANIFEST.json (or revert the change to the stream)")
+
+
+def test_stream_digest_sees_a_changed_stream(monkeypatch):
+    cfg = P.PretrainConfig(steps=3, batch_size=4)
+    before = P.stream_digest(cfg)
+    assert P.stream_digest(cfg) == before
+    assert P.stream_digest(P.PretrainConfig(steps=3, batch_size=4, seed=1)) != before
+    monkeypatch.setitem(world._STYLE_PREFIX, "photo", ["a snapshot of"])
+    assert P.stream_digest(cfg) != before
+
+
 def test_checkpoint_is_a_plain_open_clip_state_dict():
     state = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
     assert "token_embedding.weight" in state and "visual.conv1.weight" in state
@@ -71,6 +87,7 @@ def test_pretrain_writes_loadable_checkpoint_and_manifest(tmp_path):
     again = P.pretrain(tmp_path / "again" / "tiny.pt", steps=2, batch_size=8, evaluate=False, progress=False,
                        command="test")
     assert again["sha256"] == manifest["sha256"]  # the same training gives the same bytes
+    assert manifest["stream_sha256"] == P.stream_digest(P.PretrainConfig(steps=2, batch_size=8))
 
 
 def test_remeasure_updates_metrics_of_the_described_checkpoint_only(tmp_path):

@@ -420,12 +420,19 @@ def _cls_shapes(shapes: Sequence[str]) -> list[tuple[str, dict]]:
 
 
 def _scene_generic(rng: np.random.Generator, attrs: dict) -> Scene:
-    return random_scene(rng, style="photo", **attrs)
+    # one 3x3 box blur (a low-resolution camera): sharp, the 10 000-step checkpoint knew these shapes at 93 / 98 %
+    # zero-shot and left CoOp no base accuracy to gain (docs/embedded_benchmark.md, "World v4")
+    return random_scene(rng, style="photo", extra={"blur": True}, **attrs)
+
+
+#: sepia strength of WorldTint: 0.55 left the 10 000-step checkpoint at 98 / 95 % zero-shot, 0.7 at 64 / 59 % with CoOp
+#: repairing the shift for every class; 0.6 (with the disjoint class halves below) gives 80 / 77 (seed-1 design world)
+TINT_STRENGTH = 0.6
 
 
 def _scene_tinted(rng: np.random.Generator, attrs: dict) -> Scene:
     return random_scene(rng, style="tinted", pattern="plain", background="gray", tint=_SEPIA,
-                        tint_strength=0.55, extra={"blur": True}, **attrs)
+                        tint_strength=TINT_STRENGTH, extra={"blur": True}, **attrs)
 
 
 def _scene_outline(rng: np.random.Generator, attrs: dict) -> Scene:
@@ -470,9 +477,14 @@ class WorldDataset:
 
 
 def _tint_classes() -> list[tuple[str, dict]]:
-    shapes = ("circle", "square", "triangle", "star", "cross", "heart")
-    colours = ("red", "green", "blue")
-    return [(f"{c} {s}", {"shape": s, "colour": c, "shade": "plain"}) for s in shapes for c in colours]
+    """18 colour-shape classes whose halves share neither a colour nor a shape: base = {red, green, blue} x
+    {circle, square, triangle}, new = {yellow, purple, cyan} x {star, cross, heart}. With shared colours (v3's
+    list) the context CoOp learns to read colours under the sepia cast helps the new classes as much as the base
+    ones, and the dataset shows domain adaptation instead of the Base-New trade-off."""
+    halves = ((("red", "green", "blue"), ("circle", "square", "triangle")),
+              (("yellow", "purple", "cyan"), ("star", "cross", "heart")))
+    return [(f"{c} {s}", {"shape": s, "colour": c, "shade": "plain"})
+            for colours, shapes in halves for c in colours for s in shapes]
 
 
 def _texture_classes() -> list[tuple[str, dict]]:
@@ -492,9 +504,11 @@ def _shade_classes() -> list[tuple[str, dict]]:
 
 _DATASETS: tuple[WorldDataset, ...] = (
     WorldDataset("WorldShapes", "world_shapes", "a photo of a {}.", tuple(_cls_shapes(SHAPES)), _scene_generic,
-                 description="generic object photos (Caltech-like): 16 shapes, any colour/pattern/background"),
+                 description="generic, slightly blurry object photos (Caltech-like): 16 shapes, any colour/pattern/"
+                             "background"),
     WorldDataset("WorldTint", "world_tint", "a tinted photo of a {}.", tuple(_tint_classes()), _scene_tinted,
-                 description="a fixed strong sepia tint and blur (EuroSAT-like shift): 6 shapes x 3 colours"),
+                 description="a fixed strong sepia tint and blur (EuroSAT-like shift): 3 colours x 3 shapes per half, "
+                             "the halves share neither"),
     WorldDataset("WorldSketch", "world_sketch", "a sketch of a {}.",
                  tuple(_cls_shapes(SHAPES[8:] + SHAPES[:4])), _scene_outline,
                  description="thick dark outlines on white (sketch-like shift): 12 shapes"),
