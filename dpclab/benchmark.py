@@ -101,6 +101,7 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
              results: str | None = "runs/results.csv", device: str = "auto", if_exists: str = "reuse",
              backbone: Backbone | None = None, progress: bool = False,
              on_row: Callable[[dict], None] | None = None,
+             on_result: Callable[[dict, object], None] | None = None,
              train_for: Callable[[str], tuple[dict, dict]] | None = None, precision: str = "fp32",
              spec: dict[str, tuple[str, dict]] | None = None) -> pd.DataFrame:
     """Run (or reuse) every ``dataset x method x seed`` and return one row per run (columns :data:`GRID_COLUMNS`).
@@ -114,7 +115,9 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
     with RunConfig overrides ``method_cfg`` / ``base_method_cfg`` / ``train`` / ``base_train`` (what
     :func:`dpclab.paper_numbers.reproduction_runs` returns).
     ``backbone``: an already loaded :class:`~dpclab.backbones.Backbone` (tests pass a tiny one); by default
-    ``model``/``pretrained`` are loaded once. ``on_row`` is called with each finished row (progress display).
+    ``model``/``pretrained`` are loaded once. ``on_row`` is called with each finished row (progress display),
+    ``on_result`` with each trained or zero-shot row and its :class:`~dpclab.pipeline.RunResult` (analyses that need
+    the model, e.g. :func:`dpclab.dpc_study.omega_sweep`).
     ``seconds`` is the wall time of the run (training + evaluation; near 0 when reused), ``reused`` says which.
     """
     if not datasets or not methods or not seeds:
@@ -170,6 +173,8 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
                          row["base"], row["new"], row["hm"], row["train_acc"], seconds)
                 if on_row is not None:
                     on_row(row)
+                if on_result is not None:
+                    on_result(row, res)
                 rows.append(row)
     extra = [c for c in DPC_COLUMNS if any(c in r for r in rows)]
     return pd.DataFrame(rows, columns=GRID_COLUMNS + extra)

@@ -180,6 +180,35 @@ def cmd_transfer(args) -> int:
     return 0
 
 
+def cmd_dpc_study(args) -> int:
+    import time
+
+    from .benchmark import DEFAULT_SEEDS
+    from .data.world import ensure_world, world_datasets
+    from .dpc_study import ablation, omega_sweep, write_study
+
+    datasets = args.datasets or world_datasets()
+    seeds = args.seeds or list(DEFAULT_SEEDS)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    ensure_world(args.data_root, datasets)
+    grid_kw = dict(data_root=args.data_root, model=args.model, pretrained=args.pretrained, shots=args.shots,
+                   runs_dir=args.runs_dir, cache_dir=args.cache_dir, results=args.results, device=args.device,
+                   if_exists="overwrite" if args.overwrite else "reuse",
+                   train={} if args.epochs is None else {"epochs": args.epochs})
+    t0 = time.time()
+    runs = ablation(datasets, seeds, **grid_kw)
+    sweep = omega_sweep(datasets, seeds, **grid_kw)
+    header = (f"# DPC study: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}\n\n"
+              f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
+              f"- wall time: {time.time() - t0:.0f} s ({int(runs['reused'].sum())} of {len(runs)} runs reused)")
+    paths = write_study(args.out, args.name, runs, sweep, header=header)
+    print(paths["markdown"].read_text())
+    return 0
+
+
 def cmd_benchmark(args) -> int:
     import time
 
@@ -314,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "embedded world (written if missing): table of base/new/HM/train accuracy, mean ± std")
     p.add_argument("--datasets", nargs="+", help="dataset names (default: every embedded world dataset; "
                    "--quick: the first)")
-    p.add_argument("--methods", nargs="+", help="default: zeroshot coop coop+dpc coop+dept")
+    p.add_argument("--methods", nargs="+", help="row labels (default: zeroshot linear-probe coop coop+dpc, each "
+                   "other DPC mode as coop+dpc[<mode>], coop+dept)")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 1 2 3 (--quick: 1)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 epochs per method, 1 seed, 1 dataset")
     p.add_argument("--epochs", type=int, help="override every method's epochs (default: protocol defaults)")
@@ -325,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(p)
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
     p.set_defaults(func=cmd_benchmark)
+    p = command("dpc-study", help="DPC's ablation rows and ω_b sweep over datasets x seeds (reuses the "
+                       "benchmark's runs): why DPC does or does not lift base accuracy")
+    p.add_argument("--datasets", nargs="+", help="dataset names (default: every embedded world dataset)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 1 2 3")
+    p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
+    p.add_argument("--name", default="dpc_study", help="file name stem of the tables")
+    p.add_argument("--epochs", type=int, help="override the epochs of both steps (default: protocol defaults)")
+    _add_source_args(p)
+    _add_output_args(p)
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
+    p.set_defaults(func=cmd_dpc_study)
     p = command("world", help="write the embedded world's datasets in the CoOp layout")
     p.add_argument("--root", default="data/world")
     p.add_argument("--names", nargs="+", help="world datasets to write (default: all)")
