@@ -1,0 +1,111 @@
+"""Why DPC does or does not lift base accuracy: its ablation rows and its ω_b sweep, over datasets x seeds.
+
+The benchmark (:mod:`dpclab.benchmark`) reports DPC in each mode with step-2 diagnostics; this module adds the two
+views the DPC paper uses to explain itself, on every dataset instead of one notebook's dataset:
+
+* :func:`ablation` — the rows of the paper's Table 4 (:data:`dpclab.analysis.DPC_ABLATION`: two-step training
+  only, + DHNO, + weighting, weighting + decoupling without DHNO, full DPC), each a ``coop+dpc`` run with switches;
+* :func:`omega_sweep` — base accuracy of every finished ``coop+dpc`` run at ω_b on a grid (ω = 0 is the step-1
+  prompt P, ω = 1 is P′ alone), from the run's cached ω grid (:func:`dpclab.omega.run_grid_cached`).
+
+Both go through :func:`dpclab.benchmark.run_grid`, so they reuse the benchmark's runs (same runs dir and caches):
+the full-DPC row and the sweep cost no training when the benchmark ran first. ``python -m dpclab dpc-study``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from . import omega
+from .analysis import DPC_ABLATION
+from .benchmark import AVERAGE, _csv_text, run_grid, summary_table
+from .evaluate import harmonic_mean
+from .io import atomic_write_text
+
+#: ablation row label -> (method, RunConfig overrides), in the paper's order (CoOp first, full DPC last)
+ABLATION_SPEC: dict[str, tuple[str, dict]] = {f"dpc: {name}": ("coop+dpc", {"method_cfg": dict(opts)})
+                                              for name, opts in DPC_ABLATION.items()}
+#: the sweep's ω_b values
+SWEEP_OMEGAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def ablation(datasets: Sequence[str], seeds: Sequence[int], **grid_kw) -> pd.DataFrame:
+    """One row per dataset x ablation row x seed (:func:`run_grid`'s columns), CoOp (step 1) included."""
+    return run_grid(datasets, ["coop", *ABLATION_SPEC], seeds, spec=ABLATION_SPEC, **grid_kw)
+
+
+def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean base / new / HM over seeds per ablation row: one column block per dataset plus the average."""
+    summary = summary_table(runs)
+    return summary.pivot(index="method", columns="dataset", values=["base", "new", "hm"]).reindex(
+        ["coop", *ABLATION_SPEC])
+
+
+def omega_sweep(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[float] = SWEEP_OMEGAS,
+                **grid_kw) -> pd.DataFrame:
+    """Base and new test accuracy of the ``coop+dpc`` run (default config) of every dataset x seed at each ω.
+
+    Columns: dataset, seed, omega, base (base classes with ω_b = omega), new (new classes with ω_n = omega)."""
+    rows: list[dict] = []
+
+    def collect(row: dict, result) -> None:
+        grid = omega.run_grid_cached(result, omegas)
+        for i, w in enumerate(grid.omegas):
+            rows.append({"dataset": row["dataset"], "seed": row["seed"], "omega": float(w),
+                         "base": float(grid.accuracy["base"][i]), "new": float(grid.accuracy["new"][i])})
+
+    run_grid(datasets, ["coop+dpc"], seeds, on_result=collect, **grid_kw)
+    return pd.DataFrame(rows, columns=["dataset", "seed", "omega", "base", "new"])
+
+
+def sweep_table(sweep: pd.DataFrame, column: str = "base") -> pd.DataFrame:
+    """``column`` accuracy averaged over seeds: one row per dataset plus the average over datasets, one column per ω."""
+    per = sweep.groupby(["dataset", "omega"], sort=False)[column].mean().unstack("omega")
+    per.loc[AVERAGE] = per.mean(axis=0)
+    return per
+
+
+def markdown_ablation(table: pd.DataFrame) -> str:
+    """:func:`ablation_table` as markdown: base per dataset, then the average's base / new / HM."""
+    datasets = [d for d in table["base"].columns if d != AVERAGE]
+    lines = ["| configuration | " + " | ".join(f"{d} base" for d in datasets) + " | average base | average new "
+             "| average HM |", "|---" * (len(datasets) + 4) + "|"]
+    for label, r in table.iterrows():
+        cells = [f"{r[('base', d)]:.2f}" for d in datasets]
+        b, n = r[("base", AVERAGE)], r[("new", AVERAGE)]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {b:.2f} | {n:.2f} | {harmonic_mean(b, n):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_sweep(table: pd.DataFrame, what: str = "base accuracy at ω_b") -> str:
+    """:func:`sweep_table` as markdown, the row's best ω in bold."""
+    omegas = list(table.columns)
+    lines = [f"| dataset ({what}) | " + " | ".join(f"{w:g}" for w in omegas) + " |", "|---" * (len(omegas) + 1) + "|"]
+    for name, r in table.iterrows():
+        best = r.max()
+        lines.append(f"| {name} | " + " | ".join(f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study(out: str | Path, name: str, ablation_runs: pd.DataFrame, sweep: pd.DataFrame,
+                header: str = "") -> dict[str, Path]:
+    """``<name>.md`` (both tables), ``<name>_ablation.csv`` (every run) and ``<name>_sweep.csv``, atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / f"{name}.md", "ablation": out / f"{name}_ablation.csv",
+             "sweep": out / f"{name}_sweep.csv"}
+    atomic_write_text(paths["ablation"], _csv_text(ablation_runs))
+    atomic_write_text(paths["sweep"], _csv_text(sweep))
+    md = (header.rstrip() + "\n\n" if header else "")
+    md += "DPC ablation (mean over seeds):\n\n" + markdown_ablation(ablation_table(ablation_runs))
+    md += "\nω_b sweep of the default coop+dpc run (ω = 0: step-1 P; ω = 1: P′ alone; mean over seeds):\n\n"
+    md += markdown_sweep(sweep_table(sweep))
+    atomic_write_text(paths["markdown"], md)
+    return paths
+
+
+__all__ = ["ABLATION_SPEC", "SWEEP_OMEGAS", "ablation", "ablation_table", "omega_sweep", "sweep_table",
+           "markdown_ablation", "markdown_sweep", "write_study"]

@@ -1,0 +1,68 @@
+"""DPC's ablation rows and ω_b sweep across datasets: the rows are the runs they claim to be (full DPC is the
+benchmark's coop+dpc run, ω = 0 is step 1's P, ω = ω_b is the DPC row), tables and the CLI."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from dpclab.analysis import DPC_ABLATION
+from dpclab.benchmark import AVERAGE, run_grid
+from dpclab.cli import main
+from dpclab.dpc_study import (ABLATION_SPEC, ablation, ablation_table, markdown_ablation, markdown_sweep, omega_sweep,
+                              sweep_table)
+
+
+@pytest.fixture
+def grid_kw(json_root, tmp_path, tiny_backbone):
+    return dict(data_root=str(json_root), model="tiny", pretrained="random", shots=4, train={"epochs": 2},
+                runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), results=None, device="cpu",
+                backbone=tiny_backbone)
+
+
+def test_ablation_rows_are_distinct_runs_and_full_dpc_is_the_benchmark_row(grid_kw):
+    bench = run_grid(["eurosat"], ["coop", "coop+dpc"], [1], **grid_kw)
+    runs = ablation(["eurosat"], [1], **grid_kw)
+    assert list(runs["method"]) == ["coop", *ABLATION_SPEC]
+    assert len(ABLATION_SPEC) == len(DPC_ABLATION)
+    full = runs[runs["method"] == "dpc: full DPC (DHNO + weighting + decoupling)"].iloc[0]
+    dpc = bench[bench["method"] == "coop+dpc"].iloc[0]
+    assert full["reused"] and full["run_dir"] == dpc["run_dir"] and full["base"] == dpc["base"]
+    assert runs["run_dir"].nunique() == len(runs)  # every switch is a run of its own
+    coop_new = runs.loc[runs["method"] == "coop", "new"].iloc[0]
+    decoupled = [f"dpc: {k}" for k, v in DPC_ABLATION.items() if v.get("decouple", True)]
+    assert (runs.set_index("method").loc[decoupled, "new"] == coop_new).all()  # ω_n = 0: new is step 1's exactly
+    table = ablation_table(runs)
+    assert list(table.index) == ["coop", *ABLATION_SPEC]
+    md = markdown_ablation(table)
+    assert md.count("\n") == 2 + len(table) and "| eurosat base |" in md.splitlines()[0]
+
+
+def test_omega_sweep_ends_are_step1_and_the_dpc_row(grid_kw):
+    bench = run_grid(["eurosat"], ["coop", "coop+dpc"], [1, 2], **grid_kw)
+    sweep = omega_sweep(["eurosat"], [1, 2], omegas=(0.0, 0.2, 0.5, 1.0), **grid_kw)
+    assert len(sweep) == 2 * 4 and set(sweep["omega"]) == {0.0, 0.2, 0.5, 1.0}
+    for seed in (1, 2):
+        row = lambda m: bench[(bench["method"] == m) & (bench["seed"] == seed)].iloc[0]  # noqa: E731
+        at = sweep[sweep["seed"] == seed].set_index("omega")
+        assert at.loc[0.0, "base"] == pytest.approx(row("coop")["base"], abs=1e-9)
+        assert at.loc[0.0, "new"] == pytest.approx(row("coop")["new"], abs=1e-9)
+        assert at.loc[0.2, "base"] == pytest.approx(row("coop+dpc")["base"], abs=1e-9)
+    table = sweep_table(sweep)
+    assert list(table.index) == ["eurosat", AVERAGE]
+    assert table.loc["eurosat", 0.0] == pytest.approx(sweep[sweep["omega"] == 0.0]["base"].mean())
+    md = markdown_sweep(table)
+    assert md.count("**") >= 4  # the best ω of each row in bold
+
+
+def test_cli_dpc_study_writes_tables(json_root, tmp_path, tiny_model_name, capsys):
+    out = tmp_path / "report"
+    rc = main(["dpc-study", "--datasets", "eurosat", "--seeds", "1", "--data-root", str(json_root), "--model",
+               tiny_model_name, "--pretrained", "random", "--shots", "2", "--device", "cpu", "--out", str(out),
+               "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--results",
+               str(tmp_path / "results.csv"), "--no-progress", "--epochs", "1"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "DPC ablation" in text and "ω_b sweep" in text
+    assert len(pd.read_csv(out / "dpc_study_sweep.csv")) == 11
+    assert set(pd.read_csv(out / "dpc_study_ablation.csv")["method"]) == {"coop", *ABLATION_SPEC}
