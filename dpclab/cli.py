@@ -199,10 +199,12 @@ def cmd_dpc_study(args) -> int:
                    if_exists="overwrite" if args.overwrite else "reuse",
                    train={} if args.epochs is None else {"epochs": args.epochs})
     t0 = time.time()
-    runs = ablation(datasets, seeds, **grid_kw)
-    sweep = omega_sweep(datasets, seeds, **grid_kw)
+    step2 = parse_options(args.step2, "--step2")
+    runs = ablation(datasets, seeds, step2=step2, **grid_kw)
+    sweep = omega_sweep(datasets, seeds, step2=step2, **grid_kw)
     header = (f"# DPC study: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}\n\n"
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
+              f"- DPC step-2 training overrides: {step2 or 'none (protocol defaults)'}\n"
               f"- wall time: {time.time() - t0:.0f} s ({int(runs['reused'].sum())} of {len(runs)} runs reused)")
     paths = write_study(args.out, args.name, runs, sweep, header=header)
     print(paths["markdown"].read_text())
@@ -362,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
     p.add_argument("--name", default="dpc_study", help="file name stem of the tables")
     p.add_argument("--epochs", type=int, help="override the epochs of both steps (default: protocol defaults)")
+    p.add_argument("--step2", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides of DPC's step 2 only "
+                   "(e.g. lr=0.0002): step 1 stays the benchmark's CoOp run")
     _add_source_args(p)
     _add_output_args(p)
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")

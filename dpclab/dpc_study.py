@@ -32,9 +32,18 @@ ABLATION_SPEC: dict[str, tuple[str, dict]] = {f"dpc: {name}": ("coop+dpc", {"met
 SWEEP_OMEGAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 
 
-def ablation(datasets: Sequence[str], seeds: Sequence[int], **grid_kw) -> pd.DataFrame:
-    """One row per dataset x ablation row x seed (:func:`run_grid`'s columns), CoOp (step 1) included."""
-    return run_grid(datasets, ["coop", *ABLATION_SPEC], seeds, spec=ABLATION_SPEC, **grid_kw)
+def _with_step2(spec: dict[str, tuple[str, dict]], step2: dict | None) -> dict[str, tuple[str, dict]]:
+    """``spec`` with TrainConfig overrides ``step2`` for DPC's step 2 (step 1 stays the benchmark's CoOp run)."""
+    if not step2:
+        return spec
+    return {label: (method, {**over, "train": {**over.get("train", {}), **step2}})
+            for label, (method, over) in spec.items()}
+
+
+def ablation(datasets: Sequence[str], seeds: Sequence[int], step2: dict | None = None, **grid_kw) -> pd.DataFrame:
+    """One row per dataset x ablation row x seed (:func:`run_grid`'s columns), CoOp (step 1) included.
+    ``step2``: TrainConfig overrides of DPC's step 2 only (e.g. ``{"lr": 0.0002}``)."""
+    return run_grid(datasets, ["coop", *ABLATION_SPEC], seeds, spec=_with_step2(ABLATION_SPEC, step2), **grid_kw)
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -45,8 +54,9 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def omega_sweep(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[float] = SWEEP_OMEGAS,
-                **grid_kw) -> pd.DataFrame:
-    """Base and new test accuracy of the ``coop+dpc`` run (default config) of every dataset x seed at each ω.
+                step2: dict | None = None, **grid_kw) -> pd.DataFrame:
+    """Base and new test accuracy of the ``coop+dpc`` run (default config; ``step2``: TrainConfig overrides of its
+    step 2) of every dataset x seed at each ω.
 
     Columns: dataset, seed, omega, base (base classes with ω_b = omega), new (new classes with ω_n = omega)."""
     rows: list[dict] = []
@@ -57,7 +67,8 @@ def omega_sweep(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[
             rows.append({"dataset": row["dataset"], "seed": row["seed"], "omega": float(w),
                          "base": float(grid.accuracy["base"][i]), "new": float(grid.accuracy["new"][i])})
 
-    run_grid(datasets, ["coop+dpc"], seeds, on_result=collect, **grid_kw)
+    run_grid(datasets, ["coop+dpc"], seeds, on_result=collect, spec=_with_step2({"coop+dpc": ("coop+dpc", {})}, step2),
+             **grid_kw)
     return pd.DataFrame(rows, columns=["dataset", "seed", "omega", "base", "new"])
 
 

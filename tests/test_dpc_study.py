@@ -66,3 +66,17 @@ def test_cli_dpc_study_writes_tables(json_root, tmp_path, tiny_model_name, capsy
     assert "DPC ablation" in text and "ω_b sweep" in text
     assert len(pd.read_csv(out / "dpc_study_sweep.csv")) == 11
     assert set(pd.read_csv(out / "dpc_study_ablation.csv")["method"]) == {"coop", *ABLATION_SPEC}
+
+
+def test_step2_overrides_train_a_new_step2_on_the_same_step1(grid_kw):
+    default = ablation(["eurosat"], [1], **grid_kw).set_index("method")
+    slow = ablation(["eurosat"], [1], step2={"lr": 1e-5}, **grid_kw).set_index("method")
+    assert slow.loc["coop", "run_dir"] == default.loc["coop", "run_dir"] and slow.loc["coop", "reused"]
+    for label in ABLATION_SPEC:
+        assert slow.loc[label, "run_dir"] != default.loc[label, "run_dir"] and not slow.loc[label, "reused"]
+    import json
+    from pathlib import Path
+    record = json.loads((Path(slow.loc["dpc: full DPC (DHNO + weighting + decoupling)", "run_dir"]) / "result.json").read_text())
+    assert record["config"]["train"]["lr"] == 1e-5
+    sweep = omega_sweep(["eurosat"], [1], omegas=(0.0, 1.0), step2={"lr": 1e-5}, **grid_kw)
+    assert sweep.loc[sweep["omega"] == 0.0, "base"].item() == pytest.approx(default.loc["coop", "base"], abs=1e-9)
