@@ -70,3 +70,12 @@ def write_json_dataset(root: Path, dirname: str = "eurosat", image_dir: str = "2
 def json_root(tmp_path) -> Path:
     write_json_dataset(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def cli_source(json_root, tmp_path, tiny_model_name) -> list[str]:
+    """The CLI options that point a grid command (benchmark, dpc-study) at the fixture data and the tiny random model,
+    with every output under ``tmp_path``."""
+    return ["--datasets", "eurosat", "--data-root", str(json_root), "--model", tiny_model_name, "--pretrained",
+            "random", "--shots", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--cache-dir",
+            str(tmp_path / "cache"), "--results", str(tmp_path / "results.csv"), "--no-progress", "--epochs", "1"]

@@ -189,12 +189,9 @@ def test_ensure_world_writes_missing_and_regenerates_another_world(tmp_path, mon
     assert (tmp_path / "world_tint" / world.STAMP_FILE).read_text().strip() == world.world_stamp(0)
 
 
-def test_cli_quick_benchmark(json_root, tmp_path, tiny_model_name, capsys):
+def test_cli_quick_benchmark(cli_source, tmp_path, capsys):
     out = tmp_path / "report"
-    rc = main(["benchmark", "--quick", "--datasets", "eurosat", "--data-root", str(json_root), "--model",
-               tiny_model_name, "--pretrained", "random", "--shots", "2", "--device", "cpu", "--out", str(out),
-               "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--results",
-               str(tmp_path / "results.csv"), "--no-progress", "--epochs", "1"])
+    rc = main(["benchmark", "--quick", *cli_source, "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "| **average** | coop+dept |" in text and "DPC keeps new" in text

@@ -55,12 +55,9 @@ def test_omega_sweep_ends_are_step1_and_the_dpc_row(grid_kw):
     assert md.count("**") >= 4  # the best ω of each row in bold
 
 
-def test_cli_dpc_study_writes_tables(json_root, tmp_path, tiny_model_name, capsys):
+def test_cli_dpc_study_writes_tables(cli_source, tmp_path, capsys):
     out = tmp_path / "report"
-    rc = main(["dpc-study", "--datasets", "eurosat", "--seeds", "1", "--data-root", str(json_root), "--model",
-               tiny_model_name, "--pretrained", "random", "--shots", "2", "--device", "cpu", "--out", str(out),
-               "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--results",
-               str(tmp_path / "results.csv"), "--no-progress", "--epochs", "1"])
+    rc = main(["dpc-study", *cli_source, "--seeds", "1", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "DPC ablation" in text and "ω_b sweep" in text
