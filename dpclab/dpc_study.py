@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import omega
 from .analysis import DPC_ABLATION
-from .benchmark import AVERAGE, _csv_text, run_grid, summary_table
+from .benchmark import AVERAGE, run_grid, summary_table
 from .evaluate import harmonic_mean
 from .io import atomic_write_text
 
@@ -108,8 +108,8 @@ def write_study(out: str | Path, name: str, ablation_runs: pd.DataFrame, sweep: 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / f"{name}.md", "ablation": out / f"{name}_ablation.csv",
              "sweep": out / f"{name}_sweep.csv"}
-    atomic_write_text(paths["ablation"], _csv_text(ablation_runs))
-    atomic_write_text(paths["sweep"], _csv_text(sweep))
+    atomic_write_text(paths["ablation"], ablation_runs.to_csv(index=False))
+    atomic_write_text(paths["sweep"], sweep.to_csv(index=False))
     md = (header.rstrip() + "\n\n" if header else "")
     md += "DPC ablation (mean over seeds):\n\n" + markdown_ablation(ablation_table(ablation_runs))
     md += "\nω_b sweep of the default coop+dpc run (ω = 0: step-1 P; ω = 1: P′ alone; mean over seeds):\n\n"

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, check_targets, markdown_table,
-                              markdown_targets, run_grid, summary_table, write_report)
+                              markdown_per_dataset, markdown_targets, run_grid, summary_table, write_report)
 from dpclab.cli import main
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
@@ -149,6 +149,22 @@ def test_check_targets_on_a_hand_made_summary():
     assert t.loc["DePT improves on CoOp", "passed"] is None and math.isnan(t.loc["DePT improves on CoOp", "measured"])
     with pytest.raises(ValueError, match="no rows"):
         check_targets(good, dataset="nope")
+
+
+def test_per_dataset_table_is_check_targets_on_each_dataset():
+    a = _summary(zeroshot=(60, 55, 62), coop=(70, 50, 97), coop_dpc=(71.5, 50, 99), coop_dept=(72, 52, 96))
+    b = _summary(zeroshot=(60, 85, 62), coop=(64, 86, 80), coop_dpc=(64.5, 84, 99),
+                 **{"coop_dpc[released]": (66, 86, 90)})
+    summary = pd.concat([a.assign(dataset="x"), b.assign(dataset="y"), a], ignore_index=True)
+    lines = markdown_per_dataset(summary).strip().splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert head == ["dataset", "zero-shot new", "CoOp train acc", "CoOp base gain", "CoOp new change",
+                    "coop+dpc base gain", "DPC new change", "DePT HM gain", "coop+dpc[released] base gain"]
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert rows["x"] == ["55.0", "97.0", "+10.0", "-5.0", "+1.5", "+0.0", "+2.1", "–"]
+    # y misses every target; its DePT row is missing ("–"), its released-mode DPC gains 2 points on base
+    assert rows["y"] == ["85.0 ✗", "80.0 ✗", "+4.0 ✗", "+1.0 ✗", "+0.5 ✗", "-2.0 ✗", "–", "+2.0"]
+    assert list(rows) == ["x", "y", AVERAGE]
 
 
 def test_write_report_writes_csv_and_markdown(tmp_path):
