@@ -185,7 +185,7 @@ def cmd_dpc_study(args) -> int:
 
     from .benchmark import DEFAULT_SEEDS
     from .data.world import ensure_world, world_datasets
-    from .dpc_study import ablation, omega_sweep, write_study
+    from .dpc_study import study, write_study
 
     datasets = args.datasets or world_datasets()
     seeds = args.seeds or list(DEFAULT_SEEDS)
@@ -200,8 +200,7 @@ def cmd_dpc_study(args) -> int:
                    train={} if args.epochs is None else {"epochs": args.epochs})
     t0 = time.time()
     step2 = parse_options(args.step2, "--step2")
-    runs = ablation(datasets, seeds, step2=step2, **grid_kw)
-    sweep = omega_sweep(datasets, seeds, step2=step2, **grid_kw)
+    runs, sweep = study(datasets, seeds, step2=step2, **grid_kw)
     header = (f"# DPC study: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}\n\n"
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
               f"- DPC step-2 training overrides: {step2 or 'none (protocol defaults)'}\n"

@@ -6,7 +6,8 @@ views the DPC paper uses to explain itself, on every dataset instead of one note
 * :func:`ablation` — the rows of the paper's Table 4 (:data:`dpclab.analysis.DPC_ABLATION`: two-step training
   only, + DHNO, + weighting, weighting + decoupling without DHNO, full DPC), each a ``coop+dpc`` run with switches;
 * :func:`omega_sweep` — base accuracy of every finished ``coop+dpc`` run at ω_b on a grid (ω = 0 is the step-1
-  prompt P, ω = 1 is P′ alone), from the run's cached ω grid (:func:`dpclab.omega.run_grid_cached`).
+  prompt P, ω = 1 is P′ alone), from the run's cached ω grid (:func:`dpclab.omega.run_grid_cached`);
+* :func:`study` — both in one pass over the grid (what ``python -m dpclab dpc-study`` runs).
 
 Both go through :func:`dpclab.benchmark.run_grid`, so they reuse the benchmark's runs (same runs dir and caches):
 the full-DPC row and the sweep cost no training when the benchmark ran first. ``python -m dpclab dpc-study``.
@@ -53,6 +54,23 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
         ["coop", *ABLATION_SPEC])
 
 
+#: the ablation row that is DPC with every part on (no switch): the benchmark's ``coop+dpc`` run
+FULL_DPC = next(label for label, (_, over) in ABLATION_SPEC.items() if not over["method_cfg"])
+SWEEP_COLUMNS = ["dataset", "seed", "omega", "base", "new"]
+
+
+def _sweep_collector(rows: list[dict], omegas: Sequence[float], label: str):
+    """A :func:`run_grid` ``on_result`` hook that appends the ω grid of every finished ``label`` run to ``rows``."""
+    def collect(row: dict, result) -> None:
+        if row["method"] != label:
+            return
+        grid = omega.run_grid_cached(result, omegas)
+        for i, w in enumerate(grid.omegas):
+            rows.append({"dataset": row["dataset"], "seed": row["seed"], "omega": float(w),
+                         "base": float(grid.accuracy["base"][i]), "new": float(grid.accuracy["new"][i])})
+    return collect
+
+
 def omega_sweep(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[float] = SWEEP_OMEGAS,
                 step2: dict | None = None, **grid_kw) -> pd.DataFrame:
     """Base and new test accuracy of the ``coop+dpc`` run (default config; ``step2``: TrainConfig overrides of its
@@ -60,20 +78,23 @@ def omega_sweep(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[
 
     Columns: dataset, seed, omega, base (base classes with ω_b = omega), new (new classes with ω_n = omega)."""
     rows: list[dict] = []
+    run_grid(datasets, ["coop+dpc"], seeds, on_result=_sweep_collector(rows, omegas, "coop+dpc"),
+             spec=_with_step2({"coop+dpc": ("coop+dpc", {})}, step2), **grid_kw)
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
-    def collect(row: dict, result) -> None:
-        grid = omega.run_grid_cached(result, omegas)
-        for i, w in enumerate(grid.omegas):
-            rows.append({"dataset": row["dataset"], "seed": row["seed"], "omega": float(w),
-                         "base": float(grid.accuracy["base"][i]), "new": float(grid.accuracy["new"][i])})
 
-    run_grid(datasets, ["coop+dpc"], seeds, on_result=collect, spec=_with_step2({"coop+dpc": ("coop+dpc", {})}, step2),
-             **grid_kw)
-    return pd.DataFrame(rows, columns=["dataset", "seed", "omega", "base", "new"])
+def study(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[float] = SWEEP_OMEGAS,
+          step2: dict | None = None, **grid_kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`ablation` and :func:`omega_sweep` in one pass over the grid: the sweep is read from the full-DPC row's
+    run while the ablation visits it. Returns (ablation runs, sweep)."""
+    rows: list[dict] = []
+    runs = ablation(datasets, seeds, step2=step2, on_result=_sweep_collector(rows, omegas, FULL_DPC), **grid_kw)
+    return runs, pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
 def sweep_table(sweep: pd.DataFrame, column: str = "base") -> pd.DataFrame:
-    """``column`` accuracy averaged over seeds: one row per dataset plus the average over datasets, one column per ω."""
+    """``column`` accuracy averaged over seeds: one row per dataset plus the average over datasets, one column
+    per ω."""
     per = sweep.groupby(["dataset", "omega"], sort=False)[column].mean().unstack("omega")
     per.loc[AVERAGE] = per.mean(axis=0)
     return per
@@ -118,5 +139,6 @@ def write_study(out: str | Path, name: str, ablation_runs: pd.DataFrame, sweep: 
     return paths
 
 
-__all__ = ["ABLATION_SPEC", "SWEEP_OMEGAS", "ablation", "ablation_table", "omega_sweep", "sweep_table",
+__all__ = ["ABLATION_SPEC", "FULL_DPC", "SWEEP_OMEGAS", "ablation", "study", "ablation_table", "omega_sweep",
+           "sweep_table",
            "markdown_ablation", "markdown_sweep", "write_study"]

@@ -3,14 +3,17 @@ benchmark's coop+dpc run, ω = 0 is step 1's P, ω = ω_b is the DPC row), table
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from dpclab.analysis import DPC_ABLATION
 from dpclab.benchmark import AVERAGE, run_grid
 from dpclab.cli import main
-from dpclab.dpc_study import (ABLATION_SPEC, ablation, ablation_table, markdown_ablation, markdown_sweep, omega_sweep,
-                              sweep_table)
+from dpclab.dpc_study import (ABLATION_SPEC, FULL_DPC, ablation, ablation_table, markdown_ablation, markdown_sweep,
+                              omega_sweep, study, sweep_table)
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def test_ablation_rows_are_distinct_runs_and_full_dpc_is_the_benchmark_row(grid_
     runs = ablation(["eurosat"], [1], **grid_kw)
     assert list(runs["method"]) == ["coop", *ABLATION_SPEC]
     assert len(ABLATION_SPEC) == len(DPC_ABLATION)
-    full = runs[runs["method"] == "dpc: full DPC (DHNO + weighting + decoupling)"].iloc[0]
+    full = runs[runs["method"] == FULL_DPC].iloc[0]
     dpc = bench[bench["method"] == "coop+dpc"].iloc[0]
     assert full["reused"] and full["run_dir"] == dpc["run_dir"] and full["base"] == dpc["base"]
     assert runs["run_dir"].nunique() == len(runs)  # every switch is a run of its own
@@ -71,9 +74,14 @@ def test_step2_overrides_train_a_new_step2_on_the_same_step1(grid_kw):
     assert slow.loc["coop", "run_dir"] == default.loc["coop", "run_dir"] and slow.loc["coop", "reused"]
     for label in ABLATION_SPEC:
         assert slow.loc[label, "run_dir"] != default.loc[label, "run_dir"] and not slow.loc[label, "reused"]
-    import json
-    from pathlib import Path
-    record = json.loads((Path(slow.loc["dpc: full DPC (DHNO + weighting + decoupling)", "run_dir"]) / "result.json").read_text())
+    record = json.loads((Path(slow.loc[FULL_DPC, "run_dir"]) / "result.json").read_text())
     assert record["config"]["train"]["lr"] == 1e-5
     sweep = omega_sweep(["eurosat"], [1], omegas=(0.0, 1.0), step2={"lr": 1e-5}, **grid_kw)
     assert sweep.loc[sweep["omega"] == 0.0, "base"].item() == pytest.approx(default.loc["coop", "base"], abs=1e-9)
+
+
+def test_study_is_the_ablation_and_the_sweep_in_one_pass(grid_kw):
+    runs, sweep = study(["eurosat"], [1, 2], omegas=(0.0, 0.2, 1.0), **grid_kw)
+    pd.testing.assert_frame_equal(runs.drop(columns=["seconds", "reused"]),
+                                  ablation(["eurosat"], [1, 2], **grid_kw).drop(columns=["seconds", "reused"]))
+    pd.testing.assert_frame_equal(sweep, omega_sweep(["eurosat"], [1, 2], omegas=(0.0, 0.2, 1.0), **grid_kw))
