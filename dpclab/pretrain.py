@@ -128,6 +128,11 @@ def _param_groups(model: torch.nn.Module, cfg: PretrainConfig) -> list[dict]:
     ]
 
 
+def stream_step(step: int, cfg: PretrainConfig) -> int:
+    """Which batch of the pretraining stream training step ``step`` uses (``stream_length`` cycles the first N)."""
+    return step if cfg.stream_length is None else step % cfg.stream_length
+
+
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warm-up then cosine decay to zero."""
     if step < cfg.warmup_steps:
@@ -224,8 +229,7 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[torch.nn.Module, list[f
     losses: list[float] = []
     bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress)
     for step in bar:
-        stream_step = step if cfg.stream_length is None else step % cfg.stream_length
-        images, captions = world.sample_pretrain_batch(cfg.seed, stream_step, cfg.batch_size)
+        images, captions = world.sample_pretrain_batch(cfg.seed, stream_step(step, cfg), cfg.batch_size)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
@@ -289,14 +293,13 @@ def pretrain(
 
 
 def stream_digest(cfg: PretrainConfig) -> str:
-    """sha256 of the first two and the last batch of the pretraining stream the config trains on (images and captions).
+    """sha256 of the stream batches of training steps 0, 1 and the last (images and captions).
 
     Recorded in the manifest: a change of the world generator that would change the checkpoint (a new shape, another
     caption template) changes this digest, and ``tests/test_embedded_checkpoint.py`` says so before anyone trusts a
     checkpoint the current code no longer reproduces. Changes to the downstream datasets leave it alone."""
     digest = hashlib.sha256()
-    last = cfg.steps - 1 if cfg.stream_length is None else min(cfg.steps, cfg.stream_length) - 1
-    for step in sorted({0, min(1, last), last}):
+    for step in sorted({stream_step(s, cfg) for s in (0, min(1, cfg.steps - 1), cfg.steps - 1)}):
         images, captions = world.sample_pretrain_batch(cfg.seed, step, cfg.batch_size)
         digest.update(images.tobytes())
         digest.update("\n".join(captions).encode())
