@@ -180,27 +180,37 @@ def cmd_transfer(args) -> int:
     return 0
 
 
-def cmd_dpc_study(args) -> int:
-    import time
+def _grid_setup(args, datasets) -> dict:
+    """What the grid commands (benchmark, dpc-study) share: torch threads, the missing embedded-world datasets
+    written, and :func:`dpclab.benchmark.run_grid`'s source and output keywords from the arguments."""
+    from .data.world import ensure_world
 
-    from .benchmark import DEFAULT_SEEDS
-    from .data.world import ensure_world, world_datasets
-    from .dpc_study import study, write_study
-
-    datasets = args.datasets or world_datasets()
-    seeds = args.seeds or list(DEFAULT_SEEDS)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    ensure_world(args.data_root, datasets)
-    grid_kw = dict(data_root=args.data_root, model=args.model, pretrained=args.pretrained, shots=args.shots,
-                   runs_dir=args.runs_dir, cache_dir=args.cache_dir, results=args.results, device=args.device,
-                   if_exists="overwrite" if args.overwrite else "reuse",
-                   train={} if args.epochs is None else {"epochs": args.epochs})
+    written = ensure_world(args.data_root, datasets)
+    if written:
+        print(f"wrote embedded world dataset(s) {', '.join(written)} under {args.data_root}")
+    return dict(data_root=args.data_root, model=args.model, pretrained=args.pretrained, shots=args.shots,
+                runs_dir=args.runs_dir, cache_dir=args.cache_dir, results=args.results, device=args.device,
+                if_exists="overwrite" if args.overwrite else "reuse")
+
+
+def cmd_dpc_study(args) -> int:
+    import time
+
+    from .benchmark import DEFAULT_SEEDS
+    from .data.world import world_datasets
+    from .dpc_study import study, write_study
+
+    datasets = args.datasets or world_datasets()
+    seeds = args.seeds or list(DEFAULT_SEEDS)
+    grid_kw = _grid_setup(args, datasets)
     t0 = time.time()
     step2 = parse_options(args.step2, "--step2")
-    runs, sweep = study(datasets, seeds, step2=step2, **grid_kw)
+    runs, sweep = study(datasets, seeds, step2=step2, train={} if args.epochs is None else {"epochs": args.epochs},
+                        **grid_kw)
     header = (f"# DPC study: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}\n\n"
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
               f"- DPC step-2 training overrides: {step2 or 'none (protocol defaults)'}\n"
@@ -215,7 +225,7 @@ def cmd_benchmark(args) -> int:
 
     from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, markdown_table,
                             markdown_targets, run_grid, summary_table, write_report)
-    from .data.world import ensure_world, world_datasets, world_stamp
+    from .data.world import world_datasets, world_stamp
     from .pipeline import cached_backbone
 
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
@@ -224,13 +234,7 @@ def cmd_benchmark(args) -> int:
     train.update(parse_options(args.train))
     if args.epochs is not None:
         train["epochs"] = args.epochs
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    written = ensure_world(args.data_root, datasets)
-    if written:
-        print(f"wrote embedded world dataset(s) {', '.join(written)} under {args.data_root}")
+    grid_kw = _grid_setup(args, datasets)
     t0 = time.time()
 
     def show(row: dict) -> None:
@@ -239,10 +243,7 @@ def cmd_benchmark(args) -> int:
             print(f"{row['dataset']} {row['method']} seed {row['seed']}: base {row['base']:.2f}  new {row['new']:.2f}"
                   f"  HM {row['hm']:.2f}  train {row['train_acc']:.2f}{note}", flush=True)
 
-    runs = run_grid(datasets, args.methods or list(DEFAULT_METHODS), seeds, data_root=args.data_root,
-                    model=args.model, pretrained=args.pretrained, shots=args.shots, train=train,
-                    runs_dir=args.runs_dir, cache_dir=args.cache_dir, results=args.results, device=args.device,
-                    if_exists="overwrite" if args.overwrite else "reuse", on_row=show)
+    runs = run_grid(datasets, args.methods or list(DEFAULT_METHODS), seeds, train=train, on_row=show, **grid_kw)
     wall = time.time() - t0
     summary = summary_table(runs)
     targets = check_targets(summary)
