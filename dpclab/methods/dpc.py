@@ -38,6 +38,12 @@ Three modes (``DPCConfig.mode``), all documented because they give different num
     (ω_b = 1 -> lr, 0.2 -> 5·lr, 0.1 -> 10·lr). Its InfoNCE keeps one text row per image, duplicates included, with
     ``arange`` targets (:func:`duplicate_row_infonce`); the other modes merge a class repeated in a batch into one
     row with soft targets (:func:`symmetric_infonce`). ``tests/test_fidelity_modes.py`` checks all three claims.
+    Its batches are built by the released sampler (:func:`sample_negative_classes` with ``rule="released"``: all
+    top-K candidates when the true class is outside them, random fill from classes 1..n-2 that gives up after n-2
+    draws); ``tests/test_dpc_batches.py`` checks it on hand-worked examples.
+
+In every mode step 2 sees **fresh augmentations** of anchors and negatives (views from :data:`STEP2_FIRST_VIEW` on),
+never the crops step 1 trained on, as the released code augments every image it loads (docs/fidelity.md, D4).
 
 Ablation switches (the paper's Table 4): ``loss="ce"`` (cross-entropy over all base classes instead of InfoNCE),
 ``negatives="random"`` (random instead of hard negative classes), ``decouple=False`` (new classes use the base
@@ -49,7 +55,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,17 +121,34 @@ class DPCConfig:
 # DHNO pieces: pure functions, tested on their own
 
 
+#: how the negatives of an anchor are completed: "uniform" (dpclab: top-K minus the true class capped at K-1, random
+#: fill uniform over the unused classes) or "released" (JREion/DPC ``sple_coop.py``; see :func:`released_fill`)
+FILL_RULES = ("uniform", "released")
+
+
 def sample_negative_classes(anchor_labels: Sequence[int], scores: torch.Tensor | None, n_classes: int,
-                            top_k: int, min_negatives: int, generator: torch.Generator) -> list[list[int]]:
+                            top_k: int, min_negatives: int, generator: torch.Generator, rule: str = "uniform",
+                            draw: Callable[[int, int], int] | None = None) -> list[list[int]]:
     """Negative classes for each anchor of one batch (DHNO's negative sampler).
 
     ``scores`` [B, C] are the frozen model's logits (any monotone score: only the ranking is used); ``None`` draws
     the candidate classes at random instead (ablation). Per anchor, in batch order: take its ``top_k`` classes,
-    drop the true class (keep at most ``top_k - 1``), drop classes already in the batch (all anchors' classes are
-    in it from the start), then fill up to ``min_negatives`` with random unused classes. A class therefore never
-    appears twice among the negatives nor coincides with an anchor's class; when the unused classes run out
-    (fewer than ``B·(1 + min_negatives)`` classes) an anchor gets fewer negatives, as in the released code.
+    drop the true class, drop classes already in the batch (all anchors' classes are in it from the start), then
+    fill up to ``min_negatives`` with random classes not in the batch. A class therefore never appears twice among
+    the negatives nor coincides with an anchor's class; when the unused classes run out an anchor gets fewer
+    negatives, as in the released code.
+
+    ``rule="uniform"`` (modes ``paper`` and ``reparam``): at most ``top_k - 1`` candidates, the fill drawn uniformly
+    from all unused classes. ``rule="released"`` (mode ``released``), as JREion/DPC ``sple_coop.py`` builds batches:
+    all ``top_k`` candidates are kept when the true class is not among them (its cap tests the still-empty list of
+    kept negatives, line 556), and the fill is :func:`released_fill` (classes 1 .. n-2 only, gives up after n-2
+    draws). ``draw(lo, hi)`` returns a random integer in ``[lo, hi]`` (default: from ``generator``; tests script it).
     """
+    if rule not in FILL_RULES:
+        raise ValueError(f"rule must be one of {FILL_RULES}, got {rule!r}.")
+    if draw is None:
+        def draw(lo: int, hi: int) -> int:
+            return int(torch.randint(lo, hi + 1, (1,), generator=generator))
     in_batch = set(int(y) for y in anchor_labels)
     k = min(top_k, n_classes)
     out: list[list[int]] = []
@@ -134,17 +157,39 @@ def sample_negative_classes(anchor_labels: Sequence[int], scores: torch.Tensor |
             ranked = scores[b].topk(k).indices.tolist()
         else:
             ranked = torch.randperm(n_classes, generator=generator)[:k].tolist()
-        candidates = [c for c in ranked if c != y][:top_k - 1]
+        candidates = [c for c in ranked if c != y]
+        if rule == "uniform":
+            candidates = candidates[:top_k - 1]
         negs = [c for c in candidates if c not in in_batch]
         in_batch.update(negs)
         if len(negs) < min_negatives:
-            pool = [c for c in range(n_classes) if c not in in_batch]
-            order = torch.randperm(len(pool), generator=generator).tolist()
-            fill = [pool[i] for i in order[:min_negatives - len(negs)]]
+            if rule == "released":
+                fill = released_fill(in_batch, n_classes, min_negatives - len(negs), draw)
+            else:
+                pool = [c for c in range(n_classes) if c not in in_batch]
+                order = torch.randperm(len(pool), generator=generator).tolist()
+                fill = [pool[i] for i in order[:min_negatives - len(negs)]]
             negs += fill
             in_batch.update(fill)
         out.append(negs)
     return out
+
+
+def released_fill(in_batch: set[int], n_classes: int, wanted: int, draw: Callable[[int, int], int]) -> list[int]:
+    """The released code's random fill (``sple_coop.py:566-576``): ``n_classes - 2`` draws of ``randint(1, n-2)``
+    (class 0 and the last class are never drawn); a drawn class joins unless it is already in the batch (or was
+    drawn before), until ``wanted`` have joined; the draw after that ends the loop. After ``n - 2`` draws it gives
+    up, even with fewer than ``wanted`` classes. ``in_batch`` is not modified."""
+    taken: list[int] = []
+    seen = set(in_batch)
+    for _ in range(max(n_classes - 2, 0)):
+        c = draw(1, n_classes - 2)
+        if len(taken) >= wanted:
+            break
+        if c not in seen:
+            taken.append(c)
+            seen.add(c)
+    return taken
 
 
 def pick_one_per_class(labels: torch.Tensor, classes: Sequence[int], generator: torch.Generator) -> torch.Tensor:
@@ -191,6 +236,16 @@ def duplicate_row_infonce(image_features: torch.Tensor, text_features: torch.Ten
 
 
 # --------------------------------------------------------------------------------------------------------------
+
+
+#: step 2's first augmented view. Step 1 of any protocol reads views 0 .. epochs-1 (200 for CoOp); step 2 starts
+#: far above, so its anchors and negatives are never the crops P was trained on (docs/fidelity.md, D4)
+STEP2_FIRST_VIEW = 100_000
+
+
+def step2_view(epoch: int, cfg) -> int:
+    """The augmented view step-2 epoch ``epoch`` reads: ``STEP2_FIRST_VIEW + epoch % cfg.views()``."""
+    return STEP2_FIRST_VIEW + epoch % cfg.views()
 
 
 class DPC(Plugin):
@@ -291,22 +346,26 @@ class DPC(Plugin):
     def batches(self, data, epoch: int, cfg, generator: torch.Generator) -> Iterator[tuple]:
         """DHNO batches: ``[anchor_1, its negatives, anchor_2, its negatives, ...]`` with their labels.
 
-        Anchors are the usual shuffled batches; every image (anchor or negative) is seen as in this epoch's
-        augmented view (features-kind bases: the cached view ``epoch % n_views``). All randomness comes from
+        Anchors are the usual shuffled batches. Every image (anchor or negative) is seen in a **fresh** augmented view
+        that step 1 never trained on, as the released code augments every image it loads afresh: step-2 epoch ``e``
+        reads view :func:`step2_view` ``(e, cfg)`` = ``STEP2_FIRST_VIEW + e % views`` (features-kind bases: one cached
+        view, i.e. one image-encoder pass over the shots per new view; pixel bases: the transform seeded as that
+        view), while step 1's epoch ``e`` read view ``e % views`` < ``STEP2_FIRST_VIEW``. All randomness comes from
         ``generator``, so a resumed run rebuilds the same batches.
         """
         task = data.task
         if task is None:
             raise ValueError("DPC's hard-negative batches need to know the training classes: pass Examples with "
                              "task=... (dpclab.train.fit does this).")
+        view_index = step2_view(epoch, cfg)
         if data.features is not None:
-            view = data.features(epoch % cfg.views())
+            view = data.features(view_index)
 
             def take(idx):
                 return view[idx]
         else:
             def take(idx):
-                return data.inputs(idx, epoch, cfg)
+                return data.inputs(idx, view_index, cfg)
         for anchors in data.index_batches(cfg.batch_size, generator):
             x, y, _ = self.build_batch(take(anchors), data.labels[anchors], data.labels, take, task, generator)
             yield x, y
@@ -322,8 +381,9 @@ class DPC(Plugin):
             self.base.eval()
             scores = self.frozen_logits(x_anchor.to(device), task).cpu()
             self.base.train(was_training)
+        rule = "released" if self.cfg.mode == "released" else "uniform"
         negatives = sample_negative_classes(y_anchor.tolist(), scores, len(task.classnames), self.cfg.top_k,
-                                            self.cfg.min_negatives, generator)
+                                            self.cfg.min_negatives, generator, rule=rule)
         xs, ys = [], []
         for i, negs in enumerate(negatives):
             idx = pick_one_per_class(labels, negs, generator)
@@ -349,5 +409,6 @@ class DPC(Plugin):
         return loss, {"loss": loss.item(), "acc": batch_accuracy(out.logits, y), "batch_images": float(len(y))}
 
 
-__all__ = ["DPC", "DPCConfig", "MODES", "check_omega", "sample_negative_classes", "pick_one_per_class",
+__all__ = ["DPC", "DPCConfig", "MODES", "FILL_RULES", "STEP2_FIRST_VIEW", "check_omega", "sample_negative_classes",
+           "released_fill", "step2_view", "pick_one_per_class",
            "symmetric_infonce", "duplicate_row_infonce"]
