@@ -1,13 +1,16 @@
 """The embedded-world benchmark: zero-shot, CoOp, CoOp+DPC and CoOp+DePT over datasets x seeds, as one table.
 
-Three pure steps, each usable on its own (notebook 06 calls the first two):
+Three pure steps, each usable on its own (notebook 06 calls the first two; the targets live in
+:mod:`dpclab.targets`):
 
->>> from dpclab.benchmark import run_grid, summary_table, check_targets
->>> runs = run_grid(["world_tint", "world_sketch"], seeds=[1, 2, 3])   # one row per dataset x method x seed
+>>> from dpclab.benchmark import run_matrix, summary_table
+>>> from dpclab.targets import check_targets, paired_gains
+>>> runs = run_matrix(["world_tint", "world_sketch"], seeds=[1, 2, 3])   # one row per dataset x method x seed
 >>> table = summary_table(runs)        # mean ± std over seeds, plus the average over datasets
 >>> check_targets(table)               # the project's expectations, measured (pass/fail is informational)
+>>> paired_gains(runs, "coop+dpc[released]")   # DPC - CoOp per seed, mean and paired 95 % interval
 
-The grid runs seed by seed (every dataset for seed 1, then seed 2, ...). Every run goes through
+The run matrix runs seed by seed (every dataset for seed 1, then seed 2, ...). Every run goes through
 :func:`dpclab.pipeline.run`, so a finished run is reused from its run directory (re-running the benchmark only
 computes what is missing; an interrupted one resumes) and each new result is appended to the results CSV. CoOp+DPC's
 step 1 *is* the CoOp run of the same dataset and seed (same run directory), so DPC is measured on top of exactly
@@ -40,11 +43,10 @@ from .evaluate import accuracy, format_mean_std, harmonic_mean, predict_logits, 
 from .io import atomic_write_text
 from .methods import PLUGINS, parse_method
 from .pipeline import Experiment, RunConfig, cached_backbone, run
+from .targets import AVERAGE, PROBE, markdown_gains, markdown_per_dataset, markdown_targets, paired_gains
 
 log = logging.getLogger(__name__)
 
-#: the linear probe's row label: not a prompt method, the ceiling of the frozen features (dpclab.diagnostics)
-PROBE = "linear-probe"
 
 
 def _dpc_mode_rows() -> tuple[str, ...]:
@@ -62,9 +64,6 @@ DEFAULT_SEEDS: tuple[int, ...] = (1, 2, 3)
 QUICK_TRAIN: dict = {"epochs": 2}
 QUICK_SEEDS: tuple[int, ...] = (1,)
 
-#: name of the row that averages over datasets in :func:`summary_table`
-AVERAGE = "average"
-
 GRID_COLUMNS = ["dataset", "method", "seed", "base", "new", "hm", "train_acc", "epochs", "seconds", "reused",
                 "run_dir"]
 #: extra columns of DPC rows (see :func:`dpclab.diagnostics.dpc_diagnostics`)
@@ -74,14 +73,14 @@ DPC_COLUMNS = ["dist", "rel_dist", "loss_P", "loss_Pprime", "train_acc_P", "trai
 
 def row_method(label: str) -> tuple[str, dict]:
     """A row label -> (method name, method config): ``"coop+dpc[released]"`` -> ``("coop+dpc", {"mode": "released"})``;
-    any other label is a method name as is (``PROBE`` is not a method and is handled by :func:`run_grid`)."""
+    any other label is a method name as is (``PROBE`` is not a method and is handled by :func:`run_matrix`)."""
     if label.endswith("]") and "[" in label:
         name, mode = label[:-1].split("[", 1)
         return name, {"mode": mode}
     return label, {}
 
 
-# --------------------------------------------------------------------------------------------------------- the grid
+# --------------------------------------------------------------------------------------------------- the run matrix
 def train_accuracy(result) -> float:
     """Top-1 accuracy (%) of a finished run's method on its own few-shot training images, test transform.
 
@@ -93,7 +92,7 @@ def train_accuracy(result) -> float:
     return accuracy(predict_logits(method, examples, exp.train_task), examples.labels)
 
 
-def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
+def run_matrix(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
              seeds: Sequence[int] = DEFAULT_SEEDS, *, data_root: str = "data/world", model: str = EMBEDDED_MODEL,
              pretrained: str = EMBEDDED_PRETRAINED, shots: int = 16, train: dict | None = None,
              method_cfg: dict[str, dict] | None = None, runs_dir: str = "runs", cache_dir: str | None = "data/cache",
@@ -120,7 +119,7 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
     ``seconds`` is the wall time of the run (training + evaluation; near 0 when reused), ``reused`` says which.
     """
     if not datasets or not methods or not seeds:
-        raise ValueError("run_grid needs at least one dataset, one method and one seed.")
+        raise ValueError("run_matrix needs at least one dataset, one method and one seed.")
     for name in methods:
         if name != PROBE:
             parse_method(_resolve_row(name, spec)[0])  # unknown names fail before any training
@@ -128,7 +127,7 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
     if unknown:
         raise ValueError(f"method_cfg names method(s) {sorted(unknown)} that are not in methods={list(methods)}.")
     if train and train_for is not None:
-        raise ValueError("run_grid takes train or train_for, not both.")
+        raise ValueError("run_matrix takes train or train_for, not both.")
     train = dict(train or {})
     if train_for is None:
         train_for = lambda name: (train, train)  # noqa: E731 - both steps of a two-step plug-in alike
@@ -209,9 +208,9 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """
     missing = {"dataset", "method", "seed", "base", "new"} - set(runs.columns)
     if missing:
-        raise ValueError(f"summary_table needs the columns {sorted(missing)} (the output of run_grid).")
+        raise ValueError(f"summary_table needs the columns {sorted(missing)} (the output of run_matrix).")
     if runs.empty:
-        raise ValueError("summary_table got an empty runs table; run run_grid first.")
+        raise ValueError("summary_table got an empty runs table; run run_matrix first.")
     runs = runs.copy()
     if "train_acc" not in runs.columns:
         runs["train_acc"] = math.nan
@@ -238,78 +237,6 @@ def _average_row(runs: pd.DataFrame, per: pd.DataFrame, method: str) -> dict:
     return row
 
 
-# ------------------------------------------------------------------------------------------------------ the targets
-#: thresholds of the project's expectations (issue 3), fixed before any result was seen
-ZS_NEW_RANGE = (40.0, 80.0)  # zero-shot new-class accuracy: clearly above chance, below saturation
-MEMORISATION = 90.0  # CoOp accuracy on its own training shots ("near-memorisation")
-COOP_BASE_GAIN = 5.0  # CoOp base >= zero-shot base + 5
-DPC_BASE_GAIN = 1.0  # CoOp+DPC base >= CoOp base + 1
-DPC_NEW_TOLERANCE = 0.1  # CoOp+DPC new within 0.1 points of CoOp new (omega_n = 0 makes them equal)
-PROBE_CEILING = 90.0  # 16-shot linear probe on frozen features (issue 11): the features can separate the classes
-
-
-def check_targets(summary: pd.DataFrame, dataset: str = AVERAGE) -> pd.DataFrame:
-    """Measure the project's targets on one row set of :func:`summary_table` (default: the average over datasets).
-
-    Returns one row per target: target, requirement, measured, difference (whether ``measured`` is a difference
-    between two methods), passed (True/False, or None when a needed method is missing from the table). Informational only: never use it to choose settings (that would tune the
-    evaluation to the targets)."""
-    rows = summary[summary["dataset"] == dataset].set_index("method")
-    if rows.empty:
-        raise ValueError(f"no rows with dataset == {dataset!r} in the summary; pass one of "
-                         f"{sorted(summary['dataset'].unique())}.")
-
-    def get(method: str, col: str) -> float:
-        return float(rows.loc[method, col]) if method in rows.index else math.nan
-
-    zs_b, zs_n = get("zeroshot", "base"), get("zeroshot", "new")
-    probe_b = get(PROBE, "base")
-    coop_b, coop_n, coop_h, coop_t = (get("coop", c) for c in ("base", "new", "hm", "train_acc"))
-    dpc_b, dpc_n = get("coop+dpc", "base"), get("coop+dpc", "new")
-    dept_h = get("coop+dept", "hm")
-    lo, hi = ZS_NEW_RANGE
-    # (target, requirement, measured, passed, whether measured is a difference between two methods)
-    checks = [
-        ("zero-shot new in range", f"{lo:g} <= zero-shot new <= {hi:g}", zs_n, lo <= zs_n <= hi, False),
-        *([("features allow memorisation", f"linear probe base >= {PROBE_CEILING:g}", probe_b,
-             probe_b >= PROBE_CEILING, False)] if PROBE in rows.index else []),
-        ("CoOp memorises its shots", f"CoOp train accuracy >= {MEMORISATION:g}", coop_t, coop_t >= MEMORISATION,
-         False),
-        ("CoOp gains on base", f"CoOp base - zero-shot base >= {COOP_BASE_GAIN:g}", coop_b - zs_b,
-         coop_b - zs_b >= COOP_BASE_GAIN, True),
-        ("CoOp loses on new", "CoOp new - zero-shot new < 0", coop_n - zs_n, coop_n - zs_n < 0, True),
-        *_per_dataset_new_loss(summary, dataset),
-        ("DPC lifts base", f"CoOp+DPC base - CoOp base >= {DPC_BASE_GAIN:g}", dpc_b - coop_b,
-         dpc_b - coop_b >= DPC_BASE_GAIN, True),
-        *[(f"DPC [{m}] lifts base", f"CoOp+DPC[{m}] base - CoOp base >= {DPC_BASE_GAIN:g}",
-           get(f"coop+dpc[{m}]", "base") - coop_b, get(f"coop+dpc[{m}]", "base") - coop_b >= DPC_BASE_GAIN, True)
-          for m in _modes_in(rows.index)],
-        ("DPC keeps new", f"abs(CoOp+DPC new - CoOp new) <= {DPC_NEW_TOLERANCE:g}", dpc_n - coop_n,
-         abs(dpc_n - coop_n) <= DPC_NEW_TOLERANCE, True),
-        ("DePT improves on CoOp", "CoOp+DePT HM - CoOp HM > 0", dept_h - coop_h, dept_h - coop_h > 0, True),
-    ]
-    out = [{"dataset": dataset, "target": name, "requirement": req, "measured": value, "difference": diff,
-            "passed": None if math.isnan(value) else bool(ok)} for name, req, value, ok, diff in checks]
-    return pd.DataFrame(out)
-
-
-def _modes_in(labels) -> list[str]:
-    return [row_method(label)[1]["mode"] for label in labels if label.startswith("coop+dpc[")]
-
-
-def _per_dataset_new_loss(summary: pd.DataFrame, dataset: str) -> list[tuple]:
-    """On the average row set only: on how many datasets CoOp's new-class accuracy falls below zero-shot's
-    (required: all but at most one)."""
-    if dataset != AVERAGE:
-        return []
-    per = summary[summary["dataset"] != AVERAGE].pivot_table(index="dataset", columns="method", values="new")
-    if not {"coop", "zeroshot"} <= set(per.columns) or len(per) < 2:
-        return []
-    losses = int((per["coop"] < per["zeroshot"]).sum())
-    need = len(per) - 1
-    return [("CoOp loses on new per dataset", f"CoOp new < zero-shot new on >= {need} of {len(per)} datasets",
-             float(losses), losses >= need, False)]
-
 
 # ------------------------------------------------------------------------------------------------------ the writers
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -323,47 +250,6 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_targets(targets: pd.DataFrame) -> str:
-    lines = ["| target | requirement | measured | result |", "|---|---|---|---|"]
-    for r in targets.itertuples(index=False):
-        verdict = "n/a" if r.passed is None else ("pass" if r.passed else "FAIL")
-        measured = "–" if math.isnan(r.measured) else f"{r.measured:+.2f}" if r.difference else f"{r.measured:.2f}"
-        lines.append(f"| {r.target} | {r.requirement} | {measured} | {verdict} |")
-    return "\n".join(lines) + "\n"
-
-
-#: the per-dataset table's column for each target of :func:`check_targets` (DPC mode rows are named from the mode)
-_PER_DATASET_HEADERS = {"zero-shot new in range": "zero-shot new", "features allow memorisation": "probe base",
-                        "CoOp memorises its shots": "CoOp train acc", "CoOp gains on base": "CoOp base gain",
-                        "CoOp loses on new": "CoOp new change", "DPC lifts base": "coop+dpc base gain",
-                        "DPC keeps new": "DPC new change", "DePT improves on CoOp": "DePT HM gain"}
-
-
-def _per_dataset_header(target: str) -> str:
-    if target.startswith("DPC [") and target.endswith("] lifts base"):
-        return f"coop+dpc[{target[5:-len('] lifts base')]}] base gain"
-    return _PER_DATASET_HEADERS[target]
-
-
-def markdown_per_dataset(summary: pd.DataFrame) -> str:
-    """:func:`check_targets` on every dataset (and on average), one row each: the measured value of each target,
-    ✗ where it misses, "–" where a method is missing. (The count of datasets where CoOp loses new is a property of
-    the whole table, not of a dataset: it is in the targets table only.)"""
-    per = {d: check_targets(summary, d).set_index("target") for d in summary["dataset"].unique()}
-    targets = [t for t in dict.fromkeys(t for checks in per.values() for t in checks.index)
-               if t in _PER_DATASET_HEADERS or t.startswith("DPC [")]
-    head = ["dataset", *[_per_dataset_header(t) for t in targets]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for dataset, checks in per.items():
-        cells = []
-        for t in targets:
-            if t not in checks.index or checks.loc[t, "passed"] is None:
-                cells.append("–")
-                continue
-            value, signed = checks.loc[t, "measured"], checks.loc[t, "difference"]
-            cells.append((f"{value:+.1f}" if signed else f"{value:.1f}") + ("" if checks.loc[t, "passed"] else " ✗"))
-        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def dpc_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -389,6 +275,14 @@ def markdown_dpc(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dpc_gains(runs: pd.DataFrame, metric: str = "base") -> pd.DataFrame:
+    """:func:`dpclab.targets.paired_gains` of every ``coop+dpc*`` row over CoOp (empty without both)."""
+    labels = [m for m in dict.fromkeys(runs["method"].astype(str)) if m.startswith("coop+dpc")]
+    if "coop" not in set(runs["method"]) or not labels:
+        return pd.DataFrame()
+    return pd.concat([paired_gains(runs, m, metric=metric) for m in labels], ignore_index=True)
+
+
 def write_report(out: str | Path, name: str, runs: pd.DataFrame, summary: pd.DataFrame,
                  targets: pd.DataFrame | None = None, header: str = "") -> dict[str, Path]:
     """Write ``<out>/<name>.csv`` (summary), ``<name>_runs.csv`` (every run), ``<name>_targets.csv`` and
@@ -409,9 +303,23 @@ def write_report(out: str | Path, name: str, runs: pd.DataFrame, summary: pd.Dat
         paths["dpc"] = out / f"{name}_dpc.csv"
         atomic_write_text(paths["dpc"], dpc.to_csv(index=False))
         md += "\nDPC step 2, diagnostics (mean over seeds):\n\n" + markdown_dpc(dpc)
+    gains = dpc_gains(runs)
+    if not gains.empty:
+        paths["gains"] = out / f"{name}_gains.csv"
+        atomic_write_text(paths["gains"], gains.to_csv(index=False))
+        md += ("\nDPC's base gain over CoOp as paired per-seed differences (step 2 sits on the CoOp run of the same "
+               "seed):\n\n" + markdown_gains(gains))
+        if PROBE in set(summary["method"]) and "coop" in set(summary["method"]):
+            from .plots import dpc_headroom, save_figure
+
+            figure = save_figure(dpc_headroom(summary, gains), f"{name}_headroom", folder=out,
+                                 alt="DPC's base gain over CoOp per dataset against the probe's headroom over CoOp "
+                                     "and CoOp's accuracy on its own shots")
+            paths["headroom"] = figure.path
+            md += f"\n![DPC's base gain against CoOp's headroom]({figure.path.name})\n"
     atomic_write_text(paths["markdown"], md)
     return paths
 
 
-__all__ = ["run_grid", "summary_table", "check_targets", "write_report", "markdown_table", "markdown_targets",
-           "train_accuracy", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE"]
+__all__ = ["run_matrix", "summary_table", "write_report", "markdown_table", "dpc_summary", "dpc_gains",
+           "train_accuracy", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE", "PROBE"]

@@ -182,7 +182,7 @@ def cmd_transfer(args) -> int:
 
 def _grid_setup(args, datasets) -> dict:
     """What the grid commands (benchmark, dpc-study) share: torch threads, the missing embedded-world datasets
-    written, and :func:`dpclab.benchmark.run_grid`'s source and output keywords from the arguments."""
+    written, and :func:`dpclab.benchmark.run_matrix`'s source and output keywords from the arguments."""
     from .data.world import ensure_world
 
     if args.threads:
@@ -223,8 +223,9 @@ def cmd_dpc_study(args) -> int:
 def cmd_benchmark(args) -> int:
     import time
 
-    from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, check_targets, markdown_table,
-                            markdown_targets, run_grid, summary_table, write_report)
+    from .benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, markdown_table, run_matrix,
+                            summary_table, write_report)
+    from .targets import check_targets, markdown_targets
     from .data.world import world_datasets, world_stamp
     from .pipeline import cached_backbone
 
@@ -243,7 +244,7 @@ def cmd_benchmark(args) -> int:
             print(f"{row['dataset']} {row['method']} seed {row['seed']}: base {row['base']:.2f}  new {row['new']:.2f}"
                   f"  HM {row['hm']:.2f}  train {row['train_acc']:.2f}{note}", flush=True)
 
-    runs = run_grid(datasets, args.methods or list(DEFAULT_METHODS), seeds, train=train, on_row=show, **grid_kw)
+    runs = run_matrix(datasets, args.methods or list(DEFAULT_METHODS), seeds, train=train, on_row=show, **grid_kw)
     wall = time.time() - t0
     summary = summary_table(runs)
     targets = check_targets(summary)

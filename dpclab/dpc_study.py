@@ -9,7 +9,7 @@ views the DPC paper uses to explain itself, on every dataset instead of one note
   prompt P, ω = 1 is P′ alone), from the run's cached ω grid (:func:`dpclab.omega.run_grid_cached`);
 * :func:`study` — both in one pass over the grid (what ``python -m dpclab dpc-study`` runs).
 
-Both go through :func:`dpclab.benchmark.run_grid`, so they reuse the benchmark's runs (same runs dir and caches):
+Both go through :func:`dpclab.benchmark.run_matrix`, so they reuse the benchmark's runs (same runs dir and caches):
 the full-DPC row and the sweep cost no training when the benchmark ran first. ``python -m dpclab dpc-study``.
 """
 
@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import omega
 from .analysis import DPC_ABLATION
-from .benchmark import AVERAGE, run_grid, summary_table
+from .benchmark import AVERAGE, run_matrix, summary_table
 from .evaluate import harmonic_mean
 from .io import atomic_write_text
 
@@ -42,9 +42,9 @@ def _with_step2(spec: dict[str, tuple[str, dict]], step2: dict | None) -> dict[s
 
 
 def ablation(datasets: Sequence[str], seeds: Sequence[int], step2: dict | None = None, **grid_kw) -> pd.DataFrame:
-    """One row per dataset x ablation row x seed (:func:`run_grid`'s columns), CoOp (step 1) included.
+    """One row per dataset x ablation row x seed (:func:`run_matrix`'s columns), CoOp (step 1) included.
     ``step2``: TrainConfig overrides of DPC's step 2 only (e.g. ``{"lr": 0.0002}``)."""
-    return run_grid(datasets, ["coop", *ABLATION_SPEC], seeds, spec=_with_step2(ABLATION_SPEC, step2), **grid_kw)
+    return run_matrix(datasets, ["coop", *ABLATION_SPEC], seeds, spec=_with_step2(ABLATION_SPEC, step2), **grid_kw)
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +60,7 @@ SWEEP_COLUMNS = ["dataset", "seed", "omega", "base", "new"]
 
 
 def _sweep_collector(rows: list[dict], omegas: Sequence[float], label: str):
-    """A :func:`run_grid` ``on_result`` hook that appends the ω grid of every finished ``label`` run to ``rows``."""
+    """A :func:`run_matrix` ``on_result`` hook that appends the ω grid of every finished ``label`` run to ``rows``."""
     def collect(row: dict, result) -> None:
         if row["method"] != label:
             return
@@ -78,7 +78,7 @@ def omega_sweep(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[
 
     Columns: dataset, seed, omega, base (base classes with ω_b = omega), new (new classes with ω_n = omega)."""
     rows: list[dict] = []
-    run_grid(datasets, ["coop+dpc"], seeds, on_result=_sweep_collector(rows, omegas, "coop+dpc"),
+    run_matrix(datasets, ["coop+dpc"], seeds, on_result=_sweep_collector(rows, omegas, "coop+dpc"),
              spec=_with_step2({"coop+dpc": ("coop+dpc", {})}, step2), **grid_kw)
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 

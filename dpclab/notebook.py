@@ -228,12 +228,12 @@ class Setup:
         return pd.DataFrame([{"seed": seed, **self.run(method, seed, dataset).metrics} for seed in self.seeds])
 
     def grid(self, methods: Sequence[str], spec: dict | None = None) -> "pd.DataFrame":
-        """Every dataset x method x seed of this notebook through :func:`dpclab.benchmark.run_grid` (one row per
+        """Every dataset x method x seed of this notebook through :func:`dpclab.benchmark.run_matrix` (one row per
         run), each method trained with the epochs :meth:`config` gives it. ``spec``: row labels -> (method, run
         overrides), e.g. :func:`dpclab.paper_numbers.reproduction_runs`."""
-        from .benchmark import run_grid
+        from .benchmark import run_matrix
 
-        return run_grid(self.datasets, methods, self.seeds, data_root=self.data_root, model=self.model,
+        return run_matrix(self.datasets, methods, self.seeds, data_root=self.data_root, model=self.model,
                         pretrained=self.pretrained, shots=self.shots, train_for=self.train_overrides,
                         runs_dir=self.runs_dir, cache_dir=self.cache_dir, results=self.results, device=self.device,
                         backbone=self.backbone(), progress=self.progress, precision=self.precision, spec=spec)

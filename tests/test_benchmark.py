@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, check_targets, markdown_table,
-                              markdown_per_dataset, markdown_targets, run_grid, summary_table, write_report)
+from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, markdown_table, run_matrix,
+                              summary_table, write_report)
+from dpclab.targets import check_targets, markdown_per_dataset, markdown_targets
 from dpclab.cli import main
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
@@ -22,7 +23,7 @@ def _grid(root, tmp_path, backbone, **kw):
                 runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
                 results=str(tmp_path / "runs" / "results.csv"), device="cpu", backbone=backbone)
     args.update(kw)
-    return run_grid(["eurosat"], **args)
+    return run_matrix(["eurosat"], **args)
 
 
 def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_backbone):
@@ -84,9 +85,9 @@ def test_run_grid_rejects_bad_input(json_root, tmp_path, tiny_backbone):
     with pytest.raises(ValueError, match="Unknown method"):
         _grid(json_root, tmp_path, tiny_backbone, methods=["coop", "coopp"])
     with pytest.raises(ValueError, match="not in methods"):
-        run_grid(["eurosat"], ["coop"], [1], method_cfg={"coop+dpc": {"omega_b": 0.5}}, backbone=tiny_backbone)
+        run_matrix(["eurosat"], ["coop"], [1], method_cfg={"coop+dpc": {"omega_b": 0.5}}, backbone=tiny_backbone)
     with pytest.raises(ValueError, match="at least one"):
-        run_grid([], ["coop"], [1], backbone=tiny_backbone)
+        run_matrix([], ["coop"], [1], backbone=tiny_backbone)
 
 
 def _hand_runs() -> pd.DataFrame:

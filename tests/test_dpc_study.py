@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dpclab.analysis import DPC_ABLATION
-from dpclab.benchmark import AVERAGE, run_grid
+from dpclab.benchmark import AVERAGE, run_matrix
 from dpclab.cli import main
 from dpclab.dpc_study import (ABLATION_SPEC, FULL_DPC, ablation, ablation_table, markdown_ablation, markdown_sweep,
                               omega_sweep, study, sweep_table)
@@ -24,7 +24,7 @@ def grid_kw(json_root, tmp_path, tiny_backbone):
 
 
 def test_ablation_rows_are_distinct_runs_and_full_dpc_is_the_benchmark_row(grid_kw):
-    bench = run_grid(["eurosat"], ["coop", "coop+dpc"], [1], **grid_kw)
+    bench = run_matrix(["eurosat"], ["coop", "coop+dpc"], [1], **grid_kw)
     runs = ablation(["eurosat"], [1], **grid_kw)
     assert list(runs["method"]) == ["coop", *ABLATION_SPEC]
     assert len(ABLATION_SPEC) == len(DPC_ABLATION)
@@ -42,7 +42,7 @@ def test_ablation_rows_are_distinct_runs_and_full_dpc_is_the_benchmark_row(grid_
 
 
 def test_omega_sweep_ends_are_step1_and_the_dpc_row(grid_kw):
-    bench = run_grid(["eurosat"], ["coop", "coop+dpc"], [1, 2], **grid_kw)
+    bench = run_matrix(["eurosat"], ["coop", "coop+dpc"], [1, 2], **grid_kw)
     sweep = omega_sweep(["eurosat"], [1, 2], omegas=(0.0, 0.2, 0.5, 1.0), **grid_kw)
     assert len(sweep) == 2 * 4 and set(sweep["omega"]) == {0.0, 0.2, 0.5, 1.0}
     for seed in (1, 2):

@@ -281,21 +281,21 @@ def test_slider_callback_reads_the_grid(capsys):
 
 
 def test_setup_grid_trains_each_method_with_its_own_epochs(json_root, tmp_path, tiny_backbone):
-    """Notebook 06's grid: run_grid with the notebook's per-method epochs; DPC's step 1 is the CoOp row's run."""
-    from dpclab.benchmark import run_grid
+    """Notebook 06's grid: run_matrix with the notebook's per-method epochs; DPC's step 1 is the CoOp row's run."""
+    from dpclab.benchmark import run_matrix
 
     s = Setup(backend="open_clip", model="tiny", pretrained="random", data_root=str(json_root), datasets=["eurosat"],
               shots=4, seeds=[1], epochs=None, device="cpu", quick=True, interactive=False)
     assert s.train_overrides("coop") == ({"epochs": 20}, {}) and s.train_overrides("zeroshot") == ({}, {})
     assert s.train_overrides("coop+dpc") == ({"epochs": 2}, {"epochs": 20})
-    runs = run_grid(s.datasets, ["zeroshot", "coop", "coop+dpc"], s.seeds, data_root=s.data_root, shots=4,
+    runs = run_matrix(s.datasets, ["zeroshot", "coop", "coop+dpc"], s.seeds, data_root=s.data_root, shots=4,
                     train_for=s.train_overrides, runs_dir=str(tmp_path / "runs"), cache_dir=None,
                     results=str(tmp_path / "results.csv"), device="cpu", backbone=tiny_backbone)
     assert list(runs["epochs"]) == [0, 20, 2]
     assert runs.loc[2, "new"] == runs.loc[1, "new"]  # omega_n = 0: new classes go to step 1, the CoOp run
     assert sorted(pd.read_csv(tmp_path / "results.csv")["method"]) == ["coop", "coop+dpc", "zeroshot"]
     with pytest.raises(ValueError, match="train or train_for"):
-        run_grid(["eurosat"], ["coop"], [1], train={"epochs": 1}, train_for=s.train_overrides, backbone=tiny_backbone)
+        run_matrix(["eurosat"], ["coop"], [1], train={"epochs": 1}, train_for=s.train_overrides, backbone=tiny_backbone)
 
 
 def test_save_figure_writes_the_png_it_displays(tmp_path):

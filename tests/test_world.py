@@ -104,3 +104,40 @@ def test_world_datasets_use_the_gentler_crop_and_shades_are_warm_lit():
     gain = lit_img.reshape(-1, 3).sum(0) / unlit_img.reshape(-1, 3).sum(0)
     assert gain[0] == pytest.approx(1.0, abs=0.02)  # red unchanged (up to clipping)
     assert gain[2] == pytest.approx(0.6, abs=0.03) and gain[1] == pytest.approx(0.8, abs=0.03)
+
+
+def test_placement_classes_are_compositions_of_caption_words_in_pretraining_photos():
+    """WorldPlacement (issue 22): colour x shape x place, every class has a twin that differs only in place, the
+    images are the pretraining stream's photo style (no shift) and the place is where the object is drawn."""
+    from dpclab.data import captions, downstream
+
+    ds = world.get_world_dataset("world_placement")
+    names = ds.classnames
+    assert len(names) == 36 and len(set(names)) == 36
+    for name, attrs in ds.classes:
+        words = downstream.PLACEMENT_WORDS[attrs["position"]]
+        assert name == f"{attrs['colour']} {attrs['shape']} {words}"
+        assert words in captions._POSITION_WORDS[attrs["position"]]  # a phrase the captions use
+        twin = {**attrs, "position": "bottom" if attrs["position"] == "top" else "top"}
+        assert sum(a == twin for _, a in ds.classes) == 1
+    base, new = ds.classes[:18], ds.classes[18:]
+    assert not ({a["colour"] for _, a in base} & {a["colour"] for _, a in new})
+    rows = []
+    for place in ("top", "bottom"):
+        scene = ds.make_scene(np.random.default_rng(0), {"shape": "square", "colour": "red", "position": place})
+        assert (scene.style, scene.pattern, scene.shade, scene.size) == ("photo", "plain", "plain", "medium")
+        img = world.render(scene, np.random.default_rng(1)).astype(float)
+        obj = (np.abs(img - np.asarray(world.BACKGROUNDS[scene.background])).sum(-1) > 90).astype(float)
+        rows.append((obj.sum(1) * np.arange(world.IMAGE_SIZE)).sum() / obj.sum())  # the object's centre row
+    assert rows[0] < 16 < rows[1]
+
+
+def test_world_modules_stay_small_and_the_facade_re_exports_them():
+    from pathlib import Path
+
+    from dpclab.data import captions, downstream, scenes
+
+    for module in (world, scenes, captions, downstream):
+        assert len(Path(module.__file__).read_text().splitlines()) <= 450, module.__name__
+    assert world.sample_pretrain_batch is captions.sample_pretrain_batch and world.render is scenes.render
+    assert world.WORLD_DATASETS is downstream.WORLD_DATASETS and world._STYLE_PREFIX is captions._STYLE_PREFIX

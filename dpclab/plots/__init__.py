@@ -22,6 +22,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .analysis import channel_importance, channel_means, ci_ratio_hist, invariance
+from .headroom import dpc_headroom
 from .images import hard_negative_grid, image_grid, prediction_grid, prompt_similarity
 from .omega import omega_sweep
 from .report import method_bars, methods_tradeoff
@@ -65,4 +66,4 @@ def save_figure(fig: Figure, name: str, alt: str, folder: str | os.PathLike = FI
 __all__ = ["save_figure", "SavedFigure", "FIGURES_DIR", "image_grid", "prediction_grid", "hard_negative_grid",
            "prompt_similarity", "accuracy_curves", "tradeoff", "training_loss", "two_step_curves", "loss_curves",
            "omega_sweep", "channel_importance", "ci_ratio_hist", "invariance", "channel_means", "method_bars",
-           "methods_tradeoff"]
+           "methods_tradeoff", "dpc_headroom"]

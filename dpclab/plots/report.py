@@ -1,5 +1,5 @@
 """Figures of the reproducibility report (notebook 06): every method's accuracy, and every method in the base-new
-plane, from :func:`dpclab.benchmark.run_grid` runs and their :func:`dpclab.benchmark.summary_table`."""
+plane, from :func:`dpclab.benchmark.run_matrix` runs and their :func:`dpclab.benchmark.summary_table`."""
 
 from __future__ import annotations
 
