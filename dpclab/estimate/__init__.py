@@ -9,7 +9,7 @@ including notebook 03's ω grid and 05's invariance study; the datasets' sizes f
   measured count, never below the smallest measured time);
 * ``price.py`` -- the cost model (pure arithmetic; see its docstring): per run, per notebook, one process, and the
   wall time on N GPUs when the grid runs its dependency waves over them and the report does the rest;
-* ``measure.py`` -- the measuring (the real ``fit`` on a probe of a few batches, evaluation at two batch sizes, the
+* ``measuring.py`` -- the measuring (the real ``fit`` on a probe of a few batches, evaluation at two batch sizes, the
   frozen image encoder, JPEG decoding, peak memory);
 * ``check.py`` -- ``--check DATASET``: a reduced version end to end (real pipeline, synthetic images of that
   dataset's shape) against its projection;
@@ -24,7 +24,7 @@ including notebook 03's ω grid and 05's invariance study; the datasets' sizes f
 
 from .check import Check, CheckRun, check_end_to_end
 from .cli import Settings, build_parser, hours, main, settings, summary
-from .measure import MeasureConfig, measure, pick_class_counts
+from .measuring import MeasureConfig, measure, pick_class_counts
 from .model import Curve, DeviceTimings, MethodTimings
 from .price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, RunCost, WallTime, makespan, project
 

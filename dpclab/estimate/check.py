@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ..data.shapes import DatasetShape
 from ..synthetic import write_shape_dataset
-from .measure import MeasureConfig
+from .measuring import MeasureConfig
 from .model import DeviceTimings
 from .price import project
 

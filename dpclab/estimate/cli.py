@@ -15,7 +15,7 @@ import torch
 from ..data.shapes import COOP_SHAPES
 from ..io import atomic_write_text
 from .check import check_end_to_end
-from .measure import MeasureConfig, measure, pick_class_counts
+from .measuring import MeasureConfig, measure, pick_class_counts
 from .model import DeviceTimings
 from .price import NOTEBOOK_WORK, Projection, WallTime, project
 

@@ -1,5 +1,5 @@
 """The estimate's timings: what a device measured, per method, as functions of the class count. Pure data (the
-measuring is ``measure.py``, the pricing ``price.py``)."""
+measuring is ``measuring.py``, the pricing ``price.py``)."""
 
 from __future__ import annotations
 
