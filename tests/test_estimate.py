@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dpclab.data.shapes import COOP_SHAPES, DatasetShape
-from dpclab.estimate import Curve, DeviceTimings, MethodTimings, MeasureConfig, makespan, measure, project
+from dpclab.estimate import Curve, DeviceTimings, MethodTimings, MeasureConfig, measure, project
 from dpclab.grid import PlannedRun, report_plan, waves
 
 TOY = DatasetShape("toy", classes=10, test=100)  # 5 base + 5 new classes, 50 + 50 test images
@@ -59,30 +59,26 @@ def test_curve_interpolates_extrapolates_up_and_clamps_below():
     assert Curve((5.0, 50.0), (9.0, 1.0))(1) == 9.0
 
 
-def test_makespan_takes_jobs_in_order_on_the_first_free_worker():
-    assert makespan([4, 3, 2, 1], 1) == 10
-    assert makespan([4, 3, 2, 1], 2) == 5  # 4 | 3, 2 -> 5 | ... 1 on the first free (t=4) -> 5
-    assert makespan([4, 3, 2, 1], 8) == 4
-    assert makespan([], 4) == 0
+def test_wall_time_on_gpus_runs_the_grids_jobs_then_the_report():
+    from dpclab.estimate import build_parser, settings
+    from dpclab.estimate.cli import grid_jobs
 
-
-def test_wall_time_on_gpus_runs_the_waves_then_the_report():
     plan = [PlannedRun("00", "toy", "zeroshot", 1), PlannedRun("06", "toy", "coop", 1),
             PlannedRun("06", "toy", "coop", 2), PlannedRun("06", "toy", "coop+dpc", 1)]
     t = fake_timings()
     t.methods["zeroshot"] = MethodTimings("features", Curve.constant(0.0), Curve.constant(0.5), Curve.constant(0.0))
     p = project(plan, {"toy": TOY}, t, epochs=3)
-    one = p.wall(1, waves(plan))
-    assert one.total == pytest.approx(p.total)
-    jobs = p.jobs()
-    four = p.wall(4, waves(plan))
-    coop1, coop2, dpc = (jobs[r.key] for r in plan[1:])
-    assert [n for n, _ in four.waves] == [2, 1]
-    assert four.waves[0][1] == pytest.approx(max(coop1, coop2)) and four.waves[1][1] == pytest.approx(dpc)
+    jobs, job_key = grid_jobs(plan, settings(build_parser().parse_args(["--epochs", "3"])))
+    assert len(jobs) == 3 and len(job_key) == 4  # zero-shot: nothing for the grid to train
+    one = p.wall(1, jobs, job_key)
+    assert one.total == pytest.approx(p.total) and one.waves == (2, 1)  # DPC's step 2 needs coop seed 1
+    coop1, coop2, dpc = (p.jobs()[r.key] for r in plan[1:])
+    four = p.wall(4, jobs, job_key)
+    assert four.grid == pytest.approx(max(coop1 + dpc, coop2))  # step 2 starts when its step 1 has finished
     assert four.report == pytest.approx(p.total - coop1 - coop2 - dpc)  # zero-shot, notebook work, loads
     assert four.total < one.total
     with pytest.raises(ValueError, match="gpus"):
-        p.wall(0, waves(plan))
+        p.wall(0, jobs, job_key)
 
 
 def test_notebooks_03_and_05_are_priced_on_the_dpc_run_they_reuse():
@@ -174,8 +170,11 @@ def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
     assert estimate.main(["--timings", str(tmp_path / "t.json"), "--datasets", "eurosat", "dtd", "--markdown",
                           str(md), "--gpus", "4", "-p", "precision", "fp16"]) == 0
     p = project(plan, {d: COOP_SHAPES[d] for d in ("eurosat", "dtd")}, t)
+    s = estimate.settings(estimate.build_parser().parse_args(["--datasets", "eurosat", "dtd", "-p", "precision",
+                                                              "fp16"]))
     text = md.read_text()
-    assert f"**{estimate.hours(p.total)}**" in text and f"**{estimate.hours(p.wall(4, waves(plan)).total)}**" in text
+    wall = p.wall(4, *estimate.cli.grid_jobs(plan, s))
+    assert f"**{estimate.hours(p.total)}**" in text and f"**{estimate.hours(wall.total)}**" in text
     assert "on 4 GPUs" in text and "Fake GPU 80GB" in text and "precision **fp16**" in text
     for nb in ("00", "01", "02", "03", "04", "05", "06"):
         assert f"| {nb} |" in text

@@ -26,8 +26,8 @@ from .check import Check, CheckRun, check_end_to_end
 from .cli import Settings, build_parser, hours, main, settings, summary
 from .measuring import MeasureConfig, measure, pick_class_counts
 from .model import Curve, DeviceTimings, MethodTimings
-from .price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, RunCost, WallTime, makespan, project
+from .price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, RunCost, WallTime, project
 
 __all__ = ["Check", "CheckRun", "check_end_to_end", "Settings", "build_parser", "hours", "main", "settings", "summary",
            "MeasureConfig", "measure", "pick_class_counts", "Curve", "DeviceTimings", "MethodTimings", "EVAL_BATCH",
-           "NOTEBOOK_WORK", "NotebookWork", "Projection", "RunCost", "WallTime", "makespan", "project"]
+           "NOTEBOOK_WORK", "NotebookWork", "Projection", "RunCost", "WallTime", "project"]

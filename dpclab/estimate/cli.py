@@ -57,9 +57,10 @@ def summary(p: Projection, t: DeviceTimings, datasets: Sequence[str], seeds: Seq
              f"**{t.device_name or t.device}**, datasets {' '.join(datasets)}, seeds {' '.join(map(str, seeds))}:",
              "", f"* one process: **{hours(p.total)}**"]
     if wall is not None:
-        waves = ", ".join(f"wave {i + 1}: {n} runs in {hours(s)}" for i, (n, s) in enumerate(wall.waves))
+        waves = " + ".join(str(n) for n in wall.waves)
         lines.append(f"* on {wall.gpus} GPU{'s' if wall.gpus > 1 else ''} (`python -m dpclab grid`, then the report): "
-                     f"**{hours(wall.total)}** ({waves}; then the report: {hours(wall.report)})")
+                     f"**{hours(wall.total)}** (the grid: {sum(wall.waves)} runs in {len(wall.waves)} dependency "
+                     f"waves ({waves}), {hours(wall.grid)}; then the report: {hours(wall.report)})")
     lines.append("")
     lines += notebook_lines(p, quick)
     lines += _table("dataset", p.by(lambda r: r.dataset), p.total)
@@ -122,11 +123,31 @@ def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
     return report_plan(list(s.datasets), list(s.seeds), methods)
 
 
-def grid_waves(plan: Sequence) -> list:
-    """The grid's dependency waves of ``plan`` (the runs it trains, in the order it trains them)."""
-    from ..grid import waves
+def run_config(run, s: Settings):
+    """The :class:`~dpclab.pipeline.RunConfig` the grid trains for ``run`` (the same run key as the report's)."""
+    from ..methods import PLUGINS, parse_method
+    from ..pipeline import RunConfig
+    from .price import as_dict
 
-    return waves(plan)
+    plugin = parse_method(run.method)[1]
+    epochs = {} if s.epochs is None else {"epochs": s.epochs}
+    two_step = plugin is not None and PLUGINS[plugin].two_step
+    return RunConfig(method=run.method, dataset=run.dataset, model=s.model, pretrained=str(s.pretrained),
+                     shots=s.shots, seed=run.seed, precision=s.precision, device=s.device,
+                     train={**as_dict(getattr(run, "train", ())), **epochs},
+                     base_train={**as_dict(getattr(run, "base_train", ())), **(epochs if two_step else {})},
+                     method_cfg=as_dict(run.method_cfg), base_method_cfg=as_dict(getattr(run, "base_method_cfg", ())),
+                     train_classes=run.train_classes, progress=False)
+
+
+def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
+    """The grid's jobs for ``plan`` (``dpclab.jobs.training_jobs``: trained runs, DPC's step 2 needing its step 1)
+    and, per planned run key, its job's key."""
+    from ..jobs import run_key, training_jobs
+
+    firsts = list({r.key: r for r in reversed(plan)}.values())[::-1]  # each run once, first request first
+    configs = [(f"{r.notebook} {r.dataset} {r.method} seed {r.seed}", run_config(r, s), r.curve) for r in firsts]
+    return training_jobs(configs), {r.key: run_key(c) for r, (_, c, _) in zip(firsts, configs)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", help="notebook 06's methods (default: all, as the notebook)")
     p.add_argument("--quick", action="store_true", help="reduced measurement (2 class counts, 2 steps, small "
                    "evaluation batches): for CPUs")
+    p.add_argument("--steps", type=int, help="timed steps per training probe (default 3; --quick: 2)")
+    p.add_argument("--repeats", type=int, help="repeats of every timing, the median kept (default 3)")
     p.add_argument("--class-counts", type=int, nargs="+", help="class counts to measure at (default: 4 spanning "
                    "the datasets'; --quick: 2)")
     p.add_argument("--image-px", type=int, default=400, help="side of the synthetic JPEGs (decode cost)")
@@ -178,7 +201,8 @@ def class_counts_needed(plan: Sequence, shapes: dict) -> dict[str, set[int]]:
 def measure_config(s: Settings, args: argparse.Namespace, counts: Sequence[int]) -> MeasureConfig:
     q = args.quick
     return MeasureConfig(model=s.model, pretrained=s.pretrained, device=s.device, precision=s.precision,
-                         class_counts=tuple(counts), steps=2 if q else 3, eval_sizes=(4, 16) if q else (16, 64),
+                         class_counts=tuple(counts), steps=args.steps or (2 if q else 3),
+                         repeats=args.repeats or 3, eval_sizes=(4, 16) if q else (16, 64),
                          eval_sizes_features=(8, 64) if q else (16, 128), image_px=args.image_px,
                          encode_images=32 if q else 128)
 
@@ -215,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(Path(args.save_timings), timings.to_json())
         projection = project(plan, shapes, timings, shots=s.shots, epochs=s.epochs, quick=s.quick)
         gpus = args.gpus or max(1, torch.cuda.device_count())
-        wall = projection.wall(gpus, grid_waves(plan))
+        jobs, job_key = grid_jobs(plan, s)
+        wall = projection.wall(gpus, jobs, job_key)
         text = summary(projection, timings, s.datasets, s.seeds, wall, s.quick)
-        trained = sum(n for n, _ in wall.waves)
+        trained = len(jobs)
         print(f"\nmeasured in {time.perf_counter() - t0:.0f} s; plan: {len({r.key for r in plan})} runs "
               f"({trained} trained by the grid)\n")
         print(text)

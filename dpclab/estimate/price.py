@@ -10,16 +10,17 @@ Per planned run (the first request of a run key pays for it; later requests reus
 * evaluation: base and new test sets in batches of :data:`EVAL_BATCH`, ``fixed(C) + B x per_image(C)`` per batch;
   runs that plot curves (notebooks 01, 02) evaluate after every epoch;
 * a two-step plug-in's run that finds its step 1 missing from the plan trains it first (same job);
+* a run several notebooks request is paid for by the first (the others reuse it: ``per_notebook``);
 * the notebooks' own work after training (:data:`NOTEBOOK_WORK`: 03's ω grid and ω_b pick, 05's invariance study),
   done by the report, not the grid.
 
-On N GPUs the grid runs the trained runs wave by wave (``waves``: the grid's own dependency waves), each wave's jobs
-taken in order by the first free GPU; then the report (one process) reuses them and does the rest.
+On N GPUs the grid runs the trained runs as its jobs (``dpclab.jobs``: a job starts on the first free GPU once the
+jobs it needs have finished, DPC's step 2 after its step 1), then the report (one process) reuses them and does the
+rest.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -81,15 +82,18 @@ class RunCost:
 
 @dataclass(frozen=True)
 class WallTime:
-    """The report's wall time on ``gpus`` GPUs: the grid's waves (jobs, seconds each), then the report."""
+    """The report's wall time on ``gpus`` GPUs: the grid (its jobs in dependency waves, each started on the first
+    free GPU once the jobs it needs have finished: ``dpclab.jobs.makespan``), then the report in one process."""
 
     gpus: int
-    waves: tuple[tuple[int, float], ...]
+    #: jobs per dependency wave
+    waves: tuple[int, ...]
+    grid: float
     report: float
 
     @property
     def total(self) -> float:
-        return sum(s for _, s in self.waves) + self.report
+        return self.grid + self.report
 
 
 @dataclass(frozen=True)
@@ -116,24 +120,19 @@ class Projection:
                 out[r.job] = out.get(r.job, 0.0) + r.trained
         return out
 
-    def wall(self, gpus: int, waves: Sequence[Sequence[object]]) -> WallTime:
-        """Wall time on ``gpus`` GPUs when the grid runs ``waves`` (lists of planned runs) first."""
+    def wall(self, gpus: int, jobs: Sequence, job_key: dict[tuple, str]) -> WallTime:
+        """Wall time on ``gpus`` GPUs when the grid runs ``jobs`` (``dpclab.jobs.Job`` s of the plan's trained runs;
+        ``job_key``: planned run key -> job key) and the report does the rest."""
+        from ..jobs import makespan, waves
+
         if gpus < 1:
             raise ValueError(f"gpus must be >= 1, got {gpus}.")
-        jobs, done, out = self.jobs(), set(), []
-        for wave in waves:
-            keys = [r.key for r in wave if r.key in jobs and r.key not in done]
-            done |= set(keys)
-            out.append((len(keys), makespan([jobs[k] for k in keys], gpus)))
-        return WallTime(gpus, tuple(out), self.total - sum(jobs[k] for k in done))
-
-
-def makespan(seconds: Sequence[float], workers: int) -> float:
-    """Wall time of jobs taken in order by the first free of ``workers`` (a process pool, a job array)."""
-    free = [0.0] * max(1, workers)
-    for s in seconds:
-        heapq.heapreplace(free, free[0] + s)
-    return max(free)
+        seconds = {job_key[k]: s for k, s in self.jobs().items()}
+        missing = [j.key for j in jobs if j.key not in seconds]
+        if missing:
+            raise ValueError(f"{len(missing)} grid jobs have no price (first: {missing[0]}).")
+        grid = makespan(jobs, seconds, gpus)
+        return WallTime(gpus, tuple(len(w) for w in waves(jobs)), grid, self.total - sum(seconds.values()))
 
 
 # ------------------------------------------------------------------------------------------------ per run
@@ -193,15 +192,16 @@ def work_cost(t: DeviceTimings, m: MethodTimings, shape: DatasetShape, shots: in
     return work.omegas * test + work.val_omegas * val + work.text_passes * text
 
 
-def with_notebook_entries(plan: Sequence) -> list:
-    """``plan``, plus an entry for each notebook of :data:`NOTEBOOK_WORK` the plan lists no run for when the plan
-    files their DPC run under an earlier notebook (a plan deduplicated by run key: 02 requested it first): that run,
-    requested again under the notebook's name."""
-    out = list(plan)
+def per_notebook(plan: Sequence) -> list:
+    """One entry per (run, requesting notebook): a plan lists a run once with every notebook that requests it
+    (``requested_by``: 03 and 05 request 02's DPC run); the first request pays for the run, later ones reuse it.
+    A plan without ``requested_by`` that files 03's and 05's run under an earlier notebook gets their entries
+    added (that run, requested again under their name)."""
+    out = [replace(r, notebook=nb) for r in plan for nb in getattr(r, "requested_by", (r.notebook,))]
     earlier = [r for r in plan if r.method == NOTEBOOK_WORK_METHOD and not as_dict(r.method_cfg)
                and r.notebook < min(NOTEBOOK_WORK)]
     for nb in NOTEBOOK_WORK:
-        if earlier and not any(r.notebook == nb for r in plan):
+        if earlier and not any(r.notebook == nb for r in out):
             out.append(replace(earlier[0], notebook=nb, curve=False))
     return out
 
@@ -214,7 +214,7 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
 
     views_cached: dict[tuple, int] = {}  # (dataset, seed, train_classes) -> views encoded so far
     test_cached: set[str] = set()
-    entries = with_notebook_entries(plan)
+    entries = per_notebook(plan)
     planned = {r.key for r in entries}
     priced: set[tuple] = set()
     worked: set[str] = set()
@@ -269,6 +269,6 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
     return Projection(tuple(out), notebooks * t.load)
 
 
-__all__ = ["EVAL_BATCH", "NotebookWork", "NOTEBOOK_WORK", "RunCost", "WallTime", "Projection", "makespan",
-           "run_train_config", "step_one", "steps_per_epoch", "eval_cost", "work_cost", "with_notebook_entries",
+__all__ = ["EVAL_BATCH", "NotebookWork", "NOTEBOOK_WORK", "RunCost", "WallTime", "Projection",
+           "run_train_config", "step_one", "steps_per_epoch", "eval_cost", "work_cost", "per_notebook",
            "project"]
