@@ -287,10 +287,10 @@ class _Backend:
             try:
                 out.append((h, h.result()))
             except Exception as err:  # noqa: BLE001 - a worker died (out of memory?) or the job did not pickle
-                lost = isinstance(err, BrokenProcessPool)
+                lost = isinstance(err, BrokenProcessPool) and isinstance(self.executor, LocalPool)  # renewable
                 out.append((h, {"ok": False, "error": one_line(err), "detail": traceback.format_exc(),
                                 "worker": "?", "seconds": 0.0, "lost": lost}))
-                if lost and isinstance(self.executor, LocalPool) and self.executor._broken:
+                if lost and self.executor._broken:
                     self.executor = self.executor.fresh()
         return out
 
