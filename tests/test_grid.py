@@ -67,9 +67,6 @@ def test_run_config_matches_the_notebooks_run_directories(json_root, tmp_path):
 
 def test_submitit_executor_runs_the_same_jobs(json_root, tmp_path):
     """The cluster path goes through submitit (its in-process 'debug' cluster here; SLURM on a cluster)."""
-    import pytest
-
-    pytest.importorskip("submitit")
     from dpclab.jobs import slurm_executor
 
     plan = [PlannedRun("06", "eurosat", "coop", 1)]
