@@ -74,3 +74,22 @@ def test_submitit_executor_runs_the_same_jobs(json_root, tmp_path):
     (res,) = run_grid(plan, _source(json_root, tmp_path / "runs"), ex)
     (local,) = run_grid(plan, _source(json_root, tmp_path / "local"), None)
     assert not res["reused"] and res["metrics"] == local["metrics"]
+
+
+def test_grid_command_lists_failures_and_exits_non_zero(tmp_path, capsys):
+    """Every run fails (no dataset under the data root): each gets its line, DPC's runs are skipped behind their
+    failed step 1, the closing lines list them all, and the exit status is 1."""
+    from dpclab.grid import main
+
+    empty = tmp_path / "data"
+    empty.mkdir()
+    code = main(["--datasets", "eurosat", "--seeds", "1", "--methods", "coop", "coop+dpc", "--epochs", "1",
+                 "--pretrained", "random", "--device", "cpu", "--data-root", str(empty),
+                 "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
+    out = capsys.readouterr().out
+    assert code == 1
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(lines) == 9 and all(" failed " in line or " skipped " in line for line in lines)
+    assert "9 jobs: 0 ok, 4 failed, 5 skipped" in out
+    assert "  failed:  01 eurosat coop seed 1 curve: DatasetError: Dataset folder for 'eurosat' not found" in out
+    assert "  skipped: 02 eurosat coop+dpc seed 1 curve (needs 01 eurosat coop seed 1 curve, which failed)" in out
