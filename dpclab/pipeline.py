@@ -292,8 +292,8 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
         )
     if step.action == "reuse":
         stored = json.loads((run_dir / "result.json").read_text())
-        load_learned_state(method, torch.load(run_dir / "model.pt", weights_only=True)["state"],
-                           str(run_dir / "model.pt"))
+        saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # any device's
+        load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
         method.eval()
         log.info("reusing finished run %s", run_dir)
         return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)

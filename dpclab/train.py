@@ -100,7 +100,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                 f"delete it / pass overwrite=True to start over."
             )
         if action == "resume":
-            ckpt = torch.load(ckpt_path, weights_only=True)
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)  # saved on any device
             load_learned_state(method, ckpt["state"], str(ckpt_path))
             opt.load_state_dict(ckpt["optimizer"])
             if "scaler" in ckpt:
