@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=None)
     for name, what in (("estimate", "time a few steps of every method here and project the full report's wall "
                                      "time (python -m dpclab estimate --help)"),
+                       ("gpu-check", "the GPU figures of docs/performance.md in one command: every method x "
+                                     "precision, CoOp against the reference loop, the estimate against a run "
+                                     "(python -m dpclab gpu-check --help)"),
                        ("grid", "train the report's runs ahead of it over local workers, GPUs or SLURM "
                                 "(python -m dpclab grid --help)"),
                        ("speed", "speed and memory of dpclab's loops against reference-style loops "
@@ -418,10 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         from .pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:]) or 0
-    if argv[:1] in (["estimate"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, dpclab.grid, dpclab.speed)
+    if argv[:1] in (["estimate"], ["gpu-check"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, ...)
         import importlib
 
-        return importlib.import_module(f"dpclab.{argv[0]}").main(argv[1:]) or 0
+        return importlib.import_module(f"dpclab.{argv[0].replace('-', '_')}").main(argv[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
