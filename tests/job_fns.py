@@ -68,3 +68,18 @@ def train_until_signalled(cfg, marker: str) -> dict:
         run(cfg, on_epoch=hook)
         raise AssertionError("the first attempt should have been requeued at epoch 1")
     return train_run(cfg)
+
+
+class SignalledDataset:
+    """A map-style dataset whose loader worker receives SLURM's time-limit signal (SIGUSR2) while loading."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        import signal
+
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.2)
+        return i

@@ -128,9 +128,9 @@ def test_pixel_bases_read_fresh_views_too(tiny_backbone):
     asked = []
 
     class Pixels(Examples):
-        def inputs(self, idx, epoch, cfg):
-            asked.append(epoch)
-            return torch.zeros(len(idx), 3, 8, 8)
+        def take(self, view, cfg):
+            asked.append(view)
+            return lambda idx: torch.zeros(len(idx), 3, 8, 8)
 
     class Stub(DPC):
         def build_batch(self, x, y, labels, take, task, generator):
@@ -140,7 +140,8 @@ def test_pixel_bases_read_fresh_views_too(tiny_backbone):
     data = Pixels(torch.arange(6), items=[], task=BASE)
     dpc = Stub(build_method("coop", tiny_backbone))
     list(dpc.batches(data, 3, TrainConfig(epochs=20, batch_size=3), torch.Generator()))
-    assert set(asked) == {STEP2_FIRST_VIEW + 3}
+    assert asked == [STEP2_FIRST_VIEW + 3]
+    assert data.epoch_view(3, TrainConfig(epochs=20)) == 3  # what step 1 read in that epoch
 
 
 def test_pipeline_step_two_encodes_new_views_and_step_one_keeps_its_own(json_root, tmp_path, tiny_backbone):

@@ -8,7 +8,7 @@ import pytest
 
 from dpclab.data.shapes import COOP_SHAPES, DatasetShape
 from dpclab.estimate import Curve, DeviceTimings, MethodTimings, MeasureConfig, measure, project
-from dpclab.grid import PlannedRun, report_plan, waves
+from dpclab.estimate import Run as PlannedRun
 
 TOY = DatasetShape("toy", classes=10, test=100)  # 5 base + 5 new classes, 50 + 50 test images
 
@@ -82,7 +82,7 @@ def test_wall_time_on_gpus_runs_the_grids_jobs_then_the_report():
 
 
 def test_notebooks_03_and_05_are_priced_on_the_dpc_run_they_reuse():
-    plan = report_plan(["eurosat"], [1])
+    plan = the_plan("--datasets", "eurosat", "--seeds", "1")
     t = fake_timings()
     for m in {r.method for r in plan} - set(t.methods):
         t.methods[m] = MethodTimings("features", Curve.constant(0.01), Curve.constant(0.5), Curve.constant(0.0), 32)
@@ -102,19 +102,22 @@ def test_notebooks_03_and_05_are_priced_on_the_dpc_run_they_reuse():
     assert sum(1 for r in p.runs if not r.reused) == len({r.key for r in plan})  # every run priced once
 
 
-def test_report_plan_lists_each_run_once_with_its_curve():
-    plan = report_plan(["eurosat", "dtd"], [1, 2, 3])
-    keys = [r.key for r in plan]
-    assert len(keys) == len(set(keys))
-    coop1 = next(r for r in plan if r.key == ("eurosat", "coop", 1, (), "base"))
-    assert coop1.curve and coop1.notebook == "01"
+def the_plan(*args: str) -> list:
+    """The report's plan as the estimate reads it (``dpclab.plan``), for ``estimate`` arguments ``args``."""
+    from dpclab.estimate import build_parser, settings
+    from dpclab.estimate.cli import report_runs
+
+    return report_runs(settings(build_parser().parse_args(list(args))))
+
+
+def test_the_estimate_prices_every_notebooks_runs_once():
+    plan = the_plan("--datasets", "eurosat", "dtd")
+    assert len({r.key for r in plan}) == len(plan)
+    nbs = {nb for r in plan for nb in getattr(r, "requested_by", (r.notebook,))}
+    assert {"00", "01", "02", "04", "06"} <= nbs
     assert any(r.train_classes == "all" for r in plan)  # notebook 04's oracle
-    assert sum(1 for r in plan if r.method == "coop+dpc" and r.method_cfg) == 4  # notebook 02's ablations
     dtd = [r for r in plan if r.dataset == "dtd"]
-    assert all(r.notebook == "06" for r in dtd) and len(dtd) == 3 * len({r.method for r in dtd})
-    first, second = waves(plan)
-    assert all("+dpc" in r.method for r in second) and not any("+dpc" in r.method for r in first)
-    assert not any(r.method == "zeroshot" for r in first)
+    assert dtd and all(r.notebook == "06" for r in dtd)
 
 
 def test_shapes_follow_the_base_to_new_protocol():
@@ -160,7 +163,7 @@ def test_settings_read_report_parameters_and_flags_override_them():
 def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
     from dpclab import estimate
 
-    plan = report_plan(["eurosat", "dtd"], [1, 2, 3])
+    plan = the_plan("--datasets", "eurosat", "dtd")
     c = Curve.constant
     t = DeviceTimings("fake", "fake", 1.0, 0.001, 0.002, 0.001, 0,
                       {r.method: MethodTimings("features", c(0.01), c(0.05), c(0.0), 32) for r in plan},

@@ -224,3 +224,14 @@ def test_slurm_gets_one_array_with_the_resources_asked_for(tmp_path, monkeypatch
     for line in ("#SBATCH --array=0-2%2", "#SBATCH --cpus-per-task=6", "#SBATCH --mem=24GB", "#SBATCH --time=90",
                  "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --signal=USR2@"):
         assert line in text, (line, text)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_loader_workers_outlive_the_time_limit_signal():
+    """SLURM signals every process of the job step; the loader workers ignore it (the main process requeues)."""
+    from torch.utils.data import DataLoader
+
+    from dpclab.data.features import loader_options
+
+    loader = DataLoader(job_fns.SignalledDataset(), batch_size=2, **loader_options(1, "cpu"))
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]

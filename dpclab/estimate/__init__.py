@@ -22,12 +22,12 @@ including notebook 03's ω grid and 05's invariance study; the datasets' sizes f
     python -m dpclab estimate --quick --model small --check eurosat --check-epochs 2
 """
 
-from .check import Check, CheckRun, check_end_to_end
+from .check import Check, check_end_to_end
 from .cli import Settings, build_parser, hours, main, settings, summary
 from .measuring import MeasureConfig, measure, pick_class_counts
 from .model import Curve, DeviceTimings, MethodTimings
-from .price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, RunCost, WallTime, project
+from .price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, Run, RunCost, WallTime, project
 
-__all__ = ["Check", "CheckRun", "check_end_to_end", "Settings", "build_parser", "hours", "main", "settings", "summary",
+__all__ = ["Check", "check_end_to_end", "Settings", "build_parser", "hours", "main", "settings", "summary",
            "MeasureConfig", "measure", "pick_class_counts", "Curve", "DeviceTimings", "MethodTimings", "EVAL_BATCH",
-           "NOTEBOOK_WORK", "NotebookWork", "Projection", "RunCost", "WallTime", "project"]
+           "NOTEBOOK_WORK", "NotebookWork", "Projection", "Run", "RunCost", "WallTime", "project"]

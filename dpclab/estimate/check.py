@@ -12,24 +12,7 @@ from ..data.shapes import DatasetShape
 from ..synthetic import write_shape_dataset
 from .measuring import MeasureConfig
 from .model import DeviceTimings
-from .price import project
-
-
-@dataclass(frozen=True)
-class CheckRun:
-    """One run of the check (the fields the pricing reads)."""
-
-    notebook: str
-    dataset: str
-    method: str
-    seed: int = 1
-    method_cfg: tuple = ()
-    train_classes: str = "base"
-    curve: bool = False
-
-    @property
-    def key(self) -> tuple:
-        return (self.dataset, self.method, self.seed, self.method_cfg, self.train_classes)
+from .price import Run, project
 
 
 @dataclass(frozen=True)
@@ -55,7 +38,7 @@ def check_end_to_end(shape: DatasetShape, methods: Sequence[str], epochs: int, t
     from ..pipeline import Experiment, RunConfig, run
 
     spec = write_shape_dataset(workdir / "data", shape, shots, mcfg.image_px)
-    plan = [CheckRun("check", spec.name, m) for m in methods]
+    plan = [Run("check", spec.name, m) for m in methods]
     projected = project(plan, {spec.name: shape}, timings, shots=shots, epochs=epochs, notebooks=1)
     t0 = time.perf_counter()
     bb = load_clip(mcfg.model, mcfg.pretrained, mcfg.device, mcfg.precision)
@@ -83,4 +66,4 @@ def check_end_to_end(shape: DatasetShape, methods: Sequence[str], epochs: int, t
     return out
 
 
-__all__ = ["CheckRun", "Check", "check_end_to_end"]
+__all__ = ["Check", "check_end_to_end"]

@@ -117,10 +117,18 @@ def settings(args: argparse.Namespace) -> Settings:
 
 
 def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
-    """The report's planned runs, every notebook's."""
-    from ..grid import report_plan
+    """The report's planned runs, every notebook's (``dpclab.plan.report_plan`` with the report's parameters);
+    ``methods``: notebook 06's rows of these methods only."""
+    try:
+        from ..plan import report_plan
+    except ImportError:  # main before dpclab.plan: grid's plan (same fields); removed once plan.py is on main
+        from ..grid import report_plan as grid_plan
 
-    return report_plan(list(s.datasets), list(s.seeds), methods)
+        return grid_plan(list(s.datasets), list(s.seeds), methods)
+    parameters = {**s.parameters, "dataset": " ".join(s.datasets), "seeds": list(s.seeds), "epochs": s.epochs,
+                  "quick": s.quick}
+    plan = report_plan(parameters)
+    return [r for r in plan if not methods or r.method in methods or tuple(r.requested_by) != ("06",)]
 
 
 def run_config(run, s: Settings):
