@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .data.shapes import COOP_SHAPES, DatasetShape
-from .grid import PlannedRun, report_plan
+from .plan import PlannedRun, report_plan
 
 #: evaluation batch size of ``evaluate.predict_logits``
 EVAL_BATCH = 256
@@ -209,7 +209,7 @@ def project(plan: Sequence[PlannedRun], shapes: dict[str, DatasetShape], t: Devi
         one_eval = _eval_cost(t, m, shape.test_base, shape.base_classes) + \
             _eval_cost(t, m, shape.test_new, shape.new_classes)
         cost.eval = one_eval * (1 + (cost.epochs if run.curve else 0))
-        if run.notebook == "03" and parse_method(run.method)[1] == "dpc":  # the omega grid and its validation pick
+        if "03" in run.requested_by and parse_method(run.method)[1] == "dpc":  # the omega grid and its validation pick
             val = shape.val_images(shots)
             cost.eval += OMEGA_GRID_SIZE * (one_eval + _eval_cost(t, m, val, shape.base_classes))
         out.append(cost)
@@ -412,12 +412,14 @@ def check_end_to_end(shape: DatasetShape, methods: Sequence[str], epochs: int, t
     """Run ``methods`` (seed 1, ``epochs`` epochs) through the real pipeline on a synthetic dataset of ``shape``;
     return the measured wall time next to the projection of the same runs."""
     from .backbones import load_clip
-    from .grid import GridSource, run_config
     from .pipeline import Experiment, run
+    from .plan import Scope
+    from .source import Source
 
     spec = write_shape_dataset(workdir / "data", shape, shots, mcfg.image_px)
-    src = GridSource(model=mcfg.model, pretrained=str(mcfg.pretrained), data_root=str(workdir / "data"), shots=shots,
-                     epochs=epochs, device=mcfg.device, cache_dir=str(workdir / "cache"), runs_dir=str(workdir / "runs"))
+    src = Source(model=mcfg.model, pretrained=str(mcfg.pretrained), data_root=str(workdir / "data"), shots=shots,
+                 device=mcfg.device, cache_dir=str(workdir / "cache"), runs_dir=str(workdir / "runs"))
+    scope = Scope((spec.name,), (1,), epochs)
     plan = [PlannedRun("check", spec.name, m, 1) for m in methods]
     projected = project(plan, {spec.name: shape}, timings, shots=shots, epochs=epochs, notebooks=1)
     t0 = time.perf_counter()
@@ -426,7 +428,8 @@ def check_end_to_end(shape: DatasetShape, methods: Sequence[str], epochs: int, t
     exp = None
     for planned in plan:
         m = planned.method
-        cfg = replace(run_config(planned, src), results=None)
+        train, base_train = scope.train_overrides(m)
+        cfg = planned.run_config(src, train=train, base_train=base_train, results=None, progress=False)
         t = time.perf_counter()
         exp = exp or Experiment.prepare(cfg, bb, specs={spec.name: spec})
         run(cfg, experiment=exp)
@@ -504,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-    from .grid import waves
+    from .plan import waves
 
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -515,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [d for d in args.datasets if d not in COOP_SHAPES]
     if unknown:
         raise SystemExit(f"error: no shape known for {unknown}; the CoOp datasets are {', '.join(COOP_SHAPES)}.")
-    plan = report_plan(args.datasets, args.seeds, args.methods)
+    plan = report_plan({"dataset": ",".join(args.datasets), "seeds": args.seeds, "epochs": args.epochs})
+    if args.methods:  # notebook 06's rows of these methods only
+        plan = [r for r in plan if r.method in args.methods or r.requested_by != ("06",)]
     methods = list(dict.fromkeys(r.method for r in plan))
     if args.check:
         methods += [m for m in args.check_methods if m not in methods]

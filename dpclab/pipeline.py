@@ -23,13 +23,14 @@ from torch import nn
 from torchvision import transforms as T
 
 from .backbones import Backbone, load_clip
-from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
+from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, normalise_root, subsample_classes
 from .data.features import build_transforms, cached_features, default_num_workers, items_digest
 from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import METHODS, PLUGINS, get_method, parse_method
 from .methods.base import Task, learned_state, load_learned_state
 from .precision import PRECISIONS, autocast, cast_learned, input_dtype
+from .protocol import dataset_train
 from .train import Examples, TrainConfig, config_fingerprint, fit
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self):
+        self.data_root = normalise_root(self.data_root)  # one run key for a relative and an absolute path
         if self.if_exists not in ("reuse", "overwrite", "error"):
             raise ValueError(f"if_exists must be reuse, overwrite or error, not {self.if_exists!r}")
         if self.train_classes not in ("base", "all"):
@@ -213,7 +215,7 @@ def default_train(method: str) -> dict:
 
 
 def train_config(cfg: RunConfig) -> TrainConfig:
-    merged = {**default_train(cfg.method), **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
+    merged = {**default_train(cfg.method), **dataset_train(cfg.method, cfg.dataset), **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(merged) - known
     if unknown:

@@ -7,7 +7,7 @@ import pytest
 
 from dpclab.data.shapes import COOP_SHAPES, DatasetShape
 from dpclab.estimate import Curve, DeviceTimings, MethodTimings, MeasureConfig, measure, project
-from dpclab.grid import PlannedRun, report_plan, waves
+from dpclab.plan import PlannedRun, report_plan, waves
 
 TOY = DatasetShape("toy", classes=10, test=100)  # 5 base + 5 new classes, 50 + 50 test images
 
@@ -57,15 +57,15 @@ def test_curve_interpolates_and_extrapolates_in_class_count():
 
 
 def test_report_plan_lists_each_run_once_with_its_curve():
-    plan = report_plan(["eurosat", "dtd"], [1, 2, 3])
+    plan = report_plan({"dataset": "eurosat,dtd", "seeds": [1, 2, 3]})
     keys = [r.key for r in plan]
     assert len(keys) == len(set(keys))
-    coop1 = next(r for r in plan if r.key == ("eurosat", "coop", 1, (), "base"))
+    coop1 = next(r for r in plan if (r.dataset, r.method, r.seed, r.method_cfg, r.train) == ("eurosat", "coop", 1, (), ()))
     assert coop1.curve and coop1.notebook == "01"
     assert any(r.train_classes == "all" for r in plan)  # notebook 04's oracle
-    assert sum(1 for r in plan if r.method == "coop+dpc" and r.method_cfg) == 4  # notebook 02's ablations
+    assert sum(1 for r in plan if "02" in r.requested_by and r.method_cfg) == 4  # notebook 02's ablations
     dtd = [r for r in plan if r.dataset == "dtd"]
-    assert all(r.notebook == "06" for r in dtd) and len(dtd) == 3 * len({r.method for r in dtd})
+    assert all(r.notebook == "06" for r in dtd) and len(dtd) == 3 * len({r.label for r in dtd})
     first, second = waves(plan)
     assert all("+dpc" in r.method for r in second) and not any("+dpc" in r.method for r in first)
     assert not any(r.method == "zeroshot" for r in first)
@@ -94,7 +94,7 @@ def test_measure_times_real_steps_on_a_tiny_model(tiny_model_name, tmp_path):
 def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
     from dpclab import estimate
 
-    plan = report_plan(["eurosat", "dtd"], [1, 2, 3])
+    plan = report_plan({"dataset": "eurosat,dtd", "seeds": [1, 2, 3]})
     c = Curve.constant
     t = DeviceTimings("fake", "fake", 1.0, 0.001, 0.002, 0.001, 0,
                       {r.method: MethodTimings("features", c(0.01), c(0.05), c(0.0), 32) for r in plan})
