@@ -1,113 +1,30 @@
 """The report's runs as a grid of independent jobs, spread over workers: ``python -m dpclab grid``.
 
 :func:`dpclab.plan.report_plan` lists every run the notebooks request, for the notebooks' own parameters (the same
-``--quick`` and ``-p key value`` as ``python -m dpclab report``, e.g. ``-p precision amp``); :func:`run_grid` trains
-it ahead of the report, which then finds every run finished in ``runs/`` and only evaluates and draws.
+``--quick`` and ``-p key value`` as ``python -m dpclab report``, e.g. ``-p precision amp``); trains
+it ahead of the report (``grid_jobs``), which then finds every run finished in ``runs/`` and only evaluates and
+draws.
 
-Executors (one job = one :func:`dpclab.pipeline.run`):
-
-* ``local`` -- a process pool on this machine, one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker), or
-  ``workers`` CPU processes;
-* ``slurm`` -- submitit (``pip install dpclab[cluster]``), one SLURM job per run, the same function.
+The runs are executed by :mod:`dpclab.jobs` (one job = one :func:`dpclab.jobs.train_run`): here, a local process
+pool (``--workers``, ``--gpus``) or SLURM through submitit job arrays (``--slurm``; ``pip install -e ".[cluster]"``),
+one line per run as it finishes, failures reported at the end (exit status 1) while the other runs go on.
 
 Nothing is done twice: finished runs are reused (``if_exists="reuse"``), a run directory is locked while it trains
 (two workers asking for the same run: one trains, the other waits and reuses), and runs that need another run
-(DPC's step 2 needs its base's step 1) go in a second wave, after the first has finished.
+(DPC's step 2 needs its base's step 1) start after it has finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
-from .plan import PlannedRun, report_plan, waves  # noqa: F401 - the plan lives in dpclab.plan
-from .source import Source
-
-
-# ------------------------------------------------------------------------------------------------ execution
-def execute(run: PlannedRun, src: Source, threads: int | None = None) -> dict:
-    """Train (or reuse) one run; returns its metrics, where it lives, whether it was reused, and the seconds.
-    ``threads``: torch CPU threads in this process."""
-    import torch
-
-    from .pipeline import Experiment, run as run_pipeline
-
-    if threads:
-        torch.set_num_threads(int(threads))
-    cfg = run.run_config(src, progress=False)
-    t0 = time.perf_counter()
-    exp = Experiment.prepare(cfg)
-    on_epoch = (lambda epoch, m: exp.evaluate(m)) if run.curve else None
-    res = run_pipeline(cfg, experiment=exp, on_epoch=on_epoch)
-    if run.curve and res.history and "base" not in res.history[-1]:  # finished earlier without the curve
-        from dataclasses import replace
-
-        res = run_pipeline(replace(cfg, if_exists="overwrite"), experiment=exp, on_epoch=on_epoch)
-    return {"run": asdict(run), "metrics": res.metrics, "run_dir": str(res.run_dir), "reused": res.reused,
-            "seconds": time.perf_counter() - t0, "worker": os.environ.get("CUDA_VISIBLE_DEVICES", str(os.getpid()))}
-
-
-def _init_worker(gpu_ids) -> None:
-    """Pool initializer: take one GPU for this worker process (before CUDA is initialised in it)."""
-    if gpu_ids is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
-
-
-def local_executor(workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None) \
-        -> ProcessPoolExecutor:
-    """``workers`` processes; with ``gpus``, one worker per GPU, each seeing only its own. GPU workers are spawned
-    (CUDA cannot be forked); CPU workers use the platform's default (fork on Linux: no re-import of torch)."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context(start_method or ("spawn" if gpus else None))
-    queue = None
-    if gpus:
-        workers = len(gpus)
-        queue = ctx.Manager().Queue()
-        for g in gpus:
-            queue.put(g)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
-
-
-def slurm_executor(folder: str | os.PathLike, **parameters):
-    """A submitit executor for SLURM (``cluster="local"``/``"debug"`` in ``parameters`` runs it on this machine).
-    ``parameters`` go to ``update_parameters`` (e.g. ``slurm_partition="gpu", gpus_per_node=1, timeout_min=600``)."""
-    try:
-        import submitit
-    except ImportError as err:
-        raise RuntimeError("The slurm launcher needs submitit: pip install 'dpclab[cluster]' (or pip install "
-                           "submitit).") from err
-    cluster = parameters.pop("cluster", None)
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-    ex.update_parameters(**parameters)
-    return ex
-
-
-def run_grid(runs: Sequence[PlannedRun], src: Source, executor=None, log=print, threads: int | None = None) \
-        -> list[dict]:
-    """Execute ``runs`` wave by wave on ``executor`` (anything with ``submit(fn, *args)`` returning an object with
-    ``result()``: a process pool, a submitit executor); ``None`` runs them here, one after another."""
-    results: list[dict] = []
-    for i, wave in enumerate(waves(runs)):
-        log(f"wave {i + 1}: {len(wave)} run(s)")
-        if executor is None:
-            done = [execute(r, src, threads) for r in wave]
-        else:
-            futures = [executor.submit(execute, r, src, threads) for r in wave]
-            done = [f.result() for f in futures]
-        for d in done:
-            r = d["run"]
-            log(f"  {r['dataset']:14s} {r['method']:16s} seed {r['seed']}  "
-                f"{'reused ' if d['reused'] else 'trained'} {d['seconds']:7.1f} s  worker {d['worker']}")
-        results += done
-    return results
+from .plan import grid_jobs, report_plan, waves  # noqa: F401 - the plan and its jobs live in dpclab.plan
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -130,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .jobs import local_executor, run_jobs, slurm_executor, summary
     from .notebook import resolve
     from .options import notebook_parameters, parse_options
     from .plan import NOTEBOOKS
@@ -143,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for r in plan:
             print(r.describe())
-        print(f"{len(plan)} runs ({sum(len(w) for w in waves(plan))} trained)")
+        print(f"{len(plan)} runs ({sum(len(w) for w in waves(plan, src))} trained)")
         return 0
     if src.embedded:  # the world's datasets are generated, as the notebooks do
         from .data.world import ensure_world
@@ -162,18 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     t0 = time.perf_counter()
     try:
-        results = run_grid(plan, src, executor, threads=threads)
+        records = run_jobs(grid_jobs(plan, src, threads), executor)
     finally:
         if isinstance(executor, ProcessPoolExecutor):
             executor.shutdown()
-    trained = sum(not r["reused"] for r in results)
-    print(f"{len(results)} runs ({trained} trained, {len(results) - trained} reused) in "
-          f"{time.perf_counter() - t0:.1f} s; `python -m dpclab report` with the same parameters now reuses them")
+    for line in summary(records):
+        print(line)
+    print(f"in {time.perf_counter() - t0:.1f} s; `python -m dpclab report` with the same parameters now reuses them")
     if args.out:
         from .io import atomic_write_text
 
-        atomic_write_text(Path(args.out), json.dumps(results, indent=1, default=str))
-    return 0
+        atomic_write_text(Path(args.out), json.dumps([asdict(r) for r in records], indent=1, default=str))
+    return 0 if all(r.ok for r in records) else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 * :func:`report_plan` -- every notebook's requests, one entry per run key: a run asked for by several notebooks
   (03 and 05 use 02's DPC run) is listed once, with all of them in ``notebooks``; ``curve`` when any asks for the
   per-epoch evaluations. ``python -m dpclab grid`` trains it, ``python -m dpclab estimate`` prices it.
-* :func:`waves` -- the order the grid trains it in (two-step plug-ins after their step 1).
+* :func:`grid_jobs` / :func:`waves` -- the plan as :mod:`dpclab.jobs` jobs (two-step plug-ins after their step 1).
 
 The parameters are the notebooks' (``report -p key value``): ``dataset``, ``seeds``, ``epochs``, ``quick`` here
 (:class:`Scope`), the rest are the :class:`~dpclab.source.Source`. Per-dataset protocol exceptions (CoOp on
@@ -274,19 +274,40 @@ def needs_training(run: PlannedRun) -> bool:
     return get_method(run.method).trainable
 
 
-def waves(runs: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
-    """[runs that need no other run, runs that reuse another run's result (two-step plug-ins)]; zero-shot
-    evaluations are left out (nothing to train or store)."""
-    from .methods import PLUGINS, parse_method
+def run_label(run: PlannedRun) -> str:
+    """``02,03 world_tint coop+dpc seed 1 decouple=False``: what the grid's per-run lines call a run (the notebooks
+    requesting it, its row label when that is not the method, its options)."""
+    opts = " ".join(f"{k}={v}" for k, v in run.method_cfg + run.base_method_cfg)
+    extra = (" all classes" if run.train_classes == "all" else "") + (" curve" if run.curve else "")
+    label = f" [{run.label}]" if run.label and run.label != run.method else ""
+    return (f"{','.join(run.requested_by)} {run.dataset} {run.method}{label} seed {run.seed}{extra}"
+            f"{' ' + opts if opts else ''}")
 
-    first, second = [], []
-    for r in runs:
-        if not needs_training(r):
-            continue
-        plugin = parse_method(r.method)[1]
-        (second if plugin is not None and PLUGINS[plugin].two_step else first).append(r)
-    return [w for w in (first, second) if w]
+
+def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = None) -> list:
+    """The trained runs of ``runs`` as :class:`dpclab.jobs.Job` s (one :func:`dpclab.jobs.train_run` each, a
+    two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
+    (default: the embedded one); ``threads``: torch CPU threads per worker."""
+    from .jobs import training_jobs
+    from .source import Source
+
+    src = source or Source()
+    return training_jobs([(run_label(r), r.run_config(src, progress=False), r.curve) for r in runs
+                          if needs_training(r)], threads=threads)
+
+
+def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
+    """The trained runs in dependency waves (:func:`dpclab.jobs.waves`): [runs that need no other run, runs that
+    reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
+    (nothing to train or store)."""
+    from .jobs import waves as job_waves
+
+    trained = [r for r in runs if needs_training(r)]
+    jobs = grid_jobs(trained, source)
+    by_key = {j.key: r for j, r in zip(jobs, trained)}
+    return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
 
 
 __all__ = ["NOTEBOOKS", "Scope", "PlannedRun", "requests", "deduplicate", "report_plan", "waves", "needs_training",
+           "run_label", "grid_jobs",
            "parse_seeds", "parse_datasets"]

@@ -48,7 +48,7 @@ def grid_then_report(work: Path, params: dict, only: list[str] | None = None, wo
     grid = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
     grid_seconds = time.perf_counter() - t0
     assert grid.returncode == 0, grid.stdout + grid.stderr
-    grid_dirs = {d["run_dir"] for d in json.loads((work / "grid.json").read_text())}
+    grid_dirs = {d["result"]["run_dir"] for d in json.loads((work / "grid.json").read_text())}
     before = _trained_rows(work / "runs" / "results.csv")
     log = work / "requests.jsonl"
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "DPCLAB_REQUEST_LOG")}
