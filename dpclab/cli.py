@@ -42,11 +42,11 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 
 def _train_overrides(args) -> dict:
     """--train pairs plus --epochs / --lr / --batch-size, range-checked."""
-    train = opt.parse_options(args.train, "--train")
-    for key in ("epochs", "lr", "batch_size"):
+    train = opt.check_train(opt.parse_options(args.train, "--train"))
+    for key in ("epochs", "lr", "batch_size"):  # range-checked by argparse
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
-    return opt.check_train(train)
+    return train
 
 
 _ACTIONS = {"train": "train", "reuse": "reuse the finished run", "overwrite": "retrain (--overwrite)",
@@ -96,9 +96,9 @@ def cmd_train(args) -> int:
         cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
                              base_method_cfg=parse_options(args.base_opt), base_train=base_train,
                              if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
-        exp = Experiment.prepare(cfg)
         if seed == args.seeds[0]:
-            print("\n".join(startup_lines(src, workers=exp.num_workers) + ([note] if note else [])))
+            print("\n".join(startup_lines(src) + ([note] if note else [])))
+        exp = Experiment.prepare(cfg)
         print("\n".join(plan_lines(cfg, exp)), flush=True)
         res = run(cfg, experiment=exp)
         m = res.metrics
@@ -240,7 +240,7 @@ def cmd_report(args) -> int:
     params = {key: opt.parse_value(value) for key, value in args.param or []}
     check_parameters(params)
     setup = resolve(report_parameters(params, args.quick))  # bad values fail here, before any kernel starts
-    print("\n".join(startup_lines(setup.source, 32 if setup.source.embedded else None)))
+    print("\n".join(startup_lines(setup.source)))
     jobs = args.jobs
     if jobs is None:  # the embedded model runs one CPU thread per kernel: two notebooks at once use both cores
         jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
@@ -358,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks")
     p.add_argument("--out", default="reports", help="where executed notebooks, HTML and index.html go")
     p.add_argument("--timeout", type=opt.positive_float, help="per-cell timeout in seconds (none by default)")
-    p.add_argument("--jobs", type=opt.positive_int, help="notebooks run at once (default: 2 for the embedded model on a "
-                   "multi-core CPU, else 1); shared runs are trained once and reused")
+    p.add_argument("--jobs", type=opt.positive_int, help="notebooks run at once (default: 2 for the embedded model "
+                   "on a multi-core CPU, else 1); shared runs are trained once and reused")
     p.set_defaults(func=cmd_report)
     p = command("strip", help="remove outputs from notebooks before committing them")
     p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         executor = None
     where = "SLURM" if args.slurm is not None else (f"GPUs {args.gpus}" if args.gpus else f"{args.workers} worker(s)")
     print(f"grid: {len(plan)} runs of notebooks {', '.join(notebooks)} on {where}; {src.label}, {src.shots} shots")
-    for line in startup_lines(src, 32 if src.embedded else None):
+    for line in startup_lines(src, cpus=getattr(executor, "cpus_each", None)):
         print(line)
     t0 = time.perf_counter()
     try:

@@ -219,12 +219,14 @@ class Setup:
         return run_grid(self.datasets, list(spec), self.seeds, data_root=src.data_root, model=src.model,
                         pretrained=src.pretrained, shots=src.shots, runs_dir=src.runs_dir, cache_dir=src.cache_dir,
                         results=src.results, device=src.device, backbone=self.backbone(), progress=self.progress,
-                        precision=src.precision, spec=spec, on_row=lambda row: self._record(row["method"], row["run_dir"], row["reused"]))
+                        precision=src.precision, spec=spec,
+                        on_row=lambda row: self._record(row["method"], row["run_dir"], row["reused"]))
 
 
 def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = EMBEDDED_PRETRAINED,
           data_root: str | None = None, dataset=None, shots: int = 16, seeds="1 2 3", epochs: int | None = None,
-          device: str = "auto", quick: bool = False, interactive: bool = True, precision: str = "fp32", chdir: bool = True,
+          device: str = "auto", quick: bool = False, interactive: bool = True, precision: str = "fp32",
+          chdir: bool = True,
           quick_seeds: int = 1, threads: int | None = None) -> Setup:
     """Validate a notebook's parameters and resolve the defaults of its backend (:func:`resolve`), then:
 

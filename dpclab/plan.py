@@ -36,7 +36,7 @@ BASELINES = ("coop", "kgcoop")
 
 
 def parse_seeds(seeds) -> list[int]:
-    """``[1, 2]``, ``"1 2"``, ``"1,2"``, ``"[1, 2]"`` or ``3`` -> a list of ints >= 0 (papermill ``-p`` passes strings)."""
+    """``[1, 2]``, ``"1 2"``, ``"1,2"``, ``"[1, 2]"`` or ``3`` -> a list of ints >= 0 (``-p`` passes strings)."""
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
     if isinstance(seeds, str):

@@ -26,7 +26,7 @@ class DatasetException:
     train: dict = field(default_factory=dict)
     #: method config values the source states (documented; not applied unless ``applied``)
     method_cfg: dict = field(default_factory=dict)
-    #: where it is stated (SPEC section, released file and line)
+    #: where it is stated (paper, released file and line)
     source: str = ""
     #: whether dpclab applies it (False: the released code itself does not, so reproducing it means not applying it)
     applied: bool = True
@@ -35,11 +35,11 @@ class DatasetException:
 #: every known per-dataset exception (docs/protocol.md#per-dataset-exceptions lists the same)
 EXCEPTIONS: tuple[DatasetException, ...] = (
     DatasetException("imagenet", "coop", train={"epochs": 50},
-                     source="CoOp paper and configs (vit_b16_ep50 for ImageNet); SPEC §2"),
+                     source="the CoOp protocol as the DPC and DePT papers run it (50 epochs on ImageNet)"),
     *(DatasetException(ds, "promptkd", method_cfg={"kd_weight": 200.0}, applied=False,
                        source="PromptKD scripts/promptkd/base2new_train.sh l.15-16, a comment: KD_WEIGHT 200 for "
                               "fgvc_aircraft, oxford_flowers, dtd (1000 elsewhere); the script passes 1000 for every "
-                              "dataset; SPEC §7")
+                              "dataset")
       for ds in ("fgvc_aircraft", "oxford_flowers", "dtd")),
 )
 

@@ -98,7 +98,7 @@ class Source:
     @classmethod
     def from_parameters(cls, parameters: Mapping, runs_dir: str = "runs", cache_dir: str | None = "data/cache") \
             -> "Source":
-        """The source of the notebooks' ``parameters`` (``report -p key value``; unknown keys are ignored): ``data_root``
+        """The source of the notebooks' ``parameters`` (``report -p key value``; other keys are ignored): ``data_root``
         None is ``data/world`` on the embedded backend and required on real CLIP; results go to
         ``<runs_dir>/results.csv``."""
         p = {k: v for k, v in parameters.items() if v is not None}
@@ -116,10 +116,22 @@ class Source:
                    cache_dir=cache_dir, runs_dir=str(runs_dir), results=str(Path(runs_dir) / "results.csv"))
 
 
-def startup_lines(source: Source, image_size: int | None = None, workers: int | None = None) -> list[str]:
-    """What a command says before it starts: the device by name (a fall-back to the CPU said plainly), the
-    precision with the dtypes of CLIP and of the prompts, and the image-loader workers (``image_size``: the model's
-    input size when known; ``workers``: the number when already decided)."""
+def model_image_size(model: str) -> int | None:
+    """The input size of open_clip model ``model`` from its config (no weights loaded); None when unknown."""
+    import open_clip
+
+    from .backbones import MODEL_CONFIG_DIR, register_model_configs
+
+    if MODEL_CONFIG_DIR.is_dir():  # dpclab's own configs (the embedded model)
+        register_model_configs(MODEL_CONFIG_DIR)
+    size = ((open_clip.get_model_config(model) or {}).get("vision_cfg") or {}).get("image_size")
+    return size[0] if isinstance(size, (list, tuple)) else size
+
+
+def startup_lines(source: Source, cpus: int | None = None, workers: int | None = None) -> list[str]:
+    """What a command says before it starts: the device by name (a fall-back to the CPU said plainly; a CUDA device
+    torch cannot see is an error naming the fix), the precision with the dtypes of CLIP and of the prompts, and the
+    image-loader workers of one process (``workers``, else from the model's input size and ``cpus`` CPUs)."""
     import torch
 
     from .backbones import resolve_device
@@ -127,21 +139,26 @@ def startup_lines(source: Source, image_size: int | None = None, workers: int | 
     from .precision import amp_dtype, input_dtype
 
     dev = resolve_device(source.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={source.device!r} but torch sees no CUDA GPU (torch {torch.__version__}, CUDA build "
+                         f"{torch.version.cuda or 'none'}); check nvidia-smi and the torch wheel (README: the full "
+                         f"report on real CLIP), or pass --device cpu / -p device cpu.")
     if dev.type == "cuda":
         name = f"{torch.cuda.get_device_name(dev)} ({dev}, CUDA {torch.version.cuda})"
     else:
         name = f"CPU ({torch.get_num_threads()} torch thread(s))"
         if source.device == "auto":
-            name += " -- no CUDA GPU visible to torch" + ("" if torch.version.cuda else
-                                                          " (this torch build has no CUDA: see README, GPUs)")
+            name += " -- no CUDA GPU visible to torch, running on the CPU" + (
+                "" if torch.version.cuda else " (this torch build has no CUDA)")
     weights = str(input_dtype(source.precision)).replace("torch.", "")
     dtypes = f"CLIP {weights}, prompts {weights}"
     if source.precision == "amp":
         dtypes += f", autocast {str(amp_dtype(dev)).replace('torch.', '')}"
-    if workers is None and image_size is not None:
-        workers = default_num_workers(image_size)
-    loaders = "decided per model input size" if workers is None else f"{workers}" + (
-        " (images decoded in the main process)" if workers == 0 else "")
+    if workers is None:
+        size = model_image_size(source.model)
+        workers = default_num_workers(size, cpus) if size else None
+    loaders = "per model input size (unknown model config)" if workers is None else (
+        f"{workers}" + (" (images decoded in the main process)" if workers == 0 else " per process"))
     return [f"device: {name}", f"precision: {source.precision} ({dtypes})", f"image loader workers: {loaders}"]
 
 
@@ -156,5 +173,6 @@ def _int(value, name: str) -> int:
     return out
 
 
-__all__ = ["Source", "startup_lines", "resolve_backend", "normalise_root", "PRECISIONS", "EMBEDDED_MODEL", "EMBEDDED_PRETRAINED",
+__all__ = ["Source", "startup_lines", "model_image_size", "resolve_backend", "normalise_root", "PRECISIONS",
+           "EMBEDDED_MODEL", "EMBEDDED_PRETRAINED",
            "EMBEDDED_DATA_ROOT"]

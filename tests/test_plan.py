@@ -27,7 +27,8 @@ def test_source_normalises_the_data_root(tmp_path, monkeypatch):
 
 def test_source_from_the_notebooks_parameters():
     src = Source.from_parameters({"precision": "amp", "shots": "8", "seeds": "1 2"}, runs_dir="r")
-    assert (src.backend, src.precision, src.shots, src.results) == ("embedded", "amp", 8, os.path.join("r", "results.csv"))
+    assert (src.backend, src.precision, src.shots) == ("embedded", "amp", 8)
+    assert src.results == os.path.join("r", "results.csv")
     assert src.data_root.endswith(os.path.join("data", "world"))
     cfg = src.run_config("coop", "world_tint", 2, train={"epochs": 3})
     assert (cfg.precision, cfg.shots, cfg.seed, cfg.train, cfg.runs_dir) == ("amp", 8, 2, {"epochs": 3}, "r")
@@ -107,3 +108,17 @@ def test_setup_runs_exactly_the_planned_run_directories(json_root, tmp_path, tin
         assert res.run_dir == run_dir_for(run.run_config(src), tiny_backbone, exp.inputs_key())
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and '"notebook": "04"' in lines[0] and '"label": "oracle"' in lines[0]
+
+
+def test_after_the_grid_the_report_trains_nothing_in_another_precision(tmp_path):
+    """``grid --quick -p precision amp`` then ``report --quick -p precision amp`` (notebook 04: zero-shot, CoOp, the
+    oracle on all classes, CoOp+DePT, CoOp+DPC; 1 epoch to keep it short): the report trains nothing. The fp32
+    check over every notebook is tests/test_notebooks.py::test_after_the_grid_the_report_trains_nothing..."""
+    from plan_check import grid_then_report
+
+    check = grid_then_report(tmp_path, {"precision": "amp", "epochs": 1}, only=["04"])
+    assert check.results["04_dept_channel_importance"].ok, check.results
+    assert "precision: amp (CLIP float32, prompts float32, autocast bfloat16)" in check.grid_output
+    assert check.trained_by_report == 0 and check.requested_dirs == check.grid_dirs and len(check.grid_dirs) == 4
+    assert all("-amp" in d for d in check.grid_dirs)  # the amp backbone key: not the fp32 runs
+    print(f"grid {check.grid_seconds:.0f} s, report {check.report_seconds:.0f} s")
