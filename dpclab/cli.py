@@ -53,11 +53,9 @@ _ACTIONS = {"train": "train", "reuse": "reuse the finished run", "overwrite": "r
             "refuse": "refused: the run directory holds a run of another configuration"}
 
 
-def plan_lines(cfg, experiment) -> list[str]:
-    """One line per step of ``cfg``'s run (two for coop+dpc): epochs, batch, lr, and reuse / resume / train."""
-    from .pipeline import plan_run
-
-    steps = plan_run(cfg, experiment)
+def plan_lines(cfg, steps) -> list[str]:
+    """One line per planned step of ``cfg``'s run (:func:`dpclab.pipeline.plan_run`; two for coop+dpc): epochs,
+    batch, lr, and reuse / resume / train. The same steps are then passed to ``run``, so what is printed is what runs."""
     lines = []
     for p in steps:
         head = f"seed {cfg.seed} step {p.step}/{len(steps)} {p.method}:"
@@ -69,38 +67,39 @@ def plan_lines(cfg, experiment) -> list[str]:
     return lines
 
 
-def _two_step_note(args) -> str | None:
+def _two_step_note(args, spec) -> str | None:
     """Why step 1 of a two-step plug-in does not follow --epochs/--lr/--batch-size, when those are given for it."""
-    from .methods import PLUGINS, parse_method
-
-    base, plugin = parse_method(args.method)
     step1 = parse_options(args.base_train)
     given = [k for k in ("epochs", "lr", "batch_size") if getattr(args, k) is not None and k not in step1]
-    if plugin is None or not PLUGINS[plugin].two_step or not given:
+    if not spec.two_step or not given:
         return None
     flags = " / ".join(f"--{k.replace('_', '-')}" for k in given)
     example = " ".join(f"{k}={getattr(args, k)}" for k in given)
-    return (f"note: {flags} applies to step 2 ({args.method}) only; step 1 ({base}) keeps its defaults unless "
+    return (f"note: {flags} applies to step 2 ({args.method}) only; step 1 ({spec.base}) keeps its defaults unless "
             f"given --base-train, e.g. --base-train {example}")
 
 
 def cmd_train(args) -> int:
     from .evaluate import summarize
-    from .pipeline import Experiment, run
+    from .pipeline import Experiment, plan_run, run
     from .source import startup_lines
 
     src, train = source_from_args(args), _train_overrides(args)
     base_train = opt.check_train(parse_options(args.base_train, "--base-train"), "--base-train")
-    rows, note = [], _two_step_note(args)
+    rows = []
     for seed in args.seeds:
         cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
                              base_method_cfg=parse_options(args.base_opt), base_train=base_train,
                              if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
         if seed == args.seeds[0]:
-            print("\n".join(startup_lines(src) + ([note] if note else [])))
+            print("\n".join(startup_lines(src)))
         exp = Experiment.prepare(cfg)
-        print("\n".join(plan_lines(cfg, exp)), flush=True)
-        res = run(cfg, experiment=exp)
+        steps = plan_run(cfg, exp)  # resolves the method once; run() executes these very steps
+        note = _two_step_note(args, steps[-1].spec) if seed == args.seeds[0] else None
+        if note:
+            print(note)
+        print("\n".join(plan_lines(cfg, steps)), flush=True)
+        res = run(cfg, experiment=exp, plan=steps)
         m = res.metrics
         note = " (reused finished run)" if res.reused else ""
         print(f"{args.method} {args.dataset} seed {seed}: base {m['base']:.2f}  new {m['new']:.2f}  "
@@ -118,7 +117,7 @@ def cmd_train(args) -> int:
 def cmd_transfer(args) -> int:
     from dataclasses import replace
 
-    from .pipeline import Experiment
+    from .pipeline import Experiment, plan_run
     from .transfer import cross_dataset, domain_generalization, summarize_transfer
 
     src, train = source_from_args(args), _train_overrides(args)
@@ -128,7 +127,7 @@ def cmd_transfer(args) -> int:
         cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
                              if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
         source = replace(cfg, train_classes="all")
-        print("\n".join(plan_lines(source, Experiment.prepare(source))), flush=True)
+        print("\n".join(plan_lines(source, plan_run(source, Experiment.prepare(source)))), flush=True)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
     import pandas as pd
 
@@ -234,7 +233,7 @@ def cmd_methods(args) -> int:
 
 def cmd_report(args) -> int:
     from .notebook import resolve
-    from .report import ReportConsole, check_parameters, discover, load_timings, report_parameters, run_report
+    from .report import ReportConsole, check_parameters, discover, expected_times, report_parameters, run_report
     from .source import startup_lines
 
     params = {key: opt.parse_value(value) for key, value in args.param or []}
@@ -246,11 +245,12 @@ def cmd_report(args) -> int:
         jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
     t0 = time.perf_counter()
     names = [p.stem for p in discover(args.notebooks, args.only)]
-    last = load_timings(args.out, report_parameters(params, args.quick))
-    with ReportConsole(names, last, jobs) as console:
+    last, source = expected_times(args.out, report_parameters(params, args.quick))
+    first = sorted(names, key=lambda n: -last.get(n, 0.0))  # the longest first: the others fill the free worker
+    with ReportConsole(first, last, source, jobs) as console:
         results = run_report(only=args.only, parameters=params, quick=args.quick, notebook_dir=args.notebooks,
                              out_dir=args.out, timeout=args.timeout, on_start=console.started,
-                             on_result=console.finished, jobs=jobs)
+                             on_result=console.finished, jobs=jobs, order=first)
     failed = [r for r in results if not r.ok]
     wall = time.perf_counter() - t0
     print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {wall:.1f} s wall ({jobs} at a time); "
@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=None)
     for name, what in (("estimate", "time a few steps of every method here and project the full report's wall "
                                      "time (python -m dpclab estimate --help)"),
+                       ("gpu-check", "the GPU figures of docs/performance.md in one command: every method x "
+                                     "precision, CoOp against the reference loop, the estimate against a run "
+                                     "(python -m dpclab gpu-check --help)"),
                        ("grid", "train the report's runs ahead of it over local workers, GPUs or SLURM "
                                 "(python -m dpclab grid --help)"),
                        ("speed", "speed and memory of dpclab's loops against reference-style loops "
@@ -380,11 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         from .pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:]) or 0
-    if argv[:1] in (["estimate"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, dpclab.grid, dpclab.speed)
+    if argv[:1] in (["estimate"], ["gpu-check"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, ...)
         import importlib
 
         verbose = any(a in ("-v", "--verbose") for a in argv)
-        tool = importlib.import_module(f"dpclab.{argv[0]}")
+        tool = importlib.import_module(f"dpclab.{argv[0].replace('-', '_')}")
         command = lambda: tool.main([a for a in argv[1:] if a not in ("-v", "--verbose")]) or 0  # noqa: E731
     else:
         args = build_parser().parse_args(argv)

@@ -102,8 +102,7 @@ class Scope:
         """(train, base_train) overrides of ``method``: ``epochs``/``quick`` applied to the method's defaults; none
         for a method that does not train, nor without ``epochs``/``quick`` (the protocol defaults, with their
         per-dataset exceptions: the same run directories as ``python -m dpclab train``)."""
-        from .methods import PLUGINS, get_method, parse_method
-        from .pipeline import default_train
+        from .methods import PLUGINS, default_train, get_method, parse_method
 
         if (self.epochs is None and not self.quick) or not get_method(method).trainable:
             return {}, {}
