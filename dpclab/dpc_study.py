@@ -122,6 +122,47 @@ def markdown_sweep(table: pd.DataFrame, what: str = "base accuracy at ω_b") -> 
     return "\n".join(lines) + "\n"
 
 
+#: the rows notebooks 02 and 03 compare per dataset (:func:`dpclab.plan.Scope.side_by_side`): CoOp, DPC in the
+#: paper's mode and as the released code runs it
+SIDE_BY_SIDE_ROWS = ("coop", "coop+dpc", "coop+dpc[released]")
+
+
+def _prompt_distance(dpc) -> float:
+    """‖P′ − P‖ over every prompt tensor of a trained DPC method."""
+    prime, frozen = dpc.prime(), dpc.frozen()
+    return float(sum(((prime[n] - frozen[n]).detach().float() ** 2).sum() for n in dpc.prompt_names) ** 0.5)
+
+
+def side_by_side_table(results: dict[str, dict]) -> pd.DataFrame:
+    """``results``: dataset -> {row of :data:`SIDE_BY_SIDE_ROWS`: its :class:`~dpclab.pipeline.RunResult`}. One row
+    per dataset x DPC row: CoOp's base and its accuracy on its own shots (how much room step 1 left), DPC's base, the
+    gain, new accuracy (equal to CoOp's: ω_n = 0) and ‖P′ − P‖."""
+    from .benchmark import train_accuracy
+
+    rows = []
+    for dataset, res in results.items():
+        coop = res["coop"]
+        coop_train = train_accuracy(coop)
+        for label in SIDE_BY_SIDE_ROWS[1:]:
+            r = res[label]
+            rows.append({"dataset": dataset, "DPC": f"{label} ({r.method.cfg.mode})", "CoOp base": coop.metrics["base"],
+                         "CoOp train acc": coop_train, "DPC base": r.metrics["base"],
+                         "base gain": r.metrics["base"] - coop.metrics["base"], "CoOp new": coop.metrics["new"],
+                         "DPC new": r.metrics["new"], "‖P′−P‖": _prompt_distance(r.method)})
+    return pd.DataFrame(rows).set_index(["dataset", "DPC"])
+
+
+def side_by_side_sweep(results: dict[str, dict], omegas: Sequence[float] = SWEEP_OMEGAS) -> pd.DataFrame:
+    """Base accuracy of the ``paper``-mode run of each dataset at every ω_b (ω = 0: P, ω = 1: P′ alone), with the
+    ``released`` run's base beside it (its ω_b is a learning rate, not a mix: one number)."""
+    rows = {}
+    for dataset, res in results.items():
+        grid = omega.run_grid_cached(res["coop+dpc"], omegas)
+        rows[dataset] = {**{f"paper ω_b={float(w):g}": float(a) for w, a in zip(grid.omegas, grid.accuracy["base"])},
+                         "released (P′ at 5·lr)": res["coop+dpc[released]"].metrics["base"]}
+    return pd.DataFrame(rows).T
+
+
 def write_study(out: str | Path, name: str, ablation_runs: pd.DataFrame, sweep: pd.DataFrame,
                 header: str = "") -> dict[str, Path]:
     """``<name>.md`` (both tables), ``<name>_ablation.csv`` (every run) and ``<name>_sweep.csv``, atomically."""
@@ -139,6 +180,7 @@ def write_study(out: str | Path, name: str, ablation_runs: pd.DataFrame, sweep: 
     return paths
 
 
-__all__ = ["ABLATION_SPEC", "FULL_DPC", "SWEEP_OMEGAS", "ablation", "study", "ablation_table", "omega_sweep",
+__all__ = ["ABLATION_SPEC", "FULL_DPC", "SWEEP_OMEGAS", "SIDE_BY_SIDE_ROWS", "side_by_side_table", "side_by_side_sweep",
+           "ablation", "study", "ablation_table", "omega_sweep",
            "sweep_table",
            "markdown_ablation", "markdown_sweep", "write_study"]

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if src.embedded:  # the world's datasets are generated, as the notebooks do
         from .data.world import ensure_world
 
-        ensure_world(src.data_root, setup.datasets)
+        ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))  # every planned dataset
     threads = args.threads or (1 if src.embedded and src.device in ("auto", "cpu") and not args.gpus else None)
     if args.slurm is not None:
         executor = slurm_executor(args.slurm_folder, **parse_options(args.slurm, "--slurm"))

@@ -144,6 +144,12 @@ class Setup:
         """The runs notebook ``notebook`` requests (:func:`dpclab.plan.requests`: what ``grid`` trains for it), by
         label (``"coop"``, ``"oracle"``, an ablation row...), each label's runs over datasets and seeds."""
         self._notebook = str(notebook)[:2]
+        own = self.scope.for_notebook(self._notebook)
+        if own.datasets != self.scope.datasets:  # the notebook's own embedded default (dpclab.plan)
+            self.scope = own
+            ensure_world(self.data_root, self.datasets)
+        if self.source.embedded:
+            ensure_world(self.data_root, self.scope.side_by_side())
         out: dict[str, list[PlannedRun]] = {}
         for r in requests(notebook, self.scope):
             out.setdefault(r.label, []).append(r)
