@@ -29,7 +29,9 @@ from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import METHODS, PLUGINS, get_method, parse_method
 from .methods.base import Task, learned_state, load_learned_state
+from .methods.promptkd import check_teacher_inputs
 from .precision import PRECISIONS, autocast, cast_learned, input_dtype
+from .selection import BestBaseEpoch, wants_best_base
 from .train import Examples, TrainConfig, config_fingerprint, fit
 
 log = logging.getLogger(__name__)
@@ -182,24 +184,57 @@ def _make_config(config_cls: type, overrides: dict | None, owner: str, n_classes
 
 def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n_classes: int = 0,
                  base_overrides: dict | None = None, base_method: nn.Module | None = None,
-                 seed: int | None = None) -> nn.Module:
+                 seed: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
     """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method). For a plug-in, ``overrides``
     configure the plug-in and ``base_overrides`` the base; ``base_method`` supplies an already tuned base (DPC).
+    ``teacher``: the tuned teacher of a method that distils one (PromptKD; ``MethodSpec.teacher``).
     ``seed`` makes random initialisations (random context, meta-nets, deep prompts) depend on it alone; the global
     torch RNG state is left as it was."""
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return build_method(name, backbone, overrides, n_classes, base_overrides, base_method)
+            return build_method(name, backbone, overrides, n_classes, base_overrides, base_method, teacher=teacher)
     base_name, plugin = parse_method(name)
     spec = get_method(base_name)
     if plugin is None:  # fp16: the prompts inherit the CLIP dtype (before any plug-in wraps them)
-        return cast_learned(spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes)),
+        extra = {"teacher": teacher} if spec.teacher is not None else {}
+        return cast_learned(spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes), **extra),
                             backbone.precision)
     pspec = PLUGINS[plugin]
     base_overrides = {**pspec.base_cfg_by_base.get(base_name, {}), **(base_overrides or {})}
-    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
+    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes,
+                                                                     teacher=teacher)
     return pspec.cls(base, _make_config(pspec.config, overrides, plugin, n_classes))
+
+
+def with_method_data(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the training data its method's protocol fixes (``MethodSpec.data``; PromptKD: every training
+    image of all classes). Under a plug-in the plug-in's data (the run's own) applies."""
+    base_name, plugin = parse_method(cfg.method)
+    data = get_method(base_name).data if plugin is None else {}
+    return replace(cfg, **data) if any(getattr(cfg, k) != v for k, v in data.items()) else cfg
+
+
+def teacher_config(cfg: RunConfig) -> RunConfig | None:
+    """The teacher run the base method of ``cfg`` distils from (``MethodSpec.teacher``), or None."""
+    base_name, plugin = parse_method(cfg.method)
+    spec = get_method(base_name)
+    if spec.teacher is None:
+        return None
+    own = cfg.method_cfg if plugin is None else {**PLUGINS[plugin].base_cfg_by_base.get(base_name, {}),
+                                                 **cfg.base_method_cfg}
+    return spec.teacher(cfg, _make_config(spec.config, own, base_name))
+
+
+def step_configs(cfg: RunConfig) -> list[RunConfig]:
+    """Every run :func:`run` makes for ``cfg``, in order: a teacher's run, a two-step plug-in's step 1 (with its
+    own prerequisites), then ``cfg`` itself (with its method's protocol data)."""
+    cfg = with_method_data(cfg)
+    _, plugin = parse_method(cfg.method)
+    if plugin is not None and PLUGINS[plugin].two_step:
+        return [*step_configs(step1_config(cfg)), cfg]
+    teacher = teacher_config(cfg)
+    return [*(step_configs(teacher) if teacher is not None else []), cfg]
 
 
 def default_train(method: str) -> dict:
@@ -283,18 +318,18 @@ class StepPlan:
 
 def plan_run(cfg: RunConfig, experiment: Experiment) -> list[StepPlan]:
     """The steps :func:`run` takes for ``cfg`` (two for two-step plug-ins such as DPC), each with its training
-    settings and whether a finished run is reused, an interrupted one resumed, or one trained."""
-    _, plugin = parse_method(cfg.method)
-    configs = [step1_config(cfg), cfg] if plugin is not None and PLUGINS[plugin].two_step else [cfg]
-    inputs, backbone = experiment.inputs_key(), experiment.backbone
+    settings and whether a finished run is reused, an interrupted one resumed, or one trained. Steps on other
+    data than ``experiment`` (a teacher's few-shot run, PromptKD's all-image step 1) get their own experiment."""
     plans = []
-    for step, c in enumerate(configs, 1):
+    for step, c in enumerate(step_configs(cfg), 1):
         tcfg = train_config(c)
         if not get_method(c.method).trainable:
             plans.append(StepPlan(step, c.method, 0, tcfg.batch_size, tcfg.lr, None, "evaluate"))
             continue
+        exp = experiment if _same_data(c, cfg) else Experiment.prepare(c)
+        inputs, backbone = exp.inputs_key(), exp.backbone
         run_dir = run_dir_for(c, backbone, inputs)
-        full_fp = config_fingerprint(tcfg, _fingerprint(c, backbone, experiment, inputs))
+        full_fp = config_fingerprint(tcfg, _fingerprint(c, backbone, exp, inputs))
         action, epoch = "train", 0
         if (run_dir / "result.json").is_file():
             same = json.loads((run_dir / "result.json").read_text()).get("config_fingerprint") == full_fp
@@ -306,9 +341,19 @@ def plan_run(cfg: RunConfig, experiment: Experiment) -> list[StepPlan]:
     return plans
 
 
+def _same_data(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two runs read the same images on the same backbone (one Experiment serves both)."""
+    keys = ("dataset", "data_root", "model", "pretrained", "shots", "seed", "device", "precision", "cache_dir",
+            "train_classes")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
 def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment | None = None,
         method: nn.Module | None = None, on_epoch=None) -> RunResult:
     """Train (unless zero-shot) and evaluate one method on one dataset/seed; append the result to the table."""
+    fixed = with_method_data(cfg)
+    if fixed is not cfg:  # the method's protocol fixes its own training data (PromptKD)
+        cfg, experiment = fixed, None
     exp = experiment or Experiment.prepare(cfg, backbone)
     backbone = exp.backbone
     if backbone.precision != cfg.precision:
@@ -322,8 +367,13 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
         step1 = run(step1_config(cfg), experiment=exp)
         method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method,
                               seed=cfg.seed)
+    teacher = None
+    if method is None and teacher_config(cfg) is not None:  # PromptKD: its teacher is a run of its own, made first
+        teacher_run = run(teacher_config(cfg))
+        check_teacher_inputs(backbone, teacher_run.experiment.backbone)
+        teacher = teacher_run.method
     method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg,
-                                    seed=cfg.seed)
+                                    seed=cfg.seed, teacher=teacher)
     tcfg = train_config(cfg)
     if "num_workers" not in cfg.train:  # image decoding in parallel on the real backend (not in the fingerprint)
         tcfg = replace(tcfg, num_workers=exp.num_workers)
@@ -365,8 +415,11 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
             shutil.rmtree(run_dir)
     t0 = time.time()
     if spec.trainable and tcfg.epochs > 0:
-        history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir, fp, on_epoch,
-                      precision=exp.backbone.precision)
+        best = BestBaseEpoch(lambda m: exp.accuracy(m, "base"), run_dir, on_epoch) if wants_best_base(method) else None
+        history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir, fp,
+                      best or on_epoch, precision=exp.backbone.precision)
+        if best is not None:  # the released PromptKD: the epoch with the best base *test* accuracy
+            best.restore(method)
     metrics = exp.evaluate(method)
     if run_dir is not None:
         atomic_torch_save({"state": learned_state(method), "method": cfg.method, "fingerprint": fp},

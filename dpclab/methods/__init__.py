@@ -9,6 +9,7 @@ Plain dicts, no registry decorators: adding a method means adding one line here 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .base import Output, Plugin, PromptMethod, Task, learned_state, load_learned_state
 from .cocoop import CoCoOp, CoCoOpConfig
@@ -17,6 +18,7 @@ from .dept import DePT, DePTConfig
 from .dpc import DPC, DPCConfig
 from .kgcoop import KgCoOp, KgCoOpConfig
 from .maple import MaPLe, MaPLeConfig
+from .promptkd import PromptKD, PromptKDConfig, teacher_run_config
 from .promptsrc import PromptSRC, PromptSRCConfig
 from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
@@ -28,6 +30,12 @@ class MethodSpec:
     #: overrides of :class:`dpclab.train.TrainConfig` defaults for this method
     train: dict = field(default_factory=dict)
     trainable: bool = True
+    #: RunConfig fields the method's protocol fixes for its own training data (PromptKD: every training image of
+    #: all classes, unlabeled: ``{"shots": 0, "train_classes": "all"}``); not applied under a plug-in
+    data: dict = field(default_factory=dict)
+    #: ``(run config, method config) -> the teacher's RunConfig``: the pipeline trains (or reuses) that run first and
+    #: passes its tuned method as ``cls(backbone, config, teacher=...)`` (PromptKD); None = no teacher
+    teacher: Callable | None = None
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -37,6 +45,10 @@ METHODS: dict[str, MethodSpec] = {
     "kgcoop": MethodSpec(KgCoOp, KgCoOpConfig, {"epochs": 100, "batch_size": 128, "lr": 0.002}),
     "maple": MethodSpec(MaPLe, MaPLeConfig, {"epochs": 5, "batch_size": 4, "lr": 0.0035}),
     "promptsrc": MethodSpec(PromptSRC, PromptSRCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.0025}),
+    # docs/protocol.md#promptkd: the student distils a PromptSRC teacher (its own 16-shot base run) on every training
+    # image of all classes, unlabeled; 20 epochs, batch 8, lr 0.005 (released vit_b16_c2_ep20_batch8_4+4ctx)
+    "promptkd": MethodSpec(PromptKD, PromptKDConfig, {"epochs": 20, "batch_size": 8, "lr": 0.005},
+                           data={"shots": 0, "train_classes": "all"}, teacher=teacher_run_config),
 }
 
 
