@@ -5,22 +5,19 @@ which runs evaluate after every epoch), deduplicated the way the notebooks reuse
 estimate (``dpclab.estimate``) prices this plan; :func:`run_grid` executes it ahead of ``python -m dpclab report``,
 which then finds every run finished in ``runs/`` and only evaluates and draws.
 
-Executors (one job = one :func:`dpclab.pipeline.run`):
-
-* ``local`` -- a process pool on this machine, one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker), or
-  ``workers`` CPU processes;
-* ``slurm`` -- submitit (``pip install dpclab[cluster]``), one SLURM job per run, the same function.
+The runs are executed by :mod:`dpclab.jobs` (one job = one :func:`dpclab.jobs.train_run`): here, a local process
+pool (``--workers``, ``--gpus``) or SLURM through submitit job arrays (``--slurm``; ``pip install -e ".[cluster]"``),
+one line per run as it finishes, failures reported at the end (exit status 1) while the other runs go on.
 
 Nothing is done twice: finished runs are reused (``if_exists="reuse"``), a run directory is locked while it trains
 (two workers asking for the same run: one trains, the other waits and reuses), and runs that need another run
-(DPC's step 2 needs its base's step 1) go in a second wave, after the first has finished.
+(DPC's step 2 needs its base's step 1) start after it has finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -94,18 +91,15 @@ def report_plan(datasets: Sequence[str], seeds: Sequence[int], methods: Sequence
     return list(plan.values())
 
 
-def waves(runs: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
-    """[runs that need no other run, runs that reuse another run's result (two-step plug-ins)]; zero-shot
-    evaluations are left out (nothing to train or store)."""
-    from .methods import PLUGINS, get_method, parse_method
+def waves(runs: Sequence[PlannedRun], src: "GridSource | None" = None) -> list[list[PlannedRun]]:
+    """The trained runs in dependency waves (:func:`dpclab.jobs.waves`): [runs that need no other run, runs that
+    reuse another run's result (two-step plug-ins whose step 1 is in the plan)]; zero-shot evaluations are left
+    out (nothing to train or store)."""
+    from .jobs import waves as job_waves
 
-    first, second = [], []
-    for r in runs:
-        if not get_method(r.method).trainable:
-            continue
-        plugin = parse_method(r.method)[1]
-        (second if plugin is not None and PLUGINS[plugin].two_step else first).append(r)
-    return [w for w in (first, second) if w]
+    jobs = grid_jobs(runs, src or GridSource())
+    by_key = {j.key: r for j, r in zip(jobs, _trained(runs))}
+    return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
 
 
 # ------------------------------------------------------------------------------------------------ execution
@@ -145,80 +139,24 @@ def run_config(run: PlannedRun, src: GridSource):
                      train_classes=run.train_classes, progress=False)
 
 
-def execute(run: PlannedRun, src: GridSource) -> dict:
-    """Train (or reuse) one run; returns its metrics, where it lives, whether it was reused, and the seconds."""
-    import torch
-
-    from .pipeline import Experiment, run as run_pipeline
-
-    if src.threads:
-        torch.set_num_threads(int(src.threads))
-    cfg = run_config(run, src)
-    t0 = time.perf_counter()
-    exp = Experiment.prepare(cfg)
-    on_epoch = (lambda epoch, m: exp.evaluate(m)) if run.curve else None
-    res = run_pipeline(cfg, experiment=exp, on_epoch=on_epoch)
-    if run.curve and res.history and "base" not in res.history[-1]:  # finished earlier without the curve
-        from dataclasses import replace
-
-        res = run_pipeline(replace(cfg, if_exists="overwrite"), experiment=exp, on_epoch=on_epoch)
-    return {"run": asdict(run), "metrics": res.metrics, "run_dir": str(res.run_dir), "reused": res.reused,
-            "seconds": time.perf_counter() - t0, "worker": os.environ.get("CUDA_VISIBLE_DEVICES", str(os.getpid()))}
+def run_label(run: PlannedRun) -> str:
+    """``06 eurosat coop+dpc seed 1 decouple=False``: what the per-run lines call a run."""
+    opts = " ".join(f"{k}={v}" for k, v in run.method_cfg)
+    extra = (" all classes" if run.train_classes == "all" else "") + (" curve" if run.curve else "")
+    return f"{run.notebook} {run.dataset} {run.method} seed {run.seed}{extra}{' ' + opts if opts else ''}"
 
 
-def _init_worker(gpu_ids) -> None:
-    """Pool initializer: take one GPU for this worker process (before CUDA is initialised in it)."""
-    if gpu_ids is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
+def _trained(runs: Sequence[PlannedRun]) -> list[PlannedRun]:
+    from .methods import get_method
+
+    return [r for r in runs if get_method(r.method).trainable]
 
 
-def local_executor(workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None) \
-        -> ProcessPoolExecutor:
-    """``workers`` processes; with ``gpus``, one worker per GPU, each seeing only its own. GPU workers are spawned
-    (CUDA cannot be forked); CPU workers use the platform's default (fork on Linux: no re-import of torch)."""
-    import multiprocessing as mp
+def grid_jobs(runs: Sequence[PlannedRun], src: GridSource) -> list:
+    """The plan's trained runs as :class:`dpclab.jobs.Job` s (one :func:`dpclab.jobs.train_run` each)."""
+    from .jobs import training_jobs
 
-    ctx = mp.get_context(start_method or ("spawn" if gpus else None))
-    queue = None
-    if gpus:
-        workers = len(gpus)
-        queue = ctx.Manager().Queue()
-        for g in gpus:
-            queue.put(g)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
-
-
-def slurm_executor(folder: str | os.PathLike, **parameters):
-    """A submitit executor for SLURM (``cluster="local"``/``"debug"`` in ``parameters`` runs it on this machine).
-    ``parameters`` go to ``update_parameters`` (e.g. ``slurm_partition="gpu", gpus_per_node=1, timeout_min=600``)."""
-    try:
-        import submitit
-    except ImportError as err:
-        raise RuntimeError("The slurm launcher needs submitit: pip install 'dpclab[cluster]' (or pip install "
-                           "submitit).") from err
-    cluster = parameters.pop("cluster", None)
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-    ex.update_parameters(**parameters)
-    return ex
-
-
-def run_grid(runs: Sequence[PlannedRun], src: GridSource, executor=None, log=print) -> list[dict]:
-    """Execute ``runs`` wave by wave on ``executor`` (anything with ``submit(fn, *args)`` returning an object with
-    ``result()``: a process pool, a submitit executor); ``None`` runs them here, one after another."""
-    results: list[dict] = []
-    for i, wave in enumerate(waves(runs)):
-        log(f"wave {i + 1}: {len(wave)} run(s)")
-        if executor is None:
-            done = [execute(r, src) for r in wave]
-        else:
-            futures = [executor.submit(execute, r, src) for r in wave]
-            done = [f.result() for f in futures]
-        for d in done:
-            r = d["run"]
-            log(f"  {r['dataset']:14s} {r['method']:16s} seed {r['seed']}  "
-                f"{'reused ' if d['reused'] else 'trained'} {d['seconds']:7.1f} s  worker {d['worker']}")
-        results += done
-    return results
+    return training_jobs([(run_label(r), run_config(r, src), r.curve) for r in runs], threads=src.threads)
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -266,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                      epochs=args.epochs, device=args.device, cache_dir=args.cache_dir, runs_dir=args.runs_dir,
                      threads=args.threads or (1 if args.pretrained == "embedded" and args.device in ("auto", "cpu")
                                               and not args.gpus else None))  # as the notebooks: 1 for the tiny model
+    from .jobs import local_executor, run_jobs, slurm_executor, summary
+
     if args.slurm is not None:
         from .cli import parse_options
 
@@ -276,18 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         executor = None
     t0 = time.perf_counter()
     try:
-        results = run_grid(plan, src, executor)
+        records = run_jobs(grid_jobs(plan, src), executor)
     finally:
         if isinstance(executor, ProcessPoolExecutor):
             executor.shutdown()
-    trained = sum(not r["reused"] for r in results)
-    print(f"{len(results)} runs ({trained} trained, {len(results) - trained} reused) in "
-          f"{time.perf_counter() - t0:.1f} s; `python -m dpclab report` now reuses them")
+    for line in summary(records):
+        print(line)
+    print(f"in {time.perf_counter() - t0:.1f} s; `python -m dpclab report` now reuses the finished runs")
     if args.out:
         from .io import atomic_write_text
 
-        atomic_write_text(Path(args.out), json.dumps(results, indent=1, default=str))
-    return 0
+        atomic_write_text(Path(args.out), json.dumps([asdict(r) for r in records], indent=1, default=str))
+    return 0 if all(r.ok for r in records) else 1
 
 
 if __name__ == "__main__":

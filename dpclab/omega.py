@@ -52,7 +52,7 @@ class OmegaGrid:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OmegaGrid":
-        return cls(**torch.load(path, weights_only=True))
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
 
     def index(self, omega: float) -> int:
         """Grid position of the value nearest to ``omega``."""

@@ -335,7 +335,7 @@ def plan_run(cfg: RunConfig, experiment: Experiment) -> list[StepPlan]:
             same = json.loads((run_dir / "result.json").read_text()).get("config_fingerprint") == full_fp
             action = {"overwrite": "overwrite", "error": "refuse"}.get(c.if_exists, "reuse" if same else "refuse")
         elif c.if_exists != "overwrite" and (run_dir / "checkpoint.pt").is_file():
-            ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+            ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
             action, epoch = ("resume", ckpt["epoch"] + 1) if ckpt.get("fingerprint") == full_fp else ("refuse", 0)
         plans.append(StepPlan(step, c.method, tcfg.epochs, tcfg.batch_size, tcfg.lr, run_dir, action, epoch))
     return plans
@@ -405,8 +405,8 @@ def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: 
                     f"to replace it, or choose another runs_dir."
                 )
             if cfg.if_exists == "reuse":
-                load_learned_state(method, torch.load(run_dir / "model.pt", weights_only=True)["state"],
-                                   str(run_dir / "model.pt"))
+                saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # any device's
+                load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
                 method.eval()
                 log.info("reusing finished run %s", run_dir)
                 return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)

@@ -163,7 +163,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         if ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, weights_only=True)
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)  # saved on any device
             if ckpt.get("fingerprint") != fp:
                 raise RunDirError(
                     f"{ckpt_path} holds a run with a different configuration. Use another output directory, or "

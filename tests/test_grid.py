@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from dpclab.grid import GridSource, PlannedRun, local_executor, run_config, run_grid
+from dpclab.grid import GridSource, PlannedRun, grid_jobs, run_config
+from dpclab.jobs import local_executor, run_jobs
+
+
+def run_grid(plan, src, executor=None) -> list[dict]:
+    """The plan's trained runs through dpclab.jobs; every one must finish. One dict per run (result + worker)."""
+    records = run_jobs(grid_jobs(plan, src), executor, log=None, poll_s=0.2)
+    assert all(r.ok for r in records), [r.error for r in records]
+    return [{**r.result, "worker": r.worker, "label": r.label} for r in records]
 
 
 def _source(root, runs) -> GridSource:
@@ -16,13 +24,14 @@ def _source(root, runs) -> GridSource:
 def test_two_workers_equal_one_worker_and_nothing_runs_twice(json_root, tmp_path):
     plan = [PlannedRun("06", "eurosat", "coop", 1), PlannedRun("06", "eurosat", "coop", 2),
             PlannedRun("06", "eurosat", "coop+dpc", 1), PlannedRun("06", "eurosat", "zeroshot", 1)]
-    one = run_grid(plan, _source(json_root, tmp_path / "one"), None, log=lambda *_: None)
+    one = run_grid(plan, _source(json_root, tmp_path / "one"), None)
     with local_executor(2) as pool:
-        two = run_grid(plan, _source(json_root, tmp_path / "two"), pool, log=lambda *_: None)
-    again = run_grid(plan, _source(json_root, tmp_path / "two"), None, log=lambda *_: None)
-    key = lambda d: (d["run"]["method"], d["run"]["seed"])  # noqa: E731
+        two = run_grid(plan, _source(json_root, tmp_path / "two"), pool)
+    again = run_grid(plan, _source(json_root, tmp_path / "two"), None)
+    key = lambda d: d["label"]  # noqa: E731
     # zero-shot has nothing to train or store: not a job
-    assert sorted(map(key, one)) == sorted(map(key, two)) == [("coop", 1), ("coop", 2), ("coop+dpc", 1)]
+    assert sorted(map(key, one)) == sorted(map(key, two)) == ["06 eurosat coop seed 1", "06 eurosat coop seed 2",
+                                                            "06 eurosat coop+dpc seed 1"]
     assert len({d["worker"] for d in two}) == 2  # both workers took jobs
     assert not any(d["reused"] for d in one + two)  # each run trained once: DPC's step 1 came from wave 1
     assert all(d["reused"] for d in again)
@@ -61,10 +70,10 @@ def test_submitit_executor_runs_the_same_jobs(json_root, tmp_path):
     import pytest
 
     pytest.importorskip("submitit")
-    from dpclab.grid import slurm_executor
+    from dpclab.jobs import slurm_executor
 
     plan = [PlannedRun("06", "eurosat", "coop", 1)]
     ex = slurm_executor(tmp_path / "logs", cluster="debug", timeout_min=5)
-    (res,) = run_grid(plan, _source(json_root, tmp_path / "runs"), ex, log=lambda *_: None)
-    (local,) = run_grid(plan, _source(json_root, tmp_path / "local"), None, log=lambda *_: None)
+    (res,) = run_grid(plan, _source(json_root, tmp_path / "runs"), ex)
+    (local,) = run_grid(plan, _source(json_root, tmp_path / "local"), None)
     assert not res["reused"] and res["metrics"] == local["metrics"]

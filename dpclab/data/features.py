@@ -22,8 +22,19 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, file_lock
 from .coop import Datum, DatasetError
+
+
+class ToRGB:
+    """PIL image -> RGB. A module-level class, not a lambda: transforms go to DataLoader worker processes, which
+    under ``spawn`` (macOS, Windows) and ``forkserver`` (Linux from Python 3.14) receive them pickled."""
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        return im.convert("RGB")
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
 
 
 def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float],
@@ -31,7 +42,7 @@ def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float
     """The protocol's transforms (docs/protocol.md#transforms): train = RandomResizedCrop(scale .08-1, bicubic) +
     flip; test = resize + center crop."""
     bicubic = T.InterpolationMode.BICUBIC
-    to_rgb = T.Lambda(lambda im: im.convert("RGB"))
+    to_rgb = ToRGB()
     norm = T.Normalize(mean, std)
     return {
         "train": T.Compose([to_rgb, T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=bicubic),
@@ -116,13 +127,37 @@ class FeatureKey:
 MAX_WORKERS = 8
 
 
+#: environment variable: the CPUs this process's image loaders may use (set per worker by ``dpclab.jobs``' pools,
+#: which share the allocated CPUs among their workers)
+CPUS_ENV = "DPCLAB_CPUS"
+
+
+def allocated_cpus() -> int:
+    """The CPUs this process may use: ``DPCLAB_CPUS`` when a job pool gave it a share, else its affinity mask (what
+    SLURM's cgroup or ``taskset`` allow; the node's count only where there is no mask), capped by
+    ``SLURM_CPUS_PER_TASK`` inside a SLURM job. Never ``os.cpu_count()`` alone: on a cluster node that is the
+    node's CPUs, not the job's."""
+    share = os.environ.get(CPUS_ENV, "")
+    if share.isdigit() and int(share) > 0:
+        return int(share)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity masks
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        cpus = min(cpus, int(slurm))
+    return max(1, cpus)
+
+
 def default_num_workers(image_size: int, cpu_count: int | None = None) -> int:
     """DataLoader workers that decode and augment images in parallel with the model.
 
-    Real CLIP (224-px inputs from JPEGs of a few hundred pixels): ``min(8, cpus - 1)``, so decoding keeps up with a
-    GPU. Small inputs (the embedded 32-px model, the tests' tiny models) decode in microseconds and worker start-up
-    would cost more than it saves: 0, i.e. in the main process (also the answer on a 1-2 core machine)."""
-    cpus = os.cpu_count() if cpu_count is None else cpu_count
+    Real CLIP (224-px inputs from JPEGs of a few hundred pixels): ``min(8, cpus - 1)`` of the allocated CPUs
+    (:func:`allocated_cpus`), so decoding keeps up with a GPU. Small inputs (the embedded 32-px model, the tests'
+    tiny models) decode in microseconds and worker start-up would cost more than it saves: 0, i.e. in the main
+    process (also the answer with 1-2 CPUs)."""
+    cpus = allocated_cpus() if cpu_count is None else cpu_count
     if image_size <= 64 or not cpus or cpus <= 2:
         return 0
     return min(MAX_WORKERS, cpus - 1)
@@ -163,18 +198,35 @@ def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[D
     """Features for ``items`` from the cache, computing and storing them (atomically) on a miss.
 
     A ``transform_name`` starting with ``"train"`` draws augmented view ``view`` (seeded by ``seed``); ``"test"`` is
-    deterministic. The name is part of the cache key, so two training transforms need two names.
+    deterministic. The name is part of the cache key, so two training transforms need two names. A miss is
+    encoded under a lock on the entry: concurrent workers asking for the same view encode it once (the others
+    wait, then read it). Stored features are read onto the CPU whatever device wrote them.
     """
     train = transform_name.startswith("train")
     key = FeatureKey(backbone_key, items_digest(items), transform_name, view if train else 0, seed if train else 0)
-    path = Path(cache_dir) / "features" / key.filename() if cache_dir is not None else None
-    if path is not None and path.is_file():
-        stored = torch.load(path, weights_only=True)
-        if stored.shape[0] == len(items):
-            return stored
     view_seed = (seed * 7919 + view) if train else None
-    feats = encode_image_list(model, items, transform, device, batch_size, view_seed, num_workers=num_workers,
-                              progress=progress, desc=f"{transform_name} features v{view}")
-    if path is not None:
+
+    def encode() -> torch.Tensor:
+        return encode_image_list(model, items, transform, device, batch_size, view_seed, num_workers=num_workers,
+                                 progress=progress, desc=f"{transform_name} features v{view}")
+
+    if cache_dir is None:
+        return encode()
+    path = Path(cache_dir) / "features" / key.filename()
+    stored = _read_cached(path, len(items))
+    if stored is not None:
+        return stored
+    with file_lock(path.parent / f".{path.name}.lock"):
+        stored = _read_cached(path, len(items))  # another worker may have encoded it while this one waited
+        if stored is not None:
+            return stored
+        feats = encode()
         atomic_torch_save(feats, path)
     return feats
+
+
+def _read_cached(path: Path, n: int) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    return stored if stored.shape[0] == n else None
