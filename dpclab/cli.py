@@ -275,7 +275,7 @@ def cmd_methods(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import ReportConsole, discover, load_timings, parse_value, report_parameters, run_report
+    from .report import ReportConsole, discover, expected_times, parse_value, report_parameters, run_report
 
     params = {key: parse_value(value) for key, value in args.param or []}
     jobs = args.jobs
@@ -283,11 +283,12 @@ def cmd_report(args) -> int:
         jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
     t0 = time.perf_counter()
     names = [p.stem for p in discover(args.notebooks, args.only)]
-    last = load_timings(args.out, report_parameters(params, args.quick))
-    with ReportConsole(names, last, jobs) as console:
+    last, source = expected_times(args.out, report_parameters(params, args.quick))
+    first = sorted(names, key=lambda n: -last.get(n, 0.0))  # the longest first: the others fill the free worker
+    with ReportConsole(first, last, source, jobs) as console:
         results = run_report(only=args.only, parameters=params, quick=args.quick, notebook_dir=args.notebooks,
                              out_dir=args.out, timeout=args.timeout, on_start=console.started,
-                             on_result=console.finished, jobs=jobs)
+                             on_result=console.finished, jobs=jobs, order=first)
     failed = [r for r in results if not r.ok]
     wall = time.perf_counter() - t0
     print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {wall:.1f} s wall ({jobs} at a time); "
@@ -380,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=None)
     for name, what in (("estimate", "time a few steps of every method here and project the full report's wall "
                                      "time (python -m dpclab estimate --help)"),
+                       ("gpu-check", "the GPU figures of docs/performance.md in one command: every method x "
+                                     "precision, CoOp against the reference loop, the estimate against a run "
+                                     "(python -m dpclab gpu-check --help)"),
                        ("grid", "train the report's runs ahead of it over local workers, GPUs or SLURM "
                                 "(python -m dpclab grid --help)"),
                        ("speed", "speed and memory of dpclab's loops against reference-style loops "
@@ -417,10 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         from .pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:]) or 0
-    if argv[:1] in (["estimate"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, dpclab.grid, dpclab.speed)
+    if argv[:1] in (["estimate"], ["gpu-check"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, ...)
         import importlib
 
-        return importlib.import_module(f"dpclab.{argv[0]}").main(argv[1:]) or 0
+        return importlib.import_module(f"dpclab.{argv[0].replace('-', '_')}").main(argv[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv

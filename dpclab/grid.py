@@ -222,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
             executor.shutdown()
     for line in summary(records):
         print(line)
-    print(f"in {time.perf_counter() - t0:.1f} s; `python -m dpclab report` now reuses the finished runs")
+    failed = not all(r.ok for r in records)
+    print(f"in {time.perf_counter() - t0:.1f} s; " + ("rerun the same command after fixing the failures (finished "
+          "runs are reused)" if failed else "`python -m dpclab report` now reuses the finished runs"))
     if args.out:
         from .io import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps([asdict(r) for r in records], indent=1, default=str))
-    return 0 if all(r.ok for r in records) else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import os
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Sequence
 
@@ -240,15 +241,17 @@ def slurm_executor(folder: str | os.PathLike, cluster: str | None = None, max_re
         raise RuntimeError('The SLURM executor needs submitit: pip install -e ".[cluster]" (or pip install '
                            'submitit).') from err
     params = dict(SLURM_DEFAULTS)
-    if cluster in ("local", "debug"):
-        params["gpus_per_node"] = 0
     for key, value in parameters.items():
         params[SLURM_ALIASES.get(key, key)] = value
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=max_requeue)
-    if cluster == "local":  # the local executor's own counter (AutoExecutor passes slurm_* to SLURM only)
-        ex._executor.max_num_timeout = max_requeue
-    if cluster in ("local", "debug"):  # what only SLURM understands
-        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    if cluster in ("local", "debug"):  # this machine: no GPUs asked for, nothing only SLURM understands
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_") and k != "gpus_per_node"}
+        if cluster == "debug":
+            return submitit.DebugExecutor(folder=str(folder))
+        # the local executor itself (AutoExecutor would insist on whole minutes): same signal and requeue as SLURM
+        ex = submitit.LocalExecutor(folder=str(folder), max_num_timeout=max_requeue)
+    else:
+        params["timeout_min"] = max(1, int(round(float(params["timeout_min"]))))
+        ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=max_requeue)
     ex.update_parameters(**params)
     return ex
 
@@ -284,9 +287,10 @@ class _Backend:
             try:
                 out.append((h, h.result()))
             except Exception as err:  # noqa: BLE001 - a worker died (out of memory?) or the job did not pickle
+                lost = isinstance(err, BrokenProcessPool) and isinstance(self.executor, LocalPool)  # renewable
                 out.append((h, {"ok": False, "error": one_line(err), "detail": traceback.format_exc(),
-                                "worker": "?", "seconds": 0.0}))
-                if isinstance(self.executor, LocalPool) and getattr(self.executor, "_broken", False):
+                                "worker": "?", "seconds": 0.0, "lost": lost}))
+                if lost and self.executor._broken:
                     self.executor = self.executor.fresh()
         return out
 
@@ -311,7 +315,12 @@ def job_line(n: int, total: int, rec: JobRecord) -> str:
     return f"{head}  worker {rec.worker}  {rec.seconds:.1f} s  {what}{requeued}".rstrip()
 
 
-def run_jobs(jobs: Iterable[Job], executor=None, log: Callable[[str], None] | None = print,
+def print_now(line: str) -> None:
+    """``print`` that reaches a log file at once (``grid > grid.log`` on a login node is block-buffered)."""
+    print(line, flush=True)
+
+
+def run_jobs(jobs: Iterable[Job], executor=None, log: Callable[[str], None] | None = print_now,
              poll_s: float = 2.0) -> list[JobRecord]:
     """Run every job whose needs finished, on ``executor`` (``None``: here; a :func:`local_executor` or any
     ``concurrent.futures`` executor; a :func:`slurm_executor`), one ``log`` line per job as it ends. Never raises
@@ -324,12 +333,16 @@ def run_jobs(jobs: Iterable[Job], executor=None, log: Callable[[str], None] | No
     titles = {j.key: j.title for j in jobs}
     records: dict[str, JobRecord] = {}
     pending, running = list(jobs), {}
+    # jobs lost with a pool whose worker died: each is run again once, alone, so only the one that kills its
+    # worker fails (a dying worker takes every job of its pool down with it)
+    isolate: list[Job] = []
+    retried: set[str] = set()
 
     def finish(rec: JobRecord) -> None:
         records[rec.key] = rec
         log(job_line(len(records), len(jobs), rec))
 
-    while pending or running:
+    while pending or running or isolate:
         ready, waiting = [], []
         for j in pending:
             bad = [k for k in j.needs if k in records and not records[k].ok]
@@ -341,12 +354,21 @@ def run_jobs(jobs: Iterable[Job], executor=None, log: Callable[[str], None] | No
             else:
                 waiting.append(j)
         pending = waiting
+        if isolate:
+            pending += ready
+            ready = [isolate.pop(0)] if not running else []
+            retried.update(j.key for j in ready)
         if ready:
             running.update(zip(backend.start(ready), ready))
         if not running:
             continue  # skipped jobs may have unblocked (skipped) others
         for handle, out in backend.finished(list(running), poll_s):
             j = running.pop(handle)
+            if out.get("lost") and j.key not in retried:
+                isolate.append(j)
+                continue
+            if out.get("lost"):
+                out["error"] += " (a worker process died while it ran, again when it ran alone)"
             finish(JobRecord(j.key, j.title, "ok" if out.get("ok") else "failed", out.get("seconds", 0.0),
                              out.get("worker", ""), out.get("result"), out.get("error", ""), out.get("detail", ""),
                              out.get("requeued", 0)))

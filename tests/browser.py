@@ -1,4 +1,5 @@
-"""Headless Chromium for the browser tests, driven over the DevTools protocol (websocket-client; no browser download).
+"""Headless Chromium for the browser tests: the system Chromium, driven by Playwright (``chromium.launch(
+executable_path=...)``: Playwright's own browser download is never needed).
 
 As a script it installs the browser, best effort (the README's test command runs it before pytest)::
 
@@ -6,26 +7,22 @@ As a script it installs the browser, best effort (the README's test command runs
 
 It finds Chromium (``$DPCLAB_BROWSER``, else chromium / chromium-browser / google-chrome on PATH); when there is
 none and ``apt-get`` can run (root, or password-less sudo), it installs Debian's ``chromium`` package. It never
-fails: without a browser the browser tests skip and say why.
+fails: without a browser (or without the playwright package) the browser tests skip and say why.
 """
 
 from __future__ import annotations
 
-import base64
-import itertools
-import json
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# headless, sandbox-less (root in CI), and no background connections (this machine's network is closed)
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+# sandbox-less (root in CI), and no background connections (this machine's network is closed)
+FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio")
 
@@ -75,125 +72,45 @@ def install_browser(log=print) -> str | None:
     return found
 
 
-class Browser:
-    """One headless Chromium with one page, driven over the DevTools protocol.
+def launch_options(executable: str) -> dict:
+    """Keyword arguments of Playwright's ``chromium.launch`` for this system Chromium (headless, no download)."""
+    return {"executable_path": executable, "headless": True, "args": list(FLAGS), "timeout": 120_000}
 
-    >>> with Browser(find_browser()) as b:
-    ...     b.open("file:///tmp/page.html"); b.eval("document.title")
+
+def skip_reason() -> str | None:
+    """Why the browser tests cannot run here (no Chromium, or no Playwright), or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the Python package playwright is not installed (pip install -e '.[dev]'); browser tests skipped"
+    if find_browser() is None:
+        return ("no Chromium here and it could not be installed (the README's test command runs "
+                "`python tests/browser.py --install`, which needs apt-get as root); browser tests skipped")
+    return None
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 900, height: int = 700, timeout_ms: float = 60_000):
+    """A headless system Chromium page driven by Playwright; skips the calling test when there is none.
+
+    >>> with chromium_page() as page:
+    ...     page.goto("file:///tmp/page.html"); page.title()
     """
+    import pytest
 
-    def __init__(self, executable: str, width: int = 900, height: int = 700, timeout: float = 60.0):
-        self.executable, self.size, self.timeout = executable, (width, height), timeout
-        self._ids = itertools.count(1)
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
 
-    def __enter__(self) -> "Browser":
-        import websocket
-
-        self.profile = tempfile.mkdtemp(prefix="dpclab-chromium-")
-        self.proc = subprocess.Popen(
-            [self.executable, *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
-             f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + self.timeout
-        while not port_file.is_file() or len(port_file.read_text().split()) < 2:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read() if self.proc.poll() is not None else "(still starting)"
-                self.__exit__()
-                raise RuntimeError(f"Chromium did not start: {err[-2000:]}")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        page = self._page_target(port, deadline)
-        self.ws = websocket.create_connection(page, timeout=self.timeout, suppress_origin=True)
-        self.call("Page.enable")
-        self.call("Runtime.enable")
-        return self
-
-    def _page_target(self, port: int, deadline: float) -> str:
-        from urllib.request import urlopen
-
-        while True:
-            try:
-                with urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
-                    pages = [t for t in json.load(resp) if t.get("type") == "page"]
-                if pages:
-                    return pages[0]["webSocketDebuggerUrl"]
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("Chromium started but offers no page over the DevTools protocol")
-            time.sleep(0.1)
-
-    def __exit__(self, *exc) -> None:
-        ws = getattr(self, "ws", None)
-        if ws is not None:
-            ws.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stderr.close()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-    def call(self, method: str, **params) -> dict:
-        """Send one DevTools command and return its result (events that arrive meanwhile are dropped)."""
-        msg_id = next(self._ids)
-        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == msg_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def eval(self, expression: str):
-        """Evaluate JavaScript in the page and return its (JSON) value; a thrown error raises."""
-        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in res:
-            raise RuntimeError(f"JavaScript error: {res['exceptionDetails']}")
-        return res["result"].get("value")
-
-    def open(self, url: str) -> None:
-        """Navigate and wait until the document has loaded (scripts ran)."""
-        self.call("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'")
-
-    def wait_for(self, expression: str, timeout: float | None = None):
-        """Poll a JavaScript expression until its JSON value is truthy in Python; return it. (A DOM node comes back
-        as ``{}``, which is falsy: wrap such expressions in ``!!(...)``.)"""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            value = self.eval(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for: {expression}")
-            time.sleep(0.1)
-
-    def center(self, selector: str) -> tuple[float, float]:
-        box = self.eval(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView(); "
-                        f"const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }})()")
-        return box[0] + box[2] / 2, box[1] + box[3] / 2
-
-    def click(self, x: float, y: float) -> None:
-        """A real mouse click (press and release) at viewport coordinates."""
-        for kind in ("mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-
-    def key(self, key: str, code: str | None = None, key_code: int | None = None) -> None:
-        """A real key press on the focused element (e.g. ``key("ArrowRight", key_code=39)``)."""
-        for kind in ("rawKeyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", type=kind, key=key, code=code or key,
-                      windowsVirtualKeyCode=key_code or 0)
-
-    def screenshot(self, path: str | os.PathLike) -> Path:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        path = Path(path)
-        path.write_bytes(base64.b64decode(data))
-        return path
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(**launch_options(find_browser()))
+        try:
+            page = chromium.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(timeout_ms)
+            yield page
+        finally:
+            chromium.close()
 
 
 def _version(executable: str) -> str:

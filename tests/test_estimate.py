@@ -1,5 +1,6 @@
-"""The cost estimate's arithmetic on fake timings (no measuring), the report plan it prices, and one real
-measurement on a tiny random model (seconds)."""
+"""The cost estimate's arithmetic on fake timings (no measuring): per run, per notebook (03's ω grid and 05's
+invariance study included), on N GPUs; the report plan it prices; the command's settings from report parameters;
+and one real measurement on a tiny random model (seconds)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from dpclab.data.shapes import COOP_SHAPES, DatasetShape
 from dpclab.estimate import Curve, DeviceTimings, MethodTimings, MeasureConfig, measure, project
-from dpclab.grid import PlannedRun, report_plan, waves
+from dpclab.estimate import Run as PlannedRun
 
 TOY = DatasetShape("toy", classes=10, test=100)  # 5 base + 5 new classes, 50 + 50 test images
 
@@ -33,7 +34,7 @@ def test_projection_arithmetic():
     assert (maple1.train, maple1.views, maple1.test_features, maple1.eval) == pytest.approx((16.8, 0, 0, 1.7))
     # another seed: its own views, the dataset's test features are cached; a curve evaluates after each epoch
     assert (coop2.train, coop2.views, coop2.test_features, coop2.eval) == pytest.approx((0.6, 7.2, 0.0, 4.0))
-    assert p.notebooks_overhead == pytest.approx(7 * 2.0)
+    assert p.loads == pytest.approx(7 * 2.0)
     assert p.total == pytest.approx(10.8 + 18.5 + 11.8 + 14.0)
     assert p.by(lambda r: r.method) == pytest.approx({"coop": 22.6, "maple": 18.5})
     # workers decode while the model runs: maple's epoch costs max(compute 4.0, decode 1.6 / 4)
@@ -49,26 +50,74 @@ def test_two_step_plugin_pays_for_its_missing_step_one():
     assert step2.train == pytest.approx(3 * 20 * 0.05)
 
 
-def test_curve_interpolates_and_extrapolates_in_class_count():
+def test_curve_interpolates_extrapolates_up_and_clamps_below():
     c = Curve((5.0, 50.0, 500.0), (1.0, 2.0, 11.0))
     assert c(5) == 1.0 and c(27.5) == pytest.approx(1.5) and c(275) == pytest.approx(6.5)
-    assert c(1000) == pytest.approx(21.0) and c(0) == pytest.approx(1.0 - 5 / 45)
-    assert Curve((5.0, 50.0), (9.0, 1.0))(500) == 0.0  # never below zero
+    assert c(1000) == pytest.approx(21.0)
+    assert c(0) == 1.0 and c(2) == 1.0  # no slope extrapolated below the smallest measured class count
+    assert Curve((5.0, 50.0), (9.0, 1.0))(500) == 1.0  # never below the smallest measured time
+    assert Curve((5.0, 50.0), (9.0, 1.0))(1) == 9.0
 
 
-def test_report_plan_lists_each_run_once_with_its_curve():
-    plan = report_plan(["eurosat", "dtd"], [1, 2, 3])
-    keys = [r.key for r in plan]
-    assert len(keys) == len(set(keys))
-    coop1 = next(r for r in plan if r.key == ("eurosat", "coop", 1, (), "base"))
-    assert coop1.curve and coop1.notebook == "01"
+def test_wall_time_on_gpus_runs_the_grids_jobs_then_the_report():
+    from dpclab.estimate import build_parser, settings
+    from dpclab.estimate.cli import grid_jobs
+
+    plan = [PlannedRun("00", "toy", "zeroshot", 1), PlannedRun("06", "toy", "coop", 1),
+            PlannedRun("06", "toy", "coop", 2), PlannedRun("06", "toy", "coop+dpc", 1)]
+    t = fake_timings()
+    t.methods["zeroshot"] = MethodTimings("features", Curve.constant(0.0), Curve.constant(0.5), Curve.constant(0.0))
+    p = project(plan, {"toy": TOY}, t, epochs=3)
+    jobs, job_key = grid_jobs(plan, settings(build_parser().parse_args(["--epochs", "3"])))
+    assert len(jobs) == 3 and len(job_key) == 4  # zero-shot: nothing for the grid to train
+    one = p.wall(1, jobs, job_key)
+    assert one.total == pytest.approx(p.total) and one.waves == (2, 1)  # DPC's step 2 needs coop seed 1
+    coop1, coop2, dpc = (p.jobs()[r.key] for r in plan[1:])
+    four = p.wall(4, jobs, job_key)
+    assert four.grid == pytest.approx(max(coop1 + dpc, coop2))  # step 2 starts when its step 1 has finished
+    assert four.report == pytest.approx(p.total - coop1 - coop2 - dpc)  # zero-shot, notebook work, loads
+    assert four.total < one.total
+    with pytest.raises(ValueError, match="gpus"):
+        p.wall(0, jobs, job_key)
+
+
+def test_notebooks_03_and_05_are_priced_on_the_dpc_run_they_reuse():
+    plan = the_plan("--datasets", "eurosat", "--seeds", "1")
+    t = fake_timings()
+    for m in {r.method for r in plan} - set(t.methods):
+        t.methods[m] = MethodTimings("features", Curve.constant(0.01), Curve.constant(0.5), Curve.constant(0.0), 32)
+    p = project(plan, {"eurosat": COOP_SHAPES["eurosat"]}, t, epochs=2)
+    by_nb = {nb: [r for r in p.runs if r.run.notebook == nb] for nb in ("03", "05")}
+    for nb, runs in by_nb.items():
+        (run,) = runs
+        assert run.reused and run.trained == 0 and run.run.method == "coop+dpc" and run.notebook_work > 0
+    shape = COOP_SHAPES["eurosat"]
+    # 03: 21 ω x (base and new test sets: 16 + 16 batches of 256, validation: 1 batch) at a fixed 0.5 s a batch;
+    # 05: 11 ω x the test sets + 33 encodings of the base and new prompts (0.5 s each)
+    assert shape.test_base == 4050 and shape.test_new == 4050 and shape.val_images(16) == 20
+    assert by_nb["03"][0].notebook_work == pytest.approx(21 * 33 * 0.5)
+    assert by_nb["05"][0].notebook_work == pytest.approx(11 * 32 * 0.5 + 33 * 2 * 0.5)
+    quick = project(plan, {"eurosat": shape}, t, epochs=2, quick=True)
+    assert next(r for r in quick.runs if r.run.notebook == "03").notebook_work == pytest.approx(11 * 33 * 0.5)
+    assert sum(1 for r in p.runs if not r.reused) == len({r.key for r in plan})  # every run priced once
+
+
+def the_plan(*args: str) -> list:
+    """The report's plan as the estimate reads it (``dpclab.plan``), for ``estimate`` arguments ``args``."""
+    from dpclab.estimate import build_parser, settings
+    from dpclab.estimate.cli import report_runs
+
+    return report_runs(settings(build_parser().parse_args(list(args))))
+
+
+def test_the_estimate_prices_every_notebooks_runs_once():
+    plan = the_plan("--datasets", "eurosat", "dtd")
+    assert len({r.key for r in plan}) == len(plan)
+    nbs = {nb for r in plan for nb in getattr(r, "requested_by", (r.notebook,))}
+    assert {"00", "01", "02", "04", "06"} <= nbs
     assert any(r.train_classes == "all" for r in plan)  # notebook 04's oracle
-    assert sum(1 for r in plan if r.method == "coop+dpc" and r.method_cfg) == 4  # notebook 02's ablations
     dtd = [r for r in plan if r.dataset == "dtd"]
-    assert all(r.notebook == "06" for r in dtd) and len(dtd) == 3 * len({r.method for r in dtd})
-    first, second = waves(plan)
-    assert all("+dpc" in r.method for r in second) and not any("+dpc" in r.method for r in first)
-    assert not any(r.method == "zeroshot" for r in first)
+    assert dtd and all(r.notebook == "06" for r in dtd)
 
 
 def test_shapes_follow_the_base_to_new_protocol():
@@ -91,17 +140,46 @@ def test_measure_times_real_steps_on_a_tiny_model(tiny_model_name, tmp_path):
     assert p.total > 0
 
 
+def test_measure_in_another_precision_names_it(tiny_model_name, tmp_path):
+    cfg = MeasureConfig(model=tiny_model_name, device="cpu", precision="amp", class_counts=(3,), steps=1, repeats=1,
+                        eval_sizes=(2, 4), eval_sizes_features=(2, 8), image_px=48, encode_images=4)
+    t = measure(["coop"], cfg, tmp_path, log=lambda *_: None)
+    assert t.precision == "amp" and t.device_name.startswith("CPU") and t.methods["coop"].peak_mib > 0
+
+
+def test_settings_read_report_parameters_and_flags_override_them():
+    from dpclab.estimate import build_parser, settings
+
+    s = settings(build_parser().parse_args(["-p", "precision", "fp16", "-p", "dataset", "eurosat dtd", "-p", "seeds",
+                                            "1 2", "-p", "epochs", "None", "-p", "model", "ViT-B-32"]))
+    assert (s.precision, s.datasets, s.seeds, s.epochs, s.model) == ("fp16", ("eurosat", "dtd"), (1, 2), None,
+                                                                      "ViT-B-32")
+    s = settings(build_parser().parse_args(["-p", "precision", "fp16", "--precision", "amp", "--epochs", "2"]))
+    assert s.precision == "amp" and s.epochs == 2 and len(s.datasets) == 11 and s.model == "ViT-B-16"
+    with pytest.raises(ValueError, match="no shape known"):
+        settings(build_parser().parse_args(["--datasets", "mnist"]))
+
+
 def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
     from dpclab import estimate
 
-    plan = report_plan(["eurosat", "dtd"], [1, 2, 3])
+    plan = the_plan("--datasets", "eurosat", "dtd")
     c = Curve.constant
     t = DeviceTimings("fake", "fake", 1.0, 0.001, 0.002, 0.001, 0,
-                      {r.method: MethodTimings("features", c(0.01), c(0.05), c(0.0), 32) for r in plan})
+                      {r.method: MethodTimings("features", c(0.01), c(0.05), c(0.0), 32) for r in plan},
+                      precision="fp16", device_name="Fake GPU 80GB")
     (tmp_path / "t.json").write_text(t.to_json())
     md = tmp_path / "estimate.md"
     assert estimate.main(["--timings", str(tmp_path / "t.json"), "--datasets", "eurosat", "dtd", "--markdown",
-                          str(md)]) == 0
-    total = project(plan, {d: COOP_SHAPES[d] for d in ("eurosat", "dtd")}, t).total
-    assert f"**{estimate.hours(total)}**" in md.read_text() and "| 06 |" in md.read_text()
+                          str(md), "--gpus", "4", "-p", "precision", "fp16"]) == 0
+    p = project(plan, {d: COOP_SHAPES[d] for d in ("eurosat", "dtd")}, t)
+    s = estimate.settings(estimate.build_parser().parse_args(["--datasets", "eurosat", "dtd", "-p", "precision",
+                                                              "fp16"]))
+    text = md.read_text()
+    wall = p.wall(4, *estimate.cli.grid_jobs(plan, s))
+    assert f"**{estimate.hours(p.total)}**" in text and f"**{estimate.hours(wall.total)}**" in text
+    assert "on 4 GPUs" in text and "Fake GPU 80GB" in text and "precision **fp16**" in text
+    for nb in ("00", "01", "02", "03", "04", "05", "06"):
+        assert f"| {nb} |" in text
+    assert "ω grid of 21 values" in text and "invariance study" in text
     assert "plan: " in capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""The static ω explorer: its numbers are the grid's, and in a real browser (headless Chromium, driven over the
-DevTools protocol) its sliders work in the HTML report that ``python -m dpclab report`` writes, with no kernel."""
+"""The static ω explorer: its numbers are the grid's, and in a real browser (headless system Chromium, driven by
+Playwright) its sliders work in the HTML report that ``python -m dpclab report`` writes, with no kernel."""
 
 from __future__ import annotations
 
@@ -57,15 +57,6 @@ def test_explorer_html_is_self_contained_and_shows_the_default_without_script():
 
 
 # ------------------------------------------------------------------------------------------ in a real browser
-@pytest.fixture(scope="module")
-def chromium():
-    path = browser.find_browser()
-    if path is None:
-        pytest.skip("no Chromium here and it could not be installed (the README's test command runs "
-                    "`python tests/browser.py --install`, which needs apt-get as root); browser tests skipped")
-    return path
-
-
 def _explorer_report(tmp_path: Path) -> Path:
     """A notebook that shows the explorer the way notebook 03 does, run headless by the report runner."""
     from nbformat.v4 import new_code_cell, new_notebook
@@ -89,40 +80,46 @@ def _explorer_report(tmp_path: Path) -> Path:
     return res.html
 
 
-def _shown(b: browser.Browser) -> dict:
-    return b.eval("Object.fromEntries([...document.querySelectorAll('.dpc-omega-explorer [data-key]')]"
-                  ".map(e => [e.dataset.key, e.textContent]))")
+def _shown(page) -> dict:
+    return page.evaluate("Object.fromEntries([...document.querySelectorAll('.dpc-omega-explorer [data-key]')]"
+                         ".map(e => [e.dataset.key, e.textContent]))")
 
 
-def test_static_explorer_sliders_work_in_the_html_report(chromium, tmp_path):
+def _center(page, selector: str) -> tuple[float, float, float]:
+    box = page.locator(selector).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"]
+
+
+def test_static_explorer_sliders_work_in_the_html_report(tmp_path):
     grid = _grid()
     data = explorer_data(grid)
-    page = _explorer_report(tmp_path)
-    with browser.Browser(chromium) as b:
-        b.open(page.resolve().as_uri())
-        b.wait_for("document.querySelector('.dpc-omega-explorer') && "
-                   "document.querySelector('.dpc-omega-explorer').dataset.ready")
-        assert _shown(b) == {"omega_b": "0.25", "omega_n": "0.00", "base": "70.50", "new": "55.50",
-                             "hm": data["hm"][1][0]}
+    report = _explorer_report(tmp_path)
+    with browser.chromium_page() as page:
+        page.goto(report.resolve().as_uri())
+        page.wait_for_function("document.querySelector('.dpc-omega-explorer') && "
+                               "document.querySelector('.dpc-omega-explorer').dataset.ready")
+        assert _shown(page) == {"omega_b": "0.25", "omega_n": "0.00", "base": "70.50", "new": "55.50",
+                                "hm": data["hm"][1][0]}
         # mouse: a click in the middle of the ω_b track moves it to the middle grid value (position 2 of 0..4)
-        b.click(*b.center(".dpc-omega-explorer input[name=omega_b]"))
-        assert _shown(b) == {"omega_b": "0.50", "omega_n": "0.00", "base": "72.12", "new": "55.50",
-                             "hm": f"{harmonic_mean(72.125, 55.5):.2f}"}
+        slider_b = ".dpc-omega-explorer input[name=omega_b]"
+        page.locator(slider_b).scroll_into_view_if_needed()
+        x, y, _ = _center(page, slider_b)
+        page.mouse.click(x, y)
+        assert _shown(page) == {"omega_b": "0.50", "omega_n": "0.00", "base": "72.12", "new": "55.50",
+                                "hm": f"{harmonic_mean(72.125, 55.5):.2f}"}
         # keyboard: the clicked slider has the focus; → moves it one grid step
-        b.key("ArrowRight", key_code=39)
+        page.keyboard.press("ArrowRight")
         i = 3
-        shown = _shown(b)
+        shown = _shown(page)
         assert shown["omega_b"] == data["omegas"][i] == "0.75" and shown["base"] == data["base"][i] == "68.00"
         assert shown["hm"] == f"{harmonic_mean(68.0, 55.5):.2f}"
         # mouse: click at the right end of the ω_n track: ω_n = 1.00, new accuracy 40.00
-        x, y = b.center(".dpc-omega-explorer input[name=omega_n]")
-        width = b.eval("document.querySelector('.dpc-omega-explorer input[name=omega_n]')"
-                       ".getBoundingClientRect().width")
-        b.click(x + width / 2 - 2, y)
-        shown = _shown(b)
+        x, y, width = _center(page, ".dpc-omega-explorer input[name=omega_n]")
+        page.mouse.click(x + width / 2 - 2, y)
+        shown = _shown(page)
         assert shown["omega_n"] == "1.00" and shown["new"] == "40.00" == data["new"][4]
         assert shown["hm"] == data["hm"][i][4] == f"{harmonic_mean(float(data['base'][i]), 40.0):.2f}"
-        bar = b.eval("document.querySelector('.dpc-omega-explorer [data-bar=new]').style.width")
+        bar = page.evaluate("document.querySelector('.dpc-omega-explorer [data-bar=new]').style.width")
         assert bar == "40%"
         if SCREENSHOT_DIR:
-            b.screenshot(Path(SCREENSHOT_DIR) / "static_omega_explorer.png")
+            page.screenshot(path=str(Path(SCREENSHOT_DIR) / "static_omega_explorer.png"))

@@ -248,6 +248,31 @@ def test_notebook_runs_in_quick_mode(quick_report, name):
     assert (work / "reports" / "index.html").is_file()
 
 
+def test_quick_report_has_the_headline_raw_runs_as_a_file_and_provenance(quick_report):
+    """The embedded report's index shows notebook 06's headline; 06 shows the summary before the per-seed tables
+    and links the raw per-run table as a CSV file; provenance.json describes what produced it."""
+    from dpclab.backbones import embedded_checkpoint
+    from dpclab.io import sha256_file
+
+    work, results = quick_report
+    out = work / "reports"
+    index = (out / "index.html").read_text()
+    head = index.split("<h2>Headline</h2>")[1].split("<h2>")[0]
+    assert "coop+dpc" in head and "coop+dept" in head and "Δbase paper" in head
+    page = (out / "06_reproducibility_report.html").read_text()
+    assert page.index("dpclab-headline") < page.index("mean ± std over seeds, HM of the means")
+    assert 'download="summary_embedded_runs.csv" href="data:text/csv;base64,' in page
+    assert (work / "runs" / "summary_embedded_runs.csv").is_file()
+    assert "run_dir" not in page  # the raw per-run table is a file, not a 42-column table up front
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["backend"] == "embedded" and prov["quick"] and prov["seeds"] == [1]
+    assert prov["weights"]["sha256"] == sha256_file(embedded_checkpoint())
+    tint = prov["datasets"]["world_tint"]
+    assert tint["split_sha256"] == sha256_file(tint["split_file"]) and tint["images"]["test"] > 0
+    assert prov["dpclab"]["version"] and "commit" in prov["dpclab"] and prov["versions"]["torch"]
+    assert "<h2>Provenance</h2>" in index and tint["split_sha256"] in index
+
+
 def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbone):
     from dpclab.analysis import untrained_coop_vs_zeroshot
     from dpclab.pipeline import Experiment, RunConfig

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from dpclab.alttext import describe_figure
 from dpclab.notebook import PARAMETER_KEYS
 from dpclab.progress import progress_bar
-from dpclab.report import (NotebookResult, ReportConsole, estimate_remaining, load_timings, notebook_warnings,
-                           save_timings, status_line)
+from dpclab.report import (NotebookResult, ReportConsole, estimate_remaining, expected_times, load_timings,
+                           notebook_warnings, save_timings, status_line, typical_times)
 
 
 def _result(name: str, seconds: float, ok: bool = True, warnings=()) -> NotebookResult:
@@ -44,16 +44,16 @@ def test_estimate_remaining_follows_the_pools_order():
 def test_timings_are_kept_per_parameter_set_and_merged(tmp_path):
     quick, full = {"interactive": False, "quick": True}, {"interactive": False, "quick": False}
     assert load_timings(tmp_path, quick) == {}
-    save_timings(tmp_path, quick, [_result("00_a", 12.34), _result("01_b", 40.0)])
-    save_timings(tmp_path, full, [_result("00_a", 300.0)])
-    save_timings(tmp_path, quick, [_result("00_a", 10.0)])  # a run of one notebook keeps the other's time
+    save_timings(tmp_path, quick, {"00_a": 12.34, "01_b": 40.0})
+    save_timings(tmp_path, full, {"00_a": 300.0})
+    save_timings(tmp_path, quick, {"00_a": 10.0})  # a run of one notebook keeps the other's time
     assert load_timings(tmp_path, quick) == {"00_a": 10.0, "01_b": 40.0}
     assert load_timings(tmp_path, full) == {"00_a": 300.0}
     assert load_timings(tmp_path, {**quick, "seeds": "1"}) == {}  # other parameters: no estimate
     assert [p.name for p in tmp_path.iterdir()] == ["timings.json"]  # written atomically: no temp file left
     (tmp_path / "timings.json").write_text("{ torn")
     assert load_timings(tmp_path, quick) == {}  # unreadable: no estimate, no crash
-    save_timings(tmp_path, quick, [_result("00_a", 9.0)])
+    save_timings(tmp_path, quick, {"00_a": 9.0})
     assert load_timings(tmp_path, quick) == {"00_a": 9.0}
 
 
@@ -72,23 +72,60 @@ class _Terminal(io.StringIO):
 
 def test_console_prints_status_lines_and_a_running_line_with_the_estimate():
     clock, log = _Clock(), io.StringIO()
-    console = ReportConsole(["00_a", "01_b"], {"00_a": 60.0, "01_b": 120.0}, jobs=1, stream=log, clock=clock)
+    console = ReportConsole(["00_a", "01_b"], {"00_a": 60.0, "01_b": 120.0}, "by this machine's last run", jobs=1,
+                            stream=log, clock=clock)
+    assert console.start_line() == "report: 2 notebooks, 1 at a time; expected 3:00 (by this machine's last run)"
     console.started("00_a")
     clock.now += 15
-    assert console.line() == "running 00_a 0:15/~1:00 · 0:15 elapsed, ~2:45 left (by the last run)"
+    assert console.line() == "running 00_a 0:15/~1:00 · 0:15 elapsed, ~2:45 left"
     console.finished(_result("00_a", 15.2, warnings=["In [4]: UserWarning: coarse grid"]))
     console.started("01_b")
     clock.now += 200
-    assert console.line() == "running 01_b 3:20/~2:00 · 3:35 elapsed, taking longer than the last run"
+    assert console.line() == "running 01_b 3:20/~2:00 · 3:35 elapsed, taking longer than expected"
     console.finished(_result("01_b", 200.0, ok=False))
     lines = log.getvalue().splitlines()
-    assert lines[0].split() == ["00_a", "ok", "15.2", "s", "(last", "run", "60.0", "s)"]
+    # every status line says what is left (the last one: nothing)
+    assert lines[0].split() == ["00_a", "ok", "15.2", "s", "(expected", "60.0", "s)", "·", "~2:00", "left"]
     assert lines[1] == "    warning: In [4]: UserWarning: coarse grid"
     assert lines[2].split()[:3] == ["01_b", "failed", "200.0"] and "ValueError: boom" in lines[2]
+    assert "left" not in lines[2]
     assert len(lines) == 3  # not a terminal: no running line between the status lines (only the heartbeat)
-    fresh = ReportConsole(["x"], {}, stream=io.StringIO(), clock=clock)
+    fresh = ReportConsole(["x"], {}, "no typical times for the open_clip backend (full)", stream=io.StringIO(),
+                          clock=clock)
+    assert fresh.start_line() == "report: 1 notebook, 1 at a time; no estimate (no typical times for the " \
+                                 "open_clip backend (full))"
     fresh.started("x")
     assert "no estimate yet" in fresh.line()
+
+
+def test_first_run_estimates_from_the_shipped_typical_times(tmp_path):
+    """A fresh clone has no timings.json: the start line and every status line still carry an estimate, from the
+    per-notebook times shipped with the package; after a run this machine's own times replace them."""
+    from dpclab.report import discover
+
+    names = [p.stem for p in discover("notebooks")]
+    for quick in (False, True):
+        params = {"interactive": False, "quick": quick}
+        typical, source = typical_times(params)
+        assert set(typical) == set(names) and all(t > 0 for t in typical.values()), (quick, typical)
+        assert source.startswith("typical times: ") and expected_times(tmp_path, params) == (typical, source)
+        log = io.StringIO()
+        console = ReportConsole(names, typical, source, jobs=2, stream=log, clock=_Clock())
+        assert re.fullmatch(r"report: 7 notebooks, 2 at a time; expected \d+:\d\d \(typical times: .+\)",
+                            console.start_line())
+    full = {"interactive": False, "quick": False}
+    assert typical_times({**full, "model": "ViT-B-16", "pretrained": "openai"})[0] == {}
+    assert "default seeds" in typical_times({**full, "seeds": "1"})[1]
+    assert typical_times({**full, "seeds": [1, 2, 3], "dataset": None})[0]  # the defaults, spelled another way
+    save_timings(tmp_path, full, {"00_quickstart": 5.0})
+    assert expected_times(tmp_path, full) == ({"00_quickstart": 5.0}, "by this machine's last run")
+
+
+def test_estimate_with_a_training_phase_before_the_notebooks():
+    last = {"train": 100.0, "a": 10.0, "b": 30.0, "c": 20.0}
+    # the training phase takes every worker; then a, b, c over 2 workers: a|b -> c after a (10 + 20) -> 30
+    assert estimate_remaining({}, ["train", "a", "b", "c"], last, jobs=2, serial=["train"]) == 130.0
+    assert estimate_remaining({"train": 40.0}, ["a", "b", "c"], last, jobs=2, serial=["train"]) == 90.0
 
 
 def test_console_heartbeat_in_logs_and_redraw_on_a_terminal():
@@ -173,7 +210,8 @@ def test_report_is_quiet_but_shows_real_warnings_and_figures_get_alt_text(tmp_pa
     # the second run knows the first one's times
     assert main(["report", "--notebooks", str(books), "--out", str(out), "--only", "a", "--jobs", "1"]) == 0
     second = capfd.readouterr().out
-    assert re.search(r"a_warns +ok +[\d.]+ s  \(last run [\d.]+ s\)", second), second
+    assert re.search(r"a_warns +ok +[\d.]+ s  \(expected [\d.]+ s\)", second), second
+    assert "expected" in second.splitlines()[0] and "by this machine's last run" in second.splitlines()[0]
 
 
 # ----------------------------------------------------------------------------------- alt text, bars, figure

@@ -163,13 +163,24 @@ def default_num_workers(image_size: int, cpu_count: int | None = None) -> int:
     return min(MAX_WORKERS, cpus - 1)
 
 
+def ignore_time_limit_signal(worker_id: int = 0) -> None:
+    """DataLoader worker start-up: ignore SIGUSR2, the time-limit warning SLURM sends to every process of a job
+    step. The job's main process checkpoints and requeues on it (``dpclab.jobs``); a loader worker killed by it
+    first would turn the requeue into a "DataLoader worker killed" failure."""
+    import signal
+
+    if hasattr(signal, "SIGUSR2"):
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
 def loader_options(num_workers: int, device: torch.device | str | None = None) -> dict:
-    """DataLoader keyword arguments: workers (with a deeper prefetch queue) and pinned memory when feeding CUDA,
-    so host-to-device copies run asynchronously (``.to(device, non_blocking=True)``)."""
+    """DataLoader keyword arguments: workers (with a deeper prefetch queue, deaf to the time-limit signal) and
+    pinned memory when feeding CUDA, so host-to-device copies run asynchronously (``.to(device,
+    non_blocking=True)``)."""
     cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     opts = {"num_workers": int(num_workers), "pin_memory": cuda}
     if num_workers > 0:
-        opts["prefetch_factor"] = 4
+        opts.update(prefetch_factor=4, worker_init_fn=ignore_time_limit_signal)
     return opts
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from ..data.shapes import COOP_SHAPES
-from ..grid import report_plan
+from ..io import atomic_write_text
 from .check import check_end_to_end
-from .measure import MeasureConfig, measure, pick_class_counts
-from .model import DeviceTimings, Projection, project
+from .measuring import MeasureConfig, measure, pick_class_counts
+from .model import DeviceTimings
+from .price import NOTEBOOK_WORK, Projection, WallTime, project
 
 
 def hours(seconds: float) -> str:
@@ -26,41 +28,159 @@ def hours(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def summary(p: Projection, t: DeviceTimings, datasets: Sequence[str], seeds: Sequence[int]) -> str:
-    lines = [f"Projected wall time of the full report on {t.device} ({t.model}), datasets {' '.join(datasets)}, "
-             f"seeds {' '.join(map(str, seeds))}: **{hours(p.total)}** (one process; `python -m dpclab grid` "
-             f"spreads the runs over GPUs)", ""]
-    for title, key in (("notebook", lambda r: r.notebook), ("dataset", lambda r: r.dataset),
-                       ("method", lambda r: r.method)):
-        parts = sorted(p.by(key).items(), key=lambda kv: -kv[1])
-        lines.append(f"| {title} | projected | share |")
-        lines.append("|---|---|---|")
-        lines += [f"| {k} | {hours(v)} | {100 * v / p.total:.1f}% |" for k, v in parts]
-        lines.append("")
-    parts = {k: sum(getattr(r, k) for r in p.runs) for k in ("train", "views", "test_features", "eval")}
-    parts["backbone loads"] = p.notebooks_overhead
-    lines.append("| part | projected | share |")
-    lines.append("|---|---|---|")
-    lines += [f"| {k} | {hours(v)} | {100 * v / p.total:.1f}% |" for k, v in parts.items()]
-    return "\n".join(lines) + "\n"
+def _table(title: str, parts: dict[str, float], total: float) -> list[str]:
+    rows = sorted(parts.items(), key=lambda kv: -kv[1])
+    return [f"| {title} | projected | share |", "|---|---|---|",
+            *(f"| {k} | {hours(v)} | {100 * v / total:.1f}% |" for k, v in rows), ""]
+
+
+def notebook_lines(p: Projection, quick: bool = False) -> list[str]:
+    """One line per notebook: runs it requests, how many it trains (first request) or reuses, its own work."""
+    total = p.total
+    lines = ["| notebook | runs requested | trained here | reused | its own work | projected | share |",
+             "|---|---|---|---|---|---|---|"]
+    for nb in sorted({r.run.notebook for r in p.runs}):
+        runs = [r for r in p.runs if r.run.notebook == nb]
+        seconds = sum(r.total for r in runs)
+        work = NOTEBOOK_WORK[nb][1 if quick else 0].what if nb in NOTEBOOK_WORK else ""
+        lines.append(f"| {nb} | {len({r.run.key for r in runs})} | {sum(not r.reused for r in runs)} | "
+                     f"{sum(r.reused for r in runs)} | {work} | {hours(seconds)} | {100 * seconds / total:.1f}% |")
+    lines.append(f"| backbone loads | | | | one per notebook | {hours(p.loads)} | {100 * p.loads / total:.1f}% |")
+    return lines + [""]
+
+
+def summary(p: Projection, t: DeviceTimings, datasets: Sequence[str], seeds: Sequence[int],
+            wall: WallTime | None = None, quick: bool = False) -> str:
+    """The projection as markdown: the headline (device, precision, one process, N GPUs), per notebook, dataset,
+    method and part."""
+    lines = [f"Projected wall time of the full report ({t.model}, precision **{t.precision}**) on "
+             f"**{t.device_name or t.device}**, datasets {' '.join(datasets)}, seeds {' '.join(map(str, seeds))}:",
+             "", f"* one process: **{hours(p.total)}**"]
+    if wall is not None:
+        waves = " + ".join(str(n) for n in wall.waves)
+        lines.append(f"* on {wall.gpus} GPU{'s' if wall.gpus > 1 else ''} (`python -m dpclab grid`, then the report): "
+                     f"**{hours(wall.total)}** (the grid: {sum(wall.waves)} runs in {len(wall.waves)} dependency "
+                     f"waves ({waves}), {hours(wall.grid)}; then the report: {hours(wall.report)})")
+    lines.append("")
+    lines += notebook_lines(p, quick)
+    lines += _table("dataset", p.by(lambda r: r.dataset), p.total)
+    lines += _table("method", p.by(lambda r: r.method), p.total)
+    parts = {k: sum(getattr(r, k) for r in p.runs) for k in ("train", "views", "test_features", "eval",
+                                                           "notebook_work")}
+    parts["backbone loads"] = p.loads
+    return "\n".join(lines + _table("part", parts, p.total)).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
+@dataclass(frozen=True)
+class Settings:
+    """What the estimate prices: the report's source settings (as ``report -p``), then the command's flags."""
+
+    model: str
+    pretrained: str | None
+    precision: str
+    device: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    shots: int
+    epochs: int | None
+    quick: bool  # the notebooks' quick mode (report --quick / -p quick True)
+    parameters: dict = field(default_factory=dict)
+
+
+def _none(value):
+    return None if value in (None, "", "None", "none") else value
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The report parameters ``-p KEY VALUE`` (as ``python -m dpclab report -p``), overridden by the flags."""
+    from ..backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+
+    p = {k: _none(v) for k, v in (args.param or [])}
+    model = args.model or p.get("model") or "ViT-B-16"
+    pretrained = args.pretrained or p.get("pretrained")
+    if model == "small":
+        model, pretrained = EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+    datasets = tuple(args.datasets or (str(p["dataset"]).replace(",", " ").split() if p.get("dataset")
+                                       else COOP_SHAPES))
+    unknown = [d for d in datasets if d not in COOP_SHAPES]
+    if unknown:
+        raise ValueError(f"no shape known for {unknown}; the CoOp datasets are {', '.join(COOP_SHAPES)}.")
+    seeds = tuple(args.seeds or (int(x) for x in str(p.get("seeds") or "1 2 3").replace(",", " ").split()))
+    epochs = args.epochs if args.epochs is not None else _none(p.get("epochs"))
+    return Settings(model=model, pretrained=None if pretrained in (None, "random") else str(pretrained),
+                    precision=args.precision or p.get("precision") or "fp32",
+                    device=args.device or p.get("device") or "auto", datasets=datasets, seeds=seeds,
+                    shots=args.shots if args.shots is not None else int(p.get("shots") or 16),
+                    epochs=None if epochs is None else int(epochs),
+                    quick=str(p.get("quick", False)).lower() in ("true", "1", "yes"), parameters=p)
+
+
+def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
+    """The report's planned runs, every notebook's (``dpclab.plan.report_plan`` with the report's parameters);
+    ``methods``: notebook 06's rows of these methods only."""
+    try:
+        from ..plan import report_plan
+    except ImportError:  # main before dpclab.plan: grid's plan (same fields); removed once plan.py is on main
+        from ..grid import report_plan as grid_plan
+
+        return grid_plan(list(s.datasets), list(s.seeds), methods)
+    parameters = {**s.parameters, "dataset": " ".join(s.datasets), "seeds": list(s.seeds), "epochs": s.epochs,
+                  "quick": s.quick}
+    plan = report_plan(parameters)
+    return [r for r in plan if not methods or r.method in methods or tuple(r.requested_by) != ("06",)]
+
+
+def run_config(run, s: Settings):
+    """The :class:`~dpclab.pipeline.RunConfig` the grid trains for ``run`` (the same run key as the report's)."""
+    from ..methods import PLUGINS, parse_method
+    from ..pipeline import RunConfig
+    from .price import as_dict
+
+    plugin = parse_method(run.method)[1]
+    epochs = {} if s.epochs is None else {"epochs": s.epochs}
+    two_step = plugin is not None and PLUGINS[plugin].two_step
+    return RunConfig(method=run.method, dataset=run.dataset, model=s.model, pretrained=str(s.pretrained),
+                     shots=s.shots, seed=run.seed, precision=s.precision, device=s.device,
+                     train={**as_dict(getattr(run, "train", ())), **epochs},
+                     base_train={**as_dict(getattr(run, "base_train", ())), **(epochs if two_step else {})},
+                     method_cfg=as_dict(run.method_cfg), base_method_cfg=as_dict(getattr(run, "base_method_cfg", ())),
+                     train_classes=run.train_classes, progress=False)
+
+
+def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
+    """The grid's jobs for ``plan`` (``dpclab.jobs.training_jobs``: trained runs, DPC's step 2 needing its step 1)
+    and, per planned run key, its job's key."""
+    from ..jobs import run_key, training_jobs
+
+    firsts = list({r.key: r for r in reversed(plan)}.values())[::-1]  # each run once, first request first
+    configs = [(f"{r.notebook} {r.dataset} {r.method} seed {r.seed}", run_config(r, s), r.curve) for r in firsts]
+    return training_jobs(configs), {r.key: run_key(c) for r, (_, c, _) in zip(firsts, configs)}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dpclab estimate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dpclab estimate", description=sys.modules[__package__].__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="ViT-B-16", help="open_clip model (weights random unless --pretrained); "
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="a report parameter, as python -m dpclab report -p (model, pretrained, precision, device, "
+                   "dataset, seeds, shots, epochs, quick); the flags below override them")
+    p.add_argument("--model", help="open_clip model (default ViT-B-16; weights random unless --pretrained); "
                    "'small' = the embedded tiny CLIP")
     p.add_argument("--pretrained", help="weights to load (default: random; the time does not depend on them)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--datasets", nargs="+", default=list(COOP_SHAPES), help="the report's datasets (the first is "
-                   "the main dataset of notebooks 00-05); default: the 11 CoOp datasets")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--precision", choices=("fp32", "fp16", "amp"), help="the report's precision (default fp32)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1...")
+    p.add_argument("--gpus", type=int, help="also project the wall time on this many GPUs: the grid's waves spread "
+                   "over them, then the report (default: the GPUs torch sees, at least 1)")
+    p.add_argument("--datasets", nargs="+", help="the report's datasets (the first is the main dataset of notebooks "
+                   "00-05); default: the 11 CoOp datasets")
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--shots", type=int)
     p.add_argument("--epochs", type=int, help="every method's epochs, as report -p epochs N (default: SPEC)")
     p.add_argument("--methods", nargs="+", help="notebook 06's methods (default: all, as the notebook)")
     p.add_argument("--quick", action="store_true", help="reduced measurement (2 class counts, 2 steps, small "
                    "evaluation batches): for CPUs")
+    p.add_argument("--steps", type=int, help="timed steps per training probe (default 3; --quick: 2)")
+    p.add_argument("--repeats", type=int, help="repeats of every timing, the median kept (default 3)")
     p.add_argument("--class-counts", type=int, nargs="+", help="class counts to measure at (default: 4 spanning "
                    "the datasets'; --quick: 2)")
     p.add_argument("--image-px", type=int, default=400, help="side of the synthetic JPEGs (decode cost)")
@@ -76,71 +196,73 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-    from ..grid import waves
-
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, pretrained = args.model, args.pretrained
-    if model == "small":
-        model, pretrained = EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-    unknown = [d for d in args.datasets if d not in COOP_SHAPES]
-    if unknown:
-        raise SystemExit(f"error: no shape known for {unknown}; the CoOp datasets are {', '.join(COOP_SHAPES)}.")
-    plan = report_plan(args.datasets, args.seeds, args.methods)
-    methods = list(dict.fromkeys(r.method for r in plan))
-    if args.check:
-        methods += [m for m in args.check_methods if m not in methods]
-    shapes = {d: COOP_SHAPES[d] for d in args.datasets}
-    needed: dict[str, set[int]] = {m: set() for m in methods}  # class counts each method is trained / evaluated at
+def class_counts_needed(plan: Sequence, shapes: dict) -> dict[str, set[int]]:
+    """The class counts each method of ``plan`` is trained or evaluated at."""
+    needed: dict[str, set[int]] = {}
     for r in plan:
         s = shapes[r.dataset]
-        needed[r.method] |= {s.base_classes, s.new_classes, s.classes if r.train_classes == "all" else s.base_classes}
+        needed.setdefault(r.method, set()).update(
+            {s.base_classes, s.new_classes, s.classes if r.train_classes == "all" else s.base_classes})
+    return needed
+
+
+def measure_config(s: Settings, args: argparse.Namespace, counts: Sequence[int]) -> MeasureConfig:
+    q = args.quick
+    return MeasureConfig(model=s.model, pretrained=s.pretrained, device=s.device, precision=s.precision,
+                         class_counts=tuple(counts), steps=args.steps or (2 if q else 3),
+                         repeats=args.repeats or 3, eval_sizes=(4, 16) if q else (16, 64),
+                         eval_sizes_features=(8, 64) if q else (16, 128), image_px=args.image_px,
+                         encode_images=32 if q else 128)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        s = settings(args)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = report_runs(s, args.methods)
+    shapes = {d: COOP_SHAPES[d] for d in s.datasets}
+    needed = class_counts_needed(plan, shapes)
     if args.check:
         cs = COOP_SHAPES[args.check]
         for m in args.check_methods:
-            needed[m] |= {cs.base_classes, cs.new_classes}
+            needed.setdefault(m, set()).update({cs.base_classes, cs.new_classes})
     k = 2 if args.quick else 4
-    by_method = {m: pick_class_counts(sorted(c), k) for m, c in needed.items()}
-    if args.class_counts:
-        by_method = {m: list(args.class_counts) for m in methods}
+    by_method = {m: (list(args.class_counts) if args.class_counts else pick_class_counts(sorted(c), k))
+                 for m, c in needed.items()}
     counts = tuple(sorted({c for cs in by_method.values() for c in cs}))
-    mcfg = MeasureConfig(model=model, pretrained=None if pretrained in (None, "random") else pretrained,
-                         device=args.device, class_counts=counts, steps=2 if args.quick else 3,
-                         eval_sizes=(4, 16) if args.quick else (16, 64),
-                         eval_sizes_features=(8, 64) if args.quick else (16, 128), image_px=args.image_px,
-                         encode_images=32 if args.quick else 128)
+    mcfg = measure_config(s, args, counts)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dpclab-estimate-") as tmp:
         if args.timings:
             timings = DeviceTimings.from_json(Path(args.timings).read_text())
         else:
-            print(f"measuring {len(methods)} methods at {k if not args.class_counts else len(counts)} class counts "
-                  f"each, between {min(counts)} and {max(counts)}", flush=True)
-            timings = measure(methods, mcfg, Path(tmp), counts_by_method=by_method)
+            print(f"measuring {len(by_method)} methods ({s.precision}) at {k if not args.class_counts else len(counts)}"
+                  f" class counts each, between {min(counts)} and {max(counts)}", flush=True)
+            timings = measure(list(by_method), mcfg, Path(tmp), counts_by_method=by_method)
         if args.save_timings:
-            from ..io import atomic_write_text
-
             atomic_write_text(Path(args.save_timings), timings.to_json())
-        projection = project(plan, shapes, timings, shots=args.shots, epochs=args.epochs)
-        text = summary(projection, timings, args.datasets, args.seeds)
-        trained = sum(len(w) for w in waves(plan))
-        print(f"\nmeasured in {time.perf_counter() - t0:.0f} s; plan: {len(plan)} runs ({trained} trained)\n")
+        projection = project(plan, shapes, timings, shots=s.shots, epochs=s.epochs, quick=s.quick)
+        gpus = args.gpus or max(1, torch.cuda.device_count())
+        jobs, job_key = grid_jobs(plan, s)
+        wall = projection.wall(gpus, jobs, job_key)
+        text = summary(projection, timings, s.datasets, s.seeds, wall, s.quick)
+        trained = len(jobs)
+        print(f"\nmeasured in {time.perf_counter() - t0:.0f} s; plan: {len({r.key for r in plan})} runs "
+              f"({trained} trained by the grid)\n")
         print(text)
         if args.check:
             shape = COOP_SHAPES[args.check]
             if args.check_test:
                 shape = replace(shape, test=args.check_test)
-            check = check_end_to_end(shape, args.check_methods, args.check_epochs, timings, mcfg, Path(tmp),
-                                     args.shots)
+            check = check_end_to_end(shape, args.check_methods, args.check_epochs, timings, mcfg, Path(tmp), s.shots)
             text += (f"\nEnd-to-end check ({args.check} shape, {shape.test} test images, {args.check_epochs} epochs, "
-                     f"{', '.join(args.check_methods)}): measured {check['measured_s']:.1f} s, projected "
-                     f"{check['projected_s']:.1f} s, measured / projected = {check['ratio']:.2f}\n")
+                     f"{', '.join(args.check_methods)}, {s.precision}): measured {check.measured:.1f} s, projected "
+                     f"{check.projected:.1f} s, measured / projected = {check.ratio:.2f}\n")
     if args.markdown:
-        from ..io import atomic_write_text
-
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.markdown), text)
     return 0

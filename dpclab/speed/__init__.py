@@ -24,7 +24,6 @@ from .cli import build_parser, config_from_args, main, parse_model, run_bench
 from .config import SHAPE_METHODS, TINY_CONFIG, TINY_MODEL, BenchConfig, ModelCase, default_small_model, \
     register_tiny_model
 from .coop import bench_coop, bench_dpc, bench_notebooks, bench_omega, faithfulness
-from .memory import Peak, peak_memory
 from .profile import tower_profile
 from .reference import ReferenceCoOp, reference_epoch, reference_step_time
 from .report import Row, markdown, shapes_markdown, write_csv
@@ -32,6 +31,6 @@ from .shapes import CPU_MAX_CLASSES, ShapeCase, bench_shape, run_shapes, shape_c
 
 __all__ = ["build_parser", "config_from_args", "main", "parse_model", "run_bench", "SHAPE_METHODS", "TINY_CONFIG",
            "TINY_MODEL", "BenchConfig", "ModelCase", "default_small_model", "register_tiny_model", "bench_coop",
-           "bench_dpc", "bench_notebooks", "bench_omega", "faithfulness", "Peak", "peak_memory", "tower_profile",
+           "bench_dpc", "bench_notebooks", "bench_omega", "faithfulness", "tower_profile",
            "ReferenceCoOp", "reference_epoch", "reference_step_time", "Row", "markdown", "shapes_markdown",
            "write_csv", "CPU_MAX_CLASSES", "ShapeCase", "bench_shape", "run_shapes", "shape_cases"]

@@ -18,10 +18,9 @@ from torch import nn
 from ..backbones import Backbone, load_clip, resolve_device
 from ..data.features import ImageList, cached_features
 from ..synthetic import BENCH_SPEC, write_bench_dataset
-from ..timing import sync
+from ..timing import Peak, peak_memory, sync
 from ..train import Examples, TrainConfig, epoch_generator, fit
 from .config import BenchConfig, ModelCase
-from .memory import Peak, peak_memory
 from .reference import ReferenceCoOp, reference_epoch
 from .report import Row
 

@@ -14,10 +14,9 @@ import torch
 from ..backbones import Backbone, load_clip, resolve_device
 from ..data.features import build_transforms
 from ..synthetic import class_names, write_images
-from ..timing import probe_examples, sync
+from ..timing import peak_memory, probe_examples, sync
 from ..train import fit
 from .config import BenchConfig, ModelCase, register_tiny_model
-from .memory import peak_memory
 from .profile import tower_profile
 from .reference import reference_step_time
 from .report import Row

@@ -1,0 +1,130 @@
+"""The report reads like one: ``index.html`` with the headline (notebook 06's plug-ins beside the papers'
+directions), the real wall time, figure thumbnails with their alt text, pages titled by their notebook, and the
+provenance, also as ``reports/provenance.json``."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+
+from dpclab.notebook import PARAMETER_KEYS
+from dpclab.report import NotebookResult, run_report, write_index
+from dpclab.report.headline import directions, find_headline
+from dpclab.report.provenance import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(path: Path, title: str, body: str) -> None:
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    params = new_code_cell("\n".join(f"{k} = None" for k in PARAMETER_KEYS))
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell(f"# {title}\n\ntext"), params, new_code_cell(body)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(path))
+
+
+def _average(**rows) -> pd.DataFrame:
+    return pd.DataFrame([{"method": m, "base": b, "new": n, "hm": 2 * b * n / (b + n)} for m, (b, n) in rows.items()])
+
+
+def test_directions_set_each_plugin_beside_its_paper():
+    table = directions(_average(coop=(80.0, 70.0), **{"coop+dpc": (83.0, 70.0), "maple": (85.0, 75.0),
+                                                      "maple+dpc": (84.0, 75.0)}), "embedded")
+    assert list(table.index) == ["coop+dpc", "maple+dpc"]
+    row = table.loc["coop+dpc"]
+    assert row["vs"] == "coop" and row["Δbase here (embedded)"] == "↑ +3.00" and row["Δnew here (embedded)"] == "= +0.00"
+    assert row["Δbase paper"] == "↑ +3.17" and row["Δnew paper"] == "= +0.00"  # DPC: 81.98 -> 85.15, 68.84 both
+    assert row["HM direction"] == "agrees"
+    assert table.loc["maple+dpc", "Δbase here (embedded)"] == "↓ -1.00"
+    assert table.loc["maple+dpc", "HM direction"] == "differs"  # the paper's MaPLe+DPC raises HM (78.08 -> 79.12)
+
+
+def test_index_has_the_headline_real_wall_time_thumbnails_titles_and_provenance(tmp_path):
+    books, out = tmp_path / "books", tmp_path / "reports"
+    books.mkdir()
+    _notebook(books / "a_figure.ipynb", "A · a figure",
+              "import matplotlib\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure\n"
+              "from dpclab import plots\n"
+              "fig = Figure(); ax = fig.subplots(); ax.plot([0, 1], [1, 2])\n"
+              "plots.save_figure(fig, 'a_line', alt='A rising line, for the test.')")
+    _notebook(books / "b_headline.ipynb", "B · the headline",
+              "import pandas as pd\nfrom dpclab.report import headline\n"
+              "avg = pd.DataFrame([{'method': 'coop', 'base': 80.0, 'new': 70.0, 'hm': 74.67},\n"
+              "                    {'method': 'coop+dpc', 'base': 83.0, 'new': 70.0, 'hm': 75.95}])\n"
+              "headline.show_headline(headline.directions(avg, 'embedded'), 'test caption')\n"
+              "print('raw table would be here')")
+    results = run_report(notebook_dir=books, out_dir=out, cwd=tmp_path, jobs=2)
+    assert all(r.ok for r in results), [r.error for r in results]
+    index = (out / "index.html").read_text()
+    # the headline: notebook b's marked output, copied
+    head = index.split("<h2>Headline</h2>")[1].split("<h2>")[0]
+    assert "test caption" in head and "coop+dpc" in head and "↑ +3.00" in head and "agrees" in head
+    assert find_headline(nbformat.read(str(out / "b_headline.ipynb"), as_version=4)) in index
+    # the figure as a thumbnail with its alt text, linking to the full figure
+    thumbs = re.findall(r'<a href="([^"]+)"><img src="([^"]+)" alt="([^"]*)"></a>', index)
+    assert thumbs == [("../figures/a_line.png", "thumbs/a_line.png", "A rising line, for the test.")]
+    from PIL import Image
+
+    with Image.open(out / "thumbs" / "a_line.png") as im, Image.open(tmp_path / "figures" / "a_line.png") as full:
+        assert im.width == 320 < full.width
+    # pages titled by their notebook, in the index and in <title>
+    assert "<title>A · a figure</title>" in (out / "a_figure.html").read_text()
+    assert "<title>B · the headline</title>" in (out / "b_headline.html").read_text()
+    assert ">B · the headline</a>" in index
+    # the real wall time (the two ran side by side), not the sum of the notebooks' times
+    prov = json.loads((out / "provenance.json").read_text())
+    summed = sum(r.seconds for r in results)
+    assert prov["wall_seconds"] < summed
+    assert f"({prov['wall_seconds']:.1f} s; the notebooks' own times add up to {summed:.1f} s" in index
+    assert "<h2>Provenance</h2>" in index and "provenance.json" in index
+
+
+def test_index_wall_time_is_the_one_given(tmp_path):
+    res = [NotebookResult(n, Path(f"{n}.ipynb"), tmp_path / f"{n}.ipynb", None, True, s) for n, s in
+           [("00_a", 300.0), ("01_b", 200.0)]]
+    page = write_index(res, tmp_path, {"quick": True}, tmp_path / "no-figures", wall_seconds=310.0).read_text()
+    assert "Wall time <b>5:10</b> (310.0 s; the notebooks' own times add up to 500.0 s" in page
+    assert "No headline" in page and "none" in page.split("<h2>Figures</h2>")[1]
+
+
+def test_provenance_of_the_embedded_report(tmp_path):
+    from dpclab.backbones import embedded_checkpoint
+    from dpclab.data.world import ensure_world
+    from dpclab.io import sha256_file
+
+    ensure_world(tmp_path / "data" / "world", ["world_tint"])
+    prov = provenance({"interactive": False, "quick": True}, cwd=tmp_path, wall_seconds=12.34,
+                      command=["python", "-m", "dpclab", "report", "--quick"])
+    json.dumps(prov)  # machine-readable as it is
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert prov["dpclab"]["commit"] == head.stdout.strip() and isinstance(prov["dpclab"]["dirty"], bool)
+    import dpclab
+    import open_clip
+    import torch
+
+    assert prov["dpclab"]["version"] == dpclab.__version__
+    assert prov["command"] == "python -m dpclab report --quick" and prov["wall_seconds"] == 12.3
+    assert prov["versions"] == {"python": sys.version.split()[0], "torch": torch.__version__,
+                                "open_clip": open_clip.__version__, "cuda": torch.version.cuda,
+                                "cuda_available": torch.cuda.is_available()}
+    assert prov["device"].startswith("CPU: ") or torch.cuda.is_available()
+    assert prov["precision"] == "fp32" and prov["backend"] == "embedded" and prov["seeds"] == [1]
+    manifest = json.loads((ROOT / "data" / "embedded" / "MANIFEST.json").read_text())
+    assert prov["weights"]["sha256"] == sha256_file(embedded_checkpoint())
+    assert prov["weights"]["sha256"] in json.dumps(manifest)
+    world = prov["datasets"]["world_tint"]
+    split = json.loads(Path(world["split_file"]).read_text())
+    assert Path(world["split_file"]).is_relative_to(tmp_path)
+    assert world["split_sha256"] == sha256_file(world["split_file"])
+    assert world["images"] == {k: len(split[k]) for k in ("train", "val", "test")} and world["classes"] == 18
+    missing = provenance({"dataset": "world_nope"}, cwd=tmp_path)["datasets"]["world_nope"]
+    assert "error" in missing and "world_nope" in missing["error"]
