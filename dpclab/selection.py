@@ -33,7 +33,7 @@ class BestBaseEpoch:
         self.path = Path(run_dir) / "best.pt" if run_dir is not None else None
         self.best: dict | None = None
         if self.path is not None and self.path.is_file():
-            self.best = torch.load(self.path, weights_only=True)
+            self.best = torch.load(self.path, map_location="cpu", weights_only=True)
 
     def __call__(self, epoch: int, method: nn.Module) -> dict:
         logs = dict(self.inner(epoch, method)) if self.inner is not None else {}
