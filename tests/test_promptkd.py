@@ -136,7 +136,7 @@ def common(json_root, tmp_path, tiny_model_name):
 
 
 def test_pipeline_trains_the_teacher_then_the_student_on_every_image_unlabeled(common):
-    cfg = RunConfig(method="promptkd", train={"epochs": 1}, base_train={}, **common)
+    cfg = RunConfig(method="promptkd", train={"epochs": 1}, method_cfg={"teacher_train": {"epochs": 1}}, **common)
     exp = Experiment.prepare(cfg)
     steps = plan_run(cfg, exp)
     assert [(s.method, s.action) for s in steps] == [("promptsrc", "train"), ("promptkd", "train")]
