@@ -201,6 +201,10 @@ class ReportConsole:
                 self._drawn = True
             self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """Print a line of another step (e.g. one per trained run) between the status lines."""
+        self._write(text)
+
     def started(self, name: str) -> None:
         self.running[name] = self.clock()
         if name in self.pending:
