@@ -105,3 +105,31 @@ def test_shape_comparison_rows_for_a_features_and_a_pixel_method(tmp_path, tiny_
     assert got[("coop", "profile_image_forward")] == 0  # CoOp's step reads cached features
     assert ("coop", "speedup_cached_view") in got and ("maple", "speedup_cached_view") not in got
     assert "| toy shape" in speed.shapes_markdown(rows)
+
+
+def imported_modules(package: str) -> set[str]:
+    """The dpclab modules (first component under dpclab) that the files of ``dpclab.<package>`` import."""
+    import ast
+    from pathlib import Path
+
+    import dpclab
+
+    out = set()
+    for path in (Path(dpclab.__file__).parent / package).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 2 and node.module:  # from ..x import y
+                    out.add(node.module.split(".")[0])
+                elif node.level == 0 and (node.module or "").startswith("dpclab."):
+                    out.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("dpclab.")}
+    return out
+
+
+TOOLS = {"speed", "estimate", "gpu_check", "grid", "cli", "benchmark", "dpc_study", "report"}
+
+
+def test_speed_stands_on_the_core_not_on_other_tools():
+    assert imported_modules("speed") & TOOLS == set()
+    assert {"synthetic", "timing"} <= imported_modules("speed")  # the shared helpers, once
