@@ -235,3 +235,12 @@ def test_loader_workers_outlive_the_time_limit_signal():
 
     loader = DataLoader(job_fns.SignalledDataset(), batch_size=2, **loader_options(1, "cpu"))
     assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
+
+
+def test_slurm_without_a_cluster_says_so(tmp_path, monkeypatch):
+    import shutil
+
+    if shutil.which("srun"):
+        pytest.skip("this machine is a SLURM node")
+    with pytest.raises(RuntimeError, match="needs a SLURM cluster.*--workers N or --gpus"):
+        slurm_executor(tmp_path / "slurm", cpus=2)
