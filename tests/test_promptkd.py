@@ -136,7 +136,7 @@ def common(json_root, tmp_path, tiny_model_name):
 
 
 def test_pipeline_trains_the_teacher_then_the_student_on_every_image_unlabeled(common):
-    cfg = RunConfig(method="promptkd", train={"epochs": 1}, method_cfg={"teacher_train": {"epochs": 1}}, **common)
+    cfg = RunConfig(method="promptkd", train={"epochs": 1}, method_cfg={"teacher_epochs": 1}, **common)
     exp = Experiment.prepare(cfg)
     steps = plan_run(cfg, exp)
     assert [(s.method, s.action) for s in steps] == [("promptsrc", "train"), ("promptkd", "train")]
@@ -180,3 +180,29 @@ def test_promptkd_is_in_the_table_with_its_protocol():
     spec = METHODS["promptkd"]
     assert spec.cls is PromptKD and spec.train == {"epochs": 20, "batch_size": 8, "lr": 0.005}
     assert spec.data == {"shots": 0, "train_classes": "all"} and spec.teacher is not None
+
+
+def test_promptkd_dept_adds_the_distillation_term_to_depts_loss(tiny_backbone):
+    """DePT on PromptKD: λ·CE(CAT head) + (1-λ)·CE(image-text) + the base's own weighted terms (PromptKD's KD)."""
+    task = Task(TASK.classnames, split="base")
+    method = build_method("promptkd+dept", tiny_backbone, n_classes=4, seed=0)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    loss, logs = method.loss(x, y, task)
+    with torch.no_grad():
+        out = method.base(x, task)
+        cat_logits, cat_y = method.cat_train_logits(out, y)
+        kd = distillation_loss(out.logits, method.base.teacher_logits(x, task))
+    lam = method.cfg.lam
+    expected = lam * F.cross_entropy(cat_logits, cat_y) + (1 - lam) * F.cross_entropy(out.logits, y) + 1000 * kd
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_quick_plans_give_the_teacher_the_quick_epochs_of_its_own_row():
+    from dpclab.plan import report_plan
+
+    rows = {r.method: r for r in report_plan({"quick": True}, notebooks=("06",))}
+    teacher_epochs = dict(rows["promptsrc"].train)["epochs"]
+    assert dict(rows["promptkd"].method_cfg)["teacher_epochs"] == teacher_epochs
+    assert dict(rows["promptkd+dpc"].base_method_cfg)["teacher_epochs"] == teacher_epochs
+    full = {r.method: r for r in report_plan({"quick": False}, notebooks=("06",))}
+    assert "teacher_epochs" not in dict(full["promptkd"].method_cfg)

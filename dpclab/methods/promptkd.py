@@ -67,6 +67,8 @@ class PromptKDConfig:
     #: overrides of the teacher method's config and training (released L/14 teacher: batch_size 8, lr 0.005)
     teacher_method_cfg: dict = field(default_factory=dict)
     teacher_train: dict = field(default_factory=dict)
+    #: the teacher's epochs (None: its protocol default; the notebooks' quick mode sets it to its quick epochs)
+    teacher_epochs: int | None = None
 
     def __post_init__(self):
         if self.kl_norm not in KL_NORMS:
@@ -80,6 +82,8 @@ class PromptKDConfig:
         if self.teacher_shots < 1:
             raise ValueError(f"teacher_shots must be >= 1 (the teacher is tuned on K-shot base classes), "
                              f"got {self.teacher_shots}.")
+        if self.teacher_epochs is not None and self.teacher_epochs < 1:
+            raise ValueError(f"teacher_epochs must be >= 1 or None (the teacher's default), got {self.teacher_epochs}.")
         if "+" in self.teacher_method or self.teacher_method == "promptkd":
             raise ValueError(f"teacher_method must be a plain base method such as 'promptsrc', 'coop' or "
                              f"'zeroshot', got {self.teacher_method!r}.")
@@ -204,7 +208,8 @@ class PromptKD(PromptMethod):
         return {"kd": (cfg.kd_weight, kd)}
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task) -> tuple[torch.Tensor, dict]:
-        """The weighted distillation term alone: the labels are not used (``acc`` is logged for information)."""
+        """The weighted distillation term alone, no cross-entropy: the student's data is unlabeled (``acc`` is
+        logged for information). Under DePT the plug-in adds its own cross-entropies to :meth:`loss_terms`."""
         out = self(x, task)
         terms = self.loss_terms(out, x, y, task)
         loss = sum(weight * value for weight, value in terms.values())
@@ -219,8 +224,8 @@ def teacher_run_config(cfg, kd: PromptKDConfig):
     ``promptsrc`` row) is reused."""
     return replace(cfg, method=kd.teacher_method, model=kd.teacher_model or cfg.model,
                    pretrained=kd.teacher_pretrained or cfg.pretrained, shots=kd.teacher_shots, train_classes="base",
-                   method_cfg=dict(kd.teacher_method_cfg), train=dict(kd.teacher_train), base_method_cfg={},
-                   base_train={})
+                   method_cfg=dict(kd.teacher_method_cfg), base_method_cfg={}, base_train={},
+                   train={**kd.teacher_train, **({} if kd.teacher_epochs is None else {"epochs": kd.teacher_epochs})})
 
 
 def check_teacher_inputs(student: Backbone, teacher: Backbone) -> None:
