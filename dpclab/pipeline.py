@@ -174,8 +174,9 @@ class StepPlan:
 
     #: 1-based position among the run's steps
     step: int
-    #: the step's method name and its resolved spec
+    #: the step's method name
     method: str
+    #: its resolved spec (step 1 of a two-step plug-in: ``spec.step1`` of the run's, not resolved again)
     spec: MethodSpec
     #: the step's run configuration (step 1 of "coop+dpc" is a "coop" run)
     cfg: RunConfig
@@ -185,9 +186,11 @@ class StepPlan:
     run_dir: Path | None
     #: evaluate (nothing to train) | train | resume (from ``resume_epoch``) | reuse | overwrite | refuse
     action: str
+    #: the epoch an interrupted run resumes at (action "resume")
     resume_epoch: int = 0
-    #: what identifies the run (besides its training settings) and the full fingerprint stored with it
+    #: what identifies the run besides its training settings (model, data, options)
     fingerprint: dict = field(default_factory=dict)
+    #: the full fingerprint (training settings included) stored with the run and compared on reuse/resume
     full_fingerprint: str = ""
 
     @property
