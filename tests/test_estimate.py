@@ -183,3 +183,5 @@ def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
         assert f"| {nb} |" in text
     assert "ω grid of 21 values" in text and "invariance study" in text
     assert "plan: " in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="measured in fp16, the report asks for amp"):
+        estimate.main(["--timings", str(tmp_path / "t.json"), "--datasets", "eurosat", "--precision", "amp"])

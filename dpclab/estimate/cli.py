@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dpclab-estimate-") as tmp:
         if args.timings:
             timings = DeviceTimings.from_json(Path(args.timings).read_text())
+            if timings.precision != s.precision:
+                raise SystemExit(f"error: {args.timings} was measured in {timings.precision}, the report asks for "
+                                 f"{s.precision}; measure in it (drop --timings) or pass --precision "
+                                 f"{timings.precision}.")
         else:
             print(f"measuring {len(by_method)} methods ({s.precision}) at {k if not args.class_counts else len(counts)}"
                   f" class counts each, between {min(counts)} and {max(counts)}", flush=True)
