@@ -35,10 +35,10 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
-from .diagnostics import dpc_diagnostics, linear_probe
+from .diagnostics import linear_probe
 from .evaluate import accuracy, format_mean_std, harmonic_mean, predict_logits, summarize
 from .io import atomic_write_text
-from .methods import PLUGINS, parse_method
+from .methods import resolve
 from .pipeline import Experiment, RunConfig, cached_backbone, run
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
         raise ValueError("run_grid needs at least one dataset, one method and one seed.")
     for name in methods:
         if name != PROBE:
-            parse_method(_resolve_row(name, spec)[0])  # unknown names fail before any training
+            resolve(_resolve_row(name, spec)[0])  # unknown names fail before any training
     unknown = set(method_cfg or {}) - set(methods)
     if unknown:
         raise ValueError(f"method_cfg names method(s) {sorted(unknown)} that are not in methods={list(methods)}.")
@@ -139,10 +139,10 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
             exp = None  # one Experiment (few-shot split, feature cache) per dataset x seed, shared by the methods
             for name in methods:
                 method, over = _resolve_row(name, spec)
-                _, plugin = (None, None) if name == PROBE else parse_method(method)
-                two_step = plugin is not None and PLUGINS[plugin].two_step
+                resolved = resolve("zeroshot" if name == PROBE else method)  # once per run, passed to run()
+                two_step = resolved.two_step
                 method_train, step1_train = train_for(method)
-                cfg = RunConfig(method="zeroshot" if name == PROBE else method, dataset=dataset,
+                cfg = RunConfig(method=resolved.name, dataset=dataset,
                                 data_root=data_root, model=model, pretrained=str(pretrained), shots=shots, seed=seed,
                                 device=device, precision=precision, cache_dir=cache_dir, runs_dir=runs_dir,
                                 results=results, train={**method_train, **over.get("train", {})},
@@ -161,13 +161,12 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
                     if on_row is not None:
                         on_row(row)
                     continue
-                res = run(cfg, experiment=exp)
+                res = run(cfg, experiment=exp, spec=resolved)
                 seconds = time.time() - t0
                 row = {"dataset": dataset, "method": name, "seed": seed, **res.metrics,
                        "train_acc": train_accuracy(res), "epochs": _epochs(res), "seconds": seconds,
                        "reused": res.reused, "run_dir": str(res.run_dir or "")}
-                if plugin == "dpc":
-                    row.update(dpc_diagnostics(exp, res.method))
+                row.update(res.method.diagnostics(exp))  # the method's own (DPC: what step 2 changed)
                 log.info("%s %s seed %d: base %.2f new %.2f HM %.2f train %.2f (%.1f s)", dataset, name, seed,
                          row["base"], row["new"], row["hm"], row["train_acc"], seconds)
                 if on_row is not None:

@@ -86,11 +86,9 @@ _ACTIONS = {"train": "train", "reuse": "reuse the finished run", "overwrite": "r
             "refuse": "refused: the run directory holds a run of another configuration"}
 
 
-def plan_lines(cfg, experiment) -> list[str]:
-    """One line per step of ``cfg``'s run (two for coop+dpc): epochs, batch, lr, and reuse / resume / train."""
-    from .pipeline import plan_run
-
-    steps = plan_run(cfg, experiment)
+def plan_lines(cfg, steps) -> list[str]:
+    """One line per planned step of ``cfg``'s run (:func:`dpclab.pipeline.plan_run`; two for coop+dpc): epochs,
+    batch, lr, and reuse / resume / train. The same steps are then passed to ``run``, so what is printed is what runs."""
     lines = []
     for p in steps:
         head = f"seed {cfg.seed} step {p.step}/{len(steps)} {p.method}:"
@@ -102,30 +100,27 @@ def plan_lines(cfg, experiment) -> list[str]:
     return lines
 
 
-def _two_step_note(args) -> str | None:
+def _two_step_note(args, spec) -> str | None:
     """Why step 1 of a two-step plug-in does not follow --epochs/--lr/--batch-size, when those are given for it."""
-    from .methods import PLUGINS, parse_method
-
-    base, plugin = parse_method(args.method)
     step1 = parse_options(args.base_train)
     given = [k for k in ("epochs", "lr", "batch_size") if getattr(args, k) is not None and k not in step1]
-    if plugin is None or not PLUGINS[plugin].two_step or not given:
+    if not spec.two_step or not given:
         return None
     flags = " / ".join(f"--{k.replace('_', '-')}" for k in given)
     example = " ".join(f"{k}={getattr(args, k)}" for k in given)
-    return (f"note: {flags} applies to step 2 ({args.method}) only; step 1 ({base}) keeps its defaults unless "
+    return (f"note: {flags} applies to step 2 ({args.method}) only; step 1 ({spec.base}) keeps its defaults unless "
             f"given --base-train, e.g. --base-train {example}")
 
 
 def cmd_train(args) -> int:
     from .evaluate import summarize
-    from .pipeline import Experiment, RunConfig, run
+    from .pipeline import Experiment, RunConfig, plan_run, run
 
     train = parse_options(args.train)
     for key in ("epochs", "lr", "batch_size"):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
-    rows, note = [], _two_step_note(args)
+    rows = []
     for seed in args.seeds:
         cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
                         pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
@@ -134,10 +129,12 @@ def cmd_train(args) -> int:
                         base_train=parse_options(args.base_train), if_exists="overwrite" if args.overwrite else "reuse",
                         progress=not args.no_progress, precision=args.precision)
         exp = Experiment.prepare(cfg)
-        if seed == args.seeds[0] and note:
+        steps = plan_run(cfg, exp)  # resolves the method once; run() executes these very steps
+        note = _two_step_note(args, steps[-1].spec) if seed == args.seeds[0] else None
+        if note:
             print(note)
-        print("\n".join(plan_lines(cfg, exp)), flush=True)
-        res = run(cfg, experiment=exp)
+        print("\n".join(plan_lines(cfg, steps)), flush=True)
+        res = run(cfg, experiment=exp, plan=steps)
         m = res.metrics
         note = " (reused finished run)" if res.reused else ""
         print(f"{args.method} {args.dataset} seed {seed}: base {m['base']:.2f}  new {m['new']:.2f}  "
@@ -155,7 +152,7 @@ def cmd_train(args) -> int:
 def cmd_transfer(args) -> int:
     from dataclasses import replace
 
-    from .pipeline import Experiment, RunConfig
+    from .pipeline import Experiment, RunConfig, plan_run
     from .transfer import cross_dataset, domain_generalization, summarize_transfer
 
     train = parse_options(args.train)
@@ -171,7 +168,7 @@ def cmd_transfer(args) -> int:
                         method_cfg=parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
                         progress=not args.no_progress, precision=args.precision)
         source = replace(cfg, train_classes="all")
-        print("\n".join(plan_lines(source, Experiment.prepare(source))), flush=True)
+        print("\n".join(plan_lines(source, plan_run(source, Experiment.prepare(source)))), flush=True)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
     import pandas as pd
 

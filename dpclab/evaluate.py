@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from .io import atomic_write_text, file_lock
-from .methods.base import Task
-from .train import Examples
+from .data.examples import Examples, Task
 
 
 def harmonic_mean(base: float, new: float) -> float:

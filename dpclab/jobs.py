@@ -405,7 +405,7 @@ def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
     exp = Experiment.prepare(cfg)
     steps = plan_run(cfg, exp)
     on_epoch = (lambda epoch, m: exp.evaluate(m)) if curve else None
-    res = run_pipeline(cfg, experiment=exp, on_epoch=on_epoch)
+    res = run_pipeline(cfg, experiment=exp, on_epoch=on_epoch, plan=steps)  # the steps planned above
     if curve and res.history and "base" not in res.history[-1]:  # finished earlier without the curve
         res = run_pipeline(replace(cfg, if_exists="overwrite"), experiment=exp, on_epoch=on_epoch)
     resumed = [s.resume_epoch for s in steps if s.action == "resume"]
@@ -418,7 +418,7 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     """(label, RunConfig, curve) -> one :func:`train_run` job per trainable run (zero-shot evaluations have
     nothing to train or store). A two-step run (DPC) needs the job that trains its step 1 when that run is in the
     list; otherwise it trains step 1 itself."""
-    from .methods import PLUGINS, get_method, parse_method
+    from .methods import get_method, resolve
     from .pipeline import step1_config
 
     listed = {run_key(c) for _, c, _ in runs if get_method(c.method).trainable}
@@ -432,8 +432,7 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
             raise ValueError(f"Run {label!r} is listed twice.")
         keys.add(key)
         needs: tuple[str, ...] = ()
-        plugin = parse_method(cfg.method)[1]
-        if plugin is not None and PLUGINS[plugin].two_step:
+        if resolve(cfg.method).two_step:
             step1 = run_key(step1_config(cfg))
             needs = (step1,) if step1 in listed else ()
         jobs.append(Job(key, train_run, (cfg, bool(curve), threads), needs, label))

@@ -119,24 +119,51 @@ def comparison(ours: pd.DataFrame, backend: str) -> pd.DataFrame:
 #: label of CoOp+DePT's own CoOp baseline in the reproducibility report (16 random tokens, 10 epochs)
 DEPT_COOP_BASELINE = "coop (DePT setting)"
 
+#: RunConfig overrides that run a method as its paper's released code does (docs/fidelity.md), by method name; a key
+#: "+<plug-in>" applies to that plug-in on every base. DPC runs as JREion/DPC does (``mode="released"``). Each DePT row
+#: takes the prompt setting of the released configs (Koorye/DePT): CoOp+DePT sets no context there, so CoOp's defaults
+#: apply, 16 randomly initialised tokens; KgCoOp/CoCoOp/MaPLe+DePT set what dpclab's defaults are. Precision (fp16
+#: there) is the run's own knob.
+RELEASED_SETTINGS: dict[str, dict] = {
+    "+dpc": {"method_cfg": {"mode": "released"}},
+    "coop+dept": {"base_method_cfg": {"n_ctx": 16, "ctx_init": None}},
+    "cocoop+dept": {}, "kgcoop+dept": {}, "maple+dept": {},
+    # CoOp+DePT's own CoOp baseline: CoOp's train.py defaults (16 random tokens), 10 epochs, batch 4, lr 0.0035 as DePT
+    DEPT_COOP_BASELINE: {"method_cfg": {"n_ctx": 16, "ctx_init": None},
+                         "train": {"epochs": 10, "batch_size": 4, "lr": 0.0035}},
+}
+
+#: rows compared with a baseline of their own instead of their plain base: row -> (baseline label, its method)
+RELEASED_BASELINES: dict[str, tuple[str, str]] = {"coop+dept": (DEPT_COOP_BASELINE, "coop")}
+
+
+def _released(method: str) -> dict | None:
+    entry = RELEASED_SETTINGS.get(method)
+    if entry is None and "+" in method:
+        entry = RELEASED_SETTINGS.get("+" + method.partition("+")[2])
+    return None if entry is None else {k: dict(v) for k, v in entry.items()}
+
+
+def released_setting(method: str) -> dict:
+    """:data:`RELEASED_SETTINGS` of ``method`` (its own entry, else its plug-in's; a copy), for
+    ``RunConfig(**common, **released_setting(m))``. A row label such as :data:`DEPT_COOP_BASELINE` works too."""
+    found = _released(method)
+    if found is None:
+        raise ValueError(f"There is no released setting for {method!r}; known: {sorted(RELEASED_SETTINGS)} "
+                         f"({DEPT_COOP_BASELINE!r} is CoOp+DePT's 10-epoch CoOp baseline).")
+    return found
+
 
 def reproduction_runs(methods) -> dict[str, tuple[str, dict]]:
     """How the reproducibility report runs each method to reproduce the papers: ``{label: (method, RunConfig
-    overrides)}``. DPC runs as the released code does (``mode="released"``); each DePT row uses its base's
-    released prompt setting, and CoOp+DePT gets its own CoOp baseline with that setting (docs/fidelity.md)."""
-    from .methods.dept import RELEASED_SETTINGS, released_setting
-
+    overrides)}``: each method with its :func:`released_setting` (none: the defaults), and after a row of
+    :data:`RELEASED_BASELINES` its own baseline (docs/fidelity.md)."""
     runs: dict[str, tuple[str, dict]] = {}
     for m in methods:
-        plugin = m.partition("+")[2]
-        if plugin == "dpc":
-            runs[m] = (m, {"method_cfg": {"mode": "released"}})
-        elif plugin == "dept" and m in RELEASED_SETTINGS:
-            runs[m] = (m, released_setting(m))
-        else:
-            runs[m] = (m, {})
-        if m == "coop+dept":
-            runs[DEPT_COOP_BASELINE] = ("coop", released_setting("coop"))
+        runs[m] = (m, _released(m) or {})
+        if m in RELEASED_BASELINES:
+            label, method = RELEASED_BASELINES[m]
+            runs[label] = (method, released_setting(label))
     return runs
 
 
@@ -155,8 +182,9 @@ def report_spec() -> dict[str, tuple[str, dict]]:
 
 def baseline_of(label: str) -> str:
     """The row a plug-in's row is compared with in the reproducibility report."""
-    return DEPT_COOP_BASELINE if label == "coop+dept" else label.partition("+")[0]
+    return RELEASED_BASELINES[label][0] if label in RELEASED_BASELINES else label.partition("+")[0]
 
 
 __all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows",
-           "comparison", "reproduction_runs", "report_spec", "baseline_of", "DEPT_COOP_BASELINE", "PAPER_BASES"]
+           "comparison", "reproduction_runs", "report_spec", "baseline_of", "DEPT_COOP_BASELINE", "PAPER_BASES",
+           "RELEASED_SETTINGS", "RELEASED_BASELINES", "released_setting"]

@@ -5,6 +5,11 @@ the notebooks and the benchmarks: :func:`run`.
 >>> result = run(RunConfig(method="coop", dataset="eurosat", data_root="~/data", model="ViT-B-16",
 ...                        pretrained="openai", shots=16, seed=1))
 >>> result.metrics   # {'base': ..., 'new': ..., 'hm': ...}
+
+A run resolves its method once (:func:`dpclab.methods.resolve`) and :func:`plan_run` turns the configuration into
+its steps (two for a two-step plug-in such as DPC), each with its training settings, run directory, fingerprint and
+action (train, resume, reuse, overwrite, refuse, evaluate), decided by :func:`run_action` alone. :func:`run` executes
+exactly those steps: the plan ``python -m dpclab train`` prints is the one that runs.
 """
 
 from __future__ import annotations
@@ -14,41 +19,49 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from functools import lru_cache
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import transforms as T
 
-from .backbones import Backbone, load_clip
-from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
-from .data.features import build_transforms, cached_features, default_num_workers, items_digest
-from .evaluate import accuracy, append_result, harmonic_mean, predict_logits
+from . import methods
+from .backbones import Backbone
+from .evaluate import append_result
+from .experiment import Experiment, cached_backbone, dataset_specs
 from .io import atomic_torch_save, atomic_write_json, file_lock
-from .methods import METHODS, PLUGINS, get_method, parse_method
-from .methods.base import Task, learned_state, load_learned_state
-from .precision import PRECISIONS, autocast, cast_learned, input_dtype
-from .train import Examples, TrainConfig, config_fingerprint, fit
+from .methods import MethodSpec, build_method, default_train
+from .methods.base import learned_state, load_learned_state
+from .precision import PRECISIONS
+from .train import RunDirError, checkpoint_action, config_fingerprint, fit
+from .trainconfig import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunConfig:
+    #: a method name: "coop", or a base with a plug-in, "coop+dpc" (dpclab.methods.method_names())
     method: str = "coop"
+    #: a dataset name (CoOp's eleven or the embedded world's, dpclab.experiment.dataset_specs())
     dataset: str = "eurosat"
+    #: folder holding the dataset folders (CoOp layout)
     data_root: str = "data/world"
+    #: open_clip model name (ViT-B-16), or the embedded tiny CLIP (dpclab-tiny)
     model: str = "dpclab-tiny"
+    #: open_clip tag (openai), a checkpoint path, "embedded" or "random"
     pretrained: str = "embedded"
+    #: training images per class (K-shot); 0 = all training images
     shots: int = 16
+    #: seeds the few-shot split, the random initialisations and the batch order
     seed: int = 1
+    #: torch device; auto = cuda when there is one, else cpu
     device: str = "auto"
     #: fp32 | fp16 (the reference's half precision) | amp (autocast); see dpclab.precision
     precision: str = "fp32"
     #: where few-shot splits and frozen features are cached (None = no cache)
     cache_dir: str | None = "data/cache"
+    #: root of the run directories (dpclab.pipeline.run_dir_for)
     runs_dir: str = "runs"
     #: CSV results table to append to (None = don't)
     results: str | None = "runs/results.csv"
@@ -57,14 +70,15 @@ class RunConfig:
     train: dict = field(default_factory=dict)
     #: overrides of the method's config dataclass (for "base+plugin" methods: the plug-in's config)
     method_cfg: dict = field(default_factory=dict)
-    #: for "base+plugin" methods: overrides of the base method's config and, for two-step plug-ins (DPC),
-    #: of the base's step-1 training
+    #: for "base+plugin" methods: overrides of the base method's config
     base_method_cfg: dict = field(default_factory=dict)
+    #: for two-step plug-ins (DPC): overrides of the base's step-1 training
     base_train: dict = field(default_factory=dict)
     #: what to do when the run directory already holds a finished run: reuse | overwrite | error
     if_exists: str = "reuse"
     #: classes to train on: base (base-to-new protocol) or all (oracle, cross-dataset source)
     train_classes: str = "base"
+    #: show progress bars (tqdm.auto)
     progress: bool = True
 
     def __post_init__(self):
@@ -78,162 +92,40 @@ class RunConfig:
             raise ValueError(f"shots must be >= 0 (K images per class; 0 = all training images), not {self.shots}")
 
 
-@lru_cache(maxsize=4)
-def cached_backbone(model: str, pretrained: str, device: str, precision: str = "fp32") -> Backbone:
-    """Load a backbone once per process (notebooks run many experiments on the same one)."""
-    return load_clip(model, pretrained, device, precision)
+def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
+    """``spec`` when given (it must be ``cfg.method``'s), else :func:`dpclab.methods.resolve` of ``cfg.method``."""
+    if spec is None:
+        return methods.resolve(cfg.method)
+    if spec.name != cfg.method:
+        raise ValueError(f"The method spec is {spec.name!r} but the run config names {cfg.method!r}.")
+    return spec
 
 
-class Experiment:
-    """One dataset on one backbone for one few-shot seed: tasks and (cached) examples for any method kind."""
-
-    def __init__(self, backbone: Backbone, data: DatasetSplits, seed: int, cache_dir: str | None,
-                 train_classes: str = "base", progress: bool = True):
-        self.backbone, self.data, self.seed, self.cache_dir, self.progress = backbone, data, seed, cache_dir, progress
-        self.base = subsample_classes(data, "base")
-        self.new = subsample_classes(data, "new")
-        self.train_split = self.base if train_classes == "base" else data
-        #: DataLoader workers for decoding images (feature caches, pixel batches, pixel evaluation)
-        self.num_workers = default_num_workers(backbone.image_size)
-        scale = tuple(data.crop_scale)
-        self.transforms = build_transforms(backbone.image_size, backbone.mean, backbone.std, crop_scale=scale)
-        if backbone.precision == "fp16":  # pixels in half precision, as the reference's image.type(clip.dtype)
-            self.transforms = {k: T.Compose([t, T.ConvertImageDtype(torch.float16)]) for k, t in self.transforms.items()}
-        # the cache key of training views names a non-default crop scale
-        self.train_transform_name = "train" if scale == (0.08, 1.0) else f"train-crop{scale[0]:g}-{scale[1]:g}"
-        self.tasks = {
-            "base": Task(tuple(self.base.classnames), data.template, "base", data.name),
-            "new": Task(tuple(self.new.classnames), data.template, "new", data.name),
-            "all": Task(tuple(data.classnames), data.template, "all", data.name),
-        }
-        self.train_task = self.tasks["base" if train_classes == "base" else "all"]
-
-    @classmethod
-    def prepare(cls, cfg: RunConfig, backbone: Backbone | None = None, specs: dict | None = None) -> "Experiment":
-        backbone = backbone or cached_backbone(cfg.model, str(cfg.pretrained), cfg.device, cfg.precision)
-        data = load_dataset(cfg.data_root, cfg.dataset, specs=specs or dataset_specs())
-        data = few_shot(data, cfg.shots, cfg.seed, cfg.cache_dir)
-        return cls(backbone, data, cfg.seed, cfg.cache_dir, cfg.train_classes, cfg.progress)
-
-    def inputs_key(self) -> str:
-        """Identifies the images a run reads: its training items and the base and new test items, by path, label
-        and file (size, mtime_ns). Run directories are keyed on it, so a replaced image starts new runs."""
-        return items_digest(self.train_split.train + self.data.test)
-
-    def features(self, items: list[Datum], transform: str, view: int = 0) -> torch.Tensor:
-        bb = self.backbone
-        name = self.train_transform_name if transform == "train" else transform
-        with autocast(bb.precision, bb.device):
-            feats = cached_features(bb.model, bb.key, items, self.transforms[transform], name, bb.device,
-                                    self.cache_dir, view=view, seed=self.seed, progress=self.progress,
-                                    num_workers=self.num_workers)
-        return feats.to(input_dtype(bb.precision))  # fp16: the cached float copy of half features, exactly
-
-    def examples(self, items: list[Datum], kind: str, train: bool) -> Examples:
-        labels = torch.tensor([d.label for d in items])
-        name = "train" if train else "test"
-        if kind == "features":
-            if train:
-                return Examples(labels, features=lambda v: self.features(items, "train", v))
-            return Examples(labels, features=lambda v: self.features(items, "test"))
-        return Examples(labels, items=items, transform=self.transforms[name], num_workers=self.num_workers)
-
-    def train_examples(self, kind: str) -> Examples:
-        return self.examples(self.train_split.train, kind, train=True)
-
-    def test_examples(self, split: str, kind: str) -> Examples:
-        data = {"base": self.base, "new": self.new, "all": self.data}[split]
-        return self.examples(data.test, kind, train=False)
-
-    def accuracy(self, method: nn.Module, split: str) -> float:
-        ex = self.test_examples(split, method.input_kind)
-        with autocast(self.backbone.precision, self.backbone.device):
-            logits = predict_logits(method, ex, self.tasks[split])
-        return accuracy(logits, ex.labels)
-
-    def evaluate(self, method: nn.Module) -> dict[str, float]:
-        base, new = self.accuracy(method, "base"), self.accuracy(method, "new")
-        return {"base": base, "new": new, "hm": harmonic_mean(base, new)}
+def train_config(cfg: RunConfig, spec: MethodSpec | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, then ``cfg.train``, seed and progress."""
+    return _spec_of(cfg, spec).train_config(cfg.train, seed=cfg.seed, progress=cfg.progress)
 
 
-def dataset_specs() -> dict:
-    """The 11 CoOp datasets plus the embedded world's datasets (when the world module is present)."""
-    from .data.coop import DATASETS
-
-    specs = dict(DATASETS)
-    try:
-        from .data.world import WORLD_SPECS
-    except ImportError:
-        return specs
-    specs.update(WORLD_SPECS)
-    return specs
-
-
-def _make_config(config_cls: type, overrides: dict | None, owner: str, n_classes: int = 0):
-    overrides = dict(overrides or {})
-    known = {f.name for f in fields(config_cls)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"Unknown option(s) {sorted(unknown)} for {owner!r}; it takes {sorted(known)}.")
-    if "n_classes" in known and not overrides.get("n_classes"):
-        overrides["n_classes"] = n_classes
-    return config_cls(**overrides)
-
-
-def build_method(name: str, backbone: Backbone, overrides: dict | None = None, n_classes: int = 0,
-                 base_overrides: dict | None = None, base_method: nn.Module | None = None,
-                 seed: int | None = None) -> nn.Module:
-    """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method). For a plug-in, ``overrides``
-    configure the plug-in and ``base_overrides`` the base; ``base_method`` supplies an already tuned base (DPC).
-    ``seed`` makes random initialisations (random context, meta-nets, deep prompts) depend on it alone; the global
-    torch RNG state is left as it was."""
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_method(name, backbone, overrides, n_classes, base_overrides, base_method)
-    base_name, plugin = parse_method(name)
-    spec = get_method(base_name)
-    if plugin is None:  # fp16: the prompts inherit the CLIP dtype (before any plug-in wraps them)
-        return cast_learned(spec.cls(backbone, _make_config(spec.config, overrides, base_name, n_classes)),
-                            backbone.precision)
-    pspec = PLUGINS[plugin]
-    base_overrides = {**pspec.base_cfg_by_base.get(base_name, {}), **(base_overrides or {})}
-    base = base_method if base_method is not None else build_method(base_name, backbone, base_overrides, n_classes)
-    return pspec.cls(base, _make_config(pspec.config, overrides, plugin, n_classes))
-
-
-def default_train(method: str) -> dict:
-    """The training defaults of ``method``: the base method's, or for "base+plugin" the plug-in phase's (with its
-    per-base exceptions). :func:`train_config` puts a run's ``train`` overrides on top of them."""
-    base_name, plugin = parse_method(method)
-    if plugin is None:
-        return dict(get_method(base_name).train)
-    pspec = PLUGINS[plugin]
-    return {**pspec.train, **pspec.train_by_base.get(base_name, {})}
-
-
-def train_config(cfg: RunConfig) -> TrainConfig:
-    merged = {**default_train(cfg.method), **cfg.train, "seed": cfg.seed, "progress": cfg.progress}
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(merged) - known
-    if unknown:
-        raise ValueError(f"Unknown training option(s) {sorted(unknown)}; TrainConfig takes {sorted(known)}.")
-    return TrainConfig(**merged)
-
-
-def step1_config(cfg: RunConfig) -> RunConfig:
+def step1_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
     """Step 1 of a two-step plug-in: ``coop+dpc`` -> ``coop`` with ``base_method_cfg`` and ``base_train``."""
-    base_name, _ = parse_method(cfg.method)
-    return replace(cfg, method=base_name, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
+    return replace(cfg, method=_spec_of(cfg, spec).base, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
                    base_method_cfg={}, base_train={})
 
 
-def effective_epochs(cfg: RunConfig) -> dict:
+def step_configs(cfg: RunConfig, spec: MethodSpec | None = None) -> list[tuple[RunConfig, MethodSpec]]:
+    """Every run :func:`run` makes for ``cfg``, in order, with its spec: a two-step plug-in's step 1, then ``cfg``."""
+    spec = _spec_of(cfg, spec)
+    if spec.two_step:
+        return [(step1_config(cfg, spec), spec.step1), (cfg, spec)]
+    return [(cfg, spec)]
+
+
+def effective_epochs(cfg: RunConfig, spec: MethodSpec | None = None) -> dict:
     """The epochs ``cfg`` really trains: ``{"epochs": n}``, plus ``"step1_epochs"`` for a two-step plug-in."""
-    out = {"epochs": train_config(cfg).epochs}
-    _, plugin = parse_method(cfg.method)
-    if plugin is not None and PLUGINS[plugin].two_step:
-        out["step1_epochs"] = train_config(step1_config(cfg)).epochs
+    *before, (last, last_spec) = step_configs(cfg, spec)
+    out = {"epochs": train_config(last, last_spec).epochs}
+    for c, s in before:
+        out["step1_epochs"] = train_config(c, s).epochs
     return out
 
 
@@ -249,6 +141,83 @@ def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str) -> Path:
     return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}-{tag}"
 
 
+def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment, inputs_key: str | None = None) -> dict:
+    return {"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
+            "base_train": cfg.base_train, "dataset": cfg.dataset,
+            "inputs": inputs_key or exp.inputs_key(), "backbone": backbone.key, "shots": cfg.shots,
+            "train_classes": cfg.train_classes, "crop_scale": list(exp.data.crop_scale)}
+
+
+def run_action(run_dir: Path, full_fingerprint: str, if_exists: str) -> tuple[str, int]:
+    """What a run does with its run directory, and the epoch it resumes at: the one place this is decided.
+
+    A finished run (``result.json``) is reused when its fingerprint matches, replaced with ``if_exists="overwrite"``
+    and refused otherwise (or always with ``"error"``); an interrupted one (``checkpoint.pt``) is resumed or refused
+    by :func:`dpclab.train.checkpoint_action`; with ``"overwrite"`` any leftover directory is replaced."""
+    done = run_dir / "result.json"
+    if done.is_file():
+        same = json.loads(done.read_text()).get("config_fingerprint") == full_fingerprint
+        return {"overwrite": "overwrite", "error": "refuse"}.get(if_exists, "reuse" if same else "refuse"), 0
+    if if_exists == "overwrite":
+        return ("overwrite" if run_dir.exists() else "train"), 0
+    return checkpoint_action(run_dir / "checkpoint.pt", full_fingerprint)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one step of :func:`run` will do, known before it starts."""
+
+    #: 1-based position among the run's steps
+    step: int
+    #: the step's method name and its resolved spec
+    method: str
+    spec: MethodSpec
+    #: the step's run configuration (step 1 of "coop+dpc" is a "coop" run)
+    cfg: RunConfig
+    #: its training settings (protocol defaults + overrides)
+    train: TrainConfig
+    #: its run directory (None: nothing to train, nothing stored)
+    run_dir: Path | None
+    #: evaluate (nothing to train) | train | resume (from ``resume_epoch``) | reuse | overwrite | refuse
+    action: str
+    resume_epoch: int = 0
+    #: what identifies the run (besides its training settings) and the full fingerprint stored with it
+    fingerprint: dict = field(default_factory=dict)
+    full_fingerprint: str = ""
+
+    @property
+    def epochs(self) -> int:
+        return self.train.epochs
+
+    @property
+    def batch_size(self) -> int:
+        return self.train.batch_size
+
+    @property
+    def lr(self) -> float:
+        return self.train.lr
+
+
+def plan_run(cfg: RunConfig, experiment: Experiment, spec: MethodSpec | None = None) -> list[StepPlan]:
+    """The steps :func:`run` takes for ``cfg`` (two for two-step plug-ins such as DPC), each with its training
+    settings and whether a finished run is reused, an interrupted one resumed, or one trained. The method is
+    resolved here once (or ``spec`` is used); the images' key, the run directories and fingerprints are computed
+    here once."""
+    inputs, backbone = experiment.inputs_key(), experiment.backbone
+    plans = []
+    for step, (c, s) in enumerate(step_configs(cfg, spec), 1):
+        tcfg = train_config(c, s)
+        if not s.trainable:
+            plans.append(StepPlan(step, c.method, s, c, tcfg, None, "evaluate"))
+            continue
+        run_dir = run_dir_for(c, backbone, inputs)
+        fp = _fingerprint(c, backbone, experiment, inputs)
+        full_fp = config_fingerprint(tcfg, fp)
+        action, epoch = run_action(run_dir, full_fp, c.if_exists)
+        plans.append(StepPlan(step, c.method, s, c, tcfg, run_dir, action, epoch, fp, full_fp))
+    return plans
+
+
 @dataclass
 class RunResult:
     metrics: dict
@@ -259,130 +228,100 @@ class RunResult:
     reused: bool = False
 
 
-def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment, inputs_key: str | None = None) -> dict:
-    return {"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
-            "base_train": cfg.base_train, "dataset": cfg.dataset,
-            "inputs": inputs_key or exp.inputs_key(), "backbone": backbone.key, "shots": cfg.shots,
-            "train_classes": cfg.train_classes, "crop_scale": list(exp.data.crop_scale)}
-
-
-@dataclass
-class StepPlan:
-    """What one step of :func:`run` will do, known before it starts."""
-
-    step: int
-    method: str
-    epochs: int
-    batch_size: int
-    lr: float
-    run_dir: Path | None
-    #: evaluate (nothing to train) | train | resume (from ``resume_epoch``) | reuse | overwrite | refuse
-    action: str
-    resume_epoch: int = 0
-
-
-def plan_run(cfg: RunConfig, experiment: Experiment) -> list[StepPlan]:
-    """The steps :func:`run` takes for ``cfg`` (two for two-step plug-ins such as DPC), each with its training
-    settings and whether a finished run is reused, an interrupted one resumed, or one trained."""
-    _, plugin = parse_method(cfg.method)
-    configs = [step1_config(cfg), cfg] if plugin is not None and PLUGINS[plugin].two_step else [cfg]
-    inputs, backbone = experiment.inputs_key(), experiment.backbone
-    plans = []
-    for step, c in enumerate(configs, 1):
-        tcfg = train_config(c)
-        if not get_method(c.method).trainable:
-            plans.append(StepPlan(step, c.method, 0, tcfg.batch_size, tcfg.lr, None, "evaluate"))
-            continue
-        run_dir = run_dir_for(c, backbone, inputs)
-        full_fp = config_fingerprint(tcfg, _fingerprint(c, backbone, experiment, inputs))
-        action, epoch = "train", 0
-        if (run_dir / "result.json").is_file():
-            same = json.loads((run_dir / "result.json").read_text()).get("config_fingerprint") == full_fp
-            action = {"overwrite": "overwrite", "error": "refuse"}.get(c.if_exists, "reuse" if same else "refuse")
-        elif c.if_exists != "overwrite" and (run_dir / "checkpoint.pt").is_file():
-            ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-            action, epoch = ("resume", ckpt["epoch"] + 1) if ckpt.get("fingerprint") == full_fp else ("refuse", 0)
-        plans.append(StepPlan(step, c.method, tcfg.epochs, tcfg.batch_size, tcfg.lr, run_dir, action, epoch))
-    return plans
-
-
 def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment | None = None,
-        method: nn.Module | None = None, on_epoch=None) -> RunResult:
-    """Train (unless zero-shot) and evaluate one method on one dataset/seed; append the result to the table."""
+        method: nn.Module | None = None, on_epoch=None, plan: list[StepPlan] | None = None,
+        spec: MethodSpec | None = None) -> RunResult:
+    """Train (unless zero-shot) and evaluate one method on one dataset/seed; append the result to the table.
+
+    Executes the steps of ``plan`` (default: :func:`plan_run` of ``cfg``; the CLI passes the plan it printed).
+    ``method``: an already built method for the last step (earlier steps are then skipped); ``on_epoch`` is passed to
+    the last step's training."""
     exp = experiment or Experiment.prepare(cfg, backbone)
     backbone = exp.backbone
     if backbone.precision != cfg.precision:
         raise ValueError(f"RunConfig.precision={cfg.precision!r} but the backbone was loaded with "
                          f"precision={backbone.precision!r}; load it with load_clip(..., precision={cfg.precision!r}).")
-    spec = get_method(cfg.method)
-    _, plugin = parse_method(cfg.method)
+    steps = plan if plan is not None else plan_run(cfg, exp, spec)
+    if steps[-1].cfg != cfg:
+        raise ValueError(f"The plan is for {steps[-1].cfg.method!r} with other settings than this run's; make it "
+                         f"with plan_run(cfg, experiment).")
+    *before, last = steps
     n_classes = len(exp.train_task.classnames)
-    if method is None and plugin is not None and PLUGINS[plugin].two_step:
-        _make_config(PLUGINS[plugin].config, cfg.method_cfg, plugin, n_classes)  # bad options fail before step 1
-        step1 = run(step1_config(cfg), experiment=exp)
-        method = build_method(cfg.method, backbone, cfg.method_cfg, n_classes, base_method=step1.method,
-                              seed=cfg.seed)
-    method = method or build_method(cfg.method, backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg,
-                                    seed=cfg.seed)
-    tcfg = train_config(cfg)
+    prior = None
+    if method is None:
+        if before:
+            last.spec.config(cfg.method_cfg, n_classes)  # bad options fail before step 1 trains
+        for step in before:  # step 1 of a two-step plug-in: its tuned method is the base of the next step
+            prior = _run_step(step, exp, None, None).method
+        method = last.spec.build(backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg, base_method=prior,
+                                 seed=cfg.seed)
+    return _run_step(last, exp, method, on_epoch)
+
+
+def _run_step(step: StepPlan, exp: Experiment, method: nn.Module | None, on_epoch) -> RunResult:
+    """Execute one planned step (building its method when not given). The run directory is locked first (parallel
+    notebooks wait for, then reuse, each other's runs), and the step's action is re-read under the lock by
+    :func:`run_action` (another process may have finished the run since the plan was made)."""
+    cfg = step.cfg
+    if method is None:
+        method = step.spec.build(exp.backbone, cfg.method_cfg, len(exp.train_task.classnames), cfg.base_method_cfg,
+                                 seed=cfg.seed)
+    if step.run_dir is None:
+        return _train_and_record(step, exp, method, on_epoch)
+    with file_lock(step.run_dir.parent / f".{step.run_dir.name}.lock"):
+        action, epoch = run_action(step.run_dir, step.full_fingerprint, cfg.if_exists)
+        return _train_and_record(replace(step, action=action, resume_epoch=epoch), exp, method, on_epoch)
+
+
+def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epoch) -> RunResult:
+    """Do what ``step.action`` says: refuse, reuse the finished run, or (after removing an old one) train, evaluate
+    and record the result."""
+    cfg, run_dir = step.cfg, step.run_dir
+    tcfg = step.train
     if "num_workers" not in cfg.train:  # image decoding in parallel on the real backend (not in the fingerprint)
         tcfg = replace(tcfg, num_workers=exp.num_workers)
-    inputs = exp.inputs_key()
-    run_dir = run_dir_for(cfg, backbone, inputs) if spec.trainable else None
-    fp = _fingerprint(cfg, backbone, exp, inputs)
-    full_fp = config_fingerprint(tcfg, fp)
-    if run_dir is None:
-        return _train_and_record(cfg, exp, method, tcfg, None, full_fp, fp, on_epoch)
-    # one process at a time per run directory: parallel notebooks wait for, then reuse, each other's runs
-    with file_lock(run_dir.parent / f".{run_dir.name}.lock"):
-        return _train_and_record(cfg, exp, method, tcfg, run_dir, full_fp, fp, on_epoch)
-
-
-def _train_and_record(cfg: RunConfig, exp: Experiment, method: nn.Module, tcfg: TrainConfig, run_dir: Path | None,
-                      full_fp: str, fp: dict, on_epoch) -> RunResult:
-    """Reuse / refuse / replace a finished run in ``run_dir``, else train, evaluate and record the result."""
-    spec = get_method(cfg.method)
+    if step.action == "refuse":
+        if not (run_dir / "result.json").is_file():
+            raise RunDirError(f"{run_dir / 'checkpoint.pt'} holds a run with a different configuration. Use another "
+                              f"output directory, or pass if_exists='overwrite' (CLI: --overwrite) to start over.")
+        stored = json.loads((run_dir / "result.json").read_text()).get("config_fingerprint")
+        why = "with a different configuration" if stored != step.full_fingerprint else ""
+        raise FileExistsError(
+            f"{run_dir} already holds a finished run {why}. Pass if_exists='overwrite' (CLI: --overwrite) "
+            f"to replace it, or choose another runs_dir."
+        )
+    if step.action == "reuse":
+        stored = json.loads((run_dir / "result.json").read_text())
+        saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # any device's
+        load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
+        method.eval()
+        log.info("reusing finished run %s", run_dir)
+        return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)
+    if step.action == "overwrite":
+        shutil.rmtree(run_dir)
     history: list = []
-    if run_dir is not None:
-        done = run_dir / "result.json"
-        if done.is_file():
-            stored = json.loads(done.read_text())
-            same = stored.get("config_fingerprint") == full_fp
-            if cfg.if_exists == "error" or (cfg.if_exists == "reuse" and not same):
-                why = "with a different configuration" if not same else ""
-                raise FileExistsError(
-                    f"{run_dir} already holds a finished run {why}. Pass if_exists='overwrite' (CLI: --overwrite) "
-                    f"to replace it, or choose another runs_dir."
-                )
-            if cfg.if_exists == "reuse":
-                saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # any device's
-                load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
-                method.eval()
-                log.info("reusing finished run %s", run_dir)
-                return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)
-            shutil.rmtree(run_dir)
-        elif cfg.if_exists == "overwrite" and run_dir.exists():
-            shutil.rmtree(run_dir)
     t0 = time.time()
-    if spec.trainable and tcfg.epochs > 0:
-        history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir, fp, on_epoch,
-                      precision=exp.backbone.precision)
+    if step.spec.trainable and tcfg.epochs > 0:
+        history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir,
+                      step.fingerprint, on_epoch, precision=exp.backbone.precision)
     metrics = exp.evaluate(method)
     if run_dir is not None:
-        atomic_torch_save({"state": learned_state(method), "method": cfg.method, "fingerprint": fp},
+        atomic_torch_save({"state": learned_state(method), "method": cfg.method, "fingerprint": step.fingerprint},
                           run_dir / "model.pt")
         atomic_write_json(run_dir / "result.json",
-                          {"metrics": metrics, "history": history, "config_fingerprint": full_fp, "train": asdict(tcfg),
-                           "config": asdict(cfg), "seconds": time.time() - t0}, indent=1, default=str)
+                          {"metrics": metrics, "history": history, "config_fingerprint": step.full_fingerprint,
+                           "train": asdict(tcfg), "config": asdict(cfg), "seconds": time.time() - t0},
+                          indent=1, default=str)
     if cfg.results:
         append_result(cfg.results, {
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
             "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
-            "epochs": tcfg.epochs if spec.trainable else 0, "precision": cfg.precision,
+            "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": cfg.precision,
             "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
             "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     return RunResult(metrics, history, run_dir, method, exp)
 
 
-__all__ = ["RunConfig", "RunResult", "Experiment", "run", "build_method", "train_config", "default_train",
-           "step1_config", "effective_epochs", "dataset_specs", "cached_backbone", "METHODS", "StepPlan", "plan_run"]
+__all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",
+           "step1_config", "step_configs", "effective_epochs", "run_dir_for", "dataset_specs", "cached_backbone",
+           "build_method", "default_train"]

@@ -1,12 +1,17 @@
 """The one training loop: SGD + momentum, 1 warm-up epoch at constant lr, cosine decay, a checkpoint per epoch,
 exact resume, NaN guard. Every method (and the DPC/DePT plug-ins) trains through :func:`fit`.
 
-Every method is a :class:`~dpclab.methods.base.PromptMethod`; the loop calls its three hooks (no subclassing of
-a trainer; the base class's defaults are one parameter group, the plain shuffled batches and nothing):
+Every method is a :class:`~dpclab.methods.base.PromptMethod`; the loop calls its four hooks (no subclassing of
+a trainer; the base class's defaults are one parameter group, the plain shuffled batches, the SGD step and nothing):
   * ``param_groups(lr) -> list[dict]``  e.g. DePT's head at 6.5x the prompt lr;
   * ``batches(data, epoch, cfg, generator) -> iterable of (x, y)``  e.g. DPC's hard-negative batches
     (``data.task`` names the classes the labels index, so a method can score images before it builds a batch);
+  * ``step(loss, optimizer, scaler)``  one update (a method that changes the update, e.g. projects gradients);
   * ``on_epoch_end(epoch, cfg)``  e.g. PromptSRC's Gaussian prompt aggregation.
+
+The settings are :class:`~dpclab.trainconfig.TrainConfig`, the data :class:`~dpclab.data.examples.Examples`
+(both re-exported here). Whether a run directory's checkpoint is resumed or refused is decided by
+:func:`checkpoint_action` alone (the pipeline's plan reads the same function).
 
 Determinism: the batch order of epoch ``e`` comes from a generator seeded by ``(seed, e)``, so a run resumed from
 its epoch checkpoint continues exactly as the uninterrupted run would (tested, including kill -9).
@@ -16,106 +21,22 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from .data.coop import Datum
-from .data.features import ImageList, loader_options
+from .data.examples import Examples, Task
 from .io import atomic_torch_save
-from .methods.base import PromptMethod, Task, learned_state, load_learned_state, trainable_parameters
+from .methods.base import PromptMethod, learned_state, load_learned_state, trainable_parameters
 from .precision import autocast, autocast_iter, grad_scaler
+from .trainconfig import TrainConfig, lr_at_epoch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 32
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    seed: int = 1
-    #: cached augmented views of the training images (features-kind methods); 0 = one fresh view per epoch
-    n_views: int = 0
-    num_workers: int = 0
-    progress: bool = True
-
-    def views(self) -> int:
-        return self.n_views if self.n_views > 0 else self.epochs
-
-
-def lr_at_epoch(epoch: int, base_lr: float, cfg: TrainConfig) -> float:
-    """Learning rate used *during* ``epoch`` (0-based), matching Dassl's ConstantWarmupScheduler + cosine:
-    warm-up epochs run at ``warmup_lr``; epoch ``e >= w`` uses ``0.5 * lr * (1 + cos(pi * (e - w) / epochs))``."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.warmup_lr
-    return 0.5 * base_lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
-
-
-@dataclass
-class Examples:
-    """Labelled examples for one task. ``features(view) -> [N, E]`` for features-kind methods (cached frozen
-    image features; the view is ignored for test data); ``items`` + ``transform`` for pixel-kind methods (images
-    loaded with a per-epoch seed for training, in order for evaluation)."""
-
-    labels: torch.Tensor
-    features: Callable[[int], torch.Tensor] | None = None
-    items: list[Datum] | None = None
-    transform: Callable | None = None
-    #: the task whose classes ``labels`` index (:func:`fit` fills it in for the ``batches`` hook)
-    task: Task | None = None
-    #: DataLoader workers decoding images for evaluation (pixel methods); training uses ``TrainConfig.num_workers``
-    num_workers: int = 0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def index_batches(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-        order = torch.randperm(len(self), generator=generator)
-        n = len(self) // batch_size * batch_size if len(self) >= batch_size else len(self)
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-    def inputs(self, idx: torch.Tensor, epoch: int, cfg: TrainConfig) -> torch.Tensor:
-        """Inputs for the examples ``idx`` as seen in ``epoch`` (one augmented view)."""
-        if self.features is not None:
-            return self.features(epoch % cfg.views())[idx]
-        images = ImageList(self.items, self.transform, view_seed=cfg.seed * 7919 + epoch)
-        return torch.stack([images[int(i)][0] for i in idx])
-
-    def ordered_batches(self, batch_size: int) -> Iterator[tuple]:
-        """All examples in order (evaluation): cached features, or images with the (deterministic) transform."""
-        if self.features is not None:
-            feats = self.features(0)
-            for i in range(0, len(self), batch_size):
-                yield feats[i:i + batch_size], self.labels[i:i + batch_size]
-            return
-        loader = DataLoader(ImageList(self.items, self.transform), batch_size=batch_size, shuffle=False,
-                            **loader_options(self.num_workers))
-        for x, y, _ in loader:
-            yield x, y
-
-    def batches(self, epoch: int, cfg: TrainConfig, generator: torch.Generator) -> Iterator[tuple]:
-        chunks = self.index_batches(cfg.batch_size, generator)
-        if self.features is not None:
-            view = self.features(epoch % cfg.views())
-            for idx in chunks:
-                yield view[idx], self.labels[idx]
-            return
-        images = ImageList(self.items, self.transform, view_seed=cfg.seed * 7919 + epoch)
-        loader = DataLoader(images, batch_sampler=[c.tolist() for c in chunks], **loader_options(cfg.num_workers))
-        for x, y, _ in loader:
-            yield x, y
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -130,6 +51,16 @@ def config_fingerprint(cfg: TrainConfig, extra: dict) -> str:
     """A JSON string identifying a run's configuration (everything that changes its numbers)."""
     d = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "num_workers")}
     return json.dumps({"train": d, **extra}, sort_keys=True, default=str)
+
+
+def checkpoint_action(ckpt_path: Path, fingerprint: str) -> tuple[str, int]:
+    """What the epoch checkpoint at ``ckpt_path`` means for a run whose :func:`config_fingerprint` is
+    ``fingerprint``: ``("train", 0)`` when there is none, ``("resume", next epoch)`` when it is this run's, and
+    ``("refuse", 0)`` when it belongs to another configuration (never overwritten silently)."""
+    if not ckpt_path.is_file():
+        return "train", 0
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    return ("resume", ckpt["epoch"] + 1) if ckpt.get("fingerprint") == fingerprint else ("refuse", 0)
 
 
 def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
@@ -162,13 +93,14 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     fp = config_fingerprint(cfg, fingerprint or {})
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        if ckpt_path.is_file():
+        action, _ = checkpoint_action(ckpt_path, fp)
+        if action == "refuse":
+            raise RunDirError(
+                f"{ckpt_path} holds a run with a different configuration. Use another output directory, or "
+                f"delete it / pass overwrite=True to start over."
+            )
+        if action == "resume":
             ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)  # saved on any device
-            if ckpt.get("fingerprint") != fp:
-                raise RunDirError(
-                    f"{ckpt_path} holds a run with a different configuration. Use another output directory, or "
-                    f"delete it / pass overwrite=True to start over."
-                )
             load_learned_state(method, ckpt["state"], str(ckpt_path))
             opt.load_state_dict(ckpt["optimizer"])
             if "scaler" in ckpt:
@@ -199,10 +131,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                     f"Loss became {loss.item()} at epoch {epoch}, step {steps}. Training stopped; {where}. "
                     f"Lower the learning rate or check the inputs."
                 )
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            method.step(loss, opt, scaler)
             steps += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -222,3 +151,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                                **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}, ckpt_path)
     method.eval()
     return history
+
+
+__all__ = ["fit", "checkpoint_action", "config_fingerprint", "epoch_generator", "RunDirError", "TrainConfig",
+           "Examples", "lr_at_epoch"]

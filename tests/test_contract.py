@@ -3,20 +3,26 @@
 Names come from :func:`dpclab.methods.method_names`, so a method (or plug-in) added to the table is tested here
 without touching this file. Per name: it is a declared :class:`PromptMethod`; output shapes; gradients reach
 exactly its own trainable parameters (CLIP untouched); its learned state round-trips through a file into a fresh
-instance; one ``fit`` epoch runs. Then the refusal paths. Tiny random CLIP (2+2 layers) and fixture images.
+instance; one ``fit`` epoch runs and its diagnostics are numbers. Then the refusal paths. Tiny random CLIP (2+2 layers)
+and fixture images. :func:`run_contract` runs the per-name tests on a name registered elsewhere (tests/test_extending.py
+registers a toy method from its own module).
 """
 
 from __future__ import annotations
+
+import inspect
+import math
 
 import pytest
 import torch
 
 from conftest import write_json_dataset
-from dpclab.methods import METHODS, PLUGINS, method_names, parse_method
+from dpclab.methods import METHODS, PLUGINS, method_names, parse_method, resolve
 from dpclab.methods.base import (INPUT_KINDS, Plugin, PromptMethod, Task, learned_state, load_learned_state,
                                  trainable_parameters)
 from dpclab.methods.coop import CoOp
-from dpclab.pipeline import Experiment, RunConfig, build_method
+from dpclab.methods import build_method
+from dpclab.pipeline import Experiment, RunConfig
 from dpclab.train import Examples, TrainConfig, fit
 
 NAMES = method_names()
@@ -141,6 +147,10 @@ def test_one_fit_epoch_trains_the_method_and_nothing_else(name, tiny_backbone, e
     assert len(history) == 1 and history[0]["steps"] >= 1 and torch.isfinite(torch.tensor(history[0]["loss"]))
     assert all(torch.equal(v, clip_before[k]) for k, v in method.clip.state_dict().items())
     assert any(not torch.equal(p, own_before[k]) for k, p in trainable_parameters(method).items())
+    diagnostics = method.diagnostics(experiment)  # the benchmark's extra columns: numbers, keyed by name
+    assert isinstance(diagnostics, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                                 for k, v in diagnostics.items())
+    assert not any(math.isnan(v) for k, v in diagnostics.items() if k != "rel_dist")
 
 
 class Recording(CoOp):
@@ -158,6 +168,10 @@ class Recording(CoOp):
         self.calls.append(("batches", epoch))
         return list(super().batches(data, epoch, cfg, generator))[:1]
 
+    def step(self, loss, optimizer, scaler):
+        self.calls.append(("step",))
+        super().step(loss, optimizer, scaler)
+
     def on_epoch_end(self, epoch, cfg):
         self.calls.append(("on_epoch_end", epoch))
 
@@ -167,9 +181,66 @@ def test_fit_calls_every_hook_of_the_contract(tiny_backbone):
     x, y = inputs(method, n=8)
     history = fit(method, Examples(y, features=lambda v: x), TASK,
                   TrainConfig(epochs=2, batch_size=4, lr=0.01, progress=False))
-    assert method.calls == [("param_groups", 0.01), ("batches", 0), ("on_epoch_end", 0), ("batches", 1),
-                            ("on_epoch_end", 1)]
+    assert method.calls == [("param_groups", 0.01), ("batches", 0), ("step",), ("on_epoch_end", 0), ("batches", 1),
+                            ("step",), ("on_epoch_end", 1)]
     assert [h["steps"] for h in history] == [1, 1]  # the method's own batches, not the plain ones
+
+
+class SignSGD(CoOp):
+    """A method that changes the update itself (sign of the gradient, fixed size), through the ``step`` hook."""
+
+    def step(self, loss, optimizer, scaler):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            for p in trainable_parameters(self).values():
+                p -= 0.01 * p.grad.sign()
+
+
+def test_the_step_hook_owns_the_update_and_plugins_honour_it(tiny_backbone):
+    """``step`` replaces the SGD update (no surrogate loss); DePT, trained jointly, forwards it to its base; DPC's
+    step 2 (P' alone) keeps the plain step."""
+    from dpclab.methods.dept import DePT, DePTConfig
+    from dpclab.methods.dpc import DPC
+
+    method = SignSGD(tiny_backbone)
+    x, y = inputs(method, n=8)
+    before = method.ctx.detach().clone()
+    fit(method, Examples(y, features=lambda v: x), TASK, TrainConfig(epochs=1, batch_size=8, lr=5.0, warmup_epochs=0,
+                                                                      progress=False))
+    moved = (method.ctx - before).abs()
+    assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=1e-6)  # exactly one sign step, lr ignored
+
+    calls = []
+    base = SignSGD(tiny_backbone)
+    base.step = lambda loss, opt, scaler: calls.append("base")
+    DePT(base, DePTConfig(n_classes=len(TASK.classnames))).step(torch.zeros(()), None, None)
+    assert calls == ["base"]
+    dpc = DPC(SignSGD(tiny_backbone))
+    dpc.base.step = lambda loss, opt, scaler: calls.append("dpc base")
+    x, y = inputs(dpc, n=4)
+    opt = torch.optim.SGD(dpc.param_groups(0.1), lr=0.1)
+    dpc.step(dpc.loss(x, y, TASK)[0], opt, torch.amp.GradScaler("cpu", enabled=False))
+    assert calls == ["base"]
+
+
+#: the per-name contract tests (tests that take a method ``name``), run by :func:`run_contract`
+PER_NAME = (test_method_declares_the_contract, test_output_shapes, test_gradients_reach_exactly_the_methods_own_parameters,
+            test_learned_state_round_trips_through_a_file, test_one_fit_epoch_trains_the_method_and_nothing_else)
+
+
+def run_contract(name: str, backbone, experiment: Experiment, tmp_path) -> list[str]:
+    """Every per-name contract test on ``name`` (a method or pair registered after this module was imported, e.g. by
+    another test module); the tests for trainable methods only when it trains. Returns the tests that ran."""
+    values = {"name": name, "tiny_backbone": backbone, "experiment": experiment, "tmp_path": tmp_path}
+    trainable = resolve(name).trainable
+    ran = []
+    for test in PER_NAME:
+        if not trainable and test not in (test_method_declares_the_contract, test_output_shapes):
+            continue
+        test(**{k: values[k] for k in inspect.signature(test).parameters})
+        ran.append(test.__name__)
+    return ran
 
 
 # -------------------------------------------------------------------------------------------------- refusals

@@ -137,22 +137,38 @@ def test_dept_untrained_head_does_not_answer(tiny_backbone):
 
 
 def test_regulariser_weighting_modes(tiny_backbone):
-    """A base with a regulariser: by default it keeps its own weight (reference code), or is scaled by 1-lam."""
+    """A base with a regulariser (its ``loss_terms``): by default it keeps its own weight (reference code), or is
+    scaled by 1-lam. DePT reads the base only through the contract: the base's ``loss`` is never called."""
     feats, labels = _separable()
     m = _dept(tiny_backbone)
-    reg = torch.tensor(0.5)
-    orig = m.base.loss
-    m.base.loss = lambda x, y, t: ((lambda l, g: (l + reg, g))(*orig(x, y, t)))
+    m.base.loss_terms = lambda out, x, y, t: {"reg": (2.0, torch.tensor(0.25))}
+    m.base.loss = None  # DePT must not fall back on the base's whole loss
     plain = m.loss(feats, labels, BASE)[1]
     cat, itm = plain["loss_cat"], plain["loss_itm"]
     assert plain["loss"] == pytest.approx(0.7 * cat + 0.3 * itm + 0.5, rel=1e-5)
+    assert plain["loss_base"] == pytest.approx(itm + 0.5, rel=1e-5)
     m.cfg.scale_regularisers = True
     assert m.loss(feats, labels, BASE)[1]["loss"] == pytest.approx(0.7 * cat + 0.3 * (itm + 0.5), rel=1e-5)
 
 
-def test_per_image_text_features_and_a_loss_that_bypasses_call(tiny_backbone):
-    """CoCoOp-style bases give text features per image [B, C, E]; DePT picks each image's own class row. A base
-    whose loss calls ``self.forward`` directly (no hook fires) gets a second forward pass, same numbers."""
+def test_dept_adds_kgcoops_own_term_at_its_own_weight(tiny_backbone):
+    """KgCoOp+DePT: the loss is lam*CE_cat + (1-lam)*CE_itm + W*(KgCoOp's term), the term as KgCoOp computes it."""
+    m = build_method("kgcoop+dept", tiny_backbone, {"n_classes": 4}, seed=0)
+    with torch.no_grad():  # away from the hand-written prompt, so KgCoOp's term is not 0
+        m.base.ctx.add_(0.5 * torch.randn(m.base.ctx.shape, generator=torch.Generator().manual_seed(0)))
+    feats, labels = _separable()
+    loss, logs = m.loss(feats, labels, BASE)
+    out = m.base(feats, BASE)
+    terms = m.base.loss_terms(out, feats, labels, BASE)
+    assert len(terms) == 1 and next(iter(terms.values()))[0] == 2.0  # W = 2.0 under DePT
+    extra = sum(w * v.item() for w, v in terms.values())
+    assert extra > 0
+    expected = 0.7 * logs["loss_cat"] + 0.3 * logs["loss_itm"] + extra
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_per_image_text_features(tiny_backbone):
+    """CoCoOp-style bases give text features per image [B, C, E]; DePT picks each image's own class row."""
     from dpclab.methods.base import Output
     from dpclab.methods.coop import CoOp
 
@@ -160,10 +176,6 @@ def test_per_image_text_features_and_a_loss_that_bypasses_call(tiny_backbone):
         def forward(self, x, task):
             out = super().forward(x, task)
             return Output(out.logits, out.image_features, out.text_features.expand(len(x), -1, -1))
-
-        def loss(self, x, y, task):
-            out = self.forward(x, task)
-            return torch.nn.functional.cross_entropy(out.logits, y), {}
 
     feats, labels = _separable()
     ref = _dept(tiny_backbone)
@@ -176,11 +188,11 @@ def test_per_image_text_features_and_a_loss_that_bypasses_call(tiny_backbone):
 def test_plugin_sets_base_config_defaults(tiny_backbone, monkeypatch):
     """``base_cfg_by_base`` (how KgCoOp+DePT gets W = 2.0): a plug-in default for the base's config that
     ``RunConfig.base_method_cfg`` still overrides."""
-    from dpclab.methods import PluginSpec
+    from dpclab.methods import PluginEntry
 
     spec = PLUGINS["dept"]
     assert spec.base_cfg_by_base["kgcoop"] == {"weight": 2.0}
-    monkeypatch.setitem(PLUGINS, "dept", PluginSpec(DePT, DePTConfig, base_cfg_by_base={"coop": {"ctx_init": None}}))
+    monkeypatch.setitem(PLUGINS, "dept", PluginEntry(DePT, DePTConfig, base_cfg_by_base={"coop": {"ctx_init": None}}))
     m = build_method("coop+dept", tiny_backbone, {"n_classes": 4})
     assert m.base.cfg.ctx_init is None
     m = build_method("coop+dept", tiny_backbone, {"n_classes": 4}, base_overrides={"ctx_init": "a"})

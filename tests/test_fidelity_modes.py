@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dpclab.methods.base import Task
-from dpclab.methods.dept import DePT, DePTConfig, released_setting
+from dpclab.methods.dept import DePT, DePTConfig
+from dpclab.paper_numbers import DEPT_COOP_BASELINE, released_setting, reproduction_runs
 from dpclab.methods.dpc import DPC, DPCConfig, duplicate_row_infonce
 from dpclab.pipeline import build_method
 
@@ -122,17 +123,28 @@ def test_dept_released_fusion_adds_logits(tiny_backbone):
 def test_dept_released_prompt_setting():
     coop = released_setting("coop+dept")
     assert coop["base_method_cfg"] == {"n_ctx": 16, "ctx_init": None}
-    baseline = released_setting("coop")
+    baseline = released_setting(DEPT_COOP_BASELINE)
     assert baseline["method_cfg"] == {"n_ctx": 16, "ctx_init": None}
     assert baseline["train"]["epochs"] == 10
     for name in ("kgcoop+dept", "maple+dept", "cocoop+dept"):  # their released configs are dpclab's defaults
         assert released_setting(name) == {}
-    with pytest.raises(ValueError, match="no released DePT setting"):
+    with pytest.raises(ValueError, match=r"no released setting for 'promptsrc\+dept'"):
         released_setting("promptsrc+dept")
+    assert released_setting("maple+dpc") == {"method_cfg": {"mode": "released"}}  # DPC on every base
+
+
+def test_reproduction_runs_are_the_released_settings_as_data():
+    runs = reproduction_runs(["coop", "coop+dpc", "promptsrc+dpc", "coop+dept", "kgcoop+dept", "promptsrc+dept"])
+    assert list(runs) == ["coop", "coop+dpc", "promptsrc+dpc", "coop+dept", DEPT_COOP_BASELINE, "kgcoop+dept",
+                          "promptsrc+dept"]
+    assert runs["coop"] == ("coop", {}) and runs["promptsrc+dept"] == ("promptsrc+dept", {})
+    assert runs["promptsrc+dpc"] == ("promptsrc+dpc", {"method_cfg": {"mode": "released"}})
+    assert runs["coop+dept"] == ("coop+dept", {"base_method_cfg": {"n_ctx": 16, "ctx_init": None}})
+    assert runs[DEPT_COOP_BASELINE] == ("coop", released_setting(DEPT_COOP_BASELINE))
 
 
 def test_coop_with_16_random_tokens_builds(tiny_backbone):
-    m = build_method("coop", tiny_backbone, released_setting("coop")["method_cfg"], seed=1)
+    m = build_method("coop", tiny_backbone, released_setting(DEPT_COOP_BASELINE)["method_cfg"], seed=1)
     assert m.ctx.shape[0] == 16
 
 

@@ -10,11 +10,15 @@ plus its own trainable parameters (the only parameters with ``requires_grad``). 
   by cosine similarity at CLIP's logit scale; a method usually defines only these two feature functions;
 * ``loss(x, y, task) -> (loss, logs)``: cross-entropy plus the method's own weighted ``loss_terms``;
 * the training hooks :func:`dpclab.train.fit` calls on every method: ``param_groups(lr)``,
-  ``batches(data, epoch, cfg, generator)`` and ``on_epoch_end(epoch, cfg)`` (defaults: one group at ``lr``, the
-  plain shuffled batches, nothing).
+  ``batches(data, epoch, cfg, generator)``, ``step(loss, optimizer, scaler)`` and ``on_epoch_end(epoch, cfg)``
+  (defaults: one group at ``lr``, the plain shuffled batches, the plain SGD step, nothing). A method that changes
+  the *update* (gradient projection such as ProGrad) overrides ``step``, not the loss: a plug-in that combines a
+  base's loss terms (DePT) then still sees the base's true loss;
+* ``diagnostics(experiment) -> dict`` after a run (default: none): extra numbers a benchmark row shows for the
+  method (DPC: what step 2 changed), so no caller needs to know which method it ran.
 
 DPC and DePT are :class:`Plugin` s: they wrap any such method as ``self.base`` and share its CLIP, tokenizer and
-input kind. ``torch.func.functional_call`` lets DPC run a method with swapped-in (mixed) prompt tensors without
+input kind, and use the base only through this contract (``forward``, ``loss_terms``, the hooks). ``torch.func.functional_call`` lets DPC run a method with swapped-in (mixed) prompt tensors without
 the method knowing. The shared prompt pieces (context init, class-token cache, prompt assembly, deep prompts)
 live in :mod:`dpclab.methods.prompts`.
 """
@@ -23,31 +27,16 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:  # the training loop imports this module
-    from ..train import Examples, TrainConfig
+from ..data.examples import Examples, Task
+from ..trainconfig import TrainConfig
 
 INPUT_KINDS = ("features", "pixels")
-
-
-@dataclass(frozen=True)
-class Task:
-    """A set of classes to classify among. ``split`` (base | new | all) lets DPC/DePT pick their inference rule."""
-
-    classnames: tuple[str, ...]
-    template: str = "a photo of a {}."
-    split: str = "base"
-    name: str = ""
-
-    def __post_init__(self):
-        object.__setattr__(self, "classnames", tuple(self.classnames))
-        if self.split not in ("base", "new", "all"):
-            raise ValueError(f"Task.split must be 'base', 'new' or 'all', got {self.split!r}")
 
 
 @dataclass
@@ -200,20 +189,36 @@ class PromptMethod(nn.Module):
         """Optimizer parameter groups: every trainable parameter at ``lr``."""
         return [{"params": list(trainable_parameters(self).values()), "lr": lr}]
 
-    def batches(self, data: "Examples", epoch: int, cfg: "TrainConfig",
+    def batches(self, data: Examples, epoch: int, cfg: TrainConfig,
                 generator: torch.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """The training batches ``(x, y)`` of ``epoch``: the plain shuffled batches (``data.task`` names the
         classes the labels index, for methods that score images before building a batch)."""
         return data.batches(epoch, cfg, generator)
 
-    def on_epoch_end(self, epoch: int, cfg: "TrainConfig") -> None:
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler) -> None:
+        """One update from a batch's ``loss``: by default the plain SGD step (``scaler`` is
+        :func:`dpclab.precision.grad_scaler`'s, a no-op unless amp runs in float16). Override it to change the
+        update itself (e.g. project the gradient), rather than faking that as a surrogate loss."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def on_epoch_end(self, epoch: int, cfg: TrainConfig) -> None:
         """Called after every epoch (0-based), e.g. for PromptSRC's Gaussian prompt aggregation."""
+
+    # ---- after a run ----------------------------------------------------------------------------------------
+    def diagnostics(self, experiment) -> dict[str, float]:
+        """Numbers that explain a finished run of this method on ``experiment`` (a
+        :class:`dpclab.pipeline.Experiment`), shown beside its benchmark row; none by default."""
+        return {}
 
 
 class Plugin(PromptMethod):
     """A method that wraps another one, ``self.base`` (DPC, DePT). It shares the base's CLIP, tokenizer and input
-    kind, and forwards the batching and end-of-epoch hooks to it; ``forward`` and ``loss`` are the plug-in's own,
-    ``param_groups`` covers the plug-in's trainable parameters (including any the base still trains)."""
+    kind, and forwards the batching, update (``step``) and end-of-epoch hooks to it; ``forward`` and ``loss`` are the
+    plug-in's own, ``param_groups`` covers the plug-in's trainable parameters (including any the base still trains).
+    A plug-in that trains after the base (DPC's step 2) overrides the hooks that belonged to the base's training."""
 
     def __init__(self, base: PromptMethod, cfg=None):
         super().__init__(base.clip, base.tokenizer, cfg, input_kind=base.input_kind)
@@ -221,6 +226,9 @@ class Plugin(PromptMethod):
 
     def batches(self, data, epoch, cfg, generator):
         return self.base.batches(data, epoch, cfg, generator)
+
+    def step(self, loss, optimizer, scaler) -> None:
+        self.base.step(loss, optimizer, scaler)
 
     def on_epoch_end(self, epoch, cfg) -> None:
         self.base.on_epoch_end(epoch, cfg)

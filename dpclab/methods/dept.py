@@ -22,9 +22,8 @@ when the head answers, ``cat_logits``.
 
 Released-code switches (docs/fidelity.md): ``fusion="logits"`` fuses as the released code does,
 ``(1 - lambda) * ITM logits + lambda * linear logits`` (``fusion="probs"``, Eq. 8, is the default).
-:func:`released_setting` gives the prompt setting of the released configs: CoOp+DePT sets no context there, so
-CoOp's defaults apply, 16 randomly initialised tokens (and its 10-epoch CoOp baseline with the same); the other
-bases' released settings are dpclab's defaults.
+The prompt setting of the released configs (CoOp+DePT sets no context there, so CoOp's defaults apply, 16 randomly
+initialised tokens) is protocol knowledge: :data:`dpclab.paper_numbers.RELEASED_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -60,24 +59,6 @@ class DePTConfig:
         if self.fusion not in ("probs", "logits"):
             raise ValueError(f"DePT fusion must be 'probs' (the paper's Eq. 8, default) or 'logits' (the released "
                              f"code: (1-lam)*ITM + lam*linear logits), got {self.fusion!r}.")
-
-
-#: RunConfig overrides that give each DePT base the prompt setting of the released configs (Koorye/DePT): CoOp+DePT
-#: and its CoOp baseline run CoOp's train.py defaults (16 random context tokens; 10 epochs, batch 4, lr 0.0035 as
-#: DePT), KgCoOp/CoCoOp/MaPLe+DePT set what dpclab's defaults are. Precision (fp16 there) is the run's own knob.
-RELEASED_SETTINGS: dict[str, dict] = {
-    "coop+dept": {"base_method_cfg": {"n_ctx": 16, "ctx_init": None}},
-    "coop": {"method_cfg": {"n_ctx": 16, "ctx_init": None}, "train": {"epochs": 10, "batch_size": 4, "lr": 0.0035}},
-    "cocoop+dept": {}, "kgcoop+dept": {}, "maple+dept": {},
-}
-
-
-def released_setting(method: str) -> dict:
-    """:data:`RELEASED_SETTINGS` of ``method`` (a copy), for ``RunConfig(**common, **released_setting(m))``."""
-    if method not in RELEASED_SETTINGS:
-        raise ValueError(f"There is no released DePT setting for {method!r}; known: {sorted(RELEASED_SETTINGS)} "
-                         f"('coop' is CoOp+DePT's 10-epoch baseline).")
-    return {k: dict(v) for k, v in RELEASED_SETTINGS[method].items()}
 
 
 def class_id(name: str) -> int:
@@ -142,17 +123,6 @@ class DePT(Plugin):
             raise ValueError("This DePT head was trained on other classes (or another class order); "
                              "build a fresh DePT for a new training task.")
 
-    def _base_loss_and_output(self, x: torch.Tensor, y: torch.Tensor, task: Task):
-        """Run the base's own loss once and catch the Output of its forward pass (no second text-encoder pass)."""
-        caught: list[Output] = []
-        handle = self.base.register_forward_hook(lambda module, args, out: caught.append(out))
-        try:
-            base_loss, base_logs = self.base.loss(x, y, task)
-        finally:
-            handle.remove()
-        out = caught[0] if caught else self.base(x, task)  # a base whose loss bypasses __call__
-        return base_loss, base_logs, out
-
     def cat_train_logits(self, out: Output, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear logits over ``cat[cwT_text(text[labels]), cwT_img(image)]`` and the labels twice."""
         txt = out.text_features
@@ -161,18 +131,23 @@ class DePT(Plugin):
         return self.head(feats), torch.cat([y, y])
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task):
+        """Eq. 7 through the base's contract: its forward pass once, its own ``loss_terms`` (KgCoOp's, PromptSRC's
+        regularisers; none for CoOp) at their own weights, the ITM cross-entropy at ``1 - lam`` and the CAT head's at
+        ``lam``. ``scale_regularisers=True`` scales the base's whole loss (CE + terms) by ``1 - lam`` instead."""
         self._bind_classes(task.classnames)
-        base_loss, base_logs, out = self._base_loss_and_output(x, y, task)
+        out = self.base(x, task)
+        terms = self.base.loss_terms(out, x, y, task)
         itm_ce = F.cross_entropy(out.logits.float(), y)
+        regularisers = sum((w * v for w, v in terms.values()), torch.zeros((), device=itm_ce.device))
         cat_logits, cat_y = self.cat_train_logits(out, y)
         cat_ce = F.cross_entropy(cat_logits, cat_y)
         lam = self.cfg.lam
         if self.cfg.scale_regularisers:
-            loss = lam * cat_ce + (1 - lam) * base_loss
-        else:  # base_loss - itm_ce = what the base adds to its CE (0 for CoOp)
-            loss = lam * cat_ce + (1 - lam) * itm_ce + (base_loss - itm_ce)
+            loss = lam * cat_ce + (1 - lam) * (itm_ce + regularisers)
+        else:
+            loss = lam * cat_ce + (1 - lam) * itm_ce + regularisers
         logs = {"loss": loss.item(), "loss_itm": itm_ce.item(), "loss_cat": cat_ce.item(),
-                "loss_base": float(base_loss.item()),
+                "loss_base": float((itm_ce + regularisers).item()),
                 "acc": batch_accuracy(out.logits, y), "acc_cat": batch_accuracy(cat_logits[len(y):], y)}
         return loss, logs
 

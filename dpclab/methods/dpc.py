@@ -288,6 +288,16 @@ class DPC(Plugin):
         """Nothing: step 2 trains P' alone; the base's end-of-epoch work (e.g. PromptSRC's aggregation of its own
         trainable tensors) belonged to step 1."""
 
+    def step(self, loss: torch.Tensor, optimizer, scaler) -> None:
+        """The plain SGD step on P': a base's own update rule (if it has one) belonged to step 1."""
+        PromptMethod.step(self, loss, optimizer, scaler)
+
+    def diagnostics(self, experiment) -> dict[str, float]:
+        """What step 2 changed (:func:`dpclab.diagnostics.dpc_diagnostics`): the benchmark's DPC columns."""
+        from ..diagnostics import dpc_diagnostics
+
+        return dpc_diagnostics(experiment, self)
+
     def batches(self, data, epoch: int, cfg, generator: torch.Generator) -> Iterator[tuple]:
         """DHNO batches: ``[anchor_1, its negatives, anchor_2, its negatives, ...]`` with their labels.
 
@@ -299,14 +309,7 @@ class DPC(Plugin):
         if task is None:
             raise ValueError("DPC's hard-negative batches need to know the training classes: pass Examples with "
                              "task=... (dpclab.train.fit does this).")
-        if data.features is not None:
-            view = data.features(epoch % cfg.views())
-
-            def take(idx):
-                return view[idx]
-        else:
-            def take(idx):
-                return data.inputs(idx, epoch, cfg)
+        take = data.take(data.epoch_view(epoch, cfg), cfg)
         for anchors in data.index_batches(cfg.batch_size, generator):
             x, y, _ = self.build_batch(take(anchors), data.labels[anchors], data.labels, take, task, generator)
             yield x, y

@@ -1,0 +1,173 @@
+"""A method name resolved once: :func:`resolve` -> :class:`MethodSpec`, and the factory that builds methods from it.
+
+``resolve("coop+dpc")`` checks the name against the tables (:mod:`dpclab.methods.table`) once: the base, the
+plug-in, whether the plug-in trains in two steps, the training defaults of the run's phase (with a plug-in's per-base
+exceptions), the plug-in's defaults for the base's config, and the refusals (an unknown name, a pair the plug-in
+refuses, a plug-in on a method that trains nothing) as one-line errors naming the choices. A run
+(:func:`dpclab.pipeline.run`) resolves its method once and passes the spec down: the plan, the training settings
+and the construction of the method all read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..precision import cast_learned
+from ..trainconfig import TrainConfig
+from .table import METHODS, PLUGINS, MethodEntry, PluginEntry
+
+
+def _frozen(d: Mapping | None) -> Mapping:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything a run needs to know about its method, resolved once from the tables (:func:`resolve`)."""
+
+    #: the full name, e.g. "coop+dpc"
+    name: str
+    #: the base method's name ("coop") and its table entry
+    base: str
+    entry: MethodEntry
+    #: the plug-in's name ("dpc") and its table entry; None for a plain method
+    plugin: str | None = None
+    plugin_entry: PluginEntry | None = None
+    #: the base is tuned first (step 1, its own run) and the plug-in trains on top of it (DPC)
+    two_step: bool = False
+    #: False for a method that trains nothing (zero-shot): evaluated only
+    trainable: bool = True
+    #: TrainConfig defaults of the run's own phase: the method's protocol, or the plug-in phase's (per-base exceptions
+    #: included); read-only
+    train: Mapping = field(default_factory=dict)
+    #: defaults of the base method's config under the plug-in (e.g. KgCoOp's W = 2.0 under DePT); read-only
+    base_cfg: Mapping = field(default_factory=dict)
+    #: the plug-in's refusals, base -> why (bases it cannot wrap); read-only, empty for a plain method
+    refuses: Mapping = field(default_factory=dict)
+
+    @property
+    def step1(self) -> "MethodSpec | None":
+        """The spec of step 1 (the plain base) for a two-step plug-in, else None. Derived, not resolved again."""
+        return _plain(self.base, self.entry) if self.two_step else None
+
+    # ---- configs ----------------------------------------------------------------------------------------------
+    def config(self, overrides: Mapping | None = None, n_classes: int = 0):
+        """The run's own config object: the plug-in's config for ``base+plugin``, else the method's."""
+        if self.plugin_entry is not None:
+            return make_config(self.plugin_entry.config, overrides, self.plugin, n_classes)
+        return make_config(self.entry.config, overrides, self.base, n_classes)
+
+    def base_config(self, overrides: Mapping | None = None, n_classes: int = 0):
+        """The base method's config: the plug-in's defaults for this base (:attr:`base_cfg`), then ``overrides``."""
+        return make_config(self.entry.config, {**self.base_cfg, **(overrides or {})}, self.base, n_classes)
+
+    def train_config(self, overrides: Mapping | None = None, **fixed) -> TrainConfig:
+        """:class:`TrainConfig` of this method's phase: :attr:`train` defaults, then ``overrides``, then ``fixed``
+        (the run's ``seed`` and ``progress``). Unknown keys fail with the list of known ones."""
+        merged = {**self.train, **(overrides or {}), **fixed}
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = set(merged) - known
+        if unknown:
+            raise ValueError(f"Unknown training option(s) {sorted(unknown)}; TrainConfig takes {sorted(known)}.")
+        return TrainConfig(**merged)
+
+    # ---- construction -----------------------------------------------------------------------------------------
+    def build(self, backbone, overrides: Mapping | None = None, n_classes: int = 0,
+              base_overrides: Mapping | None = None, base_method: nn.Module | None = None,
+              seed: int | None = None) -> nn.Module:
+        """The method itself. For a plug-in, ``overrides`` configure the plug-in and ``base_overrides`` the base;
+        ``base_method`` supplies an already tuned base (DPC's step 1). ``seed`` makes random initialisations (random
+        context, meta-nets, deep prompts) depend on it alone; the global torch RNG state is left as it was."""
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.build(backbone, overrides, n_classes, base_overrides, base_method)
+        if self.plugin_entry is None:  # fp16: the prompts inherit the CLIP dtype (before any plug-in wraps them)
+            return cast_learned(self.entry.cls(backbone, self.config(overrides, n_classes)), backbone.precision)
+        base = base_method
+        if base is None:
+            base = cast_learned(self.entry.cls(backbone, self.base_config(base_overrides, n_classes)),
+                                backbone.precision)
+        return self.plugin_entry.cls(base, self.config(overrides, n_classes))
+
+
+def make_config(config_cls: type, overrides: Mapping | None, owner: str, n_classes: int = 0):
+    """``config_cls(**overrides)``, unknown options refused with the known ones; ``n_classes`` filled in when the
+    config has such a field and the overrides do not set it."""
+    overrides = dict(overrides or {})
+    known = {f.name for f in fields(config_cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"Unknown option(s) {sorted(unknown)} for {owner!r}; it takes {sorted(known)}.")
+    if "n_classes" in known and not overrides.get("n_classes"):
+        overrides["n_classes"] = n_classes
+    return config_cls(**overrides)
+
+
+def _plain(name: str, entry: MethodEntry) -> MethodSpec:
+    return MethodSpec(name, name, entry, trainable=entry.trainable, train=_frozen(entry.train))
+
+
+def method_names() -> list[str]:
+    """Every name the tables admit: the methods, then each plug-in on each trainable base it does not refuse."""
+    pairs = [f"{m}+{p}" for m, entry in METHODS.items() if entry.trainable
+             for p, pentry in PLUGINS.items() if m not in pentry.refuses]
+    return [*METHODS, *pairs]
+
+
+def resolve(name: str) -> MethodSpec:
+    """``"coop+dpc"`` -> its :class:`MethodSpec`. Unknown names, unknown plug-ins and refused pairs fail here, with
+    the available choices."""
+    base, _, plugin = name.partition("+")
+    if base not in METHODS:
+        raise ValueError(f"Unknown method {base!r}. Available: {', '.join(method_names())}.")
+    entry = METHODS[base]
+    if not plugin:
+        return _plain(base, entry)
+    if plugin not in PLUGINS:
+        raise ValueError(f"Unknown plug-in {plugin!r} in {name!r}. Available: {', '.join(PLUGINS) or 'none yet'}.")
+    pentry = PLUGINS[plugin]
+    why = pentry.refuses.get(base) or ("" if entry.trainable else f"{base!r} trains nothing to build on")
+    if why:
+        options = [n for n in method_names() if n.endswith(f"+{plugin}")]
+        raise ValueError(f"{plugin!r} cannot wrap {base!r}: {why}. Choose one of {', '.join(options)}.")
+    return MethodSpec(f"{base}+{plugin}", base, entry, plugin, pentry, two_step=pentry.two_step,
+                      trainable=entry.trainable, train=_frozen({**pentry.train, **pentry.train_by_base.get(base, {})}),
+                      base_cfg=_frozen(pentry.base_cfg_by_base.get(base)), refuses=_frozen(pentry.refuses))
+
+
+def parse_method(name: str) -> tuple[str, str | None]:
+    """``"coop+dpc"`` -> ("coop", "dpc"); ``"coop"`` -> ("coop", None). Checked as :func:`resolve` checks it."""
+    spec = resolve(name)
+    return spec.base, spec.plugin
+
+
+def get_method(name: str) -> MethodEntry:
+    """The table entry of ``name``'s base method (``"coop+dpc"`` -> CoOp's)."""
+    base = name.partition("+")[0]
+    if base not in METHODS:
+        raise ValueError(f"Unknown method {base!r}. Available: {', '.join(method_names())}.")
+    return METHODS[base]
+
+
+def build_method(name: str, backbone, overrides: Mapping | None = None, n_classes: int = 0,
+                 base_overrides: Mapping | None = None, base_method: nn.Module | None = None,
+                 seed: int | None = None) -> nn.Module:
+    """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method): :meth:`MethodSpec.build` of
+    :func:`resolve` ``(name)``."""
+    return resolve(name).build(backbone, overrides, n_classes, base_overrides, base_method, seed)
+
+
+def default_train(method: str) -> dict:
+    """The training defaults of ``method``: the base method's, or for "base+plugin" the plug-in phase's (with its
+    per-base exceptions); :attr:`MethodSpec.train` as a dict."""
+    return dict(resolve(method).train)
+
+
+__all__ = ["MethodSpec", "resolve", "method_names", "parse_method", "get_method", "build_method", "default_train",
+           "make_config"]

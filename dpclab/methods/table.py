@@ -1,0 +1,84 @@
+"""The method table: name -> (class, its config dataclass, its training defaults from
+docs/protocol.md#hyperparameters), and the plug-in table for the Base-New Trade-off fixes that wrap a method:
+``"coop+dpc"``, ``"maple+dept"``...
+
+Plain dicts, no registry decorators: adding a method means adding one line here (its class is a
+:class:`~dpclab.methods.base.PromptMethod`; ``tests/test_contract.py`` then tests it, and every plug-in on it; see
+docs/extending.md). Nothing reads these entries directly: :func:`dpclab.methods.resolve` turns a name into one frozen
+:class:`~dpclab.methods.MethodSpec`, once per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cocoop import CoCoOp, CoCoOpConfig
+from .coop import CoOp, CoOpConfig
+from .dept import DePT, DePTConfig
+from .dpc import DPC, DPCConfig
+from .kgcoop import KgCoOp, KgCoOpConfig
+from .maple import MaPLe, MaPLeConfig
+from .promptsrc import PromptSRC, PromptSRCConfig
+from .zeroshot import ZeroShotCLIP, ZeroShotConfig
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One row of :data:`METHODS`: ``cls(backbone, config)`` builds the method."""
+
+    #: the method's class, a :class:`~dpclab.methods.base.PromptMethod`
+    cls: type
+    #: its config dataclass (every field commented with ``#:``)
+    config: type
+    #: overrides of :class:`dpclab.trainconfig.TrainConfig` defaults for this method (its protocol)
+    train: dict = field(default_factory=dict)
+    #: False for a method that trains nothing (zero-shot CLIP): evaluated only, and no plug-in wraps it
+    trainable: bool = True
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One row of :data:`PLUGINS`: a plug-in wraps a base method, ``cls(base_method, config)``."""
+
+    #: the plug-in's class, a :class:`~dpclab.methods.base.Plugin`
+    cls: type
+    #: its config dataclass
+    config: type
+    #: the plug-in phase's TrainConfig defaults
+    train: dict = field(default_factory=dict)
+    #: True: the base method is first tuned normally (step 1, reused from its run directory when finished) and the
+    #: plug-in then trains on top of it (DPC); False: the plug-in trains jointly with the base from scratch (DePT)
+    two_step: bool = False
+    #: per-base exceptions to ``train``: base name -> TrainConfig overrides
+    train_by_base: dict = field(default_factory=dict)
+    #: per-base defaults of the *base method's* config under this plug-in (e.g. KgCoOp's regulariser weight under
+    #: DePT); a run's ``base_method_cfg`` still overrides them
+    base_cfg_by_base: dict = field(default_factory=dict)
+    #: bases the plug-in cannot wrap: base name -> why (:func:`dpclab.methods.resolve` refuses the pair with it)
+    refuses: dict = field(default_factory=dict)
+
+
+METHODS: dict[str, MethodEntry] = {
+    "zeroshot": MethodEntry(ZeroShotCLIP, ZeroShotConfig, {"epochs": 0}, trainable=False),
+    "coop": MethodEntry(CoOp, CoOpConfig, {"epochs": 200, "batch_size": 32, "lr": 0.002}),
+    "cocoop": MethodEntry(CoCoOp, CoCoOpConfig, {"epochs": 10, "batch_size": 1, "lr": 0.002}),
+    "kgcoop": MethodEntry(KgCoOp, KgCoOpConfig, {"epochs": 100, "batch_size": 128, "lr": 0.002}),
+    "maple": MethodEntry(MaPLe, MaPLeConfig, {"epochs": 5, "batch_size": 4, "lr": 0.0035}),
+    "promptsrc": MethodEntry(PromptSRC, PromptSRCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.0025}),
+}
+
+
+PLUGINS: dict[str, PluginEntry] = {
+    # docs/protocol.md#dpc: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
+    "dpc": PluginEntry(DPC, DPCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.002}, two_step=True,
+                       refuses={"cocoop": "DPC's InfoNCE needs class-level text features, and CoCoOp's prompts are "
+                                          "per image"}),
+    # DePT (docs/protocol.md#dept): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for every base
+    # (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
+    "dept": PluginEntry(DePT, DePTConfig, train={"epochs": 10, "batch_size": 4, "lr": 0.0035}, two_step=False,
+                        train_by_base={"cocoop": {"batch_size": 1, "lr": 0.002}},
+                        base_cfg_by_base={"kgcoop": {"weight": 2.0}}),
+}
+
+
+__all__ = ["METHODS", "PLUGINS", "MethodEntry", "PluginEntry"]

@@ -1,0 +1,54 @@
+"""The training settings of one run (:class:`TrainConfig`) and the learning-rate schedule they define.
+
+A leaf module (it imports nothing of dpclab): the method contract (:mod:`dpclab.methods.base`), the batches
+(:mod:`dpclab.data.examples`) and the training loop (:mod:`dpclab.train`) all read it, none of them through another.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`dpclab.train.fit`. A method's protocol defaults (docs/protocol.md#hyperparameters) come from
+    its resolved :class:`~dpclab.methods.MethodSpec` (``spec.train``); a run's ``train`` overrides go on top."""
+
+    #: epochs to train (0: nothing to train, the method is only evaluated)
+    epochs: int = 200
+    #: images per SGD step (the anchors of a step for DPC, whose batches add hard negatives)
+    batch_size: int = 32
+    #: peak learning rate of the cosine schedule (per parameter group: methods may scale it, e.g. DePT's head)
+    lr: float = 0.002
+    #: SGD momentum
+    momentum: float = 0.9
+    #: SGD weight decay (L2 on every trainable tensor)
+    weight_decay: float = 5e-4
+    #: epochs at the constant ``warmup_lr`` before the cosine decay starts (Dassl's ConstantWarmupScheduler)
+    warmup_epochs: int = 1
+    #: learning rate of the warm-up epochs
+    warmup_lr: float = 1e-5
+    #: seeds the batch order (:func:`epoch_generator`) and the augmented views; the pipeline passes the run's seed
+    seed: int = 1
+    #: cached augmented views of the training images (features-kind methods); 0 = one fresh view per epoch
+    n_views: int = 0
+    #: DataLoader workers decoding training images (pixel methods); not part of a run's fingerprint
+    num_workers: int = 0
+    #: show a progress bar (tqdm.auto); not part of a run's fingerprint
+    progress: bool = True
+
+    def views(self) -> int:
+        """How many distinct augmented views the epochs cycle through: ``n_views``, or one per epoch."""
+        return self.n_views if self.n_views > 0 else self.epochs
+
+
+def lr_at_epoch(epoch: int, base_lr: float, cfg: TrainConfig) -> float:
+    """Learning rate used *during* ``epoch`` (0-based), matching Dassl's ConstantWarmupScheduler + cosine:
+    warm-up epochs run at ``warmup_lr``; epoch ``e >= w`` uses ``0.5 * lr * (1 + cos(pi * (e - w) / epochs))``."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return 0.5 * base_lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+
+
+__all__ = ["TrainConfig", "lr_at_epoch"]

@@ -1,0 +1,119 @@
+"""One resolved method spec per run (``dpclab.methods.resolve``), passed down; ``run`` executes the steps ``plan_run``
+returns (the plan ``train`` prints is the one that runs); one function decides reuse / resume / refuse."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import dpclab.methods
+import dpclab.methods.spec
+import dpclab.pipeline
+from conftest import write_json_dataset
+from dpclab.methods import resolve
+from dpclab.pipeline import Experiment, RunConfig, plan_run, run, run_action
+
+
+@pytest.fixture
+def resolutions(monkeypatch) -> list[str]:
+    """Every call of ``resolve``, wherever it is reached from (the package's name and the module's own)."""
+    calls: list[str] = []
+    real = dpclab.methods.spec.resolve
+
+    def counting(name):
+        calls.append(name)
+        return real(name)
+
+    monkeypatch.setattr(dpclab.methods, "resolve", counting)
+    monkeypatch.setattr(dpclab.methods.spec, "resolve", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("resolve_data")
+    write_json_dataset(root, n_classes=4, per_class=(2, 1, 1))
+    return str(root)
+
+
+def config(data_root, tmp_path, method, **kw) -> RunConfig:
+    return RunConfig(method=method, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
+                     runs_dir=str(tmp_path / "runs"), results=None, **kw)
+
+
+def test_the_spec_is_frozen_and_complete():
+    spec = resolve("kgcoop+dept")
+    assert (spec.base, spec.plugin, spec.two_step, spec.trainable) == ("kgcoop", "dept", False, True)
+    assert dict(spec.train) == {"epochs": 10, "batch_size": 4, "lr": 0.0035} and dict(spec.base_cfg) == {"weight": 2.0}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.two_step = True
+    with pytest.raises(TypeError):
+        spec.train["epochs"] = 1  # read-only, not a copy that silently drifts
+    dpc = resolve("coop+dpc")
+    assert dpc.two_step and dpc.step1 == resolve("coop") and "cocoop" in dpc.refuses
+    assert resolve("cocoop+dept").train["batch_size"] == 1  # the plug-in's per-base exception
+    assert resolve("zeroshot").trainable is False and resolve("zeroshot").step1 is None
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "coop", "coop+dept", "coop+dpc"])
+def test_one_resolution_per_run(method, resolutions, data_root, tiny_backbone, tmp_path):
+    cfg = config(data_root, tmp_path, method, train={"epochs": 1}, base_train={"epochs": 1} if "dpc" in method else {})
+    exp = Experiment.prepare(cfg, tiny_backbone)
+    resolutions.clear()
+    first = run(cfg, experiment=exp)
+    assert resolutions == [method]  # training (both steps of coop+dpc), evaluation, recording
+    resolutions.clear()
+    again = run(cfg, experiment=exp)
+    assert resolutions == [method] and (again.reused or method == "zeroshot")
+    assert again.metrics == first.metrics
+
+
+def test_the_cli_resolves_once_per_seed(resolutions, json_root, tiny_model_name, tmp_path, capsys):
+    from dpclab.cli import main
+
+    args = ["train", "--method", "coop+dpc", "--dataset", "eurosat", "--data-root", str(json_root), "--model",
+            tiny_model_name, "--pretrained", "random", "--shots", "1", "--device", "cpu", "--seeds", "1", "2",
+            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--results",
+            str(tmp_path / "r.csv"), "--no-progress", "--epochs", "1", "--base-train", "epochs=1"]
+    assert main(args) == 0
+    assert resolutions == ["coop+dpc", "coop+dpc"]
+    out = capsys.readouterr().out
+    assert out.count("step 1/2 coop: 1 epochs") == 2 and out.count("step 2/2 coop+dpc: 1 epochs") == 2
+
+
+def test_run_executes_the_plan_it_is_given(monkeypatch, data_root, tiny_backbone, tmp_path):
+    """The CLI prints ``plan_run``'s steps and passes them to ``run``: no second plan, the same run directories."""
+    cfg = config(data_root, tmp_path, "coop+dpc", train={"epochs": 1}, base_train={"epochs": 1})
+    exp = Experiment.prepare(cfg, tiny_backbone)
+    steps = plan_run(cfg, exp)
+    assert [(s.method, s.action, s.epochs) for s in steps] == [("coop", "train", 1), ("coop+dpc", "train", 1)]
+    monkeypatch.setattr(dpclab.pipeline, "plan_run", lambda *a, **k: pytest.fail("run() planned again"))
+    res = run(cfg, experiment=exp, plan=steps)
+    assert res.run_dir == steps[-1].run_dir and steps[0].run_dir.joinpath("result.json").is_file()
+    with pytest.raises(ValueError, match="plan is for 'coop\\+dpc' with other settings"):
+        run(dataclasses.replace(cfg, seed=2), experiment=exp, plan=steps)
+
+
+def test_one_function_decides_reuse_resume_refuse(data_root, tiny_backbone, tmp_path):
+    """``run_action`` is what the plan shows and what the run does, for every state of a run directory."""
+    cfg = config(data_root, tmp_path, "coop", train={"epochs": 2})
+    exp = Experiment.prepare(cfg, tiny_backbone)
+    (step,) = plan_run(cfg, exp)
+    assert step.action == "train" and not step.run_dir.exists()
+    from dpclab.train import fit
+
+    method = resolve("coop").build(tiny_backbone, n_classes=len(exp.train_task.classnames), seed=1)
+    fit(method, exp.train_examples("features"), exp.train_task, step.train, step.run_dir, step.fingerprint,
+        stop_after=1)  # interrupted after one epoch
+    assert (plan_run(cfg, exp)[0].action, plan_run(cfg, exp)[0].resume_epoch) == ("resume", 1)
+    assert run_action(step.run_dir, "another configuration", "reuse") == ("refuse", 0)
+    assert run_action(step.run_dir, step.full_fingerprint, "overwrite") == ("overwrite", 0)
+    run(cfg, experiment=exp)
+    assert plan_run(cfg, exp)[0].action == "reuse"
+    assert plan_run(dataclasses.replace(cfg, if_exists="error"), exp)[0].action == "refuse"
+    other = dataclasses.replace(cfg, if_exists="error")
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        run(other, experiment=exp)
+    assert plan_run(dataclasses.replace(cfg, if_exists="overwrite"), exp)[0].action == "overwrite"
