@@ -132,7 +132,7 @@ def run_grid(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
     train = dict(train or {})
     if train_for is None:
         train_for = lambda name: (train, train)  # noqa: E731 - both steps of a two-step plug-in alike
-    backbone = backbone or cached_backbone(model, str(pretrained), device)
+    backbone = backbone or cached_backbone(model, str(pretrained), device, precision)
     rows = []
     for seed in seeds:  # seed-major: an interrupted grid still covers every dataset for the first seeds
         for dataset in datasets:

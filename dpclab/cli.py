@@ -12,43 +12,19 @@ import time
 import traceback
 import warnings
 
-from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-
-
-def parse_options(pairs: list[str] | None, flag: str = "--opt") -> dict:
-    """``key=value`` pairs -> dict, values parsed as Python literals when possible (``n_ctx=8``, ``csc=True``);
-    ``flag`` names the option in the error for a pair without ``=``."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"{flag} expects key=value, got {pair!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
-
-
-def _shots(text: str) -> int:
-    """``--shots``: an int >= 0 (argparse turns the ValueError into a usage error naming the option)."""
-    try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (images per class; 0 = all training images), got {k}")
-    return k
+from . import options as opt
+from .backbones import EMBEDDED_MODEL
+from .options import add_source_args, parse_options, source_from_args
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="coop", help="method name (see `python -m dpclab methods`)")
     p.add_argument("--dataset", required=True, help="dataset name (CoOp or embedded world) or an image-folder path")
-    _add_source_args(p)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--epochs", type=int, help="override the method's default epochs")
-    p.add_argument("--lr", type=float, help="override the method's default learning rate")
-    p.add_argument("--batch-size", type=int, help="override the method's default batch size")
+    add_source_args(p)
+    p.add_argument("--seeds", type=opt.seed, nargs="+", default=[1, 2, 3])
+    p.add_argument("--epochs", type=opt.epochs, help="override the method's default epochs")
+    p.add_argument("--lr", type=opt.positive_float, help="override the method's default learning rate")
+    p.add_argument("--batch-size", type=opt.positive_int, help="override the method's default batch size")
     p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides")
     p.add_argument("--opt", nargs="*", metavar="KEY=VALUE", help="method config overrides, e.g. n_ctx=16 "
                    "(for base+plugin methods: the plug-in's, e.g. omega_b=0.5)")
@@ -56,30 +32,21 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    "config overrides")
     p.add_argument("--base-train", nargs="*", metavar="KEY=VALUE", help="two-step plug-ins (coop+dpc): TrainConfig "
                    "overrides of step 1, e.g. epochs=50")
-    p.add_argument("--precision", choices=["fp32", "fp16", "amp"], default="fp32", help="fp32 (default), fp16 "
-                   "(CLIP and prompts in half precision, as the reference trainers) or amp (autocast: bf16 on CPU, "
-                   "fp16 on CUDA)")
     _add_output_args(p)
 
 
-def _add_source_args(p: argparse.ArgumentParser) -> None:
-    """Where data and weights come from (train, eval, transfer, benchmark)."""
-    p.add_argument("--data-root", default="data/world", help="folder holding the dataset folders (CoOp layout)")
-    p.add_argument("--model", default=EMBEDDED_MODEL, help="open_clip model name, e.g. ViT-B-16")
-    p.add_argument("--pretrained", default=EMBEDDED_PRETRAINED, help="open_clip tag (openai), checkpoint path, "
-                   "'embedded' or 'random'")
-    p.add_argument("--shots", type=_shots, default=16, help="training images per class (K-shot, default 16); "
-                   "0 = all training images")
-
-
 def _add_output_args(p: argparse.ArgumentParser) -> None:
-    """Device, caches, run directories and the results table (train, eval, transfer, benchmark)."""
-    p.add_argument("--device", default="auto")
-    p.add_argument("--cache-dir", default="data/cache")
-    p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--results", default="runs/results.csv")
     p.add_argument("--overwrite", action="store_true", help="re-run finished runs instead of reusing them")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _train_overrides(args) -> dict:
+    """--train pairs plus --epochs / --lr / --batch-size, range-checked."""
+    train = opt.check_train(opt.parse_options(args.train, "--train"))
+    for key in ("epochs", "lr", "batch_size"):  # range-checked by argparse
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    return train
 
 
 _ACTIONS = {"train": "train", "reuse": "reuse the finished run", "overwrite": "retrain (--overwrite)",
@@ -114,20 +81,18 @@ def _two_step_note(args, spec) -> str | None:
 
 def cmd_train(args) -> int:
     from .evaluate import summarize
-    from .pipeline import Experiment, RunConfig, plan_run, run
+    from .pipeline import Experiment, plan_run, run
+    from .source import startup_lines
 
-    train = parse_options(args.train)
-    for key in ("epochs", "lr", "batch_size"):
-        if getattr(args, key) is not None:
-            train[key] = getattr(args, key)
+    src, train = source_from_args(args), _train_overrides(args)
+    base_train = opt.check_train(parse_options(args.base_train, "--base-train"), "--base-train")
     rows = []
     for seed in args.seeds:
-        cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
-                        pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
-                        cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
-                        method_cfg=parse_options(args.opt), base_method_cfg=parse_options(args.base_opt),
-                        base_train=parse_options(args.base_train), if_exists="overwrite" if args.overwrite else "reuse",
-                        progress=not args.no_progress, precision=args.precision)
+        cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
+                             base_method_cfg=parse_options(args.base_opt), base_train=base_train,
+                             if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
+        if seed == args.seeds[0]:
+            print("\n".join(startup_lines(src)))
         exp = Experiment.prepare(cfg)
         steps = plan_run(cfg, exp)  # resolves the method once; run() executes these very steps
         note = _two_step_note(args, steps[-1].spec) if seed == args.seeds[0] else None
@@ -152,21 +117,15 @@ def cmd_train(args) -> int:
 def cmd_transfer(args) -> int:
     from dataclasses import replace
 
-    from .pipeline import Experiment, RunConfig, plan_run
+    from .pipeline import Experiment, plan_run
     from .transfer import cross_dataset, domain_generalization, summarize_transfer
 
-    train = parse_options(args.train)
-    for key in ("epochs", "lr", "batch_size"):
-        if getattr(args, key) is not None:
-            train[key] = getattr(args, key)
+    src, train = source_from_args(args), _train_overrides(args)
     evaluate = domain_generalization if args.setting == "dg" else cross_dataset
     tables = []
     for seed in args.seeds:
-        cfg = RunConfig(method=args.method, dataset=args.dataset, data_root=args.data_root, model=args.model,
-                        pretrained=args.pretrained, shots=args.shots, seed=seed, device=args.device,
-                        cache_dir=args.cache_dir, runs_dir=args.runs_dir, results=args.results, train=train,
-                        method_cfg=parse_options(args.opt), if_exists="overwrite" if args.overwrite else "reuse",
-                        progress=not args.no_progress, precision=args.precision)
+        cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
+                             if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
         source = replace(cfg, train_classes="all")
         print("\n".join(plan_lines(source, plan_run(source, Experiment.prepare(source)))), flush=True)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
@@ -186,12 +145,13 @@ def _grid_setup(args, datasets) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    written = ensure_world(args.data_root, datasets)
+    src = source_from_args(args)
+    written = ensure_world(src.data_root, datasets)
     if written:
-        print(f"wrote embedded world dataset(s) {', '.join(written)} under {args.data_root}")
-    return dict(data_root=args.data_root, model=args.model, pretrained=args.pretrained, shots=args.shots,
-                runs_dir=args.runs_dir, cache_dir=args.cache_dir, results=args.results, device=args.device,
-                if_exists="overwrite" if args.overwrite else "reuse")
+        print(f"wrote embedded world dataset(s) {', '.join(written)} under {src.data_root}")
+    return dict(data_root=src.data_root, model=src.model, pretrained=src.pretrained, shots=src.shots,
+                runs_dir=src.runs_dir, cache_dir=src.cache_dir, results=src.results, device=src.device,
+                precision=src.precision, if_exists="overwrite" if args.overwrite else "reuse")
 
 
 def cmd_dpc_study(args) -> int:
@@ -205,7 +165,7 @@ def cmd_dpc_study(args) -> int:
     seeds = args.seeds or list(DEFAULT_SEEDS)
     grid_kw = _grid_setup(args, datasets)
     t0 = time.time()
-    step2 = parse_options(args.step2, "--step2")
+    step2 = opt.check_train(parse_options(args.step2, "--step2"), "--step2")
     runs, sweep = study(datasets, seeds, step2=step2, train={} if args.epochs is None else {"epochs": args.epochs},
                         **grid_kw)
     header = (f"# DPC study: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}\n\n"
@@ -228,7 +188,7 @@ def cmd_benchmark(args) -> int:
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
     seeds = args.seeds or list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
     train = dict(QUICK_TRAIN) if args.quick else {}
-    train.update(parse_options(args.train))
+    train.update(opt.check_train(parse_options(args.train)))
     if args.epochs is not None:
         train["epochs"] = args.epochs
     grid_kw = _grid_setup(args, datasets)
@@ -272,9 +232,14 @@ def cmd_methods(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import ReportConsole, discover, expected_times, parse_value, report_parameters, run_report
+    from .notebook import resolve
+    from .report import ReportConsole, check_parameters, discover, expected_times, report_parameters, run_report
+    from .source import startup_lines
 
-    params = {key: parse_value(value) for key, value in args.param or []}
+    params = {key: opt.parse_value(value) for key, value in args.param or []}
+    check_parameters(params)
+    setup = resolve(report_parameters(params, args.quick))  # bad values fail here, before any kernel starts
+    print("\n".join(startup_lines(setup.source)))
     jobs = args.jobs
     if jobs is None:  # the embedded model runs one CPU thread per kernel: two notebooks at once use both cores
         jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
@@ -345,33 +310,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "--quick: the first)")
     p.add_argument("--methods", nargs="+", help="row labels (default: zeroshot linear-probe coop coop+dpc, each "
                    "other DPC mode as coop+dpc[<mode>], coop+dept)")
-    p.add_argument("--seeds", type=int, nargs="+", help="default: 1 2 3 (--quick: 1)")
+    p.add_argument("--seeds", type=opt.seed, nargs="+", help="default: 1 2 3 (--quick: 1)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 epochs per method, 1 seed, 1 dataset")
-    p.add_argument("--epochs", type=int, help="override every method's epochs (default: protocol defaults)")
+    p.add_argument("--epochs", type=opt.epochs, help="override every method's epochs (default: protocol defaults)")
     p.add_argument("--train", nargs="*", metavar="KEY=VALUE", help="other TrainConfig overrides, for all methods")
     p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
     p.add_argument("--name", help="file name stem of the tables (default: benchmark, or quick)")
-    _add_source_args(p)
+    add_source_args(p)
     _add_output_args(p)
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
+    p.add_argument("--threads", type=opt.positive_int, help="torch CPU threads (1 is fastest on a busy shared machine)")
     p.set_defaults(func=cmd_benchmark)
     p = command("dpc-study", help="DPC's ablation rows and ω_b sweep over datasets x seeds (reuses the "
                        "benchmark's runs): why DPC does or does not lift base accuracy")
     p.add_argument("--datasets", nargs="+", help="dataset names (default: every embedded world dataset)")
-    p.add_argument("--seeds", type=int, nargs="+", help="default: 1 2 3")
+    p.add_argument("--seeds", type=opt.seed, nargs="+", help="default: 1 2 3")
     p.add_argument("--out", default="reports/benchmark", help="folder for the CSV and markdown tables")
     p.add_argument("--name", default="dpc_study", help="file name stem of the tables")
-    p.add_argument("--epochs", type=int, help="override the epochs of both steps (default: protocol defaults)")
+    p.add_argument("--epochs", type=opt.epochs, help="override the epochs of both steps (default: protocol defaults)")
     p.add_argument("--step2", nargs="*", metavar="KEY=VALUE", help="TrainConfig overrides of DPC's step 2 only "
                    "(e.g. lr=0.0002): step 1 stays the benchmark's CoOp run")
-    _add_source_args(p)
+    add_source_args(p)
     _add_output_args(p)
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared machine)")
+    p.add_argument("--threads", type=opt.positive_int, help="torch CPU threads (1 is fastest on a busy shared machine)")
     p.set_defaults(func=cmd_dpc_study)
     p = command("world", help="write the embedded world's datasets in the CoOp layout")
     p.add_argument("--root", default="data/world")
     p.add_argument("--names", nargs="+", help="world datasets to write (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=opt.seed, default=0)
     p.set_defaults(func=cmd_world)
     p = command("pretrain", add_help=False, help="pretrain the embedded tiny CLIP (python -m dpclab pretrain "
                        "--help; the exact command is in data/embedded/MANIFEST.json)")
@@ -395,9 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a notebook parameter, as papermill -p (e.g. -p model ViT-B-16 -p pretrained openai)")
     p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks")
     p.add_argument("--out", default="reports", help="where executed notebooks, HTML and index.html go")
-    p.add_argument("--timeout", type=float, help="per-cell timeout in seconds (none by default)")
-    p.add_argument("--jobs", type=int, help="notebooks run at once (default: 2 for the embedded model on a "
-                   "multi-core CPU, else 1); shared runs are trained once and reused")
+    p.add_argument("--timeout", type=opt.positive_float, help="per-cell timeout in seconds (none by default)")
+    p.add_argument("--jobs", type=opt.positive_int, help="notebooks run at once (default: 2 for the embedded model "
+                   "on a multi-core CPU, else 1); shared runs are trained once and reused")
     p.set_defaults(func=cmd_report)
     p = command("strip", help="remove outputs from notebooks before committing them")
     p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")
@@ -421,17 +386,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["estimate"], ["gpu-check"], ["grid"], ["speed"]):  # so do these (dpclab.estimate, ...)
         import importlib
 
-        return importlib.import_module(f"dpclab.{argv[0].replace('-', '_')}").main(argv[1:]) or 0
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = argv
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        verbose = any(a in ("-v", "--verbose") for a in argv)
+        tool = importlib.import_module(f"dpclab.{argv[0].replace('-', '_')}")
+        command = lambda: tool.main([a for a in argv[1:] if a not in ("-v", "--verbose")]) or 0  # noqa: E731
+    else:
+        args = build_parser().parse_args(argv)
+        args.argv, verbose = argv, args.verbose
+        command = lambda: args.func(args)  # noqa: E731
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
-            return args.func(args)
+            return command()
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as err:
-            if args.verbose:
+            if verbose:
                 traceback.print_exc()
             else:
                 print("error: " + " ".join(str(err).split()) + "  (-v shows the traceback)", file=sys.stderr)

@@ -22,7 +22,6 @@ Figures are in :mod:`dpclab.plots`, widgets in :mod:`dpclab.widgets`, statistics
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 from dataclasses import dataclass, field
@@ -30,47 +29,18 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+from .plan import (EMBEDDED_DEFAULT_DATASET, QUICK_EPOCH_DIVISOR, QUICK_MIN_EPOCHS, REAL_DEFAULT_DATASET,  # noqa: F401
+                   PlannedRun, Scope, parse_datasets, parse_seeds, requests)
+from .source import EMBEDDED_DATA_ROOT, Source
 
 log = logging.getLogger(__name__)
 
 #: the keys every notebook's ``parameters`` cell defines (tests/test_notebooks.py checks them)
 PARAMETER_KEYS = ("backend", "model", "pretrained", "data_root", "dataset", "shots", "seeds", "epochs", "device",
                   "quick", "interactive", "precision")
-#: the embedded world is written here when missing
-EMBEDDED_DATA_ROOT = "data/world"
-#: the dataset used on real CLIP when none is given
-REAL_DEFAULT_DATASET = "eurosat"
-#: the world dataset used on the embedded backend when none is given (one with a clear base-new trade-off)
-EMBEDDED_DEFAULT_DATASET = "world_tint"
-#: quick mode trains each method for ``max(QUICK_MIN_EPOCHS, default // QUICK_EPOCH_DIVISOR)`` epochs at most
-QUICK_EPOCH_DIVISOR = 10
-QUICK_MIN_EPOCHS = 2
-
-
-def parse_seeds(seeds) -> list[int]:
-    """``[1, 2]``, ``"1 2"``, ``"1,2"``, ``"[1, 2]"`` or ``3`` -> a list of ints (papermill ``-p`` passes strings)."""
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        return [seeds]
-    if isinstance(seeds, str):
-        text = seeds.strip()
-        if text.startswith(("[", "(")):
-            seeds = ast.literal_eval(text)
-        else:
-            seeds = [s for s in text.replace(",", " ").split() if s]
-    try:
-        out = [int(s) for s in seeds]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"seeds must be integers, e.g. seeds='1 2 3' or [1, 2, 3]; got {seeds!r}") from err
-    if not out:
-        raise ValueError("seeds is empty; give at least one seed, e.g. seeds='1'.")
-    return out
-
-
-def parse_datasets(dataset) -> list[str]:
-    """``"a"``, ``"a,b"``, ``"a b"`` or a list -> list of dataset names."""
-    if isinstance(dataset, str):
-        return [d for d in dataset.replace(",", " ").split() if d]
-    return [str(d) for d in dataset]
+#: environment variable naming a JSON-lines file where every run a notebook requests is recorded (tests compare
+#: them with the plan: tests/test_plan.py)
+REQUEST_LOG_ENV = "DPCLAB_REQUEST_LOG"
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -80,14 +50,6 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
         if (cand / "notebooks").is_dir() and (cand / "dpclab").is_dir():
             return cand
     return here
-
-
-def _resolve_backend(backend: str, pretrained: str) -> str:
-    if backend in (None, "", "auto"):
-        return "embedded" if str(pretrained) == EMBEDDED_PRETRAINED else "open_clip"
-    if backend not in ("embedded", "open_clip"):
-        raise ValueError(f"backend must be 'embedded', 'open_clip' or 'auto', not {backend!r}.")
-    return backend
 
 
 def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
@@ -100,87 +62,66 @@ def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
 
 @dataclass
 class Setup:
-    """The resolved parameters of a notebook, and the runs they describe."""
+    """A notebook's resolved parameters: its :class:`~dpclab.source.Source`, its :class:`~dpclab.plan.Scope`
+    (datasets, seeds, epochs, quick), and the runs they describe. ``S.model``, ``S.shots``... read the source."""
 
-    backend: str
-    model: str
-    pretrained: str
-    data_root: str
-    datasets: list[str]
-    shots: int
-    seeds: list[int]
-    epochs: int | None
-    device: str
-    quick: bool
-    interactive: bool
-    precision: str = "fp32"
-    runs_dir: str = "runs"
-    cache_dir: str = "data/cache"
+    source: Source
+    scope: Scope
+    #: widgets and progress bars (the report runs with False)
+    interactive: bool = True
     _experiments: dict = field(default_factory=dict, repr=False)
+    _notebook: str = field(default="", repr=False)
+
+    def __getattr__(self, name: str):  # the source's fields and label: S.model, S.shots, S.precision, S.label...
+        source = self.__dict__.get("source")
+        if source is None or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(source, name)
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.scope.datasets)
 
     @property
     def dataset(self) -> str:
         """The first (main) dataset."""
-        return self.datasets[0]
+        return self.scope.datasets[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.scope.seeds)
+
+    @property
+    def epochs(self) -> int | None:
+        return self.scope.epochs
+
+    @property
+    def quick(self) -> bool:
+        return self.scope.quick
 
     @property
     def progress(self) -> bool:
         return self.interactive
 
-    @property
-    def label(self) -> str:
-        """How results are labelled: which backend produced them."""
-        if self.backend == "embedded":
-            return f"embedded backend ({self.model}, generated world)"
-        return f"open_clip backend ({self.model} / {self.pretrained})"
-
     def backbone(self):
         from .pipeline import cached_backbone
 
-        return cached_backbone(self.model, str(self.pretrained), self.device, self.precision)
-
-    def epochs_for(self, default: int) -> int:
-        """The epochs actually trained for a method whose protocol default is ``default``."""
-        if self.epochs is not None:
-            return int(self.epochs)
-        if self.quick:
-            return min(default, max(QUICK_MIN_EPOCHS, default // QUICK_EPOCH_DIVISOR))
-        return default
+        return cached_backbone(self.model, self.pretrained, self.device, self.precision)
 
     def train_overrides(self, method: str) -> tuple[dict, dict]:
-        """(train, base_train) overrides for ``method``: the ``epochs``/``quick`` parameters applied to the
-        pipeline's defaults (:func:`dpclab.pipeline.default_train`); none for a method that does not train."""
-        from .methods import PLUGINS, get_method, parse_method
-        from .pipeline import default_train
-
-        if (self.epochs is None and not self.quick) or not get_method(method).trainable:
-            return {}, {}  # the protocol defaults: the same run directories as `python -m dpclab train`
-        base_name, plugin = parse_method(method)
-        train = {"epochs": self.epochs_for(_default_epochs(default_train(method)))}
-        if plugin is None or not PLUGINS[plugin].two_step:
-            return train, {}
-        return train, {"epochs": self.epochs_for(_default_epochs(default_train(base_name)))}
+        """(train, base_train) overrides for ``method``: :meth:`dpclab.plan.Scope.train_overrides`."""
+        return self.scope.train_overrides(method)
 
     def config(self, method: str, seed: int | None = None, dataset: str | None = None, **overrides):
         """A :class:`~dpclab.pipeline.RunConfig` for ``method`` with this notebook's parameters.
 
         ``overrides`` are RunConfig fields; ``train``/``base_train`` dicts are merged over the epoch settings.
         """
-        from .pipeline import RunConfig
-
         train, base_train = self.train_overrides(method)
-        fields = dict(method=method, dataset=dataset or self.dataset, data_root=self.data_root, model=self.model,
-                      pretrained=str(self.pretrained), shots=self.shots, seed=self.seeds[0] if seed is None else seed,
-                      device=self.device, precision=self.precision, cache_dir=self.cache_dir, runs_dir=self.runs_dir,
-                      results=self.results, progress=self.progress)
-        fields["train"] = {**train, **overrides.pop("train", {})}
-        fields["base_train"] = {**base_train, **overrides.pop("base_train", {})}
-        return RunConfig(**{**fields, **overrides})
-
-    @property
-    def results(self) -> str:
-        """The results table every run appends to."""
-        return str(Path(self.runs_dir) / "results.csv")
+        overrides["train"] = {**train, **overrides.get("train", {})}
+        overrides["base_train"] = {**base_train, **overrides.get("base_train", {})}
+        return self.source.run_config(method, dataset or self.dataset, self.seeds[0] if seed is None else seed,
+                                      **{"progress": self.progress, **overrides})
 
     def effective_epochs(self, method: str) -> dict:
         """The epochs ``method`` really trains with these parameters (:func:`dpclab.pipeline.effective_epochs`):
@@ -199,62 +140,97 @@ class Setup:
             self._experiments[key] = Experiment.prepare(cfg, self.backbone())
         return self._experiments[key]
 
-    def run(self, method: str, seed: int | None = None, dataset: str | None = None,
-            on_epoch: Callable | None = None, **overrides):
-        """Train (or reuse a finished run) and evaluate ``method``: :func:`dpclab.pipeline.run`."""
+    def planned(self, notebook: str) -> dict[str, list[PlannedRun]]:
+        """The runs notebook ``notebook`` requests (:func:`dpclab.plan.requests`: what ``grid`` trains for it), by
+        label (``"coop"``, ``"oracle"``, an ablation row...), each label's runs over datasets and seeds."""
+        self._notebook = str(notebook)[:2]
+        out: dict[str, list[PlannedRun]] = {}
+        for r in requests(notebook, self.scope):
+            out.setdefault(r.label, []).append(r)
+        return out
+
+    def run(self, method, seed: int | None = None, dataset: str | None = None, on_epoch: Callable | None = None,
+            **overrides):
+        """Train (or reuse a finished run) and evaluate: :func:`dpclab.pipeline.run`. ``method``: a
+        :class:`~dpclab.plan.PlannedRun` (with its ``curve``: base and new accuracy after every epoch, kept in
+        ``result.history``) or a method name with ``seed``, ``dataset`` and RunConfig ``overrides``."""
         from .pipeline import run
 
-        cfg = self.config(method, seed, dataset, **overrides)
-        exp = self.experiment(cfg.seed, cfg.dataset, cfg.train_classes)
-        return run(cfg, experiment=exp, on_epoch=on_epoch)
-
-    def run_with_curve(self, method: str, seed: int | None = None, dataset: str | None = None, **overrides):
-        """Like :meth:`run`, evaluating base and new accuracy after every epoch (kept in ``result.history``).
-
-        A finished run that was trained without these per-epoch evaluations is retrained once (deterministic,
-        so its final numbers do not change)."""
-        cfg = self.config(method, seed, dataset, **overrides)
-        exp = self.experiment(cfg.seed, cfg.dataset, cfg.train_classes)
-        res = self.run(method, seed, dataset, on_epoch=lambda epoch, m: exp.evaluate(m), **overrides)
-        if res.history and "base" not in res.history[-1]:
-            res = self.run(method, seed, dataset, on_epoch=lambda epoch, m: exp.evaluate(m),
-                           **{**overrides, "if_exists": "overwrite"})
+        if isinstance(method, PlannedRun):
+            cfg = method.run_config(self.source, progress=self.progress, **overrides)
+            label = method.label
+        else:
+            cfg, label = self.config(method, seed, dataset, **overrides), method
+        if getattr(method, "curve", False) and on_epoch is None:
+            res = self._run_with_curve(cfg)
+        else:
+            res = run(cfg, experiment=self.experiment(cfg.seed, cfg.dataset, cfg.train_classes), on_epoch=on_epoch)
+        self._record(label, res.run_dir, res.reused)
         return res
 
-    def seed_metrics(self, method: str, dataset: str | None = None) -> "pd.DataFrame":
-        """One row per seed of this notebook: the seed and the base / new / HM of ``method`` (run or reused)."""
+    def _run_with_curve(self, cfg):
+        """Run ``cfg`` evaluating after every epoch; a finished run trained without these evaluations is retrained
+        once (deterministic, so its final numbers do not change)."""
+        from dataclasses import replace
+
+        from .pipeline import run
+
+        exp = self.experiment(cfg.seed, cfg.dataset, cfg.train_classes)
+        res = run(cfg, experiment=exp, on_epoch=lambda epoch, m: exp.evaluate(m))
+        if res.history and "base" not in res.history[-1]:
+            res = run(replace(cfg, if_exists="overwrite"), experiment=exp, on_epoch=lambda epoch, m: exp.evaluate(m))
+        return res
+
+    def run_with_curve(self, method: str, seed: int | None = None, dataset: str | None = None, **overrides):
+        """Like :meth:`run`, evaluating base and new accuracy after every epoch (kept in ``result.history``)."""
+        res = self._run_with_curve(self.config(method, seed, dataset, **overrides))
+        self._record(method, res.run_dir, res.reused)
+        return res
+
+    def _record(self, label: str, run_dir, reused: bool) -> None:
+        """Append a request to the JSON-lines file named by $DPCLAB_REQUEST_LOG, if set (tests compare them with
+        the plan)."""
+        path = os.environ.get(REQUEST_LOG_ENV)
+        if path:
+            import json
+
+            with open(path, "a") as f:
+                f.write(json.dumps({"notebook": self._notebook, "label": label, "run_dir": str(run_dir or ""),
+                                    "reused": bool(reused)}) + "\n")
+
+    def seed_metrics(self, runs) -> "pd.DataFrame":
+        """One row per planned run of ``runs`` (a label's runs from :meth:`planned`): its seed and base / new / HM."""
         import pandas as pd
 
-        return pd.DataFrame([{"seed": seed, **self.run(method, seed, dataset).metrics} for seed in self.seeds])
+        return pd.DataFrame([{"seed": r.seed, **self.run(r).metrics} for r in runs])
 
-    def grid(self, methods: Sequence[str], spec: dict | None = None) -> "pd.DataFrame":
-        """Every dataset x method x seed of this notebook through :func:`dpclab.benchmark.run_grid` (one row per
-        run), each method trained with the epochs :meth:`config` gives it. ``spec``: row labels -> (method, run
-        overrides), e.g. :func:`dpclab.paper_numbers.reproduction_runs`."""
+    def grid(self, planned: dict[str, list[PlannedRun]]) -> "pd.DataFrame":
+        """Notebook 06's rows (``planned``: :meth:`planned`, label -> runs) over its datasets x seeds through
+        :func:`dpclab.benchmark.run_grid`, one table row per run, each with exactly its planned options."""
         from .benchmark import run_grid
 
-        return run_grid(self.datasets, methods, self.seeds, data_root=self.data_root, model=self.model,
-                        pretrained=self.pretrained, shots=self.shots, train_for=self.train_overrides,
-                        runs_dir=self.runs_dir, cache_dir=self.cache_dir, results=self.results, device=self.device,
-                        backbone=self.backbone(), progress=self.progress, precision=self.precision, spec=spec)
-
-
-def _default_epochs(train: dict) -> int:
-    from .train import TrainConfig
-
-    return int(train.get("epochs", TrainConfig.epochs))
+        spec = {}
+        for label, runs in planned.items():
+            spec[label] = (runs[0].method, runs[0].overrides())
+            if any(r.overrides() != spec[label][1] for r in runs):
+                raise ValueError(f"the planned runs of {label!r} differ between datasets or seeds; run them one by "
+                                 f"one with Setup.run")
+        src = self.source
+        return run_grid(self.datasets, list(spec), self.seeds, data_root=src.data_root, model=src.model,
+                        pretrained=src.pretrained, shots=src.shots, runs_dir=src.runs_dir, cache_dir=src.cache_dir,
+                        results=src.results, device=src.device, backbone=self.backbone(), progress=self.progress,
+                        precision=src.precision, spec=spec,
+                        on_row=lambda row: self._record(row["method"], row["run_dir"], row["reused"]))
 
 
 def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = EMBEDDED_PRETRAINED,
           data_root: str | None = None, dataset=None, shots: int = 16, seeds="1 2 3", epochs: int | None = None,
-          device: str = "auto", quick: bool = False, interactive: bool = True, precision: str = "fp32", chdir: bool = True,
+          device: str = "auto", quick: bool = False, interactive: bool = True, precision: str = "fp32",
+          chdir: bool = True,
           quick_seeds: int = 1, threads: int | None = None) -> Setup:
-    """Validate a notebook's parameters and resolve the defaults of its backend.
+    """Validate a notebook's parameters and resolve the defaults of its backend (:func:`resolve`), then:
 
-    * ``backend="auto"`` is ``embedded`` for ``pretrained="embedded"``, else ``open_clip``.
-    * Embedded: ``data_root`` defaults to ``data/world`` and missing world datasets are written there.
-      Real CLIP: ``data_root`` is required (the folder with ``eurosat/``, ``dtd/``... in the CoOp layout).
-    * ``quick`` keeps the first ``quick_seeds`` seeds and scales epochs down (see :meth:`Setup.epochs_for`).
+    * embedded: write the missing world datasets under ``data_root`` (default ``data/world``);
     * ``threads``: torch CPU threads. The embedded model's matrices are too small for threads to pay off, and on a
       busy machine several threads spin-wait on each other (measured: 40x slower with 2 threads than with 1 on a
       loaded 2-core box), so the tiny embedded model on CPU uses 1 unless told otherwise.
@@ -268,38 +244,27 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
         root = project_root()
         if root != Path.cwd().resolve():
             os.chdir(root)
-    backend = _resolve_backend(backend, pretrained)
-    if threads is None and model == EMBEDDED_MODEL and str(device) in ("auto", "cpu"):
+    s = resolve(dict(backend=backend, model=model, pretrained=pretrained, data_root=data_root, dataset=dataset,
+                     shots=shots, seeds=seeds, epochs=epochs, device=device, quick=quick, interactive=interactive,
+                     precision=precision), quick_seeds=quick_seeds)
+    if threads is None and s.model == EMBEDDED_MODEL and str(s.device) in ("auto", "cpu"):
         threads = 1
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
-    if backend == "embedded" and (model != EMBEDDED_MODEL or str(pretrained) != EMBEDDED_PRETRAINED):
-        raise ValueError(f"backend='embedded' runs model={EMBEDDED_MODEL!r}, pretrained='embedded'; got "
-                         f"model={model!r}, pretrained={pretrained!r}. For real CLIP use backend='open_clip' "
-                         f"(or 'auto').")
-    if dataset in (None, ""):
-        dataset = EMBEDDED_DEFAULT_DATASET if backend == "embedded" else REAL_DEFAULT_DATASET
-    datasets = parse_datasets(dataset)
-    if data_root in (None, ""):
-        if backend != "embedded":
-            raise ValueError("data_root is required on real CLIP: pass the folder holding the CoOp-layout datasets, "
-                             "e.g. papermill -p data_root ~/data (it should contain eurosat/, dtd/, ...).")
-        data_root = EMBEDDED_DATA_ROOT
-    data_root = str(Path(data_root).expanduser())
-    if backend == "embedded":
-        ensure_world(data_root, datasets)
-    seeds = parse_seeds(seeds)
-    if quick:
-        seeds = seeds[:max(1, quick_seeds)]
-    if shots is None or int(shots) < 1:
-        raise ValueError(f"shots must be a positive integer (16 in the papers), got {shots!r}.")
-    if epochs is not None and int(epochs) < 0:
-        raise ValueError(f"epochs must be >= 0 or None (method default), got {epochs!r}.")
-    return Setup(backend=backend, model=model, pretrained=str(pretrained), data_root=data_root, datasets=datasets,
-                 shots=int(shots), seeds=seeds, epochs=None if epochs is None else int(epochs), device=device,
-                 quick=bool(quick), interactive=bool(interactive), precision=str(precision))
+    if s.source.embedded:
+        ensure_world(s.data_root, s.datasets)
+    return s
+
+
+def resolve(parameters: dict, quick_seeds: int = 1) -> Setup:
+    """The :class:`Setup` of the notebooks' ``parameters`` (no side effects; missing keys take their defaults):
+    ``backend="auto"`` is ``embedded`` for ``pretrained="embedded"``, else ``open_clip``; ``data_root`` defaults
+    to ``data/world`` on the embedded backend and is required on real CLIP; ``quick`` keeps the first
+    ``quick_seeds`` seeds and scales epochs down (:meth:`dpclab.plan.Scope.epochs_for`)."""
+    return Setup(Source.from_parameters(parameters), Scope.from_parameters(parameters, quick_seeds),
+                 interactive=str(parameters.get("interactive", True)).lower() in ("true", "1", "yes"))
 
 
 def class_table(exp) -> "pd.DataFrame":
@@ -314,5 +279,5 @@ def class_table(exp) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-__all__ = ["PARAMETER_KEYS", "Setup", "setup", "parse_seeds", "parse_datasets", "ensure_world", "project_root",
-           "class_table"]
+__all__ = ["PARAMETER_KEYS", "Setup", "setup", "resolve", "parse_seeds", "parse_datasets", "ensure_world",
+           "project_root", "class_table", "EMBEDDED_DATA_ROOT", "EMBEDDED_DEFAULT_DATASET", "REAL_DEFAULT_DATASET"]

@@ -27,12 +27,14 @@ from torch import nn
 
 from . import methods
 from .backbones import Backbone
+from .data.coop import normalise_root
 from .evaluate import append_result
 from .experiment import Experiment, cached_backbone, dataset_specs
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import MethodSpec, build_method, default_train
 from .methods.base import learned_state, load_learned_state
 from .precision import PRECISIONS
+from .protocol import dataset_train
 from .train import RunDirError, checkpoint_action, config_fingerprint, fit
 from .trainconfig import TrainConfig
 
@@ -45,7 +47,7 @@ class RunConfig:
     method: str = "coop"
     #: a dataset name (CoOp's eleven or the embedded world's, dpclab.experiment.dataset_specs())
     dataset: str = "eurosat"
-    #: folder holding the dataset folders (CoOp layout)
+    #: folder holding the dataset folders (CoOp layout); normalised (absolute, resolved)
     data_root: str = "data/world"
     #: open_clip model name (ViT-B-16), or the embedded tiny CLIP (dpclab-tiny)
     model: str = "dpclab-tiny"
@@ -82,6 +84,7 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self):
+        self.data_root = normalise_root(self.data_root)  # one run key for a relative and an absolute path
         if self.if_exists not in ("reuse", "overwrite", "error"):
             raise ValueError(f"if_exists must be reuse, overwrite or error, not {self.if_exists!r}")
         if self.train_classes not in ("base", "all"):
@@ -102,8 +105,10 @@ def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
 
 
 def train_config(cfg: RunConfig, spec: MethodSpec | None = None) -> TrainConfig:
-    """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, then ``cfg.train``, seed and progress."""
-    return _spec_of(cfg, spec).train_config(cfg.train, seed=cfg.seed, progress=cfg.progress)
+    """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, the dataset's exceptions to them
+    (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs), then ``cfg.train``, seed and progress."""
+    train = {**dataset_train(cfg.method, cfg.dataset), **cfg.train}
+    return _spec_of(cfg, spec).train_config(train, seed=cfg.seed, progress=cfg.progress)
 
 
 def step1_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
@@ -169,8 +174,9 @@ class StepPlan:
 
     #: 1-based position among the run's steps
     step: int
-    #: the step's method name and its resolved spec
+    #: the step's method name
     method: str
+    #: its resolved spec (step 1 of a two-step plug-in: ``spec.step1`` of the run's, not resolved again)
     spec: MethodSpec
     #: the step's run configuration (step 1 of "coop+dpc" is a "coop" run)
     cfg: RunConfig
@@ -180,9 +186,11 @@ class StepPlan:
     run_dir: Path | None
     #: evaluate (nothing to train) | train | resume (from ``resume_epoch``) | reuse | overwrite | refuse
     action: str
+    #: the epoch an interrupted run resumes at (action "resume")
     resume_epoch: int = 0
-    #: what identifies the run (besides its training settings) and the full fingerprint stored with it
+    #: what identifies the run besides its training settings (model, data, options)
     fingerprint: dict = field(default_factory=dict)
+    #: the full fingerprint (training settings included) stored with the run and compared on reuse/resume
     full_fingerprint: str = ""
 
     @property

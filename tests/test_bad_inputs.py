@@ -263,3 +263,71 @@ def test_omega_out_of_range_fails_before_step_1_and_in_the_slider(json_root, tmp
     assert omega_view(grid, 1.0, 0.0)["omega_b"] == 1.0
     with pytest.raises(ValueError, match=r"omega must be a number in \[0, 1\].*got 1.2"):
         omega_view(grid, 1.2, 0.0)
+
+
+# ------------------------------------------------------------------------- numbers out of range, data roots
+@pytest.mark.parametrize("args,message", [
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["--seeds", "-1"], "argument --seeds: must be >= 0 (the papers use 1 2 3), got -1"),
+    (["--epochs", "0"], "argument --epochs: must be at least 1 (to evaluate without training use `python -m dpclab "
+                        "eval`"),
+    (["--lr", "0"], "argument --lr: must be above 0, got 0"),
+    (["--lr", "-0.1"], "argument --lr: must be above 0, got -0.1"),
+    (["--shots", "two"], "argument --shots: expected an integer, got 'two'"),
+])
+def test_cli_numbers_out_of_range_are_usage_errors_naming_the_option(json_root, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(_cli(tmp_path, json_root, *args))
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--train", "epochs=0"], "--train epochs=0: must be at least 1"),
+    (["--train", "batch_size=-2"], "--train batch_size=-2: must be at least 1"),
+    (["--train", "lr=0"], "--train lr=0: must be above 0"),
+    (["--method", "coop+dpc", "--base-train", "epochs=0"], "--base-train epochs=0: must be at least 1"),
+])
+def test_cli_training_overrides_out_of_range_are_one_line_errors(json_root, tmp_path, capsys, args, message):
+    assert main(_cli(tmp_path, json_root, *args)) == 2
+    assert message in _error_line(capsys)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["grid", "--quick", "--dry-run", "-p", "epochs", "0"], "epochs must be >= 1"),
+    (["grid", "--quick", "--dry-run", "-p", "seeds", "1 -2"], "seeds must be >= 0"),
+    (["grid", "--quick", "--dry-run", "-p", "shots", "-1"], "shots must be an integer >= 0"),
+    (["grid", "--quick", "--dry-run", "-p", "precison", "amp"], "Unknown notebook parameter(s) ['precison']"),
+    (["report", "--quick", "-p", "seeds", "-1"], "seeds must be >= 0"),
+])
+def test_grid_and_report_parameters_out_of_range_fail_before_anything_runs(tmp_path, monkeypatch, capsys, argv,
+                                                                         message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("argv", [["grid", "--workers", "0"], ["grid", "--threads", "-1"],
+                                  ["report", "--jobs", "0"], ["report", "--timeout", "0"]])
+def test_tool_counts_out_of_range_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_a_relative_and_an_absolute_data_root_are_the_same_run(json_root, tmp_path, tiny_model_name, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(json_root.parent)
+    assert main(_cli(tmp_path, json_root.name)) == 0  # relative
+    assert main(_cli(tmp_path, str(json_root))) == 0  # absolute: the same images, so the same run, reused
+    out = capsys.readouterr().out
+    assert out.count("-> train (") == 1 and out.count("-> reuse the finished run") == 1
+
+
+def test_a_cuda_device_torch_cannot_see_is_one_line_naming_the_fix(json_root, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert main(_cli(tmp_path, json_root, "--device", "cuda")) == 2
+    line = _error_line(capsys)
+    assert "device='cuda' but torch sees no CUDA GPU" in line and "--device cpu" in line

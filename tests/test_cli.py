@@ -63,6 +63,9 @@ def test_two_step_method_prints_each_step_before_it_starts(json_root, tmp_path, 
     assert main(_train_args(json_root, tmp_path, tiny_model_name, "--method", "coop+dpc", "--epochs", "3",
                             "--opt", "omega_b=2")) == 2
     out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("device: CPU") and out[1].startswith("precision: fp32 (CLIP float32, prompts float32)")
+    assert out[2] == "image loader workers: 0 (images decoded in the main process)"  # the start-up lines
+    out = out[3:]
     assert out[0].startswith("note: --epochs applies to step 2 (coop+dpc) only") and "--base-train epochs=3" in out[0]
     assert out[1].startswith(f"seed 1 step 1/2 coop: {coop['epochs']} epochs, batch {coop['batch_size']}, "
                              f"lr {coop['lr']:g} -> train (")
@@ -73,15 +76,15 @@ def test_two_step_method_prints_each_step_before_it_starts(json_root, tmp_path, 
     args = _train_args(json_root, tmp_path, tiny_model_name, "--method", "coop+dpc", "--epochs", "1",
                        "--base-train", "epochs=2", "lr=0.01")
     assert main(args) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out.splitlines()[3:]
     assert out[0] == f"seed 1 step 1/2 coop: 2 epochs, batch {coop['batch_size']}, lr 0.01 -> train (" + \
         out[0].split("(", 1)[1]
     assert "step 2/2 coop+dpc: 1 epochs" in out[1] and "-> train (" in out[1]
     assert main(args) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out.splitlines()[3:]
     assert [line.split(" -> ")[1].split(" (")[0] for line in out[:2]] == ["reuse the finished run"] * 2
     assert main(_train_args(json_root, tmp_path, tiny_model_name, "--method", "zeroshot")) == 0
-    assert capsys.readouterr().out.startswith("seed 1 step 1/1 zeroshot: nothing to train, evaluate\n")
+    assert capsys.readouterr().out.split("\n", 3)[3].startswith("seed 1 step 1/1 zeroshot: nothing to train, evaluate\n")
 
 
 def test_negative_shots_are_refused_and_zero_means_all(json_root, tmp_path, tiny_model_name, capsys):

@@ -5,25 +5,33 @@ from __future__ import annotations
 
 import torch
 
-from dpclab.grid import GridSource, PlannedRun, grid_jobs, run_config
 from dpclab.jobs import local_executor, run_jobs
+from dpclab.plan import PlannedRun, grid_jobs
+from dpclab.source import Source
+
+ONE_EPOCH = (("epochs", 1),)
 
 
 def run_grid(plan, src, executor=None) -> list[dict]:
     """The plan's trained runs through dpclab.jobs; every one must finish. One dict per run (result + worker)."""
-    records = run_jobs(grid_jobs(plan, src), executor, log=None, poll_s=0.2)
+    records = run_jobs(grid_jobs(plan, src, threads=1), executor, log=None, poll_s=0.2)
     assert all(r.ok for r in records), [r.error for r in records]
     return [{**r.result, "worker": r.worker, "label": r.label} for r in records]
 
 
-def _source(root, runs) -> GridSource:
-    return GridSource(model="dpclab-tiny", pretrained="embedded", data_root=str(root), shots=4, epochs=1,
-                      device="cpu", cache_dir=str(runs / "cache"), runs_dir=str(runs), threads=1)
+def _source(root, runs) -> Source:
+    return Source(data_root=str(root), shots=4, device="cpu", cache_dir=str(runs / "cache"), runs_dir=str(runs),
+                  results=str(runs / "results.csv"))
+
+
+def _run(method: str, seed: int) -> PlannedRun:
+    two_step = method.endswith("+dpc")
+    return PlannedRun("06", "eurosat", method, seed, train=ONE_EPOCH if method != "zeroshot" else (),
+                      base_train=ONE_EPOCH if two_step else ())
 
 
 def test_two_workers_equal_one_worker_and_nothing_runs_twice(json_root, tmp_path):
-    plan = [PlannedRun("06", "eurosat", "coop", 1), PlannedRun("06", "eurosat", "coop", 2),
-            PlannedRun("06", "eurosat", "coop+dpc", 1), PlannedRun("06", "eurosat", "zeroshot", 1)]
+    plan = [_run("coop", 1), _run("coop", 2), _run("coop+dpc", 1), _run("zeroshot", 1)]
     one = run_grid(plan, _source(json_root, tmp_path / "one"), None)
     with local_executor(2) as pool:
         two = run_grid(plan, _source(json_root, tmp_path / "two"), pool)
@@ -43,33 +51,11 @@ def test_two_workers_equal_one_worker_and_nothing_runs_twice(json_root, tmp_path
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_run_config_matches_the_notebooks_run_directories(json_root, tmp_path):
-    from dpclab.notebook import Setup
-    from dpclab.pipeline import Experiment, run_dir_for, train_config
-    from dpclab.backbones import load_clip
-
-    bb = load_clip("dpclab-tiny", "embedded", "cpu")
-    src = _source(json_root, tmp_path)
-    setup = Setup(backend="embedded", model="dpclab-tiny", pretrained="embedded", data_root=str(json_root),
-                  datasets=["eurosat"], shots=4, seeds=[1], epochs=1, device="cpu", quick=False, interactive=False,
-                  runs_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
-    for run in [PlannedRun("06", "eurosat", "coop+dpc", 1), PlannedRun("04", "eurosat", "coop", 1, train_classes="all"),
-                PlannedRun("02", "eurosat", "coop+dpc", 1, (("decouple", False),)),
-                PlannedRun("06", "eurosat", "maple+dept", 1)]:
-        ours = run_config(run, src)
-        theirs = setup.config(run.method, run.seed, run.dataset, train_classes=run.train_classes,
-                              method_cfg=dict(run.method_cfg))
-        key = Experiment.prepare(ours, bb).inputs_key()
-        assert key == Experiment.prepare(theirs, bb).inputs_key()
-        assert run_dir_for(ours, bb, key) == run_dir_for(theirs, bb, key)
-        assert train_config(ours) == train_config(theirs)
-
-
 def test_submitit_executor_runs_the_same_jobs(json_root, tmp_path):
     """The cluster path goes through submitit (its in-process 'debug' cluster here; SLURM on a cluster)."""
     from dpclab.jobs import slurm_executor
 
-    plan = [PlannedRun("06", "eurosat", "coop", 1)]
+    plan = [_run("coop", 1)]
     ex = slurm_executor(tmp_path / "logs", cluster="debug", timeout_min=5)
     (res,) = run_grid(plan, _source(json_root, tmp_path / "runs"), ex)
     (local,) = run_grid(plan, _source(json_root, tmp_path / "local"), None)

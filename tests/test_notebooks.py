@@ -229,23 +229,32 @@ def quick_report(tmp_path_factory):
     """Run the whole quick suite once (in a scratch folder: its runs/, data/ and figures/ stay there)."""
     if not _embedded_available():
         pytest.skip("the embedded checkpoint (data/embedded/dpclab-tiny.pt) and world are not in this checkout")
+    from plan_check import grid_then_report
+
     work = tmp_path_factory.mktemp("quick_suite")
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in env_path.split(os.pathsep) if p]])
-    try:
-        results = run_report(quick=True, notebook_dir=NOTEBOOK_DIR, out_dir=work / "reports", cwd=work)
-    finally:
-        os.environ["PYTHONPATH"] = env_path
-    return work, {r.name: r for r in results}
+    # the grid trains the plan first (2 workers); the report then trains nothing (test below)
+    check = grid_then_report(work, {})
+    print(f"grid {check.grid_seconds:.0f} s, report {check.report_seconds:.0f} s")
+    return work, check.results, check
 
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs_in_quick_mode(quick_report, name):
-    work, results = quick_report
+    work, results, _ = quick_report
     res = results[name]
     assert res.ok, f"{name} failed: {res.error} (executed copy: {res.executed})"
     assert res.html.is_file()
     assert (work / "reports" / "index.html").is_file()
+
+
+def test_after_the_grid_the_report_trains_nothing_and_requests_exactly_the_plan(quick_report):
+    """``grid --quick --workers 2`` then ``report --quick``: every run a notebook requests was made by the grid."""
+    _, results, check = quick_report
+    assert all(r.ok for r in results.values())
+    assert check.trained_by_report == 0, check.requests
+    assert check.requested_dirs == check.grid_dirs
+    assert all(r["reused"] for r in check.requests if r["run_dir"])
+    assert {r["notebook"] for r in check.requests} == {name[:2] for name in EXPECTED}
 
 
 def test_quick_report_has_the_headline_raw_runs_as_a_file_and_provenance(quick_report):
@@ -254,7 +263,7 @@ def test_quick_report_has_the_headline_raw_runs_as_a_file_and_provenance(quick_r
     from dpclab.backbones import embedded_checkpoint
     from dpclab.io import sha256_file
 
-    work, results = quick_report
+    work, results, _ = quick_report
     out = work / "reports"
     index = (out / "index.html").read_text()
     head = index.split("<h2>Headline</h2>")[1].split("<h2>")[0]
@@ -309,8 +318,11 @@ def test_setup_grid_trains_each_method_with_its_own_epochs(json_root, tmp_path, 
     """Notebook 06's grid: run_grid with the notebook's per-method epochs; DPC's step 1 is the CoOp row's run."""
     from dpclab.benchmark import run_grid
 
-    s = Setup(backend="open_clip", model="tiny", pretrained="random", data_root=str(json_root), datasets=["eurosat"],
-              shots=4, seeds=[1], epochs=None, device="cpu", quick=True, interactive=False)
+    from dpclab.plan import Scope
+    from dpclab.source import Source
+
+    s = Setup(Source(model="tiny", pretrained="random", data_root=str(json_root), shots=4, device="cpu"),
+              Scope(("eurosat",), (1,), quick=True), interactive=False)
     assert s.train_overrides("coop") == ({"epochs": 20}, {}) and s.train_overrides("zeroshot") == ({}, {})
     assert s.train_overrides("coop+dpc") == ({"epochs": 2}, {"epochs": 20})
     runs = run_grid(s.datasets, ["zeroshot", "coop", "coop+dpc"], s.seeds, data_root=s.data_root, shots=4,

@@ -31,6 +31,12 @@ class DatasetError(ValueError):
     """Bad dataset input: the message names the file and the fix."""
 
 
+def normalise_root(path: str | os.PathLike) -> str:
+    """A data root as one string: ``~`` expanded, absolute, symlinks resolved. A relative and an absolute path to the
+    same folder give the same string, so the same images get the same run key."""
+    return str(Path(path).expanduser().resolve())
+
+
 @dataclass(frozen=True)
 class Datum:
     impath: str  # absolute path of the image file
@@ -232,7 +238,7 @@ def load_dataset(root: str | os.PathLike, name: str, specs: dict[str, DatasetSpe
     ``check_images`` existence-checks that many listed images per split (0 = all).
     """
     specs = DATASETS if specs is None else specs
-    root = Path(root).expanduser()
+    root = Path(normalise_root(root))
     if name not in specs and Path(name).expanduser().is_dir():
         spec = DatasetSpec(Path(name).name, str(Path(name).expanduser().resolve()), "folder")
     elif name not in specs:

@@ -22,7 +22,8 @@ from .prompts import ContextConfig, PromptLearner, init_context
 class CoOpConfig(ContextConfig):
     #: class-specific context (one context per class; cannot transfer to new classes)
     csc: bool = False
-    n_classes: int = 0  # needed with csc
+    #: number of classes (one context each with csc; the pipeline passes the training class count)
+    n_classes: int = 0
 
 
 class CoOp(PromptLearner):

@@ -41,20 +41,29 @@ from .templates import IMAGENET_TEMPLATES_60
 class PromptSRCConfig:
     #: text context tokens; None = ctx_init's token count (4 with random init); with ctx_init it must equal that count
     n_ctx_text: int | None = None
+    #: vision context tokens per prompted layer (random N(0, .02))
     n_ctx_vision: int = 4
+    #: words whose embeddings initialise the text context; None = random
     ctx_init: str | None = "a photo of a"
     #: layers with prompts, counting layer 0; capped at the encoder's layer count (vision_depth 0: no vision prompts)
     text_depth: int = 9
+    #: vision layers with prompts (see text_depth)
     vision_depth: int = 9
+    #: weight of the L1 between prompted text features and the zero-shot ensemble over ``templates`` (lambda_1 = 25)
     text_loss_weight: float = 25.0
+    #: weight of the L1 consistency of prompted and frozen image features (lambda_2 = 10)
     image_loss_weight: float = 10.0
+    #: weight of the KL divergence between prompted and zero-shot logits
     kl_weight: float = 1.0
     #: templates of the frozen textual anchor (averaged)
     templates: tuple[str, ...] = IMAGENET_TEMPLATES_60
     #: Gaussian prompt aggregation over epochs (mean and std in 1-based epochs)
     gpa: bool = True
+    #: the Gaussian's mean (1-based epoch)
     gpa_mean: float = 15.0
+    #: the Gaussian's standard deviation (epochs)
     gpa_std: float = 1.0
+    #: truncate text sequences to max(EOT)+1 (exact, faster); False runs all 77 tokens
     truncate: bool = True
 
     def __post_init__(self):

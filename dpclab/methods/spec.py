@@ -32,11 +32,13 @@ class MethodSpec:
 
     #: the full name, e.g. "coop+dpc"
     name: str
-    #: the base method's name ("coop") and its table entry
+    #: the base method's name ("coop")
     base: str
+    #: the base method's table entry (class, config, protocol defaults)
     entry: MethodEntry
-    #: the plug-in's name ("dpc") and its table entry; None for a plain method
+    #: the plug-in's name ("dpc"); None for a plain method
     plugin: str | None = None
+    #: the plug-in's table entry; None for a plain method
     plugin_entry: PluginEntry | None = None
     #: the base is tuned first (step 1, its own run) and the plug-in trains on top of it (DPC)
     two_step: bool = False

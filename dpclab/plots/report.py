@@ -18,11 +18,26 @@ def _average(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["dataset"] == AVERAGE].set_index("method")
 
 
+#: bar colours of a plug-in's rows, in the order of the plug-in table (DPC blue, DePT orange, then the next ones)
+PLUGIN_COLOURS = ("tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def bar_colour(label: str) -> str:
+    """Grey for a method alone; a plug-in's row (``coop+dpc``, ``coop+dpc[released]``) in its plug-in's colour."""
+    from ..methods import PLUGINS
+
+    plugin = label.partition("+")[2].partition("[")[0]
+    if not plugin:
+        return "gray"
+    order = list(PLUGINS)
+    return PLUGIN_COLOURS[order.index(plugin) % len(PLUGIN_COLOURS)] if plugin in order else "tab:red"
+
+
 def method_bars(runs: pd.DataFrame, summary: pd.DataFrame, methods: Sequence[str], title: str,
                 ylabel: str) -> Figure:
     """Bars per method: base and new accuracy (mean ± std over every run of the method: datasets and seeds
-    pooled) and the HM of the mean base and new (the summary's average over datasets). Grey: a method alone,
-    blue: + DPC, orange: + another plug-in."""
+    pooled) and the HM of the mean base and new (the summary's average over datasets). Grey: a method alone, each
+    plug-in in its colour (:func:`bar_colour`: blue DPC, orange DePT)."""
     agg = runs.groupby("method", sort=False).agg(base=("base", "mean"), base_std=("base", "std"),
                                                  new=("new", "mean"), new_std=("new", "std")).reindex(methods)
     n_seeds = runs["seed"].nunique()
@@ -31,7 +46,7 @@ def method_bars(runs: pd.DataFrame, summary: pd.DataFrame, methods: Sequence[str
     axes = fig.subplots(1, 3, sharey=True)
     for ax, metric in zip(axes, ("base", "new")):
         ax.bar(x, agg[metric], yerr=agg[f"{metric}_std"].fillna(0), capsize=3,
-               color=["gray" if "+" not in m else ("tab:blue" if "dpc" in m else "tab:orange") for m in methods])
+               color=[bar_colour(m) for m in methods])
         ax.set_xticks(x, methods, rotation=60, ha="right", fontsize=8)
         ax.set_title(f"{metric} accuracy (mean ± std over {n_seeds} seed(s))")
         ax.grid(axis="y", alpha=0.3)

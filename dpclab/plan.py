@@ -1,0 +1,312 @@
+"""The report's runs as data, in one place: what each notebook (00-06) requests, for the notebooks, ``grid`` and
+``estimate`` alike.
+
+* :func:`requests` -- the runs one notebook asks for, each with its label (``coop``, ``oracle``, an ablation row,
+  a notebook-06 row such as ``coop (DePT setting)``), method options, train overrides and train classes. The
+  notebooks get theirs through :meth:`dpclab.notebook.Setup.planned` and run exactly these.
+* :func:`report_plan` -- every notebook's requests, one entry per run key: a run asked for by several notebooks
+  (03 and 05 use 02's DPC run) is listed once, with all of them in ``notebooks``; ``curve`` when any asks for the
+  per-epoch evaluations. ``python -m dpclab grid`` trains it, ``python -m dpclab estimate`` prices it.
+* :func:`grid_jobs` / :func:`waves` -- the plan as :mod:`dpclab.jobs` jobs (two-step plug-ins after their step 1).
+
+The parameters are the notebooks' (``report -p key value``): ``dataset``, ``seeds``, ``epochs``, ``quick`` here
+(:class:`Scope`), the rest are the :class:`~dpclab.source.Source`. Per-dataset protocol exceptions (CoOp on
+ImageNet: 50 epochs) are applied where a run's training settings are resolved (:mod:`dpclab.protocol`).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, replace
+from typing import Iterable, Mapping, Sequence
+
+from .source import EMBEDDED_PRETRAINED, resolve_backend
+
+#: the notebooks, in order
+NOTEBOOKS = ("00", "01", "02", "03", "04", "05", "06")
+#: the dataset used on real CLIP when none is given
+REAL_DEFAULT_DATASET = "eurosat"
+#: the world dataset used on the embedded backend when none is given (one with a clear base-new trade-off)
+EMBEDDED_DEFAULT_DATASET = "world_tint"
+#: quick mode trains each method for ``max(QUICK_MIN_EPOCHS, default // QUICK_EPOCH_DIVISOR)`` epochs at most
+QUICK_EPOCH_DIVISOR = 10
+QUICK_MIN_EPOCHS = 2
+#: the baselines of notebook 01
+BASELINES = ("coop", "kgcoop")
+
+
+def parse_seeds(seeds) -> list[int]:
+    """``[1, 2]``, ``"1 2"``, ``"1,2"``, ``"[1, 2]"`` or ``3`` -> a list of ints >= 0 (``-p`` passes strings)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if isinstance(seeds, str):
+        text = seeds.strip()
+        seeds = ast.literal_eval(text) if text.startswith(("[", "(")) else text.replace(",", " ").split()
+    try:
+        out = [int(s) for s in seeds]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"seeds must be integers, e.g. seeds='1 2 3' or [1, 2, 3]; got {seeds!r}") from err
+    if not out:
+        raise ValueError("seeds is empty; give at least one seed, e.g. seeds='1'.")
+    if min(out) < 0:
+        raise ValueError(f"seeds must be >= 0 (the papers use 1 2 3), got {out}.")
+    return out
+
+
+def parse_datasets(dataset) -> list[str]:
+    """``"a"``, ``"a,b"``, ``"a b"`` or a list -> list of dataset names."""
+    if isinstance(dataset, str):
+        return [d for d in dataset.replace(",", " ").split() if d]
+    return [str(d) for d in dataset]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the notebooks' parameters decide besides the source: which datasets and seeds, and how long to train."""
+
+    #: the datasets (the first is the main one, used by notebooks 00-05)
+    datasets: tuple[str, ...]
+    #: few-shot seeds (quick mode keeps the first)
+    seeds: tuple[int, ...]
+    #: every trained method's epochs (None: each method's protocol default, scaled down when quick)
+    epochs: int | None = None
+    #: the fast smoke mode of the notebooks
+    quick: bool = False
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping, quick_seeds: int = 1) -> "Scope":
+        """The scope of the notebooks' ``parameters`` (missing keys take the notebooks' defaults)."""
+        p = {k: v for k, v in parameters.items() if v is not None}
+        quick = str(p.get("quick", False)).lower() in ("true", "1", "yes")
+        dataset = p.get("dataset") or (EMBEDDED_DEFAULT_DATASET if resolve_backend(
+            p.get("backend"), str(p.get("pretrained", EMBEDDED_PRETRAINED))) == "embedded" else REAL_DEFAULT_DATASET)
+        seeds = parse_seeds(p.get("seeds", "1 2 3"))
+        epochs = p.get("epochs")
+        if epochs is not None:
+            epochs = int(epochs)
+            if epochs < 1:
+                raise ValueError(f"epochs must be >= 1 (or None: each method's protocol default), got {epochs}; "
+                                 f"zero-shot CLIP needs no epochs setting.")
+        return cls(tuple(parse_datasets(dataset)), tuple(seeds[:max(1, quick_seeds)] if quick else seeds), epochs,
+                   quick)
+
+    def epochs_for(self, default: int) -> int:
+        """The epochs actually trained for a method whose protocol default is ``default``."""
+        if self.epochs is not None:
+            return self.epochs
+        if self.quick:
+            return min(default, max(QUICK_MIN_EPOCHS, default // QUICK_EPOCH_DIVISOR))
+        return default
+
+    def train_overrides(self, method: str) -> tuple[dict, dict]:
+        """(train, base_train) overrides of ``method``: ``epochs``/``quick`` applied to the method's defaults; none
+        for a method that does not train, nor without ``epochs``/``quick`` (the protocol defaults, with their
+        per-dataset exceptions: the same run directories as ``python -m dpclab train``)."""
+        from .methods import PLUGINS, default_train, get_method, parse_method
+
+        if (self.epochs is None and not self.quick) or not get_method(method).trainable:
+            return {}, {}
+        base_name, plugin = parse_method(method)
+        train = {"epochs": self.epochs_for(_default_epochs(default_train(method)))}
+        if plugin is None or not PLUGINS[plugin].two_step:
+            return train, {}
+        return train, {"epochs": self.epochs_for(_default_epochs(default_train(base_name)))}
+
+
+def _default_epochs(train: dict) -> int:
+    from .train import TrainConfig
+
+    return int(train.get("epochs", TrainConfig.epochs))
+
+
+def _items(d: Mapping | None) -> tuple:
+    return tuple(sorted((d or {}).items()))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run a notebook requests. Dict-valued options are sorted (key, value) tuples (hashable)."""
+
+    #: the (first) notebook requesting it: "00" ... "06"
+    notebook: str
+    dataset: str
+    method: str
+    seed: int
+    #: RunConfig.method_cfg
+    method_cfg: tuple = ()
+    #: base (all base-to-new classes trained on) | all (the oracle)
+    train_classes: str = "base"
+    #: evaluated on base and new test data after every epoch (notebooks 01, 02)
+    curve: bool = False
+    #: RunConfig.base_method_cfg, .train and .base_train
+    base_method_cfg: tuple = ()
+    train: tuple = ()
+    base_train: tuple = ()
+    #: what the notebook calls it (a method name, "oracle", an ablation row, a notebook-06 row label)
+    label: str = ""
+    #: every notebook requesting it (report_plan); () = just ``notebook``
+    notebooks: tuple = ()
+
+    @property
+    def key(self) -> tuple:
+        """Equal keys, same run directory (for one source)."""
+        return (self.dataset, self.method, self.seed, self.method_cfg, self.base_method_cfg, self.train,
+                self.base_train, self.train_classes)
+
+    @property
+    def requested_by(self) -> tuple:
+        return self.notebooks or (self.notebook,)
+
+    def overrides(self) -> dict:
+        """The RunConfig fields of this run besides the source, method, dataset and seed."""
+        return dict(method_cfg=dict(self.method_cfg), base_method_cfg=dict(self.base_method_cfg),
+                    train=dict(self.train), base_train=dict(self.base_train), train_classes=self.train_classes)
+
+    def run_config(self, source, **overrides):
+        """Its :class:`~dpclab.pipeline.RunConfig` from ``source`` (a :class:`~dpclab.source.Source`)."""
+        return source.run_config(self.method, self.dataset, self.seed, **{**self.overrides(), **overrides})
+
+    def describe(self) -> str:
+        opts = {k: dict(v) for k, v in (("opt", self.method_cfg), ("base_opt", self.base_method_cfg),
+                                         ("train", self.train), ("base_train", self.base_train)) if v}
+        extra = "".join(f" {k}={v}" for k, v in opts.items())
+        return (f"{','.join(self.requested_by):8s} {self.dataset:14s} {self.method:16s} seed {self.seed} "
+                f"{self.train_classes}{' curve' if self.curve else ''}{extra}")
+
+
+def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = None, label: str | None = None,
+         curve: bool = False, train_classes: str = "base", **over) -> PlannedRun:
+    """A request of notebook ``nb``: ``over`` are RunConfig overrides (method_cfg, train, ...) over the scope's
+    epochs."""
+    from .methods import PLUGINS, parse_method
+
+    train, base_train = scope.train_overrides(method)
+    plugin = parse_method(method)[1]
+    two_step = plugin is not None and PLUGINS[plugin].two_step
+    return PlannedRun(nb, dataset or scope.datasets[0], method, seed, _items(over.get("method_cfg")), train_classes,
+                      curve, _items(over.get("base_method_cfg")), _items({**train, **over.get("train", {})}),
+                      _items({**base_train, **over.get("base_train", {})}) if two_step else (), label or method)
+
+
+def _n00(s: Scope) -> list[PlannedRun]:
+    return [_run("00", s, "zeroshot", seed, label="zero-shot") for seed in s.seeds]
+
+
+def _n01(s: Scope) -> list[PlannedRun]:
+    from .methods import METHODS
+
+    out = [_run("01", s, "zeroshot", s.seeds[0], label="zero-shot")]
+    return out + [_run("01", s, m, seed, curve=seed == s.seeds[0]) for m in BASELINES if m in METHODS
+                  for seed in s.seeds]
+
+
+def _n02(s: Scope) -> list[PlannedRun]:
+    from .analysis import DPC_ABLATION
+
+    s0 = s.seeds[0]
+    out = [_run("02", s, "zeroshot", s0, label="zero-shot"), _run("02", s, "coop", s0, curve=True),
+           _run("02", s, "coop+dpc", s0, curve=True)]
+    return out + [_run("02", s, "coop+dpc", s0, label=name, method_cfg=cfg) for name, cfg in DPC_ABLATION.items()]
+
+
+def _n03(s: Scope) -> list[PlannedRun]:
+    return [_run("03", s, "coop+dpc", s.seeds[0])]
+
+
+def _n04(s: Scope) -> list[PlannedRun]:
+    from .methods import PLUGINS
+
+    s0 = s.seeds[0]
+    out = [_run("04", s, "zeroshot", s0, label="zero-shot"), _run("04", s, "coop", s0, label="CoOp"),
+           _run("04", s, "coop", s0, label="oracle", train_classes="all")]
+    out += [_run("04", s, "coop+dept", s0, label="CoOp + DePT")] if "dept" in PLUGINS else []
+    return out + ([_run("04", s, "coop+dpc", s0, label="CoOp + DPC")] if "dpc" in PLUGINS else [])
+
+
+def _n05(s: Scope) -> list[PlannedRun]:
+    return [_run("05", s, "coop+dpc", s.seeds[0])]
+
+
+def _n06(s: Scope) -> list[PlannedRun]:
+    """:func:`dpclab.paper_numbers.report_spec`'s rows on every dataset and seed."""
+    from .paper_numbers import report_spec
+
+    return [_run("06", s, method, seed, dataset, label, **over) for label, (method, over) in report_spec().items()
+            for dataset in s.datasets for seed in s.seeds]
+
+
+_REQUESTS = {"00": _n00, "01": _n01, "02": _n02, "03": _n03, "04": _n04, "05": _n05, "06": _n06}
+
+
+def requests(notebook: str, scope: Scope) -> list[PlannedRun]:
+    """The runs notebook ``notebook`` ("00" ... "06", or a file stem such as "06_reproducibility_report") asks for,
+    in its order."""
+    nb = str(notebook)[:2]
+    if nb not in _REQUESTS:
+        raise ValueError(f"No plan for notebook {notebook!r}; the notebooks are {', '.join(NOTEBOOKS)}.")
+    return _REQUESTS[nb](scope)
+
+
+def deduplicate(runs: Iterable[PlannedRun]) -> list[PlannedRun]:
+    """One entry per run key, first request first, with every requesting notebook and ``curve`` if any wants it."""
+    plan: dict[tuple, PlannedRun] = {}
+    for r in runs:
+        first = plan.get(r.key)
+        if first is None:
+            plan[r.key] = replace(r, notebooks=(r.notebook,))
+        else:
+            nbs = first.notebooks + ((r.notebook,) if r.notebook not in first.notebooks else ())
+            plan[r.key] = replace(first, notebooks=nbs, curve=first.curve or r.curve)
+    return list(plan.values())
+
+
+def report_plan(parameters: Mapping | Scope | None = None, notebooks: Sequence[str] = NOTEBOOKS) -> list[PlannedRun]:
+    """Every run of ``notebooks`` under the notebooks' ``parameters`` (as ``report -p``: dataset, seeds, epochs,
+    quick, backend/pretrained for the default dataset), each run once (:func:`deduplicate`)."""
+    scope = parameters if isinstance(parameters, Scope) else Scope.from_parameters(parameters or {})
+    return deduplicate(r for nb in notebooks for r in requests(nb, scope))
+
+
+def needs_training(run: PlannedRun) -> bool:
+    from .methods import get_method
+
+    return get_method(run.method).trainable
+
+
+def run_label(run: PlannedRun) -> str:
+    """``02,03 world_tint coop+dpc seed 1 decouple=False``: what the grid's per-run lines call a run (the notebooks
+    requesting it, its row label when that is not the method, its options)."""
+    opts = " ".join(f"{k}={v}" for k, v in run.method_cfg + run.base_method_cfg)
+    extra = (" all classes" if run.train_classes == "all" else "") + (" curve" if run.curve else "")
+    label = f" [{run.label}]" if run.label and run.label != run.method else ""
+    return (f"{','.join(run.requested_by)} {run.dataset} {run.method}{label} seed {run.seed}{extra}"
+            f"{' ' + opts if opts else ''}")
+
+
+def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = None) -> list:
+    """The trained runs of ``runs`` as :class:`dpclab.jobs.Job` s (one :func:`dpclab.jobs.train_run` each, a
+    two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
+    (default: the embedded one); ``threads``: torch CPU threads per worker."""
+    from .jobs import training_jobs
+    from .source import Source
+
+    src = source or Source()
+    return training_jobs([(run_label(r), r.run_config(src, progress=False), r.curve) for r in runs
+                          if needs_training(r)], threads=threads)
+
+
+def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
+    """The trained runs in dependency waves (:func:`dpclab.jobs.waves`): [runs that need no other run, runs that
+    reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
+    (nothing to train or store)."""
+    from .jobs import waves as job_waves
+
+    trained = [r for r in runs if needs_training(r)]
+    jobs = grid_jobs(trained, source)
+    by_key = {j.key: r for j, r in zip(jobs, trained)}
+    return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
+
+
+__all__ = ["NOTEBOOKS", "Scope", "PlannedRun", "requests", "deduplicate", "report_plan", "waves", "needs_training",
+           "run_label", "grid_jobs",
+           "parse_seeds", "parse_datasets"]

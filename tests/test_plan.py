@@ -1,0 +1,124 @@
+"""One source, one plan: the run settings every tool shares (Source), the runs each notebook requests (plan), and the
+per-dataset protocol exceptions where training settings are resolved."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dpclab import paper_numbers
+from dpclab.pipeline import RunConfig, effective_epochs, train_config
+from dpclab.plan import NOTEBOOKS, Scope, report_plan, requests, waves
+from dpclab.protocol import EXCEPTIONS, dataset_train
+from dpclab.source import Source
+
+
+def test_source_normalises_the_data_root(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    rel, absolute = Source(data_root="data"), Source(data_root=str(tmp_path / "data"))
+    assert rel == absolute and rel.data_root == str((tmp_path / "data").resolve())
+    assert rel.run_config("coop", "eurosat", 1).data_root == absolute.run_config("coop", "eurosat", 1).data_root
+    assert RunConfig(data_root="data").data_root == rel.data_root  # RunConfig too (its run key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Source(data_root="~/data") == rel
+
+
+def test_source_from_the_notebooks_parameters():
+    src = Source.from_parameters({"precision": "amp", "shots": "8", "seeds": "1 2"}, runs_dir="r")
+    assert (src.backend, src.precision, src.shots) == ("embedded", "amp", 8)
+    assert src.results == os.path.join("r", "results.csv")
+    assert src.data_root.endswith(os.path.join("data", "world"))
+    cfg = src.run_config("coop", "world_tint", 2, train={"epochs": 3})
+    assert (cfg.precision, cfg.shots, cfg.seed, cfg.train, cfg.runs_dir) == ("amp", 8, 2, {"epochs": 3}, "r")
+    with pytest.raises(ValueError, match="data_root is required on real CLIP"):
+        Source.from_parameters({"model": "ViT-B-16", "pretrained": "openai"})
+    with pytest.raises(ValueError, match="shots must be an integer >= 0"):
+        Source(shots=-1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Source(precision="fp8")
+    with pytest.raises(ValueError, match="backend='embedded' runs model"):
+        Source(backend="embedded", model="ViT-B-16")
+
+
+def test_coop_on_imagenet_trains_50_epochs_wherever_its_config_is_resolved():
+    assert any(e.dataset == "imagenet" and e.method == "coop" and e.train == {"epochs": 50} for e in EXCEPTIONS)
+    assert dataset_train("coop", "imagenet") == {"epochs": 50} and dataset_train("coop", "eurosat") == {}
+    assert dataset_train("promptkd", "dtd") == {}  # the KD weight comment is documented, not applied
+    assert train_config(RunConfig(method="coop", dataset="imagenet")).epochs == 50
+    assert train_config(RunConfig(method="coop", dataset="eurosat")).epochs == 200
+    assert effective_epochs(RunConfig(method="coop+dpc", dataset="imagenet")) == {"epochs": 20, "step1_epochs": 50}
+    assert train_config(RunConfig(method="coop", dataset="imagenet", train={"epochs": 7})).epochs == 7
+    assert train_config(RunConfig(method="coop+dept", dataset="imagenet")).epochs == 10
+
+
+def test_the_plan_lists_every_notebooks_runs_once_with_all_who_request_them():
+    scope = Scope.from_parameters({"dataset": "eurosat,dtd", "seeds": "1 2 3", "pretrained": "openai"})
+    plan = report_plan(scope)
+    assert len({r.key for r in plan}) == len(plan)
+    requested = {nb: {r.key for r in requests(nb, scope)} for nb in NOTEBOOKS}
+    for nb, keys in requested.items():  # every request is in the plan, filed under that notebook too
+        assert keys <= {r.key for r in plan if nb in r.requested_by}, nb
+    dpc = next(r for r in plan if r.method == "coop+dpc" and not r.method_cfg and r.seed == 1 and
+               r.dataset == "eurosat")
+    assert {"02", "03", "04", "05"} <= set(dpc.requested_by) and dpc.curve  # 03 and 05 reuse 02's run
+    rows = paper_numbers.report_spec()
+    six = [r for r in plan if "06" in r.requested_by]
+    assert {r.label for r in requests("06", scope)} == set(rows) and len(requests("06", scope)) == 2 * 3 * len(rows)
+    released = [r for r in six if r.method == "maple+dpc"]
+    assert released and all(dict(r.method_cfg) == {"mode": "released"} for r in released)
+    baseline = [r for r in requests("06", scope) if r.label == paper_numbers.DEPT_COOP_BASELINE]
+    assert all(r.method == "coop" and dict(r.method_cfg)["n_ctx"] == 16 and dict(r.train)["epochs"] == 10
+               for r in baseline)
+    first, second = waves(plan)
+    assert all("+dpc" in r.method for r in second) and not any(r.method == "zeroshot" for r in first)
+
+
+def test_quick_and_epochs_parameters_reach_the_plan():
+    quick = {r.label: r for r in requests("02", Scope.from_parameters({"quick": True, "seeds": "4 5"}))}
+    assert {r.seed for r in quick.values()} == {4}
+    assert dict(quick["coop+dpc"].train) == {"epochs": 2} and dict(quick["coop+dpc"].base_train) == {"epochs": 20}
+    fixed = {r.label: r for r in requests("06", Scope.from_parameters({"epochs": 3}))}
+    assert dict(fixed["coop"].train) == {"epochs": 3} and dict(fixed["zeroshot"].train) == {}
+    assert dict(fixed[paper_numbers.DEPT_COOP_BASELINE].train)["epochs"] == 10  # its own setting wins
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        Scope.from_parameters({"epochs": 0})
+    with pytest.raises(ValueError, match="seeds must be >= 0"):
+        Scope.from_parameters({"seeds": "-1"})
+
+
+def test_setup_runs_exactly_the_planned_run_directories(json_root, tmp_path, tiny_backbone, monkeypatch):
+    """What a notebook runs for a planned request is the run directory the grid makes for it."""
+    from dpclab.notebook import Setup
+    from dpclab.pipeline import Experiment, run_dir_for
+
+    src = Source(model=tiny_backbone.model_name, pretrained="random", data_root=str(json_root), shots=2, device="cpu",
+                 cache_dir=None, runs_dir=str(tmp_path / "runs"), results=None)
+    s = Setup(src, Scope(("eurosat",), (1,), epochs=1), interactive=False)
+    monkeypatch.setattr(Setup, "backbone", lambda self: tiny_backbone)
+    log = tmp_path / "requests.jsonl"
+    monkeypatch.setenv("DPCLAB_REQUEST_LOG", str(log))
+    planned = s.planned("04")
+    assert list(planned) == ["zero-shot", "CoOp", "oracle", "CoOp + DePT", "CoOp + DPC"]
+    for label in ("oracle", "CoOp + DPC"):
+        run = planned[label][0]
+        res = s.run(run)
+        exp = Experiment.prepare(run.run_config(src), tiny_backbone)
+        assert res.run_dir == run_dir_for(run.run_config(src), tiny_backbone, exp.inputs_key())
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and '"notebook": "04"' in lines[0] and '"label": "oracle"' in lines[0]
+
+
+def test_after_the_grid_the_report_trains_nothing_in_another_precision(tmp_path):
+    """``grid --quick -p precision amp`` then ``report --quick -p precision amp`` (notebook 04: zero-shot, CoOp, the
+    oracle on all classes, CoOp+DePT, CoOp+DPC; 1 epoch to keep it short): the report trains nothing. The fp32
+    check over every notebook is tests/test_notebooks.py::test_after_the_grid_the_report_trains_nothing..."""
+    from plan_check import grid_then_report
+
+    check = grid_then_report(tmp_path, {"precision": "amp", "epochs": 1}, only=["04"])
+    assert check.results["04_dept_channel_importance"].ok, check.results
+    assert "precision: amp (CLIP float32, prompts float32, autocast bfloat16)" in check.grid_output
+    assert check.trained_by_report == 0 and check.requested_dirs == check.grid_dirs and len(check.grid_dirs) == 4
+    assert all("-amp" in d for d in check.grid_dirs)  # the amp backbone key: not the fp32 runs
+    print(f"grid {check.grid_seconds:.0f} s, report {check.report_seconds:.0f} s")
