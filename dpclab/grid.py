@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="torch CPU threads per worker")
     p.add_argument("--workers", type=positive_int, default=1, help="local worker processes (CPU)")
     p.add_argument("--gpus", type=int, nargs="+", help="local GPUs, one worker each (e.g. --gpus 0 1 2 3)")
-    p.add_argument("--slurm", nargs="*", metavar="KEY=VALUE", help="run every job through submitit/SLURM with "
-                   "these parameters (e.g. slurm_partition=gpu gpus_per_node=1 timeout_min=720)")
+    p.add_argument("--slurm", nargs="*", metavar="KEY=VALUE", help="run the jobs through submitit/SLURM as job "
+                   "arrays with these parameters (e.g. cpus=8 mem_gb=32 timeout=720 partition=gpu gpus=1 parallel=16; "
+                   "or submitit's names: cpus_per_task, timeout_min, slurm_partition...; dpclab.jobs.SLURM_DEFAULTS)")
     p.add_argument("--slurm-folder", default="runs/slurm", help="submitit's log folder")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--out", help="write the per-run results as JSON here")
