@@ -84,12 +84,14 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
 
 
 def expected_times(out_dir: str | Path, parameters: dict) -> tuple[dict[str, float], str]:
-    """The times the estimate uses and their source: this machine's last run with these parameters, else the
-    shipped typical times (:func:`typical_times`), else ({}, why)."""
+    """The times the estimate uses and their source: this machine's last run with these parameters (what it did
+    not run, e.g. the training phase, from the typical times), else the shipped typical times
+    (:func:`typical_times`), else ({}, why)."""
     own = load_timings(out_dir, parameters)
+    typical, source = typical_times(parameters)
     if own:
-        return own, "by this machine's last run"
-    return typical_times(parameters)
+        return {**typical, **own}, "by this machine's last run"
+    return typical, source
 
 
 def estimate_remaining(running: dict[str, float], pending: Sequence[str], last: dict[str, float],
@@ -200,6 +202,10 @@ class ReportConsole:
                 self.stream.write(self.line())
                 self._drawn = True
             self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """Print a line of another step (e.g. one per trained run) between the status lines."""
+        self._write(text)
 
     def started(self, name: str) -> None:
         self.running[name] = self.clock()
