@@ -80,7 +80,7 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
     entry = table.get(backend, {}).get(mode)
     if not entry:
         return {}, f"no typical times for the {backend} backend ({mode})"
-    return {k: float(v) for k, v in entry["seconds"].items()}, f"typical times: {entry['measured']}"
+    return {k: float(v) for k, v in entry["seconds"].items()}, f"typical times of {entry['label']}; yours after this run"
 
 
 def expected_times(out_dir: str | Path, parameters: dict) -> tuple[dict[str, float], str]:
