@@ -81,7 +81,8 @@ def test_console_prints_status_lines_and_a_running_line_with_the_estimate():
     console.finished(_result("00_a", 15.2, warnings=["In [4]: UserWarning: coarse grid"]))
     console.started("01_b")
     clock.now += 200
-    assert console.line() == "running 01_b 3:20/~2:00 · 3:35 elapsed, taking longer than expected"
+    assert console.line() == "running 01_b 3:20/~2:00 (longer than expected) · 3:35 elapsed, taking longer than " \
+                             "expected"
     console.finished(_result("01_b", 200.0, ok=False))
     lines = log.getvalue().splitlines()
     # every status line says what is left (the last one: nothing)
