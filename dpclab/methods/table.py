@@ -11,6 +11,7 @@ docs/extending.md). Nothing reads these entries directly: :func:`dpclab.methods.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .cocoop import CoCoOp, CoCoOpConfig
 from .coop import CoOp, CoOpConfig
@@ -34,6 +35,12 @@ class MethodEntry:
     train: dict = field(default_factory=dict)
     #: False for a method that trains nothing (zero-shot CLIP): evaluated only, and no plug-in wraps it
     trainable: bool = True
+    #: RunConfig fields the method's protocol fixes for its own training data (e.g. every training image of all
+    #: classes: ``{"shots": 0, "train_classes": "all"}``); applied to its own runs, not under a plug-in
+    data: dict = field(default_factory=dict)
+    #: ``(run config, method config) -> RunConfig`` of a run whose tuned method this one is built on as ``teacher``
+    #: (distillation): the pipeline plans and runs it first and builds ``cls(backbone, config, teacher=method)``
+    teacher: Callable | None = None
 
 
 @dataclass(frozen=True)
