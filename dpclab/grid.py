@@ -1,9 +1,9 @@
 """The report's runs as a grid of independent jobs, spread over workers: ``python -m dpclab grid``.
 
 :func:`dpclab.plan.report_plan` lists every run the notebooks request, for the notebooks' own parameters (the same
-``--quick`` and ``-p key value`` as ``python -m dpclab report``, e.g. ``-p precision amp``); trains
-it ahead of the report (``grid_jobs``), which then finds every run finished in ``runs/`` and only evaluates and
-draws.
+``--quick`` and ``-p key value`` as ``python -m dpclab report``, e.g. ``-p precision amp``). This command trains it
+ahead of the report (``dpclab.plan.grid_jobs``), which then finds every run finished in ``runs/`` and only
+evaluates and draws. ``--dry-run`` lists the plan: each run with the notebooks that request it.
 
 The runs are executed by :mod:`dpclab.jobs` (one job = one :func:`dpclab.jobs.train_run`): here, a local process
 pool (``--workers``, ``--gpus``) or SLURM through submitit job arrays (``--slurm``; ``pip install -e ".[cluster]"``),

@@ -120,57 +120,49 @@ def step1_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
 
 
 def with_method_data(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
-    """``cfg`` with the training data its method's protocol fixes (:attr:`MethodEntry.data`; PromptKD: every
-    training image of all classes). Under a plug-in the run's own data applies."""
-    spec = _spec_of(cfg, spec)
-    data = spec.entry.data if spec.plugin is None else {}
+    """``cfg`` with the training data its method's protocol fixes (:attr:`MethodSpec.data`, e.g. every training image
+    of all classes); ``cfg`` itself when there is none or it already has it."""
+    data = _spec_of(cfg, spec).data
     return replace(cfg, **data) if any(getattr(cfg, k) != v for k, v in data.items()) else cfg
 
 
 def teacher_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig | None:
-    """The run of the teacher ``cfg``'s base method distils from (:attr:`MethodEntry.teacher`, PromptKD), or None."""
+    """The run whose tuned method ``cfg``'s base is built on as its teacher (:attr:`MethodSpec.teacher`), or None."""
     spec = _spec_of(cfg, spec)
-    if spec.entry.teacher is None:
+    if spec.teacher is None:
         return None
-    own = spec.base_config(cfg.base_method_cfg) if spec.plugin else spec.config(cfg.method_cfg)
-    return spec.entry.teacher(cfg, own)
+    own = cfg.method_cfg if spec.plugin is None else cfg.base_method_cfg
+    return spec.teacher(cfg, spec.base_config(own) if spec.plugin else spec.config(own))
 
 
-def _steps(cfg: RunConfig, spec: MethodSpec | None) -> list[tuple[RunConfig, MethodSpec, str]]:
-    """(config, spec, role) of every step: role "teacher" (a distilling method's teacher run), "step1" (a two-step
-    plug-in's base) or "run" (``cfg`` itself, with its method's protocol data)."""
+#: how a step's tuned method is handed to the next step's construction (:meth:`MethodSpec.build` keywords)
+FEEDS = ("base_method", "teacher")
+
+
+def step_configs(cfg: RunConfig, spec: MethodSpec | None = None) -> list[tuple[RunConfig, MethodSpec, str | None]]:
+    """Every run :func:`run` makes for ``cfg``, in order, each with its spec and how its tuned method feeds the next
+    step (:data:`FEEDS`; None for the last): a teacher's run (``"teacher"``), a two-step plug-in's step 1
+    (``"base_method"``, with its own prerequisites), then ``cfg`` with its method's protocol data."""
     spec = _spec_of(cfg, spec)
     cfg = with_method_data(cfg, spec)
     if spec.two_step:
-        *pre, (c1, s1, _) = _steps(step1_config(cfg, spec), spec.step1)
-        return [*pre, (c1, s1, "step1"), (cfg, spec, "run")]
+        *before, (c, s, _) = step_configs(step1_config(cfg, spec), spec.step1)
+        return [*before, (c, s, "base_method"), (cfg, spec, None)]
     teacher = teacher_config(cfg, spec)
     if teacher is None:
-        return [(cfg, spec, "run")]
-    *pre, (tc, ts, _) = _steps(teacher, None)
-    return [*pre, (tc, ts, "teacher"), (cfg, spec, "run")]
-
-
-def step_configs(cfg: RunConfig, spec: MethodSpec | None = None) -> list[tuple[RunConfig, MethodSpec]]:
-    """Every run :func:`run` makes for ``cfg``, in order, with its spec: a teacher's run (PromptKD), a two-step
-    plug-in's step 1, then ``cfg`` (with the data its method's protocol fixes, :func:`with_method_data`)."""
-    return [(c, s) for c, s, _ in _steps(cfg, spec)]
+        return [(cfg, spec, None)]
+    *before, (c, s, _) = step_configs(teacher)
+    return [*before, (c, s, "teacher"), (cfg, spec, None)]
 
 
 def effective_epochs(cfg: RunConfig, spec: MethodSpec | None = None) -> dict:
-    """The epochs ``cfg`` really trains: ``{"epochs": n}``, plus ``"step1_epochs"`` for a two-step plug-in and
-    ``"teacher_epochs"`` for a method with a teacher run."""
-    *before, (last, last_spec, _) = _steps(cfg, spec)
+    """The epochs ``cfg`` really trains: ``{"epochs": n}``, plus ``"step1_epochs"`` for a two-step plug-in's step 1
+    and ``"teacher_epochs"`` for a teacher's run."""
+    *before, (last, last_spec, _) = step_configs(cfg, spec)
     out = {"epochs": train_config(last, last_spec).epochs}
-    for c, s, role in before:
-        out["teacher_epochs" if role == "teacher" else "step1_epochs"] = train_config(c, s).epochs
+    for c, s, feeds in before:
+        out["step1_epochs" if feeds == "base_method" else "teacher_epochs"] = train_config(c, s).epochs
     return out
-
-
-def _same_data(a: RunConfig, b: RunConfig, keys: tuple = ("shots", "train_classes", "dataset", "data_root", "seed",
-                                                            "cache_dir")) -> bool:
-    """Whether two runs read the same images on the same backbone (one :class:`Experiment` serves both)."""
-    return all(getattr(a, k) == getattr(b, k) for k in (*keys, "model", "pretrained", "device", "precision"))
 
 
 def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str) -> Path:
@@ -231,11 +223,11 @@ class StepPlan:
     fingerprint: dict = field(default_factory=dict)
     #: the full fingerprint (training settings included) stored with the run and compared on reuse/resume
     full_fingerprint: str = ""
-    #: "run" (the run itself), "step1" (a two-step plug-in's base) or "teacher" (the run a method distils from)
-    role: str = "run"
-    #: the step's images (None: the run's own experiment); a teacher's few-shot run and PromptKD's all-image run
-    #: read other images than the run they serve
-    experiment: Experiment | None = field(default=None, repr=False, compare=False)
+    #: how its tuned method is handed to the next step: "base_method", "teacher" (:data:`FEEDS`), None for the last
+    feeds: str | None = None
+    #: the step's own experiment when it reads other data than the run (a teacher's few-shot run, a method's
+    #: protocol data); None = the run's
+    experiment: Experiment | None = None
 
     @property
     def epochs(self) -> int:
@@ -254,23 +246,40 @@ def plan_run(cfg: RunConfig, experiment: Experiment, spec: MethodSpec | None = N
     """The steps :func:`run` takes for ``cfg`` (two for two-step plug-ins such as DPC), each with its training
     settings and whether a finished run is reused, an interrupted one resumed, or one trained. The method is
     resolved here once (or ``spec`` is used); the images' key, the run directories and fingerprints are computed
-    here once. ``experiment`` holds ``cfg``'s images; a step on other images gets its own."""
+    here once."""
+    keys = {}
     plans = []
-    for step, (c, s, role) in enumerate(_steps(cfg, spec), 1):
-        exp = experiment
-        if not _same_data(c, cfg):
-            exp = Experiment.prepare(c, experiment.backbone if _same_data(c, cfg, ()) else None)
+    for step, (c, s, feeds) in enumerate(step_configs(cfg, spec), 1):
         tcfg = train_config(c, s)
+        own = None if _same_data(c, cfg) else Experiment.prepare(c, _same_backbone(c, cfg, experiment))
+        exp = own or experiment
         if not s.trainable:
-            plans.append(StepPlan(step, c.method, s, c, tcfg, None, "evaluate", role=role, experiment=exp))
+            plans.append(StepPlan(step, c.method, s, c, tcfg, None, "evaluate", feeds=feeds, experiment=own))
             continue
-        inputs, backbone = exp.inputs_key(), exp.backbone
+        if id(exp) not in keys:
+            keys[id(exp)] = exp.inputs_key()
+        inputs, backbone = keys[id(exp)], exp.backbone
         run_dir = run_dir_for(c, backbone, inputs)
         fp = _fingerprint(c, backbone, exp, inputs)
         full_fp = config_fingerprint(tcfg, fp)
         action, epoch = run_action(run_dir, full_fp, c.if_exists)
-        plans.append(StepPlan(step, c.method, s, c, tcfg, run_dir, action, epoch, fp, full_fp, role, exp))
+        plans.append(StepPlan(step, c.method, s, c, tcfg, run_dir, action, epoch, fp, full_fp, feeds, own))
     return plans
+
+
+#: RunConfig fields that decide which images a run reads and how (one Experiment serves runs equal in these)
+DATA_FIELDS = ("dataset", "data_root", "model", "pretrained", "shots", "seed", "device", "precision", "cache_dir",
+               "train_classes")
+
+
+def _same_data(a: RunConfig, b: RunConfig) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in DATA_FIELDS)
+
+
+def _same_backbone(a: RunConfig, b: RunConfig, experiment: Experiment) -> Backbone | None:
+    """``experiment``'s backbone when run ``a`` uses the same model as ``b`` (else None: ``a`` loads its own)."""
+    same = all(getattr(a, k) == getattr(b, k) for k in ("model", "pretrained", "device", "precision"))
+    return experiment.backbone if same else None
 
 
 @dataclass
@@ -291,46 +300,45 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     Executes the steps of ``plan`` (default: :func:`plan_run` of ``cfg``; the CLI passes the plan it printed).
     ``method``: an already built method for the last step (earlier steps are then skipped); ``on_epoch`` is passed to
     the last step's training."""
-    given, spec = cfg, _spec_of(cfg, spec if spec is not None or plan is None else plan[-1].spec)
-    cfg = with_method_data(cfg, spec)  # PromptKD's student trains on every training image (its own experiment)
-    exp = experiment or Experiment.prepare(given, backbone)
+    exp = experiment or Experiment.prepare(cfg, backbone)
     backbone = exp.backbone
     if backbone.precision != cfg.precision:
         raise ValueError(f"RunConfig.precision={cfg.precision!r} but the backbone was loaded with "
                          f"precision={backbone.precision!r}; load it with load_clip(..., precision={cfg.precision!r}).")
-    steps = plan if plan is not None else plan_run(given, exp, spec)
-    if steps[-1].cfg != cfg:
+    steps = plan if plan is not None else plan_run(cfg, exp, spec)
+    if steps[-1].cfg != with_method_data(cfg, steps[-1].spec):
         raise ValueError(f"The plan is for {steps[-1].cfg.method!r} with other settings than this run's; make it "
                          f"with plan_run(cfg, experiment).")
     *before, last = steps
     last_exp = last.experiment or exp
-    n_classes = len(last_exp.train_task.classnames)
-    prior = teacher = None
     if method is None:
-        if before:
-            last.spec.config(cfg.method_cfg, n_classes)  # bad options fail before step 1 trains
-        for step in before:  # a teacher run, then step 1 of a two-step plug-in (the base of the next step)
-            done = _run_step(step, step.experiment or exp, None, None, teacher)
-            if step.role == "teacher":
+        if before:  # bad options fail before the earlier steps train
+            last.spec.config(last.cfg.method_cfg, len(last_exp.train_task.classnames))
+        fed: dict = {}
+        for step in before:  # each earlier step's tuned method is built into the next (FEEDS)
+            done = _run_step(step, step.experiment or exp, None, None, fed)
+            if step.feeds == "teacher":  # it scores the student's augmented images: the same input, or refused
                 check_teacher_inputs(last_exp.backbone, done.experiment.backbone)
-                teacher = done.method
-            else:
-                prior = done.method
-        method = last.spec.build(last_exp.backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg,
-                                 base_method=prior, seed=cfg.seed, teacher=teacher)
+            fed = {step.feeds: done.method}
+        method = _build(last, last_exp, fed)
     return _run_step(last, last_exp, method, on_epoch)
 
 
-def _run_step(step: StepPlan, exp: Experiment, method: nn.Module | None, on_epoch,
-              teacher: nn.Module | None = None) -> RunResult:
-    """Execute one planned step (building its method when not given, with ``teacher`` when it distils one). The run
-    directory is locked first (parallel notebooks wait for, then reuse, each other's runs), and the step's action is
-    re-read under the lock by :func:`run_action` (another process may have finished the run since the plan was
-    made)."""
+def _build(step: StepPlan, exp: Experiment, fed: dict) -> nn.Module:
+    """The step's method, with what the previous step feeds it (its tuned base or teacher)."""
+    c = step.cfg
+    return step.spec.build(exp.backbone, c.method_cfg, len(exp.train_task.classnames), c.base_method_cfg,
+                           seed=c.seed, **fed)
+
+
+def _run_step(step: StepPlan, exp: Experiment, method: nn.Module | None, on_epoch, fed: dict | None = None
+              ) -> RunResult:
+    """Execute one planned step (building its method when not given). The run directory is locked first (parallel
+    notebooks wait for, then reuse, each other's runs), and the step's action is re-read under the lock by
+    :func:`run_action` (another process may have finished the run since the plan was made)."""
     cfg = step.cfg
     if method is None:
-        method = step.spec.build(exp.backbone, cfg.method_cfg, len(exp.train_task.classnames), cfg.base_method_cfg,
-                                 seed=cfg.seed, teacher=teacher)
+        method = _build(step, exp, fed or {})
     if step.run_dir is None:
         return _train_and_record(step, exp, method, on_epoch)
     with file_lock(step.run_dir.parent / f".{step.run_dir.name}.lock"):
@@ -391,5 +399,5 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
 
 
 __all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",
-           "step1_config", "step_configs", "effective_epochs", "with_method_data", "teacher_config", "run_dir_for", "dataset_specs", "cached_backbone",
-           "build_method", "default_train"]
+           "step1_config", "step_configs", "with_method_data", "teacher_config", "effective_epochs", "run_dir_for",
+           "dataset_specs", "cached_backbone", "build_method", "default_train", "FEEDS", "DATA_FIELDS"]

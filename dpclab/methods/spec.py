@@ -51,6 +51,15 @@ class MethodSpec:
     base_cfg: Mapping = field(default_factory=dict)
     #: the plug-in's refusals, base -> why (bases it cannot wrap); read-only, empty for a plain method
     refuses: Mapping = field(default_factory=dict)
+    #: RunConfig fields the method's protocol fixes for its training data (:attr:`MethodEntry.data`; a plain method's
+    #: only, a plug-in trains on the run's own data); read-only
+    data: Mapping = field(default_factory=dict)
+
+    @property
+    def teacher(self):
+        """``(run config, method config) -> the teacher's RunConfig`` when the base is built on a tuned teacher
+        (:attr:`MethodEntry.teacher`), else None. A two-step plug-in's teacher belongs to its step 1."""
+        return None if self.two_step else self.entry.teacher
 
     @property
     def step1(self) -> "MethodSpec | None":
@@ -83,9 +92,9 @@ class MethodSpec:
               base_overrides: Mapping | None = None, base_method: nn.Module | None = None,
               seed: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
         """The method itself. For a plug-in, ``overrides`` configure the plug-in and ``base_overrides`` the base;
-        ``base_method`` supplies an already tuned base (DPC's step 1); ``teacher`` the tuned teacher of a base that
-        distils one (:attr:`MethodEntry.teacher`, PromptKD). ``seed`` makes random initialisations (random context,
-        meta-nets, deep prompts) depend on it alone; the global torch RNG state is left as it was."""
+        ``base_method`` supplies an already tuned base (DPC's step 1), ``teacher`` the tuned teacher of a base built
+        on one (:attr:`MethodEntry.teacher`). ``seed`` makes random initialisations (random context, meta-nets, deep
+        prompts) depend on it alone; the global torch RNG state is left as it was."""
         if seed is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -115,7 +124,8 @@ def make_config(config_cls: type, overrides: Mapping | None, owner: str, n_class
 
 
 def _plain(name: str, entry: MethodEntry) -> MethodSpec:
-    return MethodSpec(name, name, entry, trainable=entry.trainable, train=_frozen(entry.train))
+    return MethodSpec(name, name, entry, trainable=entry.trainable, train=_frozen(entry.train),
+                      data=_frozen(entry.data))
 
 
 def method_names() -> list[str]:
@@ -165,7 +175,7 @@ def build_method(name: str, backbone, overrides: Mapping | None = None, n_classe
                  seed: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
     """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method): :meth:`MethodSpec.build` of
     :func:`resolve` ``(name)``."""
-    return resolve(name).build(backbone, overrides, n_classes, base_overrides, base_method, seed, teacher)
+    return resolve(name).build(backbone, overrides, n_classes, base_overrides, base_method, seed, teacher=teacher)
 
 
 def default_train(method: str) -> dict:

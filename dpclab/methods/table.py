@@ -36,11 +36,11 @@ class MethodEntry:
     train: dict = field(default_factory=dict)
     #: False for a method that trains nothing (zero-shot CLIP): evaluated only, and no plug-in wraps it
     trainable: bool = True
-    #: RunConfig fields the method's protocol fixes for its own training data (PromptKD: every training image of
-    #: all classes, unlabeled: ``{"shots": 0, "train_classes": "all"}``); not applied under a plug-in
+    #: RunConfig fields the method's protocol fixes for its own training data (e.g. every training image of all
+    #: classes: ``{"shots": 0, "train_classes": "all"}``); applied to its own runs, not under a plug-in
     data: dict = field(default_factory=dict)
-    #: ``(run config, method config) -> the teacher's RunConfig``: the pipeline trains (or reuses) that run first and
-    #: builds the method as ``cls(backbone, config, teacher=<the teacher run's tuned method>)`` (PromptKD)
+    #: ``(run config, method config) -> RunConfig`` of a run whose tuned method this one is built on as ``teacher``
+    #: (distillation): the pipeline plans and runs it first and builds ``cls(backbone, config, teacher=method)``
     teacher: Callable | None = None
 
 
