@@ -81,7 +81,8 @@ def test_console_prints_status_lines_and_a_running_line_with_the_estimate():
     console.finished(_result("00_a", 15.2, warnings=["In [4]: UserWarning: coarse grid"]))
     console.started("01_b")
     clock.now += 200
-    assert console.line() == "running 01_b 3:20/~2:00 · 3:35 elapsed, taking longer than expected"
+    assert console.line() == "running 01_b 3:20/~2:00 (longer than expected) · 3:35 elapsed, taking longer than " \
+                             "expected"
     console.finished(_result("01_b", 200.0, ok=False))
     lines = log.getvalue().splitlines()
     # every status line says what is left (the last one: nothing)
@@ -108,10 +109,10 @@ def test_first_run_estimates_from_the_shipped_typical_times(tmp_path):
         params = {"interactive": False, "quick": quick}
         typical, source = typical_times(params)
         assert set(names) <= set(typical) and all(t > 0 for t in typical.values()), (quick, typical)
-        assert source.startswith("typical times: ") and expected_times(tmp_path, params) == (typical, source)
+        assert source.startswith("typical times of ") and expected_times(tmp_path, params) == (typical, source)
         log = io.StringIO()
         console = ReportConsole(names, typical, source, jobs=2, stream=log, clock=_Clock())
-        assert re.fullmatch(r"report: 7 notebooks, 2 at a time; expected \d+:\d\d \(typical times: .+\)",
+        assert re.fullmatch(r"report: 7 notebooks, 2 at a time; expected \d+:\d\d \(typical times of .+\)",
                             console.start_line())
     full = {"interactive": False, "quick": False}
     assert typical_times({**full, "model": "ViT-B-16", "pretrained": "openai"})[0] == {}

@@ -80,7 +80,7 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
     entry = table.get(backend, {}).get(mode)
     if not entry:
         return {}, f"no typical times for the {backend} backend ({mode})"
-    return {k: float(v) for k, v in entry["seconds"].items()}, f"typical times: {entry['measured']}"
+    return {k: float(v) for k, v in entry["seconds"].items()}, f"typical times of {entry['label']}; yours after this run"
 
 
 def expected_times(out_dir: str | Path, parameters: dict) -> tuple[dict[str, float], str]:
@@ -187,6 +187,7 @@ class ReportConsole:
         """The running line, e.g. ``running 06_reproducibility_report 3:10/~9:40 · 12:05 elapsed, ~4:20 left``."""
         now = self.clock()
         parts = [f"{name} {clock(now - t)}" + (f"/~{clock(self.last[name])}" if name in self.last else "")
+                 + (" (longer than expected)" if now - t > self.last.get(name, float("inf")) * 1.1 else "")
                  for name, t in self.running.items()]
         tail = f"{clock(now - self.t0)} elapsed, {self.left()}"
         return ("running " + ", ".join(parts) if parts else "waiting") + " · " + tail
