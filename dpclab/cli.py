@@ -234,7 +234,8 @@ def cmd_methods(args) -> int:
 
 def cmd_report(args) -> int:
     from .notebook import resolve
-    from .report import ReportConsole, check_parameters, discover, expected_times, report_parameters, run_report
+    from .report import check_parameters, report_parameters
+    from .report.command import report_command
     from .source import startup_lines
 
     params = {key: opt.parse_value(value) for key, value in args.param or []}
@@ -244,21 +245,8 @@ def cmd_report(args) -> int:
     jobs = args.jobs
     if jobs is None:  # the embedded model runs one CPU thread per kernel: two notebooks at once use both cores
         jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
-    t0 = time.perf_counter()
-    names = [p.stem for p in discover(args.notebooks, args.only)]
-    last, source = expected_times(args.out, report_parameters(params, args.quick))
-    first = sorted(names, key=lambda n: -last.get(n, 0.0))  # the longest first: the others fill the free worker
-    with ReportConsole(first, last, source, jobs) as console:
-        results = run_report(only=args.only, parameters=params, quick=args.quick, notebook_dir=args.notebooks,
-                             out_dir=args.out, timeout=args.timeout, on_start=console.started,
-                             on_result=console.finished, jobs=jobs, order=first)
-    failed = [r for r in results if not r.ok]
-    wall = time.perf_counter() - t0
-    print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {wall:.1f} s wall ({jobs} at a time); "
-          f"reports in {args.out}/index.html")
-    for r in failed:
-        print(f"FAILED {r.name}: {r.error}  (see {r.html or r.executed})", file=sys.stderr)
-    return 1 if failed else 0
+    return report_command(params, args.quick, args.only, args.notebooks, args.out, args.timeout, jobs,
+                          train=not args.no_train)
 
 
 def cmd_strip(args) -> int:
@@ -364,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=opt.positive_float, help="per-cell timeout in seconds (none by default)")
     p.add_argument("--jobs", type=opt.positive_int, help="notebooks run at once (default: 2 for the embedded model "
                    "on a multi-core CPU, else 1); shared runs are trained once and reused")
+    p.add_argument("--no-train", action="store_true", help="do not train the notebooks' runs over the workers "
+                   "first (dpclab.plan); each notebook then trains its own as it goes")
     p.set_defaults(func=cmd_report)
     p = command("strip", help="remove outputs from notebooks before committing them")
     p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")

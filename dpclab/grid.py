@@ -1,9 +1,9 @@
 """The report's runs as a grid of independent jobs, spread over workers: ``python -m dpclab grid``.
 
 :func:`dpclab.plan.report_plan` lists every run the notebooks request, for the notebooks' own parameters (the same
-``--quick`` and ``-p key value`` as ``python -m dpclab report``, e.g. ``-p precision amp``); trains
-it ahead of the report (``grid_jobs``), which then finds every run finished in ``runs/`` and only evaluates and
-draws.
+``--quick`` and ``-p key value`` as ``python -m dpclab report``, e.g. ``-p precision amp``). This command trains it
+ahead of the report (``dpclab.plan.grid_jobs``), which then finds every run finished in ``runs/`` and only
+evaluates and draws. ``--dry-run`` lists the plan: each run with the notebooks that request it.
 
 The runs are executed by :mod:`dpclab.jobs` (one job = one :func:`dpclab.jobs.train_run`): here, a local process
 pool (``--workers``, ``--gpus``) or SLURM through submitit job arrays (``--slurm``; ``pip install -e ".[cluster]"``),
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="torch CPU threads per worker")
     p.add_argument("--workers", type=positive_int, default=1, help="local worker processes (CPU)")
     p.add_argument("--gpus", type=int, nargs="+", help="local GPUs, one worker each (e.g. --gpus 0 1 2 3)")
-    p.add_argument("--slurm", nargs="*", metavar="KEY=VALUE", help="run every job through submitit/SLURM with "
-                   "these parameters (e.g. slurm_partition=gpu gpus_per_node=1 timeout_min=720)")
+    p.add_argument("--slurm", nargs="*", metavar="KEY=VALUE", help="run the jobs through submitit/SLURM as job "
+                   "arrays with these parameters (e.g. cpus=8 mem_gb=32 timeout=720 partition=gpu gpus=1 parallel=16; "
+                   "or submitit's names: cpus_per_task, timeout_min, slurm_partition...; dpclab.jobs.SLURM_DEFAULTS)")
     p.add_argument("--slurm-folder", default="runs/slurm", help="submitit's log folder")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--out", help="write the per-run results as JSON here")

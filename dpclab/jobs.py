@@ -250,6 +250,9 @@ def slurm_executor(folder: str | os.PathLike, cluster: str | None = None, max_re
         # the local executor itself (AutoExecutor would insist on whole minutes): same signal and requeue as SLURM
         ex = submitit.LocalExecutor(folder=str(folder), max_num_timeout=max_requeue)
     else:
+        if cluster is None and submitit.AutoExecutor.which() != "slurm":
+            raise RuntimeError("--slurm needs a SLURM cluster (no srun on this machine); here use --workers N or "
+                               "--gpus 0 1 ...")
         params["timeout_min"] = max(1, int(round(float(params["timeout_min"]))))
         ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=max_requeue)
     ex.update_parameters(**params)

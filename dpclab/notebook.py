@@ -15,8 +15,10 @@ Every notebook starts with the same parameters cell (papermill overrides it with
     interactive = True      # widgets and progress bars; the report runs with False
     precision = "fp32"      # fp32 | fp16 (the reference trainers' half precision, GPU) | amp (autocast)
 
-and then calls :func:`setup` with them. The returned :class:`Setup` builds :class:`~dpclab.pipeline.RunConfig`
-objects and runs them through :func:`dpclab.pipeline.run`: the notebooks hold no experiment logic of their own.
+and then calls :func:`setup` with them. The returned :class:`Setup` holds the parameters as a
+:class:`~dpclab.source.Source` and a :class:`~dpclab.plan.Scope`; ``S.planned("02")`` gives the runs notebook 02
+requests (:mod:`dpclab.plan`, the list ``python -m dpclab grid`` trains and ``estimate`` prices) and ``S.run(r)``
+trains or reuses one through :func:`dpclab.pipeline.run`: the notebooks hold no experiment logic of their own.
 Figures are in :mod:`dpclab.plots`, widgets in :mod:`dpclab.widgets`, statistics in :mod:`dpclab.evaluate`.
 """
 

@@ -168,7 +168,7 @@ def reproduction_runs(methods) -> dict[str, tuple[str, dict]]:
 
 
 #: the bases each plug-in's paper reports (the reproducibility report runs these pairs)
-PAPER_BASES = {"dpc": ("coop", "maple", "promptsrc"), "dept": ("coop", "cocoop", "kgcoop", "maple")}
+PAPER_BASES = {"dpc": ("coop", "maple", "promptsrc", "promptkd"), "dept": ("coop", "cocoop", "kgcoop", "maple")}
 
 
 def report_spec() -> dict[str, tuple[str, dict]]:

@@ -33,8 +33,10 @@ from .experiment import Experiment, cached_backbone, dataset_specs
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import MethodSpec, build_method, default_train
 from .methods.base import learned_state, load_learned_state
+from .methods.promptkd import check_teacher_inputs
 from .precision import PRECISIONS
 from .protocol import dataset_train
+from .selection import BestBaseEpoch, wants_best_base
 from .train import RunDirError, checkpoint_action, config_fingerprint, fit
 from .trainconfig import TrainConfig
 
@@ -117,20 +119,49 @@ def step1_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
                    base_method_cfg={}, base_train={})
 
 
-def step_configs(cfg: RunConfig, spec: MethodSpec | None = None) -> list[tuple[RunConfig, MethodSpec]]:
-    """Every run :func:`run` makes for ``cfg``, in order, with its spec: a two-step plug-in's step 1, then ``cfg``."""
+def with_method_data(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
+    """``cfg`` with the training data its method's protocol fixes (:attr:`MethodSpec.data`, e.g. every training image
+    of all classes); ``cfg`` itself when there is none or it already has it."""
+    data = _spec_of(cfg, spec).data
+    return replace(cfg, **data) if any(getattr(cfg, k) != v for k, v in data.items()) else cfg
+
+
+def teacher_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig | None:
+    """The run whose tuned method ``cfg``'s base is built on as its teacher (:attr:`MethodSpec.teacher`), or None."""
     spec = _spec_of(cfg, spec)
+    if spec.teacher is None:
+        return None
+    own = cfg.method_cfg if spec.plugin is None else cfg.base_method_cfg
+    return spec.teacher(cfg, spec.base_config(own) if spec.plugin else spec.config(own))
+
+
+#: how a step's tuned method is handed to the next step's construction (:meth:`MethodSpec.build` keywords)
+FEEDS = ("base_method", "teacher")
+
+
+def step_configs(cfg: RunConfig, spec: MethodSpec | None = None) -> list[tuple[RunConfig, MethodSpec, str | None]]:
+    """Every run :func:`run` makes for ``cfg``, in order, each with its spec and how its tuned method feeds the next
+    step (:data:`FEEDS`; None for the last): a teacher's run (``"teacher"``), a two-step plug-in's step 1
+    (``"base_method"``, with its own prerequisites), then ``cfg`` with its method's protocol data."""
+    spec = _spec_of(cfg, spec)
+    cfg = with_method_data(cfg, spec)
     if spec.two_step:
-        return [(step1_config(cfg, spec), spec.step1), (cfg, spec)]
-    return [(cfg, spec)]
+        *before, (c, s, _) = step_configs(step1_config(cfg, spec), spec.step1)
+        return [*before, (c, s, "base_method"), (cfg, spec, None)]
+    teacher = teacher_config(cfg, spec)
+    if teacher is None:
+        return [(cfg, spec, None)]
+    *before, (c, s, _) = step_configs(teacher)
+    return [*before, (c, s, "teacher"), (cfg, spec, None)]
 
 
 def effective_epochs(cfg: RunConfig, spec: MethodSpec | None = None) -> dict:
-    """The epochs ``cfg`` really trains: ``{"epochs": n}``, plus ``"step1_epochs"`` for a two-step plug-in."""
-    *before, (last, last_spec) = step_configs(cfg, spec)
+    """The epochs ``cfg`` really trains: ``{"epochs": n}``, plus ``"step1_epochs"`` for a two-step plug-in's step 1
+    and ``"teacher_epochs"`` for a teacher's run."""
+    *before, (last, last_spec, _) = step_configs(cfg, spec)
     out = {"epochs": train_config(last, last_spec).epochs}
-    for c, s in before:
-        out["step1_epochs"] = train_config(c, s).epochs
+    for c, s, feeds in before:
+        out["step1_epochs" if feeds == "base_method" else "teacher_epochs"] = train_config(c, s).epochs
     return out
 
 
@@ -192,6 +223,11 @@ class StepPlan:
     fingerprint: dict = field(default_factory=dict)
     #: the full fingerprint (training settings included) stored with the run and compared on reuse/resume
     full_fingerprint: str = ""
+    #: how its tuned method is handed to the next step: "base_method", "teacher" (:data:`FEEDS`), None for the last
+    feeds: str | None = None
+    #: the step's own experiment when it reads other data than the run (a teacher's few-shot run, a method's
+    #: protocol data); None = the run's
+    experiment: Experiment | None = None
 
     @property
     def epochs(self) -> int:
@@ -211,19 +247,39 @@ def plan_run(cfg: RunConfig, experiment: Experiment, spec: MethodSpec | None = N
     settings and whether a finished run is reused, an interrupted one resumed, or one trained. The method is
     resolved here once (or ``spec`` is used); the images' key, the run directories and fingerprints are computed
     here once."""
-    inputs, backbone = experiment.inputs_key(), experiment.backbone
+    keys = {}
     plans = []
-    for step, (c, s) in enumerate(step_configs(cfg, spec), 1):
+    for step, (c, s, feeds) in enumerate(step_configs(cfg, spec), 1):
         tcfg = train_config(c, s)
+        own = None if _same_data(c, cfg) else Experiment.prepare(c, _same_backbone(c, cfg, experiment))
+        exp = own or experiment
         if not s.trainable:
-            plans.append(StepPlan(step, c.method, s, c, tcfg, None, "evaluate"))
+            plans.append(StepPlan(step, c.method, s, c, tcfg, None, "evaluate", feeds=feeds, experiment=own))
             continue
+        if id(exp) not in keys:
+            keys[id(exp)] = exp.inputs_key()
+        inputs, backbone = keys[id(exp)], exp.backbone
         run_dir = run_dir_for(c, backbone, inputs)
-        fp = _fingerprint(c, backbone, experiment, inputs)
+        fp = _fingerprint(c, backbone, exp, inputs)
         full_fp = config_fingerprint(tcfg, fp)
         action, epoch = run_action(run_dir, full_fp, c.if_exists)
-        plans.append(StepPlan(step, c.method, s, c, tcfg, run_dir, action, epoch, fp, full_fp))
+        plans.append(StepPlan(step, c.method, s, c, tcfg, run_dir, action, epoch, fp, full_fp, feeds, own))
     return plans
+
+
+#: RunConfig fields that decide which images a run reads and how (one Experiment serves runs equal in these)
+DATA_FIELDS = ("dataset", "data_root", "model", "pretrained", "shots", "seed", "device", "precision", "cache_dir",
+               "train_classes")
+
+
+def _same_data(a: RunConfig, b: RunConfig) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in DATA_FIELDS)
+
+
+def _same_backbone(a: RunConfig, b: RunConfig, experiment: Experiment) -> Backbone | None:
+    """``experiment``'s backbone when run ``a`` uses the same model as ``b`` (else None: ``a`` loads its own)."""
+    same = all(getattr(a, k) == getattr(b, k) for k in ("model", "pretrained", "device", "precision"))
+    return experiment.backbone if same else None
 
 
 @dataclass
@@ -250,30 +306,39 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
         raise ValueError(f"RunConfig.precision={cfg.precision!r} but the backbone was loaded with "
                          f"precision={backbone.precision!r}; load it with load_clip(..., precision={cfg.precision!r}).")
     steps = plan if plan is not None else plan_run(cfg, exp, spec)
-    if steps[-1].cfg != cfg:
+    if steps[-1].cfg != with_method_data(cfg, steps[-1].spec):
         raise ValueError(f"The plan is for {steps[-1].cfg.method!r} with other settings than this run's; make it "
                          f"with plan_run(cfg, experiment).")
     *before, last = steps
-    n_classes = len(exp.train_task.classnames)
-    prior = None
+    last_exp = last.experiment or exp
     if method is None:
-        if before:
-            last.spec.config(cfg.method_cfg, n_classes)  # bad options fail before step 1 trains
-        for step in before:  # step 1 of a two-step plug-in: its tuned method is the base of the next step
-            prior = _run_step(step, exp, None, None).method
-        method = last.spec.build(backbone, cfg.method_cfg, n_classes, cfg.base_method_cfg, base_method=prior,
-                                 seed=cfg.seed)
-    return _run_step(last, exp, method, on_epoch)
+        if before:  # bad options fail before the earlier steps train
+            last.spec.config(last.cfg.method_cfg, len(last_exp.train_task.classnames))
+        fed: dict = {}
+        for step in before:  # each earlier step's tuned method is built into the next (FEEDS)
+            done = _run_step(step, step.experiment or exp, None, None, fed)
+            if step.feeds == "teacher":  # it scores the student's augmented images: the same input, or refused
+                check_teacher_inputs(last_exp.backbone, done.experiment.backbone)
+            fed = {step.feeds: done.method}
+        method = _build(last, last_exp, fed)
+    return _run_step(last, last_exp, method, on_epoch)
 
 
-def _run_step(step: StepPlan, exp: Experiment, method: nn.Module | None, on_epoch) -> RunResult:
+def _build(step: StepPlan, exp: Experiment, fed: dict) -> nn.Module:
+    """The step's method, with what the previous step feeds it (its tuned base or teacher)."""
+    c = step.cfg
+    return step.spec.build(exp.backbone, c.method_cfg, len(exp.train_task.classnames), c.base_method_cfg,
+                           seed=c.seed, **fed)
+
+
+def _run_step(step: StepPlan, exp: Experiment, method: nn.Module | None, on_epoch, fed: dict | None = None
+              ) -> RunResult:
     """Execute one planned step (building its method when not given). The run directory is locked first (parallel
     notebooks wait for, then reuse, each other's runs), and the step's action is re-read under the lock by
     :func:`run_action` (another process may have finished the run since the plan was made)."""
     cfg = step.cfg
     if method is None:
-        method = step.spec.build(exp.backbone, cfg.method_cfg, len(exp.train_task.classnames), cfg.base_method_cfg,
-                                 seed=cfg.seed)
+        method = _build(step, exp, fed or {})
     if step.run_dir is None:
         return _train_and_record(step, exp, method, on_epoch)
     with file_lock(step.run_dir.parent / f".{step.run_dir.name}.lock"):
@@ -310,8 +375,11 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
     history: list = []
     t0 = time.time()
     if step.spec.trainable and tcfg.epochs > 0:
+        best = BestBaseEpoch(lambda m: exp.accuracy(m, "base"), run_dir, on_epoch) if wants_best_base(method) else None
         history = fit(method, exp.train_examples(method.input_kind), exp.train_task, tcfg, run_dir,
-                      step.fingerprint, on_epoch, precision=exp.backbone.precision)
+                      step.fingerprint, best or on_epoch, precision=exp.backbone.precision)
+        if best is not None:  # the released PromptKD: the epoch with the best base *test* accuracy
+            best.restore(method)
     metrics = exp.evaluate(method)
     if run_dir is not None:
         atomic_torch_save({"state": learned_state(method), "method": cfg.method, "fingerprint": step.fingerprint},
@@ -331,5 +399,5 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
 
 
 __all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",
-           "step1_config", "step_configs", "effective_epochs", "run_dir_for", "dataset_specs", "cached_backbone",
-           "build_method", "default_train"]
+           "step1_config", "step_configs", "with_method_data", "teacher_config", "effective_epochs", "run_dir_for",
+           "dataset_specs", "cached_backbone", "build_method", "default_train", "FEEDS", "DATA_FIELDS"]

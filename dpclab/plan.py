@@ -124,19 +124,17 @@ class Scope:
         """(train, base_train) overrides of ``method``: ``epochs``/``quick`` applied to the method's defaults; none
         for a method that does not train, nor without ``epochs``/``quick`` (the protocol defaults, with their
         per-dataset exceptions: the same run directories as ``python -m dpclab train``)."""
-        from .methods import PLUGINS, default_train, get_method, parse_method
+        from .methods import resolve
 
-        if (self.epochs is None and not self.quick) or not get_method(method).trainable:
+        spec = resolve(method)
+        if (self.epochs is None and not self.quick) or not spec.trainable:
             return {}, {}
-        base_name, plugin = parse_method(method)
-        train = {"epochs": self.epochs_for(_default_epochs(default_train(method)))}
-        if plugin is None or not PLUGINS[plugin].two_step:
-            return train, {}
-        return train, {"epochs": self.epochs_for(_default_epochs(default_train(base_name)))}
+        train = {"epochs": self.epochs_for(_default_epochs(spec.train))}
+        return train, ({"epochs": self.epochs_for(_default_epochs(spec.step1.train))} if spec.two_step else {})
 
 
-def _default_epochs(train: dict) -> int:
-    from .train import TrainConfig
+def _default_epochs(train) -> int:
+    from .trainconfig import TrainConfig
 
     return int(train.get("epochs", TrainConfig.epochs))
 
@@ -200,14 +198,29 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
          curve: bool = False, train_classes: str = "base", **over) -> PlannedRun:
     """A request of notebook ``nb``: ``over`` are RunConfig overrides (method_cfg, train, ...) over the scope's
     epochs."""
-    from .methods import PLUGINS, parse_method
+    from .methods import resolve
 
     train, base_train = scope.train_overrides(method)
-    plugin = parse_method(method)[1]
-    two_step = plugin is not None and PLUGINS[plugin].two_step
+    over = _teacher_epochs(scope, method, over)
+    two_step = resolve(method).two_step
     return PlannedRun(nb, dataset or scope.datasets[0], method, seed, _items(over.get("method_cfg")), train_classes,
                       curve, _items(over.get("base_method_cfg")), _items({**train, **over.get("train", {})}),
                       _items({**base_train, **over.get("base_train", {})}) if two_step else (), label or method)
+
+
+def _teacher_epochs(scope: Scope, method: str, over: dict) -> dict:
+    """``epochs``/``quick`` reach a distilling method's teacher run too (PromptKD's ``teacher_epochs``): its teacher is
+    then the very run of the notebooks' own row of the teacher method (PromptSRC)."""
+    from .methods import default_train, resolve
+
+    entry = resolve(method).entry
+    if entry.teacher is None or (scope.epochs is None and not scope.quick):
+        return over
+    key = "base_method_cfg" if "+" in method else "method_cfg"
+    own = dict(over.get(key, {}))
+    teacher = own.get("teacher_method") or entry.config().teacher_method
+    own.setdefault("teacher_epochs", scope.epochs_for(_default_epochs(default_train(teacher))))
+    return {**over, key: own}
 
 
 def _n00(s: Scope) -> list[PlannedRun]:
@@ -300,9 +313,9 @@ def report_plan(parameters: Mapping | Scope | None = None, notebooks: Sequence[s
 
 
 def needs_training(run: PlannedRun) -> bool:
-    from .methods import get_method
+    from .methods import resolve
 
-    return get_method(run.method).trainable
+    return resolve(run.method).trainable
 
 
 def run_label(run: PlannedRun) -> str:

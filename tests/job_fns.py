@@ -83,3 +83,8 @@ class SignalledDataset:
             os.kill(os.getpid(), signal.SIGUSR2)
             time.sleep(0.2)
         return i
+
+
+def environment(*names: str) -> dict:
+    time.sleep(0.3)
+    return {n: os.environ.get(n) for n in names}

@@ -8,7 +8,7 @@ import pytest
 
 from dpclab.data.shapes import COOP_SHAPES, DatasetShape
 from dpclab.estimate import Curve, DeviceTimings, MethodTimings, MeasureConfig, measure, project
-from dpclab.estimate import Run as PlannedRun
+from dpclab.plan import PlannedRun
 
 TOY = DatasetShape("toy", classes=10, test=100)  # 5 base + 5 new classes, 50 + 50 test images
 
@@ -147,15 +147,19 @@ def test_measure_in_another_precision_names_it(tiny_model_name, tmp_path):
     assert t.precision == "amp" and t.device_name.startswith("CPU") and t.methods["coop"].peak_mib > 0
 
 
-def test_settings_read_report_parameters_and_flags_override_them():
+def test_settings_are_the_reports_parameters():
     from dpclab.estimate import build_parser, settings
 
     s = settings(build_parser().parse_args(["-p", "precision", "fp16", "-p", "dataset", "eurosat dtd", "-p", "seeds",
                                             "1 2", "-p", "epochs", "None", "-p", "model", "ViT-B-32"]))
-    assert (s.precision, s.datasets, s.seeds, s.epochs, s.model) == ("fp16", ("eurosat", "dtd"), (1, 2), None,
-                                                                      "ViT-B-32")
-    s = settings(build_parser().parse_args(["-p", "precision", "fp16", "--precision", "amp", "--epochs", "2"]))
-    assert s.precision == "amp" and s.epochs == 2 and len(s.datasets) == 11 and s.model == "ViT-B-16"
+    assert (s.source.precision, s.datasets, s.seeds, s.scope.epochs, s.source.model) == (
+        "fp16", ("eurosat", "dtd"), (1, 2), None, "ViT-B-32")
+    assert s.weights is None and s.source.pretrained == "random"  # measured with random weights: no download
+    s = settings(build_parser().parse_args(["--precision", "amp", "--epochs", "2", "--quick"]))
+    assert s.source.precision == "amp" and s.scope.epochs == 2 and s.scope.quick and len(s.datasets) == 11
+    assert s.source.model == "ViT-B-16" and s.seeds == (1,)  # quick: the first seed, as report --quick
+    s = settings(build_parser().parse_args(["--model", "small"]))
+    assert s.source.embedded and s.weights == "embedded"
     with pytest.raises(ValueError, match="no shape known"):
         settings(build_parser().parse_args(["--datasets", "mnist"]))
 
@@ -183,3 +187,5 @@ def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
         assert f"| {nb} |" in text
     assert "ω grid of 21 values" in text and "invariance study" in text
     assert "plan: " in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="measured in fp16, the report asks for amp"):
+        estimate.main(["--timings", str(tmp_path / "t.json"), "--datasets", "eurosat", "--precision", "amp"])

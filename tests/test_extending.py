@@ -5,6 +5,7 @@ plug-in, and run through the pipeline untouched; every file the guide lists exis
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,29 @@ class Toy(PromptMethod):
         return {"l2": (self.cfg.l2, (self.shift.float() ** 2).sum())}
 
 
+class ToyStudent(Toy):
+    """A toy distillation student: built on a tuned teacher (the pipeline runs the teacher first), its text features
+    are the teacher's plus its own shift."""
+
+    def __init__(self, backbone, cfg: ToyConfig | None = None, teacher: PromptMethod | None = None):
+        super().__init__(backbone, cfg)
+        self.teacher_run = (teacher,)  # not a submodule: the teacher is not part of the student's learned state
+
+    def task_text_features(self, task: Task, image_features: torch.Tensor) -> torch.Tensor:
+        teacher = self.teacher_run[0]
+        if teacher is None:
+            return super().task_text_features(task, image_features)
+        with torch.no_grad():
+            fixed = teacher.task_text_features(task, image_features)
+        return fixed + self.shift
+
+
+def toy_teacher(cfg: RunConfig, method_cfg: ToyConfig) -> RunConfig:
+    """The student's teacher run: the toy method on the run's dataset and seed, few-shot base classes."""
+    return dataclasses.replace(cfg, method="toy", shots=1, train_classes="base", method_cfg={}, base_method_cfg={},
+                               base_train={}, train={"epochs": 1})
+
+
 @dataclass
 class TemperatureConfig:
     #: initial log-temperature multiplier of the base's logits
@@ -81,6 +105,8 @@ class Temperature(Plugin):
 def registered(monkeypatch):
     """The toy method and plug-in as a newcomer adds them: one plain dict entry each (docs/extending.md)."""
     monkeypatch.setitem(METHODS, "toy", MethodEntry(Toy, ToyConfig, {"epochs": 2, "batch_size": 2, "lr": 0.01}))
+    monkeypatch.setitem(METHODS, "toykd", MethodEntry(ToyStudent, ToyConfig, {"epochs": 1, "batch_size": 2, "lr": 0.01},
+                                                      data={"train_classes": "all"}, teacher=toy_teacher))
     monkeypatch.setitem(PLUGINS, "temp", PluginEntry(Temperature, TemperatureConfig, {"epochs": 1, "lr": 0.01},
                                                      refuses={"cocoop": "a toy refusal"}))
 
@@ -98,12 +124,14 @@ def experiment(data_root, tiny_backbone) -> Experiment:
     return Experiment.prepare(cfg, tiny_backbone)
 
 
-NEW_NAMES = ["toy", "toy+dpc", "toy+dept", "toy+temp", "coop+temp"]
+NEW_NAMES = ["toy", "toy+dpc", "toy+dept", "toy+temp", "coop+temp", "toykd", "toykd+dpc"]
 
 
 def test_the_tables_admit_the_new_names(registered):
     names = method_names()
     assert set(NEW_NAMES) <= set(names) and "cocoop+temp" not in names
+    assert resolve("toykd").teacher is toy_teacher and resolve("toykd+dpc").teacher is None  # step 1's, not step 2's
+    assert dict(resolve("toykd").data) == {"train_classes": "all"} and not resolve("toykd+dept").data
     spec = resolve("toy+dpc")
     assert spec.two_step and spec.step1.name == "toy" and dict(spec.step1.train) == {"epochs": 2, "batch_size": 2,
                                                                                      "lr": 0.01}
@@ -129,6 +157,28 @@ def test_a_new_method_runs_through_the_pipeline_untouched(registered, data_root,
         res = run(cfg, experiment=experiment, plan=steps)
         assert set(res.metrics) == {"base", "new", "hm"} and (res.run_dir / "result.json").is_file()
         assert [s.action for s in plan_run(cfg, experiment)] == ["reuse"] * len(steps)
+
+
+def test_a_method_built_on_a_teacher_runs_its_teacher_first(registered, data_root, experiment, tmp_path):
+    """``toykd``: the table's ``teacher`` and ``data`` alone make the pipeline plan the teacher's run, feed its tuned
+    method to the student, and train the student on its protocol's data (all classes); under DPC the teacher feeds
+    step 1 and step 1 feeds step 2."""
+    from dpclab.pipeline import effective_epochs
+    from dpclab.methods.base import learned_state
+
+    cfg = RunConfig(method="toykd+dpc", dataset="eurosat", data_root=data_root, shots=1, cache_dir=None,
+                    progress=False, runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1},
+                    base_train={"epochs": 1})
+    steps = plan_run(cfg, experiment)
+    assert [(s.method, s.feeds, s.cfg.train_classes) for s in steps] == [
+        ("toy", "teacher", "base"), ("toykd", "base_method", "all"), ("toykd+dpc", None, "base")]
+    assert steps[1].experiment is not None and steps[0].experiment is None and steps[2].experiment is None
+    assert effective_epochs(cfg) == {"epochs": 1, "step1_epochs": 1, "teacher_epochs": 1}
+    res = run(cfg, experiment=experiment, plan=steps)
+    teacher = res.method.base.teacher_run[0]
+    saved = torch.load(steps[0].run_dir / "model.pt", weights_only=True)["state"]
+    assert all(torch.equal(v, saved[k]) for k, v in learned_state(teacher).items())
+    assert [s.action for s in plan_run(cfg, experiment)] == ["reuse"] * 3
 
 
 # ----------------------------------------------------------------------------------------------- the guide

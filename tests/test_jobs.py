@@ -235,3 +235,27 @@ def test_loader_workers_outlive_the_time_limit_signal():
 
     loader = DataLoader(job_fns.SignalledDataset(), batch_size=2, **loader_options(1, "cpu"))
     assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
+
+
+def test_slurm_without_a_cluster_says_so(tmp_path, monkeypatch):
+    import shutil
+
+    if shutil.which("srun"):
+        pytest.skip("this machine is a SLURM node")
+    with pytest.raises(RuntimeError, match="needs a SLURM cluster.*--workers N or --gpus"):
+        slurm_executor(tmp_path / "slurm", cpus=2)
+
+
+def test_gpu_workers_each_see_their_own_gpu_and_a_cpu_share():
+    """``--gpus 5 7``: two spawned workers, named by their GPU, each seeing only it (CUDA_VISIBLE_DEVICES set before
+    anything touches CUDA), each with half the allocated CPUs for its loaders."""
+    from dpclab.data.features import allocated_cpus
+
+    jobs = [Job(str(i), job_fns.environment, ("CUDA_VISIBLE_DEVICES", "DPCLAB_CPUS")) for i in range(4)]
+    with local_executor(1, gpus=[5, 7]) as pool:
+        records = run_jobs(jobs, pool, log=None, poll_s=0.05)
+    assert all(r.ok for r in records)
+    assert {r.worker for r in records} <= {"gpu 5", "gpu 7"}
+    for r in records:
+        assert r.worker == f"gpu {r.result['CUDA_VISIBLE_DEVICES']}"
+        assert r.result["DPCLAB_CPUS"] == str(max(1, allocated_cpus() // 2))

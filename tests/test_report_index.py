@@ -128,3 +128,36 @@ def test_provenance_of_the_embedded_report(tmp_path):
     assert world["images"] == {k: len(split[k]) for k in ("train", "val", "test")} and world["classes"] == 18
     missing = provenance({"dataset": "world_nope"}, cwd=tmp_path)["datasets"]["world_nope"]
     assert "error" in missing and "world_nope" in missing["error"]
+
+
+def test_report_trains_the_plan_first_then_the_notebooks_reuse(tmp_path, monkeypatch, capsys):
+    """``report`` trains the planned runs over its workers before the notebooks: the phase has its own line in
+    the console, its time in timings.json (the next estimate) and in index.html / provenance.json."""
+    import dpclab.report.train as train
+    from dpclab.report.command import report_command
+    from dpclab.report.console import load_timings
+
+    calls = []
+
+    def fake_train(params, names, workers, log):
+        calls.append((params["quick"], list(names), workers))
+        log("[1/1] ok      00 world_tint coop seed 1  worker cpu 0  1.0 s  trained")
+        return {"jobs": 1, "ok": 1, "seconds": 1.0, "summary": "1 jobs: 1 ok, 0 failed, 0 skipped"}
+
+    monkeypatch.setattr(train, "planned_notebooks", lambda names: ["00"])
+    monkeypatch.setattr(train, "train_plan", fake_train)
+    books, out = tmp_path / "books", tmp_path / "reports"
+    books.mkdir()
+    _notebook(books / "00_tiny.ipynb", "00 · tiny", "x = 1")
+    assert report_command({}, quick=True, notebook_dir=books, out_dir=out, jobs=2) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert calls == [(True, ["00_tiny"], 2)]
+    assert text[0].startswith("report: 1 notebook, 1 at a time;")
+    assert text[1].startswith("[1/1] ok      00 world_tint coop") and text[2].split()[:2] == ["train", "ok"]
+    assert text[3].split()[:2] == ["00_tiny", "ok"]
+    assert set(load_timings(out, {"interactive": False, "quick": True})) == {"train", "00_tiny"}
+    assert "trained the notebooks' 1 runs first" in (out / "index.html").read_text()
+    assert json.loads((out / "provenance.json").read_text())["training"]["jobs"] == 1
+    # --no-train: no phase
+    assert report_command({}, quick=True, notebook_dir=books, out_dir=out, jobs=2, train=False) == 0
+    assert len(calls) == 1 and not any(line.startswith("train ") for line in capsys.readouterr().out.splitlines())

@@ -133,3 +133,8 @@ TOOLS = {"speed", "estimate", "gpu_check", "grid", "cli", "benchmark", "dpc_stud
 def test_speed_stands_on_the_core_not_on_other_tools():
     assert imported_modules("speed") & TOOLS == set()
     assert {"synthetic", "timing"} <= imported_modules("speed")  # the shared helpers, once
+
+
+def test_estimate_stands_on_the_core_and_the_plan_not_on_other_tools():
+    assert imported_modules("estimate") & TOOLS == set()
+    assert {"plan", "jobs", "synthetic", "timing"} <= imported_modules("estimate")  # the report's plan, the grid's jobs

@@ -13,21 +13,23 @@ including notebook 03's ω grid and 05's invariance study; the datasets' sizes f
   frozen image encoder, JPEG decoding, peak memory);
 * ``check.py`` -- ``--check DATASET``: a reduced version end to end (real pipeline, synthetic images of that
   dataset's shape) against its projection;
-* ``cli.py`` -- the command line; it takes the report's parameters (``-p precision fp16 -p model ViT-B-16``, as
-  ``python -m dpclab report -p``) and names the device and the precision in its output.
+* ``cli.py`` -- the command line; it takes the report's parameters (``-p precision fp16 -p model ViT-B-16``,
+  ``--quick``, as ``python -m dpclab report``; ``dpclab.options``), plans with ``dpclab.plan.report_plan`` and names
+  the device and the precision in its output.
 
     python -m dpclab estimate                                   # ViT-B-16 (random weights), 11 datasets, 3 seeds
     python -m dpclab estimate -p precision fp16 --gpus 4        # the papers' precision, a 4-GPU node
-    python -m dpclab estimate --quick --model small             # CPU smoke mode: embedded model, 2 class counts
-    python -m dpclab estimate --quick --model small --check eurosat --check-epochs 2
+    python -m dpclab estimate --short --model small             # CPU smoke mode: embedded model, 2 class counts
+    python -m dpclab estimate --short --model small --check eurosat --check-epochs 2
+    python -m dpclab estimate --quick                           # the report's quick mode (report --quick)
 """
 
 from .check import Check, check_end_to_end
 from .cli import Settings, build_parser, hours, main, settings, summary
 from .measuring import MeasureConfig, measure, pick_class_counts
 from .model import Curve, DeviceTimings, MethodTimings
-from .price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, Run, RunCost, WallTime, project
+from .price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, RunCost, WallTime, project
 
 __all__ = ["Check", "check_end_to_end", "Settings", "build_parser", "hours", "main", "settings", "summary",
            "MeasureConfig", "measure", "pick_class_counts", "Curve", "DeviceTimings", "MethodTimings", "EVAL_BATCH",
-           "NOTEBOOK_WORK", "NotebookWork", "Projection", "Run", "RunCost", "WallTime", "project"]
+           "NOTEBOOK_WORK", "NotebookWork", "Projection", "RunCost", "WallTime", "project"]

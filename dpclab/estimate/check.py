@@ -12,7 +12,7 @@ from ..data.shapes import DatasetShape
 from ..synthetic import write_shape_dataset
 from .measuring import MeasureConfig
 from .model import DeviceTimings
-from .price import Run, project
+from .price import project
 
 
 @dataclass(frozen=True)
@@ -34,24 +34,25 @@ def check_end_to_end(shape: DatasetShape, methods: Sequence[str], epochs: int, t
     """Run ``methods`` (seed 1, ``epochs`` epochs) through the real pipeline on a synthetic dataset of ``shape``
     in ``mcfg.precision``; return the measured wall time next to the projection of the same runs."""
     from ..backbones import load_clip
-    from ..methods import PLUGINS, parse_method
-    from ..pipeline import Experiment, RunConfig, run
+    from ..pipeline import Experiment, run
+    from ..plan import PlannedRun, Scope
+    from ..source import Source
 
     spec = write_shape_dataset(workdir / "data", shape, shots, mcfg.image_px)
-    plan = [Run("check", spec.name, m) for m in methods]
-    projected = project(plan, {spec.name: shape}, timings, shots=shots, epochs=epochs, notebooks=1)
+    scope = Scope((spec.name,), (1,), epochs)
+    plan = [PlannedRun("check", spec.name, m, 1, train=tuple(sorted(train.items())),
+                       base_train=tuple(sorted(base_train.items())))
+            for m in methods for train, base_train in [scope.train_overrides(m)]]
+    src = Source(model=mcfg.model, pretrained=str(mcfg.pretrained or "random"), data_root=str(workdir / "data"),
+                 shots=shots, precision=mcfg.precision, device=mcfg.device, cache_dir=str(workdir / "cache"),
+                 runs_dir=str(workdir / "runs"), results=None)
+    projected = project(plan, {spec.name: shape}, timings, shots=shots, notebooks=1)
     t0 = time.perf_counter()
     bb = load_clip(mcfg.model, mcfg.pretrained, mcfg.device, mcfg.precision)
     measured_runs = {}
     exp = None
     for planned in plan:
-        plugin = parse_method(planned.method)[1]
-        two_step = plugin is not None and PLUGINS[plugin].two_step
-        cfg = RunConfig(method=planned.method, dataset=spec.name, data_root=str(workdir / "data"), model=mcfg.model,
-                        pretrained=str(mcfg.pretrained), shots=shots, seed=planned.seed, device=mcfg.device,
-                        precision=mcfg.precision, cache_dir=str(workdir / "cache"), runs_dir=str(workdir / "runs"),
-                        results=None, train={"epochs": epochs}, base_train={"epochs": epochs} if two_step else {},
-                        progress=False)
+        cfg = planned.run_config(src, progress=False)
         t = time.perf_counter()
         exp = exp or Experiment.prepare(cfg, bb, specs={spec.name: spec})
         run(cfg, experiment=exp)

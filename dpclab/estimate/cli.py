@@ -6,7 +6,7 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +14,8 @@ import torch
 
 from ..data.shapes import COOP_SHAPES
 from ..io import atomic_write_text
+from ..plan import Scope, grid_jobs as plan_jobs, report_plan
+from ..source import Source
 from .check import check_end_to_end
 from .measuring import MeasureConfig, measure, pick_class_counts
 from .model import DeviceTimings
@@ -74,124 +76,84 @@ def summary(p: Projection, t: DeviceTimings, datasets: Sequence[str], seeds: Seq
 # ---------------------------------------------------------------------------------------------------- CLI
 @dataclass(frozen=True)
 class Settings:
-    """What the estimate prices: the report's source settings (as ``report -p``), then the command's flags."""
+    """What the estimate prices: the report's source and scope (its parameters, as ``report -p``), and the weights
+    the measurement loads (random: same shapes, same time, no download)."""
 
-    model: str
-    pretrained: str | None
-    precision: str
-    device: str
-    datasets: tuple[str, ...]
-    seeds: tuple[int, ...]
-    shots: int
-    epochs: int | None
-    quick: bool  # the notebooks' quick mode (report --quick / -p quick True)
-    parameters: dict = field(default_factory=dict)
+    source: Source
+    scope: Scope
+    #: None: random weights; the embedded checkpoint for the embedded model
+    weights: str | None = None
 
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return self.scope.datasets
 
-def _none(value):
-    return None if value in (None, "", "None", "none") else value
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.scope.seeds
 
 
 def settings(args: argparse.Namespace) -> Settings:
-    """The report parameters ``-p KEY VALUE`` (as ``python -m dpclab report -p``), overridden by the flags."""
+    """The report's parameters from ``-p KEY VALUE`` and the shared options (``dpclab.options``: ``-p`` wins), with
+    the estimate's defaults: ViT-B/16 (``--model small``: the embedded model) on the 11 CoOp datasets."""
     from ..backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+    from ..options import notebook_parameters
 
-    p = {k: _none(v) for k, v in (args.param or [])}
-    model = args.model or p.get("model") or "ViT-B-16"
-    pretrained = args.pretrained or p.get("pretrained")
-    if model == "small":
-        model, pretrained = EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-    datasets = tuple(args.datasets or (str(p["dataset"]).replace(",", " ").split() if p.get("dataset")
-                                       else COOP_SHAPES))
-    unknown = [d for d in datasets if d not in COOP_SHAPES]
+    params = notebook_parameters(args)
+    if params.get("model", "ViT-B-16") == "small":
+        params.update(model=EMBEDDED_MODEL, pretrained=EMBEDDED_PRETRAINED)
+    params.setdefault("model", "ViT-B-16")
+    params.setdefault("pretrained", EMBEDDED_PRETRAINED if params["model"] == EMBEDDED_MODEL else "random")
+    params.setdefault("dataset", ",".join(COOP_SHAPES))
+    scope = Scope.from_parameters(params)
+    unknown = [d for d in scope.datasets if d not in COOP_SHAPES]
     if unknown:
         raise ValueError(f"no shape known for {unknown}; the CoOp datasets are {', '.join(COOP_SHAPES)}.")
-    seeds = tuple(args.seeds or (int(x) for x in str(p.get("seeds") or "1 2 3").replace(",", " ").split()))
-    epochs = args.epochs if args.epochs is not None else _none(p.get("epochs"))
-    return Settings(model=model, pretrained=None if pretrained in (None, "random") else str(pretrained),
-                    precision=args.precision or p.get("precision") or "fp32",
-                    device=args.device or p.get("device") or "auto", datasets=datasets, seeds=seeds,
-                    shots=args.shots if args.shots is not None else int(p.get("shots") or 16),
-                    epochs=None if epochs is None else int(epochs),
-                    quick=str(p.get("quick", False)).lower() in ("true", "1", "yes"), parameters=p)
+    source = Source(model=str(params["model"]), pretrained=str(params["pretrained"]),
+                    shots=int(params.get("shots", 16)), precision=str(params.get("precision", "fp32")),
+                    device=str(params.get("device", "auto")))
+    return Settings(source, scope, EMBEDDED_PRETRAINED if source.embedded else None)
 
 
 def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
-    """The report's planned runs, every notebook's (``dpclab.plan.report_plan`` with the report's parameters);
-    ``methods``: notebook 06's rows of these methods only."""
-    try:
-        from ..plan import report_plan
-    except ImportError:  # main before dpclab.plan: grid's plan (same fields); removed once plan.py is on main
-        from ..grid import report_plan as grid_plan
-
-        return grid_plan(list(s.datasets), list(s.seeds), methods)
-    parameters = {**s.parameters, "dataset": " ".join(s.datasets), "seeds": list(s.seeds), "epochs": s.epochs,
-                  "quick": s.quick}
-    plan = report_plan(parameters)
-    return [r for r in plan if not methods or r.method in methods or tuple(r.requested_by) != ("06",)]
-
-
-def run_config(run, s: Settings):
-    """The :class:`~dpclab.pipeline.RunConfig` the grid trains for ``run`` (the same run key as the report's)."""
-    from ..methods import PLUGINS, parse_method
-    from ..pipeline import RunConfig
-    from .price import as_dict
-
-    plugin = parse_method(run.method)[1]
-    epochs = {} if s.epochs is None else {"epochs": s.epochs}
-    two_step = plugin is not None and PLUGINS[plugin].two_step
-    return RunConfig(method=run.method, dataset=run.dataset, model=s.model, pretrained=str(s.pretrained),
-                     shots=s.shots, seed=run.seed, precision=s.precision, device=s.device,
-                     train={**as_dict(getattr(run, "train", ())), **epochs},
-                     base_train={**as_dict(getattr(run, "base_train", ())), **(epochs if two_step else {})},
-                     method_cfg=as_dict(run.method_cfg), base_method_cfg=as_dict(getattr(run, "base_method_cfg", ())),
-                     train_classes=run.train_classes, progress=False)
+    """The report's planned runs, every notebook's (``dpclab.plan.report_plan``); ``methods``: notebook 06's rows
+    of these methods only."""
+    return [r for r in report_plan(s.scope) if not methods or r.method in methods or r.requested_by != ("06",)]
 
 
 def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
-    """The grid's jobs for ``plan`` (``dpclab.jobs.training_jobs``: trained runs, DPC's step 2 needing its step 1)
+    """The grid's jobs for ``plan`` (``dpclab.plan.grid_jobs``: the trained runs, a two-step run after its step 1)
     and, per planned run key, its job's key."""
-    from ..jobs import run_key, training_jobs
+    from ..jobs import run_key
 
-    firsts = list({r.key: r for r in reversed(plan)}.values())[::-1]  # each run once, first request first
-    configs = [(f"{r.notebook} {r.dataset} {r.method} seed {r.seed}", run_config(r, s), r.curve) for r in firsts]
-    return training_jobs(configs), {r.key: run_key(c) for r, (_, c, _) in zip(firsts, configs)}
+    return plan_jobs(plan, s.source), {r.key: run_key(r.run_config(s.source, progress=False)) for r in plan}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..options import add_parameter_args, positive_int
+
     p = argparse.ArgumentParser(prog="python -m dpclab estimate", description=sys.modules[__package__].__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
-                   help="a report parameter, as python -m dpclab report -p (model, pretrained, precision, device, "
-                   "dataset, seeds, shots, epochs, quick); the flags below override them")
-    p.add_argument("--model", help="open_clip model (default ViT-B-16; weights random unless --pretrained); "
-                   "'small' = the embedded tiny CLIP")
-    p.add_argument("--pretrained", help="weights to load (default: random; the time does not depend on them)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "amp"), help="the report's precision (default fp32)")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1...")
-    p.add_argument("--gpus", type=int, help="also project the wall time on this many GPUs: the grid's waves spread "
-                   "over them, then the report (default: the GPUs torch sees, at least 1)")
-    p.add_argument("--datasets", nargs="+", help="the report's datasets (the first is the main dataset of notebooks "
-                   "00-05); default: the 11 CoOp datasets")
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--shots", type=int)
-    p.add_argument("--epochs", type=int, help="every method's epochs, as report -p epochs N (default: SPEC)")
+    add_parameter_args(p)  # the report's parameters: -p, --quick, --datasets, --seeds, --model, --precision...
+    p.add_argument("--gpus", type=positive_int, help="also project the wall time on this many GPUs: the grid's jobs "
+                   "spread over them, then the report (default: the GPUs torch sees, at least 1)")
     p.add_argument("--methods", nargs="+", help="notebook 06's methods (default: all, as the notebook)")
-    p.add_argument("--quick", action="store_true", help="reduced measurement (2 class counts, 2 steps, small "
+    p.add_argument("--short", action="store_true", help="a short measurement (2 class counts, 2 steps, small "
                    "evaluation batches): for CPUs")
-    p.add_argument("--steps", type=int, help="timed steps per training probe (default 3; --quick: 2)")
-    p.add_argument("--repeats", type=int, help="repeats of every timing, the median kept (default 3)")
-    p.add_argument("--class-counts", type=int, nargs="+", help="class counts to measure at (default: 4 spanning "
-                   "the datasets'; --quick: 2)")
-    p.add_argument("--image-px", type=int, default=400, help="side of the synthetic JPEGs (decode cost)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--steps", type=positive_int, help="timed steps per training probe (default 3; --short: 2)")
+    p.add_argument("--repeats", type=positive_int, help="repeats of every timing, the median kept (default 3)")
+    p.add_argument("--class-counts", type=positive_int, nargs="+", help="class counts to measure at (default: 4 "
+                   "spanning the datasets'; --short: 2)")
+    p.add_argument("--image-px", type=positive_int, default=400, help="side of the synthetic JPEGs (decode cost)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.add_argument("--timings", help="reuse timings saved by --save-timings (no measuring)")
     p.add_argument("--save-timings", help="write the measured timings (JSON) here")
     p.add_argument("--check", metavar="DATASET", help="also run a reduced end-to-end check on a synthetic dataset "
                    "of this shape and compare it with the projection")
     p.add_argument("--check-methods", nargs="+", default=["zeroshot", "coop", "kgcoop", "coop+dpc", "maple"])
-    p.add_argument("--check-epochs", type=int, default=2)
-    p.add_argument("--check-test", type=int, help="test images of the check's dataset (default: the real size)")
+    p.add_argument("--check-epochs", type=positive_int, default=2)
+    p.add_argument("--check-test", type=positive_int, help="test images of the check's dataset (default: the real "
+                   "size)")
     p.add_argument("--markdown", help="write the summary (markdown) here")
     return p
 
@@ -207,9 +169,9 @@ def class_counts_needed(plan: Sequence, shapes: dict) -> dict[str, set[int]]:
 
 
 def measure_config(s: Settings, args: argparse.Namespace, counts: Sequence[int]) -> MeasureConfig:
-    q = args.quick
-    return MeasureConfig(model=s.model, pretrained=s.pretrained, device=s.device, precision=s.precision,
-                         class_counts=tuple(counts), steps=args.steps or (2 if q else 3),
+    q = args.short
+    return MeasureConfig(model=s.source.model, pretrained=s.weights, device=s.source.device,
+                         precision=s.source.precision, class_counts=tuple(counts), steps=args.steps or (2 if q else 3),
                          repeats=args.repeats or 3, eval_sizes=(4, 16) if q else (16, 64),
                          eval_sizes_features=(8, 64) if q else (16, 128), image_px=args.image_px,
                          encode_images=32 if q else 128)
@@ -220,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = settings(args)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"error: {' '.join(str(err).split())}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = report_runs(s, args.methods)
@@ -230,37 +192,42 @@ def main(argv: list[str] | None = None) -> int:
         cs = COOP_SHAPES[args.check]
         for m in args.check_methods:
             needed.setdefault(m, set()).update({cs.base_classes, cs.new_classes})
-    k = 2 if args.quick else 4
+    k = 2 if args.short else 4
     by_method = {m: (list(args.class_counts) if args.class_counts else pick_class_counts(sorted(c), k))
                  for m, c in needed.items()}
     counts = tuple(sorted({c for cs in by_method.values() for c in cs}))
     mcfg = measure_config(s, args, counts)
+    precision = s.source.precision
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dpclab-estimate-") as tmp:
         if args.timings:
             timings = DeviceTimings.from_json(Path(args.timings).read_text())
+            if timings.precision != precision:
+                raise SystemExit(f"error: {args.timings} was measured in {timings.precision}, the report asks for "
+                                 f"{precision}; measure in it (drop --timings) or pass --precision "
+                                 f"{timings.precision}.")
         else:
-            print(f"measuring {len(by_method)} methods ({s.precision}) at {k if not args.class_counts else len(counts)}"
+            print(f"measuring {len(by_method)} methods ({precision}) at {k if not args.class_counts else len(counts)}"
                   f" class counts each, between {min(counts)} and {max(counts)}", flush=True)
             timings = measure(list(by_method), mcfg, Path(tmp), counts_by_method=by_method)
         if args.save_timings:
             atomic_write_text(Path(args.save_timings), timings.to_json())
-        projection = project(plan, shapes, timings, shots=s.shots, epochs=s.epochs, quick=s.quick)
+        projection = project(plan, shapes, timings, shots=s.source.shots, quick=s.scope.quick)
         gpus = args.gpus or max(1, torch.cuda.device_count())
         jobs, job_key = grid_jobs(plan, s)
         wall = projection.wall(gpus, jobs, job_key)
-        text = summary(projection, timings, s.datasets, s.seeds, wall, s.quick)
-        trained = len(jobs)
-        print(f"\nmeasured in {time.perf_counter() - t0:.0f} s; plan: {len({r.key for r in plan})} runs "
-              f"({trained} trained by the grid)\n")
+        text = summary(projection, timings, s.datasets, s.seeds, wall, s.scope.quick)
+        print(f"\nmeasured in {time.perf_counter() - t0:.0f} s; plan: {len(plan)} runs ({len(jobs)} trained by "
+              f"the grid)\n")
         print(text)
         if args.check:
             shape = COOP_SHAPES[args.check]
             if args.check_test:
                 shape = replace(shape, test=args.check_test)
-            check = check_end_to_end(shape, args.check_methods, args.check_epochs, timings, mcfg, Path(tmp), s.shots)
+            check = check_end_to_end(shape, args.check_methods, args.check_epochs, timings, mcfg, Path(tmp),
+                                     s.source.shots)
             text += (f"\nEnd-to-end check ({args.check} shape, {shape.test} test images, {args.check_epochs} epochs, "
-                     f"{', '.join(args.check_methods)}, {s.precision}): measured {check.measured:.1f} s, projected "
+                     f"{', '.join(args.check_methods)}, {precision}): measured {check.measured:.1f} s, projected "
                      f"{check.projected:.1f} s, measured / projected = {check.ratio:.2f}\n")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

@@ -57,27 +57,6 @@ NOTEBOOK_WORK_METHOD = "coop+dpc"
 
 
 @dataclass(frozen=True)
-class Run:
-    """A planned run as the pricing reads it (``dpclab.plan.PlannedRun`` has these fields, and more)."""
-
-    notebook: str
-    dataset: str
-    method: str
-    seed: int = 1
-    method_cfg: tuple = ()
-    train_classes: str = "base"
-    curve: bool = False
-    train: tuple = ()
-    base_method_cfg: tuple = ()
-    base_train: tuple = ()
-
-    @property
-    def key(self) -> tuple:
-        return (self.dataset, self.method, self.seed, self.method_cfg, self.base_method_cfg, self.train,
-                self.base_train, self.train_classes)
-
-
-@dataclass(frozen=True)
 class RunCost:
     """What one planned run costs (seconds). ``job``: the run key of the grid job that pays for it (``None``: the
     report does it: zero-shot evaluations, reused runs' notebook work)."""
@@ -290,6 +269,6 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
     return Projection(tuple(out), notebooks * t.load)
 
 
-__all__ = ["EVAL_BATCH", "NotebookWork", "NOTEBOOK_WORK", "Run", "RunCost", "WallTime", "Projection",
+__all__ = ["EVAL_BATCH", "NotebookWork", "NOTEBOOK_WORK", "RunCost", "WallTime", "Projection",
            "run_train_config", "step_one", "steps_per_epoch", "eval_cost", "work_cost", "per_notebook",
            "project"]

@@ -18,8 +18,9 @@ plus its own trainable parameters (the only parameters with ``requires_grad``). 
   method (DPC: what step 2 changed), so no caller needs to know which method it ran.
 
 DPC and DePT are :class:`Plugin` s: they wrap any such method as ``self.base`` and share its CLIP, tokenizer and
-input kind, and use the base only through this contract (``forward``, ``loss_terms``, the hooks). ``torch.func.functional_call`` lets DPC run a method with swapped-in (mixed) prompt tensors without
-the method knowing. The shared prompt pieces (context init, class-token cache, prompt assembly, deep prompts)
+input kind, and use the base only through this contract (``forward``, ``loss_terms``, the hooks).
+``torch.func.functional_call`` lets DPC run a method with swapped-in (mixed) prompt tensors without the method
+knowing. The shared prompt pieces (context init, class-token cache, prompt assembly, deep prompts)
 live in :mod:`dpclab.methods.prompts`.
 """
 
@@ -41,12 +42,15 @@ INPUT_KINDS = ("features", "pixels")
 
 @dataclass
 class Output:
-    """``image_features`` [B, E] and ``text_features`` [C, E] (or [B, C, E] for per-image prompts) are raw
-    (unnormalised); ``logits`` [B, C] = exp(logit_scale) * cos."""
+    """What a method's forward pass returns."""
 
+    #: [B, C] = exp(logit_scale) * cos(image, class text); DePT: log-probabilities of its fused heads
     logits: torch.Tensor
+    #: [B, E] raw (unnormalised) image features
     image_features: torch.Tensor
+    #: [C, E] raw class text features, or [B, C, E] for per-image prompts (CoCoOp)
     text_features: torch.Tensor
+    #: anything else a method returns (DePT's head logits, DPC's omega)
     extras: dict = field(default_factory=dict)
 
 

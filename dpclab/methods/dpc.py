@@ -94,6 +94,9 @@ class DPCConfig:
     loss: str = "infonce"
     #: False: new classes use the base-class prompt as well (ablation "no decoupling")
     decouple: bool = True
+    #: "copy": P' starts as P; "random": the base's deep prompts (``base.deep_prompt_names()``) start N(0, 0.02) in
+    #: P', as the released PromptKD+DPC code leaves them (docs/fidelity.md K3)
+    prime_deep_init: str = "copy"
 
     def __post_init__(self):
         check_omega(self.omega_b, "omega_b")
@@ -115,6 +118,8 @@ class DPCConfig:
             raise ValueError(f"top_k must be >= 2 (the true class plus at least one candidate), got {self.top_k}.")
         if self.min_negatives < 0:
             raise ValueError(f"min_negatives must be >= 0, got {self.min_negatives}.")
+        if self.prime_deep_init not in ("copy", "random"):
+            raise ValueError(f"prime_deep_init must be 'copy' or 'random', got {self.prime_deep_init!r}.")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -235,6 +240,14 @@ def duplicate_row_infonce(image_features: torch.Tensor, text_features: torch.Ten
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
+def _is_running_stat(module: nn.Module, buffer_name: str) -> bool:
+    """Whether a buffer is a running statistic of a normalisation layer (BatchNorm's mean, var, batch count)."""
+    owner, _, leaf = buffer_name.rpartition(".")
+    layer = module.get_submodule(owner) if owner else module
+    return isinstance(layer, nn.modules.batchnorm._NormBase) and leaf in ("running_mean", "running_var",
+                                                                           "num_batches_tracked")
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -269,7 +282,19 @@ class DPC(Plugin):
         for p in own.values():
             p.requires_grad_(False)
         # P' = P at the start; in the reparam/released modes M = ω_b·P + (1-ω_b)·P = P as well
-        self.prompt = nn.ParameterDict({self._keys[n]: nn.Parameter(p.detach().clone()) for n, p in own.items()})
+        start = {n: p.detach().clone() for n, p in own.items()}
+        if self.cfg.prime_deep_init == "random":  # the released PromptKD+DPC: P''s deep prompts stay random
+            for n in getattr(base, "deep_prompt_names", list)():
+                fresh = torch.randn(start[n].shape) * 0.02
+                w = 1.0 if self.cfg.mode != "reparam" else self.cfg.omega_b  # reparam trains M = ω_b·P' + (1-ω_b)·P
+                start[n] = (w * fresh.to(start[n]) + (1 - w) * start[n]).to(start[n].dtype)
+        self.prompt = nn.ParameterDict({self._keys[n]: nn.Parameter(t) for n, t in start.items()})
+        # running statistics of the base's normalisation layers (PromptKD's projector BatchNorm): P' keeps its own
+        # copy (updated in step 2), P's stay as step 1 left them, so ω_n = 0 still gives the step-1 model exactly
+        self.stat_names = [n for n, b in base.named_buffers() if _is_running_stat(base, n)]
+        self._stat_keys = {n: "stat_" + n.replace(".", "_") for n in self.stat_names}
+        for n in self.stat_names:
+            self.register_buffer(self._stat_keys[n], base.get_buffer(n).detach().clone())
         self._frozen_text: dict[tuple, torch.Tensor | None] = {}
 
     # ---- the two prompts -------------------------------------------------------------------------------------
@@ -298,16 +323,21 @@ class DPC(Plugin):
             return self.base_omega
         return self.cfg.omega_n
 
+    def prime_stats(self) -> dict[str, torch.Tensor]:
+        """P''s own running statistics of the base's normalisation layers (empty for prompt-only bases)."""
+        return {n: getattr(self, self._stat_keys[n]) for n in self.stat_names}
+
     def mixed(self, omega: float) -> dict[str, torch.Tensor]:
-        """``ω·P' + (1-ω)·P`` for every prompt tensor (ω = 0 and 1 return P and P' exactly)."""
+        """``ω·P' + (1-ω)·P`` for every prompt tensor (ω = 0 and 1 return P and P' exactly); running statistics
+        of normalisation layers mix the same way (counters are P''s)."""
         omega = check_omega(omega)
         if omega == 0:
             return self.frozen()
-        prime = self.prime()
+        prime = {**self.prime(), **self.prime_stats()}
         if omega == 1:
             return prime
-        frozen = self.frozen()
-        return {n: omega * prime[n] + (1 - omega) * frozen[n] for n in self.prompt_names}
+        frozen = {**self.frozen(), **{n: self.base.get_buffer(n) for n in self.stat_names}}
+        return {n: omega * v + (1 - omega) * frozen[n] if v.is_floating_point() else v for n, v in prime.items()}
 
     # ---- forward -----------------------------------------------------------------------------------------------
 
@@ -327,8 +357,12 @@ class DPC(Plugin):
 
     @torch.no_grad()
     def frozen_logits(self, x: torch.Tensor, task: Task) -> torch.Tensor:
-        """Logits of the frozen step-1 model (the negative sampler's scores). For features-kind bases with
-        class-level text features these are cached per class list (P never changes in step 2)."""
+        """Logits of the frozen step-1 model (the negative sampler's scores), or the base's own
+        ``hard_negative_scores(x, task)`` where it has one (PromptKD: its teacher scores, as released). For
+        features-kind bases with class-level text features these are cached per class list (P never changes)."""
+        scores = getattr(self.base, "hard_negative_scores", None)
+        if scores is not None:
+            return scores(x, task)
         if self.input_kind == "features":
             key = (task.classnames, task.template, tuple(p._version for p in self.frozen().values()))
             if key not in self._frozen_text:
@@ -398,7 +432,7 @@ class DPC(Plugin):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task):
         """Training uses P' alone (the mix is an inference-time rule)."""
-        prime = self.prime()
+        prime = {**self.prime(), **self.prime_stats()}  # train-mode BatchNorm updates P''s statistics only
         out = functional_call(self.base, prime, (x, task))
         if out.text_features.dim() != 2:
             raise NotImplementedError("DPC's InfoNCE needs class-level text features; per-image prompts "

@@ -51,6 +51,15 @@ class MethodSpec:
     base_cfg: Mapping = field(default_factory=dict)
     #: the plug-in's refusals, base -> why (bases it cannot wrap); read-only, empty for a plain method
     refuses: Mapping = field(default_factory=dict)
+    #: RunConfig fields the method's protocol fixes for its training data (:attr:`MethodEntry.data`; a plain method's
+    #: only, a plug-in trains on the run's own data); read-only
+    data: Mapping = field(default_factory=dict)
+
+    @property
+    def teacher(self):
+        """``(run config, method config) -> the teacher's RunConfig`` when the base is built on a tuned teacher
+        (:attr:`MethodEntry.teacher`), else None. A two-step plug-in's teacher belongs to its step 1."""
+        return None if self.two_step else self.entry.teacher
 
     @property
     def step1(self) -> "MethodSpec | None":
@@ -81,19 +90,22 @@ class MethodSpec:
     # ---- construction -----------------------------------------------------------------------------------------
     def build(self, backbone, overrides: Mapping | None = None, n_classes: int = 0,
               base_overrides: Mapping | None = None, base_method: nn.Module | None = None,
-              seed: int | None = None) -> nn.Module:
+              seed: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
         """The method itself. For a plug-in, ``overrides`` configure the plug-in and ``base_overrides`` the base;
-        ``base_method`` supplies an already tuned base (DPC's step 1). ``seed`` makes random initialisations (random
-        context, meta-nets, deep prompts) depend on it alone; the global torch RNG state is left as it was."""
+        ``base_method`` supplies an already tuned base (DPC's step 1), ``teacher`` the tuned teacher of a base built
+        on one (:attr:`MethodEntry.teacher`). ``seed`` makes random initialisations (random context, meta-nets, deep
+        prompts) depend on it alone; the global torch RNG state is left as it was."""
         if seed is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return self.build(backbone, overrides, n_classes, base_overrides, base_method)
+                return self.build(backbone, overrides, n_classes, base_overrides, base_method, teacher=teacher)
+        extra = {"teacher": teacher} if self.entry.teacher is not None else {}
         if self.plugin_entry is None:  # fp16: the prompts inherit the CLIP dtype (before any plug-in wraps them)
-            return cast_learned(self.entry.cls(backbone, self.config(overrides, n_classes)), backbone.precision)
+            return cast_learned(self.entry.cls(backbone, self.config(overrides, n_classes), **extra),
+                                backbone.precision)
         base = base_method
         if base is None:
-            base = cast_learned(self.entry.cls(backbone, self.base_config(base_overrides, n_classes)),
+            base = cast_learned(self.entry.cls(backbone, self.base_config(base_overrides, n_classes), **extra),
                                 backbone.precision)
         return self.plugin_entry.cls(base, self.config(overrides, n_classes))
 
@@ -112,7 +124,8 @@ def make_config(config_cls: type, overrides: Mapping | None, owner: str, n_class
 
 
 def _plain(name: str, entry: MethodEntry) -> MethodSpec:
-    return MethodSpec(name, name, entry, trainable=entry.trainable, train=_frozen(entry.train))
+    return MethodSpec(name, name, entry, trainable=entry.trainable, train=_frozen(entry.train),
+                      data=_frozen(entry.data))
 
 
 def method_names() -> list[str]:
@@ -159,10 +172,10 @@ def get_method(name: str) -> MethodEntry:
 
 def build_method(name: str, backbone, overrides: Mapping | None = None, n_classes: int = 0,
                  base_overrides: Mapping | None = None, base_method: nn.Module | None = None,
-                 seed: int | None = None) -> nn.Module:
+                 seed: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
     """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method): :meth:`MethodSpec.build` of
     :func:`resolve` ``(name)``."""
-    return resolve(name).build(backbone, overrides, n_classes, base_overrides, base_method, seed)
+    return resolve(name).build(backbone, overrides, n_classes, base_overrides, base_method, seed, teacher=teacher)
 
 
 def default_train(method: str) -> dict:

@@ -11,6 +11,7 @@ docs/extending.md). Nothing reads these entries directly: :func:`dpclab.methods.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .cocoop import CoCoOp, CoCoOpConfig
 from .coop import CoOp, CoOpConfig
@@ -18,6 +19,7 @@ from .dept import DePT, DePTConfig
 from .dpc import DPC, DPCConfig
 from .kgcoop import KgCoOp, KgCoOpConfig
 from .maple import MaPLe, MaPLeConfig
+from .promptkd import PromptKD, PromptKDConfig, teacher_run_config
 from .promptsrc import PromptSRC, PromptSRCConfig
 from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
@@ -34,6 +36,12 @@ class MethodEntry:
     train: dict = field(default_factory=dict)
     #: False for a method that trains nothing (zero-shot CLIP): evaluated only, and no plug-in wraps it
     trainable: bool = True
+    #: RunConfig fields the method's protocol fixes for its own training data (e.g. every training image of all
+    #: classes: ``{"shots": 0, "train_classes": "all"}``); applied to its own runs, not under a plug-in
+    data: dict = field(default_factory=dict)
+    #: ``(run config, method config) -> RunConfig`` of a run whose tuned method this one is built on as ``teacher``
+    #: (distillation): the pipeline plans and runs it first and builds ``cls(backbone, config, teacher=method)``
+    teacher: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,10 @@ METHODS: dict[str, MethodEntry] = {
     "kgcoop": MethodEntry(KgCoOp, KgCoOpConfig, {"epochs": 100, "batch_size": 128, "lr": 0.002}),
     "maple": MethodEntry(MaPLe, MaPLeConfig, {"epochs": 5, "batch_size": 4, "lr": 0.0035}),
     "promptsrc": MethodEntry(PromptSRC, PromptSRCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.0025}),
+    # docs/protocol.md#promptkd: the student distils a PromptSRC teacher (its own 16-shot base run) on every training
+    # image of all classes, unlabeled; 20 epochs, batch 8, lr 0.005 (released vit_b16_c2_ep20_batch8_4+4ctx)
+    "promptkd": MethodEntry(PromptKD, PromptKDConfig, {"epochs": 20, "batch_size": 8, "lr": 0.005},
+                            data={"shots": 0, "train_classes": "all"}, teacher=teacher_run_config),
 }
 
 

@@ -80,16 +80,18 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
     entry = table.get(backend, {}).get(mode)
     if not entry:
         return {}, f"no typical times for the {backend} backend ({mode})"
-    return {k: float(v) for k, v in entry["seconds"].items()}, f"typical times: {entry['measured']}"
+    return {k: float(v) for k, v in entry["seconds"].items()}, f"typical times of {entry['label']}; yours after this run"
 
 
 def expected_times(out_dir: str | Path, parameters: dict) -> tuple[dict[str, float], str]:
-    """The times the estimate uses and their source: this machine's last run with these parameters, else the
-    shipped typical times (:func:`typical_times`), else ({}, why)."""
+    """The times the estimate uses and their source: this machine's last run with these parameters (what it did
+    not run, e.g. the training phase, from the typical times), else the shipped typical times
+    (:func:`typical_times`), else ({}, why)."""
     own = load_timings(out_dir, parameters)
+    typical, source = typical_times(parameters)
     if own:
-        return own, "by this machine's last run"
-    return typical_times(parameters)
+        return {**typical, **own}, "by this machine's last run"
+    return typical, source
 
 
 def estimate_remaining(running: dict[str, float], pending: Sequence[str], last: dict[str, float],
@@ -185,6 +187,7 @@ class ReportConsole:
         """The running line, e.g. ``running 06_reproducibility_report 3:10/~9:40 · 12:05 elapsed, ~4:20 left``."""
         now = self.clock()
         parts = [f"{name} {clock(now - t)}" + (f"/~{clock(self.last[name])}" if name in self.last else "")
+                 + (" (longer than expected)" if now - t > self.last.get(name, float("inf")) * 1.1 else "")
                  for name, t in self.running.items()]
         tail = f"{clock(now - self.t0)} elapsed, {self.left()}"
         return ("running " + ", ".join(parts) if parts else "waiting") + " · " + tail
@@ -200,6 +203,10 @@ class ReportConsole:
                 self.stream.write(self.line())
                 self._drawn = True
             self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """Print a line of another step (e.g. one per trained run) between the status lines."""
+        self._write(text)
 
     def started(self, name: str) -> None:
         self.running[name] = self.clock()

@@ -90,11 +90,12 @@ def _notebook_rows(results) -> str:
 
 def write_index(results: Sequence, out_dir: Path, parameters: dict, figures_dir: str | Path = "figures",
                 wall_seconds: float | None = None, provenance: dict | None = None,
-                since: float | None = None) -> Path:
+                since: float | None = None, training: dict | None = None) -> Path:
     """Write ``<out_dir>/index.html`` for the notebooks' ``results`` (:class:`~dpclab.report.run.NotebookResult`).
 
     ``wall_seconds`` is the report's real wall time (notebooks run side by side: it is not their sum);
-    ``since``: show only figures written since then (this report's)."""
+    ``since``: show only figures written since then (this report's); ``training``: the training phase's record
+    (:func:`~dpclab.report.train.train_plan`), when the runs were trained before the notebooks."""
     from .console import clock
     from .provenance import PROVENANCE_FILE, provenance_rows
 
@@ -116,6 +117,9 @@ def write_index(results: Sequence, out_dir: Path, parameters: dict, figures_dir:
     params = ", ".join(f"{k}={v!r}" for k, v in parameters.items())
     timing = (f"Wall time <b>{clock(wall)}</b> ({wall:.1f} s; the notebooks' own times add up to {summed:.1f} s, "
               f"several run side by side).")
+    if training and training.get("jobs"):
+        timing += (f" Of that, {training['seconds']:.1f} s trained the notebooks' {training['jobs']} runs first "
+                   f"({training.get('summary', '')}); the notebooks reused them.")
     ok = sum(r.ok for r in results)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dpclab report</title><style>{_STYLE}</style></head>

@@ -123,7 +123,7 @@ def datasets(names: list[str], data_root: Path) -> dict:
 
 
 def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | None = None,
-               command: list[str] | None = None) -> dict:
+               command: list[str] | None = None, training: dict | None = None) -> dict:
     """The provenance record of a report run with these notebook ``parameters`` in ``cwd``."""
     import open_clip
     import torch
@@ -152,6 +152,8 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
         "parameters": parameters,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
+        "training": None if training is None else {k: round(v, 1) if isinstance(v, float) else v
+                                                   for k, v in training.items()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "open_clip": open_clip.__version__, "cuda": cuda,
                      "cuda_available": torch.cuda.is_available()},

@@ -204,13 +204,16 @@ def report_parameters(parameters: dict | None = None, quick: bool = False) -> di
 def run_report(only: Sequence[str] | None = None, parameters: dict | None = None, quick: bool = False,
                notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, out_dir: str | Path = DEFAULT_OUT_DIR,
                cwd: str | Path = ".", timeout: float | None = None, on_result=None,
-               jobs: int = 1, on_start=None, order: Sequence[str] = ()) -> list[NotebookResult]:
+               jobs: int = 1, on_start=None, order: Sequence[str] = (), started: float | None = None,
+               training: dict | None = None) -> list[NotebookResult]:
     """Execute the notebooks (all, or ``only``) headless, write their HTML reports and ``index.html``.
 
     ``jobs > 1`` runs that many notebooks at once (each in its own kernel). Runs they share (e.g. the CoOp that 01
     trains and 02 builds on) are trained once: ``pipeline.run`` locks each run directory, so the second notebook
     waits and then reuses the finished run. ``order``: notebook names (or prefixes) to start first, in that order
-    (e.g. the longest); the others follow in name order.
+    (e.g. the longest); the others follow in name order. ``started``: the ``time.perf_counter()`` the report
+    began at, when something ran before the notebooks (``training``: what :func:`~dpclab.report.train.train_plan`
+    returned); the wall time in ``index.html`` counts from then.
 
     ``parameters`` override the notebooks' ``parameters`` cells (keys from
     :data:`dpclab.notebook.PARAMETER_KEYS`); ``interactive`` is False unless given, ``quick`` as passed.
@@ -223,7 +226,8 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     from .index import write_index
     from .provenance import provenance, write_provenance
 
-    t0, started_at = time.perf_counter(), time.time()
+    t0 = time.perf_counter() if started is None else started
+    started_at = time.time() - (time.perf_counter() - t0)
     params = report_parameters(parameters, quick)
     check_parameters(params)
     books = start_order(discover(notebook_dir, only), order)
@@ -267,10 +271,10 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     names = sorted(b.stem for b in books)
     results.sort(key=lambda r: names.index(r.name))
     wall = time.perf_counter() - t0
-    prov = provenance(params, cwd=cwd, wall_seconds=wall)
+    prov = provenance(params, cwd=cwd, wall_seconds=wall, training=training)
     write_provenance(prov, out)
     write_index(results, out, params, Path(cwd) / "figures", wall_seconds=wall, provenance=prov,
-                since=started_at)
+                since=started_at, training=training)
     save_timings(out, params, {r.name: r.seconds for r in results})
     return results
 
