@@ -39,12 +39,13 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
     t0 = time.perf_counter()
     setup = resolve(parameters)
     src = setup.source
-    if src.embedded:  # the world's datasets are generated, as the notebooks do
+    plan = report_plan(setup.scope, notebooks)
+    if src.embedded:  # the world's datasets are generated, as the notebooks do (every planned one: 06 has its own)
         from ..data.world import ensure_world
 
-        ensure_world(src.data_root, setup.datasets)
+        ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
     threads = 1 if src.embedded and src.device in ("auto", "cpu") else None
-    jobs = grid_jobs(report_plan(setup.scope, notebooks), src, threads)
+    jobs = grid_jobs(plan, src, threads)
     if not jobs:
         return {"jobs": 0, "seconds": time.perf_counter() - t0}
     log(f"training the {len(jobs)} runs of notebooks {', '.join(notebooks)} on {workers} worker(s) first "
