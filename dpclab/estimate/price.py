@@ -224,7 +224,10 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
         if run.method not in t.methods:
             raise ValueError(f"No timings for method {run.method!r}; measure it (--methods) or drop it from the plan.")
         shape, m = shapes[run.dataset], t.methods[run.method]
-        c_train = shape.base_classes if run.train_classes == "base" else shape.classes
+        # a method whose protocol fixes its own data (PromptKD: every training image of all classes, MethodEntry.data)
+        data = get_method(run.method).data if "+" not in run.method else {}
+        train_classes = data.get("train_classes", run.train_classes)
+        c_train = shape.base_classes if train_classes == "base" else shape.classes
         test = views = train = 0.0
         n_epochs = 0
         if m.kind == "features" and run.dataset not in test_cached:
@@ -233,7 +236,7 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
         trainable = get_method(run.method).trainable
         if trainable:
             tcfg = run_train_config(run, epochs)
-            n = shape.train_images(shots, run.train_classes)
+            n = shape.train if data.get("shots") == 0 and shape.train else shape.train_images(shots, train_classes)
             steps = steps_per_epoch(n, tcfg.batch_size)
             compute = steps * m.step(c_train)
             n_epochs = tcfg.epochs
