@@ -50,6 +50,19 @@ def test_two_step_plugin_pays_for_its_missing_step_one():
     assert step2.train == pytest.approx(3 * 20 * 0.05)
 
 
+def test_a_method_whose_protocol_fixes_its_data_is_priced_on_it():
+    """PromptKD's student trains on every training image of all classes (``METHODS["promptkd"].data``)."""
+    from dpclab.methods import METHODS
+
+    if "promptkd" not in METHODS:
+        pytest.skip("no PromptKD on this branch")
+    shape = DatasetShape("toy", classes=10, test=100, train=400)
+    t = fake_timings()
+    t.methods["promptkd"] = MethodTimings("pixels", Curve.constant(0.2), Curve.constant(0.3), Curve.constant(0.0), 8)
+    (run,) = project([PlannedRun("06", "toy", "promptkd", 1)], {"toy": shape}, t, epochs=1).runs
+    assert run.train == pytest.approx(400 // 8 * 0.2 + 400 * 0.02)  # 50 steps; decoding 400 images in-process
+
+
 def test_curve_interpolates_extrapolates_up_and_clamps_below():
     c = Curve((5.0, 50.0, 500.0), (1.0, 2.0, 11.0))
     assert c(5) == 1.0 and c(27.5) == pytest.approx(1.5) and c(275) == pytest.approx(6.5)

@@ -3,7 +3,8 @@ for N GPUs.
 
 Per planned run (the first request of a run key pays for it; later requests reuse it):
 
-* training: ``epochs x steps x step(C_train)``, ``steps = train images // batch``; pixel methods add the decode +
+* training: ``epochs x steps x step(C_train)``, ``steps = train images // batch`` (the method's own data when its
+  protocol fixes it: PromptKD trains on every training image of all classes); pixel methods add the decode +
   augment time of their batch over the DataLoader workers (``max(compute, decode / workers)``);
 * feature caches (features-kind methods): each augmented view of a training set is encoded once per dataset, seed
   and class set (the first run that needs view ``v`` pays for it), the test set once per dataset;
@@ -210,7 +211,7 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
             epochs: int | None = None, notebooks: int = 7, quick: bool = False) -> Projection:
     """Price ``plan`` (planned runs: notebook, dataset, method, seed, method_cfg, train, train_classes, curve, key)
     with the measured timings ``t``; see the module docstring."""
-    from ..methods import get_method
+    from ..methods import get_method, resolve
 
     views_cached: dict[tuple, int] = {}  # (dataset, seed, train_classes) -> views encoded so far
     test_cached: set[str] = set()
@@ -224,7 +225,9 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
         if run.method not in t.methods:
             raise ValueError(f"No timings for method {run.method!r}; measure it (--methods) or drop it from the plan.")
         shape, m = shapes[run.dataset], t.methods[run.method]
-        c_train = shape.base_classes if run.train_classes == "base" else shape.classes
+        data = resolve(run.method).data  # a method whose protocol fixes its data (PromptKD: every image, all classes)
+        n_shots, classes = int(data.get("shots", shots)), data.get("train_classes", run.train_classes)
+        c_train = shape.base_classes if classes == "base" else shape.classes
         test = views = train = 0.0
         n_epochs = 0
         if m.kind == "features" and run.dataset not in test_cached:
@@ -233,14 +236,14 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
         trainable = get_method(run.method).trainable
         if trainable:
             tcfg = run_train_config(run, epochs)
-            n = shape.train_images(shots, run.train_classes)
+            n = shape.train if n_shots == 0 else shape.train_images(n_shots, classes)
             steps = steps_per_epoch(n, tcfg.batch_size)
             compute = steps * m.step(c_train)
             n_epochs = tcfg.epochs
             train = n_epochs * (t.decode(steps * tcfg.batch_size, compute, train=True) if m.kind == "pixels"
                                 else compute)
             if m.kind == "features":
-                vkey = (run.dataset, run.seed, run.train_classes)
+                vkey = (run.dataset, run.seed, classes, n_shots)
                 have, need = views_cached.get(vkey, 0), tcfg.views()
                 if need > have:
                     views = (need - have) * t.decode(n, n * t.encode, train=True)
