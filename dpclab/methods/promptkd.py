@@ -62,10 +62,13 @@ class PromptKDConfig:
     teacher_method: str = "promptsrc"
     #: the teacher's backbone; None = the run's own (offline: a same-size teacher; released: ViT-L-14 + openai)
     teacher_model: str | None = None
+    #: the teacher backbone's weights (open_clip tag or path); None = the run's own
     teacher_pretrained: str | None = None
+    #: training images per base class of the teacher's run (released: 16)
     teacher_shots: int = 16
-    #: overrides of the teacher method's config and training (released L/14 teacher: batch_size 8, lr 0.005)
+    #: overrides of the teacher method's config (its own run's ``method_cfg``)
     teacher_method_cfg: dict = field(default_factory=dict)
+    #: overrides of the teacher's training (released L/14 teacher: batch_size 8, lr 0.005)
     teacher_train: dict = field(default_factory=dict)
     #: the teacher's epochs (None: its protocol default; the notebooks' quick mode sets it to its quick epochs)
     teacher_epochs: int | None = None
