@@ -9,7 +9,7 @@ views the DPC paper uses to explain itself, on every dataset instead of one note
   prompt P, ω = 1 is P′ alone), from the run's cached ω grid (:func:`dpclab.omega.run_grid_cached`);
 * :func:`study` — both in one pass over the grid (what ``python -m dpclab dpc-study`` runs).
 
-Both go through :func:`dpclab.benchmark.run_matrix`, so they reuse the benchmark's runs (same runs dir and caches):
+Both go through :func:`dpclab.matrix.run_matrix`, so they reuse the benchmark's runs (same runs dir and caches):
 the full-DPC row and the sweep cost no training when the benchmark ran first. ``python -m dpclab dpc-study``.
 """
 
@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import omega
 from .analysis import DPC_ABLATION
-from .benchmark import AVERAGE, run_matrix, summary_table
+from .matrix import AVERAGE, run_matrix, summary_table
 from .evaluate import harmonic_mean
 from .io import atomic_write_text
 
@@ -137,7 +137,7 @@ def side_by_side_table(results: dict[str, dict]) -> pd.DataFrame:
     """``results``: dataset -> {row of :data:`SIDE_BY_SIDE_ROWS`: its :class:`~dpclab.pipeline.RunResult`}. One row
     per dataset x DPC row: CoOp's base and its accuracy on its own shots (how much room step 1 left), DPC's base, the
     gain, new accuracy (equal to CoOp's: ω_n = 0) and ‖P′ − P‖."""
-    from .benchmark import train_accuracy
+    from .matrix import train_accuracy
 
     rows = []
     for dataset, res in results.items():

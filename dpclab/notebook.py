@@ -214,8 +214,8 @@ class Setup:
 
     def grid(self, planned: dict[str, list[PlannedRun]]) -> "pd.DataFrame":
         """Notebook 06's rows (``planned``: :meth:`planned`, label -> runs) over its datasets x seeds through
-        :func:`dpclab.benchmark.run_matrix`, one table row per run, each with exactly its planned options."""
-        from .benchmark import run_matrix
+        :func:`dpclab.matrix.run_matrix`, one table row per run, each with exactly its planned options."""
+        from .matrix import run_matrix
 
         spec = {}
         for label, runs in planned.items():

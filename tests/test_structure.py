@@ -25,14 +25,8 @@ KNOWN_CIRCLES = {
     # newcomer: run.py imports write_index inside a function and index.py imports notebook_title from run.py
     ("dpclab.report.index", "dpclab.report.run"),
 }
-KNOWN_TOOL_IMPORTS = {
-    # dpc: dpc_study reuses the benchmark's grid (run_grid, summary_table, AVERAGE); move those to a shared module
-    "dpclab.dpc_study -> dpclab.benchmark",
-}
-KNOWN_LONG = {
-    # dpc: the world's scenes, pretraining stream and downstream datasets apart (issue 20)
-    "dpclab/data/world.py",
-}
+KNOWN_TOOL_IMPORTS: set = set()
+KNOWN_LONG: set = set()
 
 
 def module_name(path: Path) -> str:

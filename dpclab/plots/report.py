@@ -13,7 +13,7 @@ from .training import tradeoff
 
 
 def _average(summary: pd.DataFrame) -> pd.DataFrame:
-    from ..benchmark import AVERAGE
+    from ..targets import AVERAGE
 
     return summary[summary["dataset"] == AVERAGE].set_index("method")
 
