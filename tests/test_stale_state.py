@@ -23,7 +23,9 @@ def _cfg(root, tmp_path, seed: int) -> RunConfig:
 
 
 def _files(folder: Path) -> dict[str, int]:
-    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    """The cache entries under folder (an entry's lock file, made when it is first encoded, is not an entry)."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and not p.name.endswith(".lock")}
 
 
 def _runs(root, tmp_path, backbone) -> dict:
