@@ -328,3 +328,15 @@ def load_clip(
         precision=precision,
         quick_gelu_forced=forced,
     )
+
+
+def check_teacher_inputs(student: Backbone, teacher: Backbone) -> None:
+    """A teacher-fed method (``MethodEntry.teacher``, e.g. PromptKD) has the teacher score the student's augmented
+    pixels: both backbones must take the same image size and normalisation (OpenAI's ViT-B/16 and ViT-L/14 at
+    224 px do)."""
+    ours = (student.image_size, tuple(student.mean), tuple(student.std))
+    theirs = (teacher.image_size, tuple(teacher.mean), tuple(teacher.std))
+    if ours != theirs:
+        raise ValueError(f"The teacher {teacher.model_name} takes images of size/mean/std {theirs}, the "
+                         f"student {student.model_name} {ours}; it scores the student's augmented images, so choose "
+                         f"a teacher with the same input (e.g. ViT-L-14 at 224 px for ViT-B-16).")

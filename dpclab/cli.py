@@ -14,6 +14,7 @@ import warnings
 
 from . import options as opt
 from .backbones import EMBEDDED_MODEL
+from .data.features import allocated_cpus
 from .options import add_source_args, parse_options, source_from_args
 
 
@@ -244,7 +245,7 @@ def cmd_report(args) -> int:
     print("\n".join(startup_lines(setup.source)))
     jobs = args.jobs
     if jobs is None:  # the embedded model runs one CPU thread per kernel: two notebooks at once use both cores
-        jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and (os.cpu_count() or 1) > 1 else 1
+        jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and allocated_cpus() > 1 else 1
     return report_command(params, args.quick, args.only, args.notebooks, args.out, args.timeout, jobs,
                           train=not args.no_train)
 

@@ -26,14 +26,13 @@ import torch
 from torch import nn
 
 from . import methods
-from .backbones import Backbone
+from .backbones import Backbone, check_teacher_inputs
 from .data.coop import normalise_root
 from .evaluate import append_result
 from .experiment import Experiment, cached_backbone, dataset_specs
 from .io import atomic_torch_save, atomic_write_json, file_lock
 from .methods import MethodSpec, build_method, default_train
 from .methods.base import learned_state, load_learned_state
-from .methods.promptkd import check_teacher_inputs
 from .precision import PRECISIONS
 from .protocol import dataset_train
 from .selection import BestBaseEpoch, wants_best_base

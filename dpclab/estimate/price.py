@@ -158,12 +158,12 @@ def _like(template, d: dict):
 
 def step_one(run):
     """The base run a two-step plug-in's run trains first (``None`` for other methods)."""
-    from ..methods import PLUGINS, parse_method
+    from ..methods import resolve
 
-    base, plugin = parse_method(run.method)
-    if plugin is None or not PLUGINS[plugin].two_step:
+    spec = resolve(run.method)
+    if not spec.two_step:
         return None
-    kw = {"method": base, "method_cfg": _like(run.method_cfg, as_dict(getattr(run, "base_method_cfg", ()))),
+    kw = {"method": spec.base, "method_cfg": _like(run.method_cfg, as_dict(getattr(run, "base_method_cfg", ()))),
           "curve": False}
     if hasattr(run, "base_train"):
         kw.update(train=run.base_train, base_train=_like(run.base_train, {}),

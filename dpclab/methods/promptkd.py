@@ -231,16 +231,5 @@ def teacher_run_config(cfg, kd: PromptKDConfig):
                    train={**kd.teacher_train, **({} if kd.teacher_epochs is None else {"epochs": kd.teacher_epochs})})
 
 
-def check_teacher_inputs(student: Backbone, teacher: Backbone) -> None:
-    """The teacher sees the student's augmented pixels: both backbones must take the same image size and
-    normalisation (OpenAI's ViT-B/16 and ViT-L/14 at 224 px do)."""
-    ours = (student.image_size, tuple(student.mean), tuple(student.std))
-    theirs = (teacher.image_size, tuple(teacher.mean), tuple(teacher.std))
-    if ours != theirs:
-        raise ValueError(f"The PromptKD teacher {teacher.model_name} takes images of size/mean/std {theirs}, the "
-                         f"student {student.model_name} {ours}; it scores the student's augmented images, so choose "
-                         f"a teacher with the same input (e.g. ViT-L-14 at 224 px for ViT-B-16).")
-
-
 __all__ = ["PromptKD", "PromptKDConfig", "Projector", "distillation_loss", "teacher_run_config",
-           "check_teacher_inputs", "KL_NORMS", "SELECTIONS"]
+           "KL_NORMS", "SELECTIONS"]

@@ -21,6 +21,16 @@ border-radius:6px;padding:6px}.figs img{width:100%;max-height:260px;object-fit:c
 .dpclab-headline-table td,.dpclab-headline-table th{font-family:monospace}.note{color:#57606a}"""
 
 
+def notebook_title(nb, name: str) -> str:
+    """A notebook's title: its first Markdown heading (``# 03 · ω: ...``), else its file stem."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip() or name
+    return name
+
+
 def figure_alt(path: Path) -> str:
     """A figure's alt text: the PNG's ``Description`` (``plots.save_figure`` writes it), else its name."""
     from PIL import Image
@@ -70,7 +80,6 @@ def _headline(results) -> str:
 def _notebook_rows(results) -> str:
     import nbformat
 
-    from .run import notebook_title
 
     rows = []
     for r in results:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .index import notebook_title, write_index
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NOTEBOOK_DIR = "notebooks"
@@ -112,16 +114,6 @@ def to_html(executed: Path, out: Path, nb=None) -> Path:
     body, _ = exporter.from_notebook_node(nb)
     out.write_text(body, encoding="utf-8")
     return out
-
-
-def notebook_title(nb, name: str) -> str:
-    """A notebook's title: its first Markdown heading (``# 03 · ω: ...``), else its file stem."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("#").strip() or name
-    return name
 
 
 _WARNING_LINE = re.compile(r"^(?:.*?:\d+: )?(?P<text>[A-Za-z_.]*Warning: .*)$")
@@ -223,7 +215,6 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     reads them back); ``index.html`` and ``provenance.json`` are written after the last notebook.
     """
     from .console import save_timings
-    from .index import write_index
     from .provenance import provenance, write_provenance
 
     t0 = time.perf_counter() if started is None else started
