@@ -166,7 +166,9 @@ def test_live_omega_sliders_in_jupyterlab(tmp_path):
         sliders[0].scroll_into_view_if_needed()
         _shot(page, tmp_path, "lab_2_sliders")
 
-        grids = sorted(tmp_path.glob("runs/**/omega_grid_*.pt"))
+        # the sliders read the grid of the notebook's own dataset (the side-by-side section builds others' too)
+        from dpclab.plan import EMBEDDED_DEFAULT_DATASET
+        grids = sorted(tmp_path.glob(f"runs/*/{EMBEDDED_DEFAULT_DATASET}/coop+dpc/*/omega_grid_*.pt"))
         assert len(grids) == 1, grids
         grid = OmegaGrid.load(grids[0])
         lo, hi = float(grid.omegas[0]), float(grid.omegas[-1])
