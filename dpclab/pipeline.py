@@ -164,11 +164,13 @@ def effective_epochs(cfg: RunConfig, spec: MethodSpec | None = None) -> dict:
     return out
 
 
-def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str) -> Path:
+def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str, revision: dict | None = None) -> Path:
     """runs/<backbone>/<dataset>/<method>/shots<K>-seed<S>-<hash of the images read and non-default options>
 
-    ``inputs_key`` is :meth:`Experiment.inputs_key`: a run made from other image files is never reused."""
-    extra = {"inputs": inputs_key}
+    ``inputs_key`` is :meth:`Experiment.inputs_key`: a run made from other image files is never reused;
+    ``revision`` (:attr:`MethodSpec.revision`, when not empty): a run made by an older revision of the method's code
+    is kept in its own directory, never reused."""
+    extra = {"inputs": inputs_key, **({"revision": revision} if revision else {})}
     if cfg.train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or cfg.base_train:
         extra.update(train=cfg.train, method_cfg=cfg.method_cfg, train_classes=cfg.train_classes,
                      base_method_cfg=cfg.base_method_cfg, base_train=cfg.base_train)
@@ -176,8 +178,9 @@ def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str) -> Path:
     return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}-{tag}"
 
 
-def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment, inputs_key: str | None = None) -> dict:
-    return {"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
+def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment, inputs_key: str | None = None,
+                 revision: dict | None = None) -> dict:
+    return {**({"revision": revision} if revision else {}),"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
             "base_train": cfg.base_train, "dataset": cfg.dataset,
             "inputs": inputs_key or exp.inputs_key(), "backbone": backbone.key, "shots": cfg.shots,
             "train_classes": cfg.train_classes, "crop_scale": list(exp.data.crop_scale)}
@@ -258,8 +261,8 @@ def plan_run(cfg: RunConfig, experiment: Experiment, spec: MethodSpec | None = N
         if id(exp) not in keys:
             keys[id(exp)] = exp.inputs_key()
         inputs, backbone = keys[id(exp)], exp.backbone
-        run_dir = run_dir_for(c, backbone, inputs)
-        fp = _fingerprint(c, backbone, exp, inputs)
+        run_dir = run_dir_for(c, backbone, inputs, s.revision)
+        fp = _fingerprint(c, backbone, exp, inputs, s.revision)
         full_fp = config_fingerprint(tcfg, fp)
         action, epoch = run_action(run_dir, full_fp, c.if_exists)
         plans.append(StepPlan(step, c.method, s, c, tcfg, run_dir, action, epoch, fp, full_fp, feeds, own))

@@ -276,10 +276,35 @@ def test_run_coop_plus_dpc_end_to_end_keeps_new_and_resumes(json_root, tmp_path,
                      train=cfg.base_train, base_train={}), experiment=exp)
     method = build_method("coop+dpc", tiny_backbone, n_classes=3, base_method=step1.method)
     fit(method, exp.train_examples("features"), exp.train_task, train_config(cfg2),
-        run_dir_for(cfg2, tiny_backbone, exp.inputs_key()), _fingerprint(cfg2, tiny_backbone, exp), stop_after=2)
+        run_dir_for(cfg2, tiny_backbone, exp.inputs_key(), {"dpc": 1}),
+        _fingerprint(cfg2, tiny_backbone, exp, revision={"dpc": 1}), stop_after=2)
     resumed = run(cfg2, experiment=exp)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in res.history]
     assert resumed.metrics == res.metrics
+
+
+def test_a_run_of_an_older_dpc_revision_is_kept_and_not_reused(json_root, tmp_path, tiny_backbone, monkeypatch):
+    """DPC's batches changed in issue 22 (revision 1): a step 2 made by the code before (revision 0, no revision in its
+    key) lives in another run directory, is left as it is, and is not reused; step 1 (CoOp) is the same run."""
+    from dataclasses import replace
+
+    from dpclab.methods import table
+    from dpclab.pipeline import plan_run
+
+    cfg = _cfg(json_root, tmp_path)
+    exp = Experiment.prepare(cfg, tiny_backbone)
+    assert PLUGINS["dpc"].revision == 1
+    monkeypatch.setitem(table.PLUGINS, "dpc", replace(table.PLUGINS["dpc"], revision=0))
+    old = run(cfg, experiment=exp)
+    old_plan = plan_run(cfg, exp)
+    monkeypatch.undo()
+    new_plan = plan_run(cfg, exp)
+    assert new_plan[0].run_dir == old_plan[0].run_dir and new_plan[0].action == "reuse"
+    assert new_plan[1].run_dir != old_plan[1].run_dir and new_plan[1].action == "train"
+    assert '"revision": {"dpc": 1}' in new_plan[1].full_fingerprint
+    res = run(cfg, experiment=exp)
+    assert not res.reused and res.run_dir == new_plan[1].run_dir
+    assert (old.run_dir / "result.json").is_file()
 
 
 def test_cli_trains_coop_plus_dpc(json_root, tmp_path, tiny_model_name, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 from dpclab import paper_numbers
 from dpclab.pipeline import RunConfig, effective_epochs, train_config
+from dpclab.methods import resolve
 from dpclab.plan import NOTEBOOKS, Scope, report_plan, requests, waves
 from dpclab.protocol import EXCEPTIONS, dataset_train
 from dpclab.source import Source
@@ -105,7 +106,8 @@ def test_setup_runs_exactly_the_planned_run_directories(json_root, tmp_path, tin
         run = planned[label][0]
         res = s.run(run)
         exp = Experiment.prepare(run.run_config(src), tiny_backbone)
-        assert res.run_dir == run_dir_for(run.run_config(src), tiny_backbone, exp.inputs_key())
+        assert res.run_dir == run_dir_for(run.run_config(src), tiny_backbone, exp.inputs_key(),
+                                          resolve(run.method).revision)
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and '"notebook": "04"' in lines[0] and '"label": "oracle"' in lines[0]
 

@@ -62,6 +62,13 @@ class MethodSpec:
         return None if self.two_step else self.entry.teacher
 
     @property
+    def revision(self) -> dict:
+        """The code revisions of the run's method and plug-in (:attr:`MethodEntry.revision`), only those that are not
+        0: ``{}`` for most methods, ``{"dpc": 1}`` for a DPC step 2. Part of the run key when not empty."""
+        revs = {self.base: self.entry.revision, self.plugin: getattr(self.plugin_entry, "revision", 0)}
+        return {k: v for k, v in revs.items() if k and v}
+
+    @property
     def step1(self) -> "MethodSpec | None":
         """The spec of step 1 (the plain base) for a two-step plug-in, else None. Derived, not resolved again."""
         return _plain(self.base, self.entry) if self.two_step else None

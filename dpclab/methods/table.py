@@ -42,6 +42,10 @@ class MethodEntry:
     #: ``(run config, method config) -> RunConfig`` of a run whose tuned method this one is built on as ``teacher``
     #: (distillation): the pipeline plans and runs it first and builds ``cls(backbone, config, teacher=method)``
     teacher: Callable | None = None
+    #: the code revision of what a run of this method trains: bumped when a change alters the result of a run with
+    #: unchanged settings; a non-zero revision is part of the run's directory key and fingerprint, so runs made by
+    #: older code are kept and never reused
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class PluginEntry:
     base_cfg_by_base: dict = field(default_factory=dict)
     #: bases the plug-in cannot wrap: base name -> why (:func:`dpclab.methods.resolve` refuses the pair with it)
     refuses: dict = field(default_factory=dict)
+    #: the plug-in's code revision (as :attr:`MethodEntry.revision`)
+    revision: int = 0
 
 
 METHODS: dict[str, MethodEntry] = {
@@ -82,9 +88,11 @@ METHODS: dict[str, MethodEntry] = {
 
 PLUGINS: dict[str, PluginEntry] = {
     # docs/protocol.md#dpc: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
+    # revision 1: step 2 trains on fresh views, never step 1's, and ``mode=released`` builds its batches as the released
+    # code (issue 22; docs/fidelity.md D4-D6): DPC runs made before are not reused
     "dpc": PluginEntry(DPC, DPCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.002}, two_step=True,
                        refuses={"cocoop": "DPC's InfoNCE needs class-level text features, and CoCoOp's prompts are "
-                                          "per image"}),
+                                          "per image"}, revision=1),
     # DePT (docs/protocol.md#dept): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for every base
     # (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
     "dept": PluginEntry(DePT, DePTConfig, train={"epochs": 10, "batch_size": 4, "lr": 0.0035}, two_step=False,
