@@ -391,7 +391,11 @@ def summary(records: Sequence[JobRecord]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ training runs
 def run_key(cfg) -> str:
-    """What identifies a training run in a job list (two configs with the same key train the same run)."""
+    """What identifies a training run in a job list (two configs with the same key train the same run; the training
+    data a method's protocol fixes is applied first, so PromptKD asked for on 16 shots is its all-images run)."""
+    from .pipeline import with_method_data
+
+    cfg = with_method_data(cfg)
     fields = ("method", "dataset", "data_root", "model", "pretrained", "shots", "seed", "precision", "train",
               "method_cfg", "base_method_cfg", "base_train", "train_classes", "runs_dir")
     return json.dumps({k: getattr(cfg, k) for k in fields}, sort_keys=True, default=str)
@@ -419,10 +423,11 @@ def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
 
 def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None = None) -> list[Job]:
     """(label, RunConfig, curve) -> one :func:`train_run` job per trainable run (zero-shot evaluations have
-    nothing to train or store). A two-step run (DPC) needs the job that trains its step 1 when that run is in the
-    list; otherwise it trains step 1 itself."""
-    from .methods import get_method, resolve
-    from .pipeline import step1_config
+    nothing to train or store). A run built on another run (DPC's step 2 on its step 1, PromptKD on its teacher)
+    needs the jobs that train those runs when they are in the list; otherwise it trains them itself. Jobs that others
+    need come first, so the longest chains start early."""
+    from .methods import get_method
+    from .pipeline import step_configs
 
     listed = {run_key(c) for _, c, _ in runs if get_method(c.method).trainable}
     jobs: list[Job] = []
@@ -434,13 +439,30 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
         if key in keys:
             raise ValueError(f"Run {label!r} is listed twice.")
         keys.add(key)
-        needs: tuple[str, ...] = ()
-        if resolve(cfg.method).two_step:
-            step1 = run_key(step1_config(cfg))
-            needs = (step1,) if step1 in listed else ()
-        jobs.append(Job(key, train_run, (cfg, bool(curve), threads), needs, label))
-    return jobs
+        before = [run_key(c) for c, _, feeds in step_configs(cfg) if feeds]
+        jobs.append(Job(key, train_run, (cfg, bool(curve), threads), tuple(k for k in before if k in listed), label))
+    return needed_first(jobs)
 
 
-__all__ = ["Job", "JobRecord", "run_jobs", "summary", "waves", "makespan", "local_executor", "slurm_executor",
+def needed_first(jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` with those that other jobs need (transitively, most dependants first) ahead of the rest, each group in
+    its given order: a pool starts the heads of the long chains (CoOp before its DPC runs) while independent runs fill
+    the other workers."""
+    dependants: dict[str, int] = {j.key: 0 for j in jobs}
+    by_key = {j.key: j for j in jobs}
+
+    def credit(key: str, seen: set) -> None:
+        for k in by_key[key].needs:
+            if k in by_key and k not in seen:
+                seen.add(k)
+                dependants[k] += 1
+                credit(k, seen)
+
+    for j in jobs:
+        credit(j.key, set())
+    order = {j.key: i for i, j in enumerate(jobs)}
+    return sorted(jobs, key=lambda j: (-dependants[j.key], order[j.key]))
+
+
+__all__ = ["Job", "JobRecord", "run_jobs", "needed_first", "summary", "waves", "makespan", "local_executor", "slurm_executor",
            "LocalPool", "Attempt", "training_jobs", "train_run", "run_key", "allocated_cpus", "job_line"]

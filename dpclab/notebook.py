@@ -8,7 +8,7 @@ Every notebook starts with the same parameters cell (papermill overrides it with
     data_root = None        # folder holding the datasets (CoOp layout); None = data/world (embedded)
     dataset = None          # None = the embedded default / "eurosat" on real CLIP; "a,b" for several
     shots = 16
-    seeds = "1 2 3"         # a list, or a string "1 2 3" / "[1, 2, 3]" (what `-p seeds ...` gives)
+    seeds = None            # a list, or a string "1 2 3" / "[1, 2, 3]"; None: 1 2 3 on real CLIP, 1 embedded
     epochs = None           # None = each method's protocol default (scaled down in quick mode)
     device = "auto"
     quick = False           # a fast smoke run: few epochs, one seed, coarse grids
@@ -232,7 +232,7 @@ class Setup:
 
 
 def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = EMBEDDED_PRETRAINED,
-          data_root: str | None = None, dataset=None, shots: int = 16, seeds="1 2 3", epochs: int | None = None,
+          data_root: str | None = None, dataset=None, shots: int = 16, seeds=None, epochs: int | None = None,
           device: str = "auto", quick: bool = False, interactive: bool = True, precision: str = "fp32",
           chdir: bool = True,
           quick_seeds: int = 1, threads: int | None = None) -> Setup:

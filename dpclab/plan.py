@@ -36,6 +36,10 @@ EMBEDDED_NOTEBOOK_DATASETS = {"06": ("world_shapes",)}
 #: notebooks 02 and 03 show DPC side by side (paper and released mode) on these embedded datasets when none is
 #: given: the one where CoOp leaves room, and world_tint, where CoOp already fits ~99 % of its shots
 DPC_SIDE_BY_SIDE = ("world_placement", "world_tint")
+#: the few-shot seeds when none are given, per backend: the papers' three on real CLIP; one on the embedded backend,
+#: whose main job is a tour of every notebook that must stay within minutes on a laptop (``-p seeds '1 2 3'``: all
+#: three, about two and a half times the training)
+DEFAULT_SEEDS = {"embedded": (1,), "open_clip": (1, 2, 3)}
 #: quick mode trains each method for ``max(QUICK_MIN_EPOCHS, default // QUICK_EPOCH_DIVISOR)`` epochs at most
 QUICK_EPOCH_DIVISOR = 10
 QUICK_MIN_EPOCHS = 2
@@ -74,7 +78,7 @@ class Scope:
 
     #: the datasets (the first is the main one, used by notebooks 00-05)
     datasets: tuple[str, ...]
-    #: few-shot seeds (quick mode keeps the first)
+    #: few-shot seeds (quick mode keeps the first; default :data:`DEFAULT_SEEDS`)
     seeds: tuple[int, ...]
     #: every trained method's epochs (None: each method's protocol default, scaled down when quick)
     epochs: int | None = None
@@ -88,9 +92,9 @@ class Scope:
         """The scope of the notebooks' ``parameters`` (missing keys take the notebooks' defaults)."""
         p = {k: v for k, v in parameters.items() if v is not None}
         quick = str(p.get("quick", False)).lower() in ("true", "1", "yes")
-        dataset = p.get("dataset") or (EMBEDDED_DEFAULT_DATASET if resolve_backend(
-            p.get("backend"), str(p.get("pretrained", EMBEDDED_PRETRAINED))) == "embedded" else REAL_DEFAULT_DATASET)
-        seeds = parse_seeds(p.get("seeds", "1 2 3"))
+        backend = resolve_backend(p.get("backend"), str(p.get("pretrained", EMBEDDED_PRETRAINED)))
+        dataset = p.get("dataset") or (EMBEDDED_DEFAULT_DATASET if backend == "embedded" else REAL_DEFAULT_DATASET)
+        seeds = parse_seeds(p.get("seeds", DEFAULT_SEEDS[backend]))
         epochs = p.get("epochs")
         if epochs is not None:
             epochs = int(epochs)
@@ -344,14 +348,16 @@ def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
     """The trained runs in dependency waves (:func:`dpclab.jobs.waves`): [runs that need no other run, runs that
     reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
     (nothing to train or store)."""
-    from .jobs import waves as job_waves
+    from .jobs import run_key, waves as job_waves
+    from .source import Source
 
+    src = source or Source()
     trained = [r for r in runs if needs_training(r)]
-    jobs = grid_jobs(trained, source)
-    by_key = {j.key: r for j, r in zip(jobs, trained)}
+    jobs = grid_jobs(trained, src)
+    by_key = {run_key(r.run_config(src, progress=False)): r for r in trained}
     return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
 
 
-__all__ = ["NOTEBOOKS", "Scope", "PlannedRun", "requests", "deduplicate", "report_plan", "waves", "needs_training",
+__all__ = ["NOTEBOOKS", "DEFAULT_SEEDS", "Scope", "PlannedRun", "requests", "deduplicate", "report_plan", "waves", "needs_training",
            "run_label", "grid_jobs",
            "parse_seeds", "parse_datasets"]

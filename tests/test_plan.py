@@ -72,8 +72,31 @@ def test_the_plan_lists_every_notebooks_runs_once_with_all_who_request_them():
     baseline = [r for r in requests("06", scope) if r.label == paper_numbers.DEPT_COOP_BASELINE]
     assert all(r.method == "coop" and dict(r.method_cfg)["n_ctx"] == 16 and dict(r.train)["epochs"] == 10
                for r in baseline)
-    first, second = waves(plan)
-    assert all("+dpc" in r.method for r in second) and not any(r.method == "zeroshot" for r in first)
+    first, *later = waves(plan)  # runs built on another run (DPC's step 2, PromptKD on its teacher) come later
+    needs_another = lambda r: "+dpc" in r.method or r.method.startswith("promptkd")  # noqa: E731
+    assert not any(r.method == "zeroshot" or needs_another(r) for r in first)
+    assert later and all(needs_another(r) for wave in later for r in wave)
+
+
+def test_the_default_seeds_are_the_papers_three_on_real_clip_and_one_on_the_embedded_tour():
+    assert Scope.from_parameters({"pretrained": "openai"}).seeds == (1, 2, 3)
+    assert Scope.from_parameters({}).seeds == (1,)
+    assert Scope.from_parameters({"seeds": "1 2 3"}).seeds == (1, 2, 3)
+    assert {r.seed for r in report_plan({})} == {1}
+
+
+def test_grid_jobs_wait_for_the_runs_they_build_on_and_those_start_first():
+    """PromptKD's job needs its teacher's (PromptSRC) job; PromptKD+DPC needs PromptKD (asked for on 16 shots, trained
+    on its protocol's data: the same run) and the teacher; jobs that others need are listed first."""
+    from dpclab.plan import grid_jobs
+
+    jobs = grid_jobs(requests("06", Scope.from_parameters({})))
+    title = {j.key: j.title.split()[2] for j in jobs}
+    needs = {title[j.key]: sorted(title[k] for k in j.needs) for j in jobs}
+    assert needs["promptkd"] == ["promptsrc"] and needs["promptkd+dpc"] == ["promptkd", "promptsrc"]
+    assert needs["maple+dpc"] == ["maple"] and needs["cocoop"] == []
+    order = [title[j.key] for j in jobs]
+    assert order[:4] == ["promptsrc", "coop", "maple", "promptkd"]  # promptsrc: 3 runs wait for it, promptkd: 1
 
 
 def test_quick_and_epochs_parameters_reach_the_plan():

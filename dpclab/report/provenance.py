@@ -17,7 +17,7 @@ from pathlib import Path
 PROVENANCE_FILE = "provenance.json"
 #: the notebooks' parameters cell defaults (what a report runs with when no ``-p`` overrides them)
 NOTEBOOK_DEFAULTS = {"backend": "auto", "model": "dpclab-tiny", "pretrained": "embedded", "data_root": None,
-                     "dataset": None, "shots": 16, "seeds": "1 2 3", "epochs": None, "device": "auto",
+                     "dataset": None, "shots": 16, "seeds": None, "epochs": None, "device": "auto",
                      "precision": "fp32", "quick": False, "interactive": True}
 
 
