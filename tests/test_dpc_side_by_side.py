@@ -33,6 +33,11 @@ def test_notebook_06_has_its_own_embedded_default_and_02_03_compare_two_datasets
     # deduplicated with the notebooks' other requests: 02's main coop+dpc is the side-by-side world_tint one
     keys = [r.key for r in plan.report_plan({}, ["02", "03"])]
     assert len(keys) == len(set(keys))
+    # the dataset where DPC lifts base is 06's, world_tint is 00-05's: the side-by-side adds two runs to the report
+    side = [r for nb in ("02", "03") for r in plan.requests(nb, scope) if ": " in r.label]
+    others = {r.key for nb in plan.NOTEBOOKS for r in plan.requests(nb, scope) if ": " not in r.label}
+    assert {(r.dataset, r.method, r.method_cfg) for r in side if r.key not in others} == {
+        ("world_shapes", "coop+dpc", ()), ("world_tint", "coop+dpc", (("mode", "released"),))}
 
 
 def test_side_by_side_tables(json_root, tmp_path, tiny_backbone):
