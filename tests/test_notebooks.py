@@ -16,7 +16,8 @@ import pytest
 
 from dpclab.notebook import PARAMETER_KEYS, Setup, parse_datasets, parse_seeds, setup
 from dpclab.evaluate import harmonic_mean
-from dpclab.report import check_parameters, discover, parse_value, run_report
+from dpclab.options import parse_value
+from dpclab.report import check_parameters, discover, run_report
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"

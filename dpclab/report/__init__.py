@@ -18,10 +18,10 @@ from .console import (ReportConsole, estimate_remaining, expected_times, load_ti
 from .index import write_index
 from .provenance import provenance, write_provenance
 from .run import (NotebookResult, check_parameters, discover, kernel_config, notebook_title, notebook_warnings,
-                  parse_value, report_parameters, run_notebook, run_report, start_order, to_html)
+                  report_parameters, run_notebook, run_report, start_order, to_html)
 from .strip import strip_outputs
 
 __all__ = ["strip_outputs", "NotebookResult", "run_report", "run_notebook", "discover", "to_html", "write_index",
-           "parse_value", "notebook_warnings", "kernel_config", "report_parameters", "check_parameters",
+           "notebook_warnings", "kernel_config", "report_parameters", "check_parameters",
            "load_timings", "save_timings", "typical_times", "expected_times", "estimate_remaining", "status_line",
            "ReportConsole", "provenance", "write_provenance", "notebook_title", "start_order"]

@@ -13,7 +13,6 @@ cell); the run continues with the next notebook and the whole report exits non-z
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 import re
@@ -46,15 +45,6 @@ class NotebookResult:
     @property
     def status(self) -> str:
         return "ok" if self.ok else "failed"
-
-
-def parse_value(text: str):
-    """A ``-p`` value as papermill's CLI would read it, plus Python literals: ``16`` -> 16, ``None`` -> None,
-    ``True`` -> True, ``[1, 2]`` -> list, anything else (``ViT-B-16``, ``1 2 3``) stays a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def discover(notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, only: Sequence[str] | None = None) -> list[Path]:
@@ -277,5 +267,5 @@ def start_order(books: Sequence[Path], first: Sequence[str] = ()) -> list[Path]:
     return front + [b for b in books if b not in front]
 
 
-__all__ = ["NotebookResult", "run_report", "run_notebook", "discover", "to_html", "notebook_title", "parse_value",
+__all__ = ["NotebookResult", "run_report", "run_notebook", "discover", "to_html", "notebook_title",
            "notebook_warnings", "kernel_config", "report_parameters", "check_parameters", "start_order"]
