@@ -130,21 +130,18 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
 
     import dpclab
 
-    from ..notebook import EMBEDDED_DATA_ROOT, EMBEDDED_DEFAULT_DATASET, REAL_DEFAULT_DATASET, parse_datasets, \
-        parse_seeds
+    from ..plan import Scope, report_plan
+    from ..source import EMBEDDED_DATA_ROOT, Source
 
     p = {**NOTEBOOK_DEFAULTS, **parameters}
-    backend = p["backend"]
-    if backend in (None, "", "auto"):
-        backend = "embedded" if str(p["pretrained"]) == "embedded" else "open_clip"
-    names = parse_datasets(p["dataset"] or (EMBEDDED_DEFAULT_DATASET if backend == "embedded" else
-                                             REAL_DEFAULT_DATASET))
-    root = Path(cwd, str(Path(p["data_root"] or EMBEDDED_DATA_ROOT).expanduser())).resolve()
-    try:
-        seeds = parse_seeds(p["seeds"])
-        seeds = seeds[:1] if p["quick"] else seeds
+    src = Source.from_parameters(p)
+    backend = src.backend
+    try:  # the datasets and seeds the notebooks used: every planned run's (06 and DPC's side-by-side have their own)
+        scope = Scope.from_parameters(p)
+        names, seeds = list(dict.fromkeys(r.dataset for r in report_plan(scope))), list(scope.seeds)
     except ValueError:
-        seeds = p["seeds"]
+        names, seeds = [str(p["dataset"])], p["seeds"]
+    root = Path(cwd, str(Path(p["data_root"] or EMBEDDED_DATA_ROOT).expanduser())).resolve()
     cuda = torch.version.cuda
     return {
         "dpclab": {"version": dpclab.__version__, **git_state(Path(dpclab.__file__).parent)},
