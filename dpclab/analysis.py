@@ -298,16 +298,6 @@ def dhno_examples(dpc: nn.Module, experiment, n_anchors: int = 4, seed: int = 0)
     return DHNOExamples([items[int(i)] for i in anchor_idx], negatives, table)
 
 
-#: DPC's ablation (its paper's table): configuration -> the DPC options that switch parts off
-DPC_ABLATION = {
-    "two-step training only": {"loss": "ce", "negatives": "random", "omega_b": 1.0, "decouple": False},
-    "+ DHNO": {"omega_b": 1.0, "decouple": False},
-    "+ DHNO + weighting": {"decouple": False},
-    "weighting + decoupling, no DHNO": {"loss": "ce", "negatives": "random"},
-    "full DPC (DHNO + weighting + decoupling)": {},
-}
-
-
 def ci_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per model of a :func:`channel_importance_table`: mean CI-Base and CI-New, the median CI-Base : CI-New
     ratio, and the share of channels whose ratio is above 1."""
@@ -357,5 +347,5 @@ def invariance_far_end(table: pd.DataFrame) -> pd.DataFrame:
 __all__ = ["channel_importance", "windowed_channel_importance", "collect_features", "ci_ratio", "channel_importance_table",
            "oracle_config", "channel_importance_study", "channel_stats", "pearson", "spearman",
            "features_along_omega", "linearity_gap", "invariance_table", "channel_stats_table", "prompt_mix_fn",
-           "untrained_coop_vs_zeroshot", "dhno_examples", "DHNOExamples", "DPC_ABLATION", "ci_summary",
+           "untrained_coop_vs_zeroshot", "dhno_examples", "DHNOExamples", "ci_summary",
            "dpc_prompt_pairs", "pair_distances", "invariance_study", "invariance_far_end"]

@@ -3,7 +3,7 @@
 The benchmark (:mod:`dpclab.benchmark`) reports DPC in each mode with step-2 diagnostics; this module adds the two
 views the DPC paper uses to explain itself, on every dataset instead of one notebook's dataset:
 
-* :func:`ablation` — the rows of the paper's Table 4 (:data:`dpclab.analysis.DPC_ABLATION`: two-step training
+* :func:`ablation` — the rows of the paper's Table 4 (:data:`dpclab.plan.DPC_ABLATION`: two-step training
   only, + DHNO, + weighting, weighting + decoupling without DHNO, full DPC), each a ``coop+dpc`` run with switches;
 * :func:`omega_sweep` — base accuracy of every finished ``coop+dpc`` run at ω_b on a grid (ω = 0 is the step-1
   prompt P, ω = 1 is P′ alone), from the run's cached ω grid (:func:`dpclab.omega.run_grid_cached`);
@@ -21,10 +21,10 @@ from typing import Sequence
 import pandas as pd
 
 from . import omega
-from .analysis import DPC_ABLATION
 from .matrix import AVERAGE, run_matrix, summary_table
 from .evaluate import harmonic_mean
 from .io import atomic_write_text
+from .plan import DPC_ABLATION
 
 #: ablation row label -> (method, RunConfig overrides), in the paper's order (CoOp first, full DPC last)
 ABLATION_SPEC: dict[str, tuple[str, dict]] = {f"dpc: {name}": ("coop+dpc", {"method_cfg": dict(opts)})

@@ -5,7 +5,7 @@
 ahead of the report (``dpclab.plan.grid_jobs``), which then finds every run finished in ``runs/`` and only
 evaluates and draws. ``--dry-run`` lists the plan: each run with the notebooks that request it.
 
-The runs are executed by :mod:`dpclab.jobs` (one job = one :func:`dpclab.jobs.train_run`): here, a local process
+The runs are executed by :mod:`dpclab.jobs` (one job = one :func:`dpclab.trainjobs.train_run`): here, a local process
 pool (``--workers``, ``--gpus``) or SLURM through submitit job arrays (``--slurm``; ``pip install -e ".[cluster]"``),
 one line per run as it finishes, failures reported at the end (exit status 1) while the other runs go on.
 

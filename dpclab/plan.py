@@ -48,6 +48,15 @@ QUICK_EPOCH_DIVISOR = 10
 QUICK_MIN_EPOCHS = 2
 #: the baselines of notebook 01
 BASELINES = ("coop", "kgcoop")
+#: DPC's ablation (its paper's Table 4; notebook 02 and ``dpc-study``): configuration -> the DPC options that switch
+#: parts off
+DPC_ABLATION = {
+    "two-step training only": {"loss": "ce", "negatives": "random", "omega_b": 1.0, "decouple": False},
+    "+ DHNO": {"omega_b": 1.0, "decouple": False},
+    "+ DHNO + weighting": {"decouple": False},
+    "weighting + decoupling, no DHNO": {"loss": "ce", "negatives": "random"},
+    "full DPC (DHNO + weighting + decoupling)": {},
+}
 
 
 def parse_seeds(seeds) -> list[int]:
@@ -252,8 +261,6 @@ def _side_by_side(nb: str, s: Scope) -> list[PlannedRun]:
 
 
 def _n02(s: Scope) -> list[PlannedRun]:
-    from .analysis import DPC_ABLATION
-
     s0 = s.seeds[0]
     out = [_run("02", s, "zeroshot", s0, label="zero-shot"), _run("02", s, "coop", s0, curve=True),
            _run("02", s, "coop+dpc", s0, curve=True)]
@@ -336,10 +343,10 @@ def run_label(run: PlannedRun) -> str:
 
 
 def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = None) -> list:
-    """The trained runs of ``runs`` as :class:`dpclab.jobs.Job` s (one :func:`dpclab.jobs.train_run` each, a
+    """The trained runs of ``runs`` as :class:`dpclab.jobs.Job` s (one :func:`dpclab.trainjobs.train_run` each, a
     two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
     (default: the embedded one); ``threads``: torch CPU threads per worker."""
-    from .jobs import training_jobs
+    from .trainjobs import training_jobs
     from .source import Source
 
     src = source or Source()
@@ -351,7 +358,8 @@ def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
     """The trained runs in dependency waves (:func:`dpclab.jobs.waves`): [runs that need no other run, runs that
     reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
     (nothing to train or store)."""
-    from .jobs import run_key, waves as job_waves
+    from .jobs import waves as job_waves
+    from .trainjobs import run_key
     from .source import Source
 
     src = source or Source()
@@ -361,6 +369,5 @@ def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
     return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
 
 
-__all__ = ["NOTEBOOKS", "DEFAULT_SEEDS", "Scope", "PlannedRun", "requests", "deduplicate", "report_plan", "waves", "needs_training",
-           "run_label", "grid_jobs",
-           "parse_seeds", "parse_datasets"]
+__all__ = ["NOTEBOOKS", "DEFAULT_SEEDS", "DPC_ABLATION", "BASELINES", "Scope", "PlannedRun", "requests", "deduplicate",
+           "report_plan", "waves", "needs_training", "run_label", "grid_jobs", "parse_seeds", "parse_datasets"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpclab.analysis import DPC_ABLATION
 from dpclab.benchmark import AVERAGE, run_matrix
 from dpclab.cli import main
+from dpclab.plan import DPC_ABLATION
 from dpclab.dpc_study import (ABLATION_SPEC, FULL_DPC, ablation, ablation_table, markdown_ablation, markdown_sweep,
                               omega_sweep, study, sweep_table)
 

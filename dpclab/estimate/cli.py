@@ -124,7 +124,7 @@ def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
 def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
     """The grid's jobs for ``plan`` (``dpclab.plan.grid_jobs``: the trained runs, a two-step run after its step 1)
     and, per planned run key, its job's key."""
-    from ..jobs import run_key
+    from ..trainjobs import run_key
 
     return plan_jobs(plan, s.source), {r.key: run_key(r.run_config(s.source, progress=False)) for r in plan}
 
