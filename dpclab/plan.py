@@ -273,13 +273,10 @@ def _n03(s: Scope) -> list[PlannedRun]:
 
 
 def _n04(s: Scope) -> list[PlannedRun]:
-    from .methods import PLUGINS
-
     s0 = s.seeds[0]
-    out = [_run("04", s, "zeroshot", s0, label="zero-shot"), _run("04", s, "coop", s0, label="CoOp"),
-           _run("04", s, "coop", s0, label="oracle", train_classes="all")]
-    out += [_run("04", s, "coop+dept", s0, label="CoOp + DePT")] if "dept" in PLUGINS else []
-    return out + ([_run("04", s, "coop+dpc", s0, label="CoOp + DPC")] if "dpc" in PLUGINS else [])
+    return [_run("04", s, "zeroshot", s0, label="zero-shot"), _run("04", s, "coop", s0, label="CoOp"),
+            _run("04", s, "coop", s0, label="oracle", train_classes="all"),
+            _run("04", s, "coop+dept", s0, label="CoOp + DePT"), _run("04", s, "coop+dpc", s0, label="CoOp + DPC")]
 
 
 def _n05(s: Scope) -> list[PlannedRun]:

@@ -3,7 +3,6 @@ loss and gradient on one batch), DPC's step-2 epoch, the ω slider's latency, an
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import statistics
 import subprocess
@@ -141,17 +140,13 @@ def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> t
 
 
 def bench_dpc(case: ModelCase, ctx: dict, cfg: BenchConfig, log=print) -> tuple[list[Row], nn.Module | None]:
-    """DPC's step-2 epoch on top of the CoOp just trained (only when the DPC plug-in is installed)."""
-    from ..methods import PLUGINS
+    """DPC's step-2 epoch on top of the CoOp just trained."""
+    from ..methods import resolve
     from ..pipeline import build_method
 
-    if "dpc" not in PLUGINS:
-        log(f"[{case.label}] DPC: not measured ('dpc' is not in PLUGINS on this branch)")
-        return [], None
     exp, device = ctx["experiment"], ctx["device"]
     method = build_method("coop+dpc", ctx["backbone"], {}, len(exp.train_task.classnames), base_method=ctx["coop"])
-    spec = PLUGINS["dpc"]
-    tcfg = TrainConfig(**{**ctx["tcfg"].__dict__, **spec.train, "epochs": cfg.dpc_epochs, "progress": False})
+    tcfg = TrainConfig(**{**ctx["tcfg"].__dict__, **resolve("coop+dpc").train, "epochs": cfg.dpc_epochs, "progress": False})
     for view in range(tcfg.views()):
         exp.features(exp.train_split.train, "train", view)
     with peak_memory(device) as mem:
@@ -167,8 +162,8 @@ def bench_dpc(case: ModelCase, ctx: dict, cfg: BenchConfig, log=print) -> tuple[
 def bench_omega(case: ModelCase, dpc_method, experiment, log=print, repeats: int = 200) -> list[Row]:
     """ω slider: the one-off grid precomputation (text encoded once per ω on the grid, logits on the cached test
     features) and the latency of one slider update (a read-out of the grid)."""
-    if dpc_method is None or importlib.util.find_spec("dpclab.omega") is None:
-        log(f"[{case.label}] omega slider: not measured (no DPC / dpclab.omega on this branch)")
+    if dpc_method is None:
+        log(f"[{case.label}] omega slider: not measured (no DPC step 2 was trained)")
         return []
     from ..omega import DEFAULT_OMEGAS, experiment_grid, omega_view
 
