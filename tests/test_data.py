@@ -170,3 +170,22 @@ def test_unreadable_image(tmp_path):
     good = tmp_path / "ok.png"
     Image.new("RGB", (4, 4)).save(good)
     assert load_image(str(good)).size == (4, 4)
+
+
+def test_small_images_stay_decoded_and_a_replaced_file_is_read_again(tmp_path):
+    import os
+
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(small)
+    Image.new("RGB", (128, 128), (255, 0, 0)).save(large)
+    first = load_image(str(small))
+    assert load_image(str(small)) is first  # decoded once
+    assert load_image(str(large)) is not load_image(str(large))  # real-dataset sizes: decoded every time
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(small)  # replaced in place (another size or mtime)
+    st = os.stat(small)
+    os.utime(small, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    again = load_image(str(small))
+    assert again is not first and again.getpixel((0, 0)) == (0, 0, 255)
+    small.unlink()
+    with pytest.raises(DatasetError, match="missing"):
+        load_image(str(small))

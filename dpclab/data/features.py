@@ -52,17 +52,34 @@ def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float
     }
 
 
+#: images this small stay decoded in memory (per process) once read: the embedded world's 32 px images, where decoding
+#: the file is ~10 % of encoding an augmented view and CoOp encodes 200 views of the same shots. Larger images (the
+#: real datasets') are decoded every time. Keyed by path and (size, mtime_ns), so a replaced file is read again.
+SMALL_IMAGE_PIXELS = 64 * 64
+#: at most this many decoded small images are kept (~3 KB each at 32 px)
+MAX_DECODED = 100_000
+_decoded: dict[tuple, Image.Image] = {}
+
+
 def load_image(path: str) -> Image.Image:
+    """The image at ``path``, decoded (small images from memory after the first read: :data:`SMALL_IMAGE_PIXELS`).
+    Callers must not modify it in place (the transforms return new images)."""
+    key = (path, *file_stamp(path))
+    im = _decoded.get(key)
+    if im is not None:
+        return im
     try:
         with Image.open(path) as im:
             im.load()
-            return im
     except FileNotFoundError as err:
         raise DatasetError(f"Image file missing: {path}. Check the data root and that the dataset is extracted.") \
             from err
     except (UnidentifiedImageError, OSError) as err:
         raise DatasetError(f"Image file cannot be read: {path} ({err}). Re-download or remove it from the split.") \
             from err
+    if im.width * im.height <= SMALL_IMAGE_PIXELS and len(_decoded) < MAX_DECODED:
+        _decoded[key] = im
+    return im
 
 
 class ImageList(Dataset):
