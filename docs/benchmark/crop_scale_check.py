@@ -1,7 +1,7 @@
 """Does step 2's crop scale explain ‖P'-P‖ (released mode, world_tint)? Step 1 = the benchmark's CoOp run (crop
 0.5-1, the world's protocol); step 2 trained with crop (0.5, 1) (dpclab) and with (0.08, 1) (Dassl's default, what the
-released code's loader applies), everything else equal."""
-Run as it was (2026-12-02): its /work/bench paths are that session's benchmark runs and cache; point them at yours.
+released code's loader applies), everything else equal. Run as it was (2026-12-02): its /work/bench paths are that session's benchmark runs and
+cache; point them at yours."""
 import json, sys
 from dpclab.source import Source
 from dpclab.pipeline import run, step1_config, build_method, train_config, Experiment
