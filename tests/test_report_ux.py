@@ -116,12 +116,12 @@ def test_first_run_estimates_from_the_shipped_typical_times(tmp_path):
                             console.start_line())
     full = {"interactive": False, "quick": False}
     assert typical_times({**full, "model": "ViT-B-16", "pretrained": "openai"})[0] == {}
-    assert "default seeds" in typical_times({**full, "seeds": "1"})[1]
-    assert typical_times({**full, "seeds": [1, 2, 3], "dataset": None})[0]  # the defaults, spelled another way
+    assert "default seeds" in typical_times({**full, "seeds": "1 2 3"})[1]  # the embedded default is seed 1
+    assert typical_times({**full, "seeds": [1], "dataset": None})[0]  # the defaults, spelled another way
     save_timings(tmp_path, full, {"00_quickstart": 5.0})  # this machine's own time replaces the typical one
     assert expected_times(tmp_path, full) == ({**typical_times(full)[0], "00_quickstart": 5.0},
                                               "by this machine's last run")
-    other = {**full, "seeds": "1"}
+    other = {**full, "seeds": "1 2 3"}  # a workload without typical times
     save_timings(tmp_path, other, {"00_quickstart": 7.0})
     assert expected_times(tmp_path, other) == ({"00_quickstart": 7.0}, "by this machine's last run")
 
