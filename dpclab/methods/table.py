@@ -25,15 +25,26 @@ from .zeroshot import ZeroShotCLIP, ZeroShotConfig
 
 
 @dataclass(frozen=True)
-class MethodEntry:
-    """One row of :data:`METHODS`: ``cls(backbone, config)`` builds the method."""
+class Entry:
+    """What a row of either table holds: the class, its config, its training defaults and its code revision."""
 
-    #: the method's class, a :class:`~dpclab.methods.base.PromptMethod`
+    #: the class: a :class:`~dpclab.methods.base.PromptMethod` (``cls(backbone, config)``) in :data:`METHODS`, a
+    #: :class:`~dpclab.methods.base.Plugin` (``cls(base_method, config)``) in :data:`PLUGINS`
     cls: type
     #: its config dataclass (every field commented with ``#:``)
     config: type
-    #: overrides of :class:`dpclab.trainconfig.TrainConfig` defaults for this method (its protocol)
+    #: overrides of :class:`dpclab.trainconfig.TrainConfig` defaults: the method's protocol, or the plug-in phase's
     train: dict = field(default_factory=dict)
+    #: the code revision of what a run of it trains: bumped when a change alters the result of a run with unchanged
+    #: settings; a non-zero revision is part of the run's directory key and fingerprint, so runs made by older code are
+    #: kept and never reused
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class MethodEntry(Entry):
+    """One row of :data:`METHODS`: ``cls(backbone, config)`` builds the method."""
+
     #: False for a method that trains nothing (zero-shot CLIP): evaluated only, and no plug-in wraps it
     trainable: bool = True
     #: RunConfig fields the method's protocol fixes for its own training data (e.g. every training image of all
@@ -42,22 +53,12 @@ class MethodEntry:
     #: ``(run config, method config) -> RunConfig`` of a run whose tuned method this one is built on as ``teacher``
     #: (distillation): the pipeline plans and runs it first and builds ``cls(backbone, config, teacher=method)``
     teacher: Callable | None = None
-    #: the code revision of what a run of this method trains: bumped when a change alters the result of a run with
-    #: unchanged settings; a non-zero revision is part of the run's directory key and fingerprint, so runs made by
-    #: older code are kept and never reused
-    revision: int = 0
 
 
 @dataclass(frozen=True)
-class PluginEntry:
+class PluginEntry(Entry):
     """One row of :data:`PLUGINS`: a plug-in wraps a base method, ``cls(base_method, config)``."""
 
-    #: the plug-in's class, a :class:`~dpclab.methods.base.Plugin`
-    cls: type
-    #: its config dataclass
-    config: type
-    #: the plug-in phase's TrainConfig defaults
-    train: dict = field(default_factory=dict)
     #: True: the base method is first tuned normally (step 1, reused from its run directory when finished) and the
     #: plug-in then trains on top of it (DPC); False: the plug-in trains jointly with the base from scratch (DePT)
     two_step: bool = False
@@ -68,8 +69,6 @@ class PluginEntry:
     base_cfg_by_base: dict = field(default_factory=dict)
     #: bases the plug-in cannot wrap: base name -> why (:func:`dpclab.methods.resolve` refuses the pair with it)
     refuses: dict = field(default_factory=dict)
-    #: the plug-in's code revision (as :attr:`MethodEntry.revision`)
-    revision: int = 0
 
 
 METHODS: dict[str, MethodEntry] = {
@@ -101,4 +100,4 @@ PLUGINS: dict[str, PluginEntry] = {
 }
 
 
-__all__ = ["METHODS", "PLUGINS", "MethodEntry", "PluginEntry"]
+__all__ = ["METHODS", "PLUGINS", "Entry", "MethodEntry", "PluginEntry"]
