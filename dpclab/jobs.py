@@ -20,8 +20,9 @@ it needs have finished, and:
     training run then resumes from its last epoch checkpoint (``dpclab.train.fit``).
 
 Training runs become jobs in :mod:`dpclab.trainjobs` (one :func:`~dpclab.trainjobs.train_run` per
-:class:`~dpclab.pipeline.RunConfig`); this module knows jobs only. The dependency waves (:func:`waves`) and :func:`makespan` (the wall time of the same schedule on N workers, for the
-cost estimate) read the same ``needs``.
+:class:`~dpclab.pipeline.RunConfig`); this module knows jobs only. The dependency waves (:func:`waves`), the start
+order (:func:`needed_first`) and :func:`makespan` (the wall time of the same schedule on N workers, for the cost
+estimate) read the same ``needs``.
 """
 
 from __future__ import annotations
@@ -388,7 +389,7 @@ def summary(records: Sequence[JobRecord]) -> list[str]:
     return lines
 
 
-# ------------------------------------------------------------------------------------------------ training runs
+# ------------------------------------------------------------------------------------------------ start order
 def needed_first(jobs: Sequence[Job]) -> list[Job]:
     """``jobs`` with those that other jobs need (transitively, most dependants first) ahead of the rest, each group in
     its given order: a pool starts the heads of the long chains (CoOp before its DPC runs) while independent runs fill

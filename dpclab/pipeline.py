@@ -180,8 +180,8 @@ def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str, revision: d
 
 def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment, inputs_key: str | None = None,
                  revision: dict | None = None) -> dict:
-    return {**({"revision": revision} if revision else {}),"method": cfg.method, "method_cfg": cfg.method_cfg, "base_method_cfg": cfg.base_method_cfg,
-            "base_train": cfg.base_train, "dataset": cfg.dataset,
+    return {**({"revision": revision} if revision else {}), "method": cfg.method, "method_cfg": cfg.method_cfg,
+            "base_method_cfg": cfg.base_method_cfg, "base_train": cfg.base_train, "dataset": cfg.dataset,
             "inputs": inputs_key or exp.inputs_key(), "backbone": backbone.key, "shots": cfg.shots,
             "train_classes": cfg.train_classes, "crop_scale": list(exp.data.crop_scale)}
 

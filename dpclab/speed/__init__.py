@@ -12,7 +12,8 @@ on the same seed, ``n_views < epochs``), and "train + encode one fresh view" in 
 epoch sees a fresh augmentation (``n_views = 0``). Both are reported as ratios to the reference epoch; ratios,
 not absolute seconds, are the headline, because the absolute numbers depend on the machine and its load.
 
-Also measured: DPC's step-2 epoch, the ω-slider update latency (``dpclab.omega``), the notebook suite's wall time (``python -m dpclab report``), and peak memory per phase.
+Also measured: DPC's step-2 epoch, the ω-slider update latency (``dpclab.omega``), the notebook suite's wall time
+(``python -m dpclab report``), and peak memory per phase.
 
     python -m dpclab speed --quick                   # ~1 minute smoke run on a tiny model
     python -m dpclab speed                           # tiny/embedded model and a random-weight ViT-B-16

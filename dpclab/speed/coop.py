@@ -146,7 +146,8 @@ def bench_dpc(case: ModelCase, ctx: dict, cfg: BenchConfig, log=print) -> tuple[
 
     exp, device = ctx["experiment"], ctx["device"]
     method = build_method("coop+dpc", ctx["backbone"], {}, len(exp.train_task.classnames), base_method=ctx["coop"])
-    tcfg = TrainConfig(**{**ctx["tcfg"].__dict__, **resolve("coop+dpc").train, "epochs": cfg.dpc_epochs, "progress": False})
+    tcfg = TrainConfig(**{**ctx["tcfg"].__dict__, **resolve("coop+dpc").train, "epochs": cfg.dpc_epochs,
+                          "progress": False})
     for view in range(tcfg.views()):
         exp.features(exp.train_split.train, "train", view)
     with peak_memory(device) as mem:
