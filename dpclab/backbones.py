@@ -41,8 +41,8 @@ import open_clip
 import torch
 from torch import nn
 
-from .io import sha256_file
-from .precision import check_precision
+from dpclab.io import sha256_file
+from dpclab.precision import check_precision
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .io import atomic_write_text, file_lock
-from .data.examples import Examples, Task
+from dpclab.io import atomic_write_text, file_lock
+from dpclab.data.examples import Examples, Task
 
 
 def harmonic_mean(base: float, new: float) -> float:

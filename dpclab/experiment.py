@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from .backbones import Backbone, load_clip
-from .data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
-from .data.examples import Examples, Task
-from .data.features import build_transforms, cached_features, default_num_workers, items_digest
-from .evaluate import accuracy, harmonic_mean, predict_logits
-from .precision import autocast, input_dtype
+from dpclab.backbones import Backbone, load_clip
+from dpclab.data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
+from dpclab.data.examples import Examples, Task
+from dpclab.data.features import build_transforms, cached_features, default_num_workers, items_digest
+from dpclab.evaluate import accuracy, harmonic_mean, predict_logits
+from dpclab.precision import autocast, input_dtype
 
 
 @lru_cache(maxsize=4)
@@ -98,11 +98,11 @@ class Experiment:
 
 def dataset_specs() -> dict:
     """The 11 CoOp datasets plus the embedded world's datasets (when the world module is present)."""
-    from .data.coop import DATASETS
+    from dpclab.data.coop import DATASETS
 
     specs = dict(DATASETS)
     try:
-        from .data.world import WORLD_SPECS
+        from dpclab.data.world import WORLD_SPECS
     except ImportError:
         return specs
     specs.update(WORLD_SPECS)

@@ -25,11 +25,11 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .evaluate import accuracy, harmonic_mean
-from .io import atomic_torch_save
-from .methods.base import Task, cosine_logits
-from .methods.dpc import DPC, check_omega
-from .train import Examples
+from dpclab.evaluate import accuracy, harmonic_mean
+from dpclab.io import atomic_torch_save
+from dpclab.methods.base import Task, cosine_logits
+from dpclab.methods.dpc import DPC, check_omega
+from dpclab.train import Examples
 
 #: 0, 0.05, ..., 1 (21 values)
 DEFAULT_OMEGAS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))

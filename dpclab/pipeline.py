@@ -25,19 +25,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import methods
-from .backbones import Backbone, check_teacher_inputs
-from .data.coop import normalise_root
-from .evaluate import append_result
-from .experiment import Experiment, cached_backbone, dataset_specs
-from .io import atomic_torch_save, atomic_write_json, file_lock
-from .methods import MethodSpec, build_method, default_train
-from .methods.base import learned_state, load_learned_state
-from .precision import PRECISIONS
-from .protocol import dataset_train
-from .selection import BestBaseEpoch, wants_best_base
-from .train import RunDirError, checkpoint_action, config_fingerprint, fit
-from .trainconfig import TrainConfig
+from dpclab import methods
+from dpclab.backbones import Backbone, check_teacher_inputs
+from dpclab.data.coop import normalise_root
+from dpclab.evaluate import append_result
+from dpclab.experiment import Experiment, cached_backbone, dataset_specs
+from dpclab.io import atomic_torch_save, atomic_write_json, file_lock
+from dpclab.methods import MethodSpec, build_method, default_train
+from dpclab.methods.base import learned_state, load_learned_state
+from dpclab.precision import PRECISIONS
+from dpclab.protocol import dataset_train
+from dpclab.selection import BestBaseEpoch, wants_best_base
+from dpclab.train import RunDirError, checkpoint_action, config_fingerprint, fit
+from dpclab.trainconfig import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .io import atomic_torch_save
-from .methods.base import learned_state, load_learned_state
+from dpclab.io import atomic_torch_save
+from dpclab.methods.base import learned_state, load_learned_state
 
 
 def wants_best_base(method: nn.Module) -> bool:

@@ -1,7 +1,7 @@
 """A run's source settings in one frozen dataclass: which CLIP, which data, which precision, where things go.
 
 The command line (train, eval, transfer, benchmark, dpc-study, grid, estimate), the notebooks' :class:`Setup
-<dpclab.notebook.Setup>` and the report's plan all hold one :class:`Source` instead of their own spellings of these
+<dpclab.lab.notebook.Setup>` and the report's plan all hold one :class:`Source` instead of their own spellings of these
 fields, and build their :class:`~dpclab.pipeline.RunConfig` objects from it (:meth:`Source.run_config`)::
 
     >>> src = Source.from_parameters({"precision": "amp"})     # the notebooks' parameters (report -p key value)
@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-from .data.coop import normalise_root
-from .precision import PRECISIONS
+from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+from dpclab.data.coop import normalise_root
+from dpclab.precision import PRECISIONS
 
 #: the embedded world is written here when missing
 EMBEDDED_DATA_ROOT = "data/world"
@@ -90,7 +90,7 @@ class Source:
     def run_config(self, method: str, dataset: str, seed: int, **overrides):
         """A :class:`~dpclab.pipeline.RunConfig` of ``method`` on ``dataset`` / ``seed`` from this source;
         ``overrides`` are its other fields (train, method_cfg, train_classes, progress, if_exists...)."""
-        from .pipeline import RunConfig
+        from dpclab.pipeline import RunConfig
 
         fields = {k: v for k, v in asdict(self).items() if k != "backend"}
         return RunConfig(method=method, dataset=dataset, seed=int(seed), **{**fields, **overrides})
@@ -120,7 +120,7 @@ def model_image_size(model: str) -> int | None:
     """The input size of open_clip model ``model`` from its config (no weights loaded); None when unknown."""
     import open_clip
 
-    from .backbones import MODEL_CONFIG_DIR, register_model_configs
+    from dpclab.backbones import MODEL_CONFIG_DIR, register_model_configs
 
     if MODEL_CONFIG_DIR.is_dir():  # dpclab's own configs (the embedded model)
         register_model_configs(MODEL_CONFIG_DIR)
@@ -134,9 +134,9 @@ def startup_lines(source: Source, cpus: int | None = None, workers: int | None =
     image-loader workers of one process (``workers``, else from the model's input size and ``cpus`` CPUs)."""
     import torch
 
-    from .backbones import resolve_device
-    from .data.features import default_num_workers
-    from .precision import amp_dtype, input_dtype
+    from dpclab.backbones import resolve_device
+    from dpclab.data.features import default_num_workers
+    from dpclab.precision import amp_dtype, input_dtype
 
     dev = resolve_device(source.device)
     if dev.type == "cuda" and not torch.cuda.is_available():

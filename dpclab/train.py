@@ -30,11 +30,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .data.examples import Examples, Task
-from .io import atomic_torch_save
-from .methods.base import PromptMethod, learned_state, load_learned_state, trainable_parameters
-from .precision import autocast, autocast_iter, grad_scaler
-from .trainconfig import TrainConfig, lr_at_epoch
+from dpclab.data.examples import Examples, Task
+from dpclab.io import atomic_torch_save
+from dpclab.methods.base import PromptMethod, learned_state, load_learned_state, trainable_parameters
+from dpclab.precision import autocast, autocast_iter, grad_scaler
+from dpclab.trainconfig import TrainConfig, lr_at_epoch
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     batch building and the loss under autocast (with a gradient scaler for float16); fp16 needs nothing here (the
     model, the prompts and the inputs are already half).
     """
-    from .progress import progress_bar
+    from dpclab.progress import progress_bar
 
     device = next(method.clip.parameters()).device
     data = replace(data, task=task)

@@ -29,11 +29,11 @@ from typing import Sequence
 import pandas as pd
 from torch import nn
 
-from .backbones import Backbone
-from .data.coop import load_dataset
-from .evaluate import accuracy, append_result, predict_logits
-from .methods.base import Task
-from .pipeline import Experiment, RunConfig, RunResult, dataset_specs, run
+from dpclab.backbones import Backbone
+from dpclab.data.coop import load_dataset
+from dpclab.evaluate import accuracy, append_result, predict_logits
+from dpclab.methods.base import Task
+from dpclab.pipeline import Experiment, RunConfig, RunResult, dataset_specs, run
 
 
 def train_source(cfg: RunConfig, backbone: Backbone | None = None) -> RunResult:

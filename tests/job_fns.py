@@ -53,7 +53,7 @@ def train_until_signalled(cfg, marker: str) -> dict:
     the limit) at the start of its second epoch; requeued, it resumes from its epoch checkpoint."""
     import signal
 
-    from dpclab.trainjobs import train_run
+    from dpclab.lab.trainjobs import train_run
     from dpclab.pipeline import run
 
     if not os.path.exists(marker):

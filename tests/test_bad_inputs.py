@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from conftest import write_json_dataset
-from dpclab.cli import main
+from dpclab.lab.cli import main
 from dpclab.data.coop import DatasetError, FewShotWarning, few_shot, load_dataset
 from dpclab.io import atomic_torch_save, atomic_write_text
 from dpclab.pipeline import Experiment, RunConfig, build_method, run

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dpclab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, markdown_table, run_matrix,
+from dpclab.lab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, markdown_table, run_matrix,
                               summary_table, write_report)
-from dpclab.targets import check_targets, markdown_per_dataset, markdown_targets
-from dpclab.cli import main
+from dpclab.lab.targets import check_targets, markdown_per_dataset, markdown_targets
+from dpclab.lab.cli import main
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
 

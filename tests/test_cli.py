@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dpclab.cli import main
+from dpclab.lab.cli import main
 
 
 def test_world_command_writes_coop_layout(tmp_path, capsys):
@@ -88,7 +88,7 @@ def test_two_step_method_prints_each_step_before_it_starts(json_root, tmp_path, 
 
 
 def test_negative_shots_are_refused_and_zero_means_all(json_root, tmp_path, tiny_model_name, capsys):
-    from dpclab.cli import build_parser
+    from dpclab.lab.cli import build_parser
     from dpclab.pipeline import Experiment, RunConfig
 
     with pytest.raises(SystemExit) as exc:

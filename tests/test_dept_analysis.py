@@ -225,7 +225,7 @@ def test_run_coop_dept_end_to_end(json_root, tmp_path, tiny_backbone):
 
 
 # ------------------------------------------------------------------------------------------ channel importance
-from dpclab import analysis  # noqa: E402
+from dpclab.lab import analysis  # noqa: E402
 
 
 def _ci_example():
@@ -331,7 +331,7 @@ def _run_cfg(root, tmp_path, **kw):
 def test_channel_importance_study_and_plots(json_root, tmp_path, tiny_backbone):
     import pandas as pd
 
-    from dpclab import plots
+    from dpclab.lab import plots
 
     cfg = _run_cfg(json_root, tmp_path)
     table, metrics = analysis.channel_importance_study(cfg, window=8, backbone=tiny_backbone)
@@ -406,7 +406,8 @@ def pd_read(path):
 def test_cli_transfer(json_root, tmp_path, tiny_backbone, monkeypatch, capsys):
     from conftest import write_json_dataset
 
-    from dpclab import cli, pipeline
+    from dpclab import pipeline
+    from dpclab.lab import cli
 
     write_json_dataset(json_root, "dtd", "images", "split_zhou_DescribableTextures.json", n_classes=4)
     monkeypatch.setattr(pipeline, "cached_backbone", lambda *a: tiny_backbone)

@@ -308,7 +308,7 @@ def test_a_run_of_an_older_dpc_revision_is_kept_and_not_reused(json_root, tmp_pa
 
 
 def test_cli_trains_coop_plus_dpc(json_root, tmp_path, tiny_model_name, capsys):
-    from dpclab.cli import main
+    from dpclab.lab.cli import main
 
     rc = main(["train", "--method", "coop+dpc", "--dataset", "eurosat", "--data-root", str(json_root),
                "--model", tiny_model_name, "--pretrained", "random", "--shots", "2", "--seeds", "1",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpclab import plan
-from dpclab.dpc_study import SIDE_BY_SIDE_ROWS, side_by_side_sweep, side_by_side_table
+from dpclab.lab import plan
+from dpclab.lab.dpc_study import SIDE_BY_SIDE_ROWS, side_by_side_sweep, side_by_side_table
 from dpclab.pipeline import Experiment, RunConfig, run
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpclab.benchmark import AVERAGE, run_matrix
-from dpclab.cli import main
-from dpclab.plan import DPC_ABLATION
-from dpclab.dpc_study import (ABLATION_SPEC, FULL_DPC, ablation, ablation_table, markdown_ablation, markdown_sweep,
+from dpclab.lab.benchmark import AVERAGE, run_matrix
+from dpclab.lab.cli import main
+from dpclab.lab.plan import DPC_ABLATION
+from dpclab.lab.dpc_study import (ABLATION_SPEC, FULL_DPC, ablation, ablation_table, markdown_ablation, markdown_sweep,
                               omega_sweep, study, sweep_table)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dpclab.evaluate import harmonic_mean
-from dpclab.explorer import explorer_data, omega_explorer, omega_explorer_html
+from dpclab.lab.explorer import explorer_data, omega_explorer, omega_explorer_html
 from dpclab.omega import OmegaGrid, omega_view
 
 import browser
@@ -61,13 +61,13 @@ def _explorer_report(tmp_path: Path) -> Path:
     """A notebook that shows the explorer the way notebook 03 does, run headless by the report runner."""
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from dpclab.notebook import PARAMETER_KEYS
-    from dpclab.report import run_notebook
+    from dpclab.lab.notebook import PARAMETER_KEYS
+    from dpclab.lab.report import run_notebook
 
     _grid().save(tmp_path / "grid.pt")
     params = new_code_cell("\n".join(f"{k} = None" for k in PARAMETER_KEYS))
     params.metadata["tags"] = ["parameters"]
-    show = new_code_cell("from IPython.display import display\nfrom dpclab.explorer import omega_explorer\n"
+    show = new_code_cell("from IPython.display import display\nfrom dpclab.lab.explorer import omega_explorer\n"
                          "from dpclab.omega import OmegaGrid\n"
                          f"display(omega_explorer(OmegaGrid.load({str(tmp_path / 'grid.pt')!r})))")
     nb = new_notebook(cells=[params, show], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",

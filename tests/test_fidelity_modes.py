@@ -7,7 +7,7 @@ import torch
 
 from dpclab.methods.base import Task
 from dpclab.methods.dept import DePT, DePTConfig
-from dpclab.paper_numbers import DEPT_COOP_BASELINE, released_setting, reproduction_runs
+from dpclab.lab.paper_numbers import DEPT_COOP_BASELINE, released_setting, reproduction_runs
 from dpclab.methods.dpc import DPC, DPCConfig, duplicate_row_infonce
 from dpclab.pipeline import build_method
 

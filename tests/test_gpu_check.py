@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dpclab import gpu_check
+from dpclab.lab import gpu_check
 
 
 def test_gpu_check_writes_its_table_end_to_end(tmp_path, tiny_model_name, monkeypatch, capsys):
@@ -43,7 +43,7 @@ def test_gpu_check_writes_its_table_end_to_end(tmp_path, tiny_model_name, monkey
 
 
 def test_a_failed_fit_is_reported_and_the_rest_go_on(tmp_path, tiny_model_name, monkeypatch):
-    import dpclab.estimate.measuring as measure
+    import dpclab.lab.estimate.measuring as measure
 
     real = measure.measure_method
 

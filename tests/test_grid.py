@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from dpclab.jobs import local_executor, run_jobs
-from dpclab.plan import PlannedRun, grid_jobs
+from dpclab.lab.jobs import local_executor, run_jobs
+from dpclab.lab.plan import PlannedRun, grid_jobs
 from dpclab.source import Source
 
 ONE_EPOCH = (("epochs", 1),)
 
 
 def run_grid(plan, src, executor=None) -> list[dict]:
-    """The plan's trained runs through dpclab.jobs; every one must finish. One dict per run (result + worker)."""
+    """The plan's trained runs through dpclab.lab.jobs; every one must finish. One dict per run (result + worker)."""
     records = run_jobs(grid_jobs(plan, src, threads=1), executor, log=None, poll_s=0.2)
     assert all(r.ok for r in records), [r.error for r in records]
     return [{**r.result, "worker": r.worker, "label": r.label} for r in records]
@@ -53,7 +53,7 @@ def test_two_workers_equal_one_worker_and_nothing_runs_twice(json_root, tmp_path
 
 def test_submitit_executor_runs_the_same_jobs(json_root, tmp_path):
     """The cluster path goes through submitit (its in-process 'debug' cluster here; SLURM on a cluster)."""
-    from dpclab.jobs import slurm_executor
+    from dpclab.lab.jobs import slurm_executor
 
     plan = [_run("coop", 1)]
     ex = slurm_executor(tmp_path / "logs", cluster="debug", timeout_min=5)
@@ -67,7 +67,7 @@ def test_grid_command_lists_failures_and_exits_non_zero(tmp_path, capsys, monkey
     failed step 1, the closing lines list them all, and the exit status is 1."""
     import re
 
-    from dpclab.grid import main
+    from dpclab.lab.grid import main
 
     monkeypatch.chdir(tmp_path)  # runs/ and data/cache/ land here
     (tmp_path / "empty").mkdir()

@@ -1,4 +1,4 @@
-"""dpclab.jobs: every job ends with a line, a failure does not stop the others, the schedule, the CPU shares, the
+"""dpclab.lab.jobs: every job ends with a line, a failure does not stop the others, the schedule, the CPU shares, the
 feature-cache lock, and the SLURM path through submitit's local executor (job arrays, a failure, a time limit that
 requeues a job which then resumes; a real training run requeued mid-training)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import job_fns
-from dpclab.jobs import Job, local_executor, makespan, run_jobs, slurm_executor, summary, waves
+from dpclab.lab.jobs import Job, local_executor, makespan, run_jobs, slurm_executor, summary, waves
 
 TESTS = Path(__file__).resolve().parent
 
@@ -203,8 +203,8 @@ def test_slurm_gets_one_array_with_the_resources_asked_for(tmp_path, monkeypatch
     from the command line's ``key=value`` options."""
     import submitit  # noqa: F401
 
-    from dpclab.cli import parse_options
-    from dpclab.jobs import _Backend
+    from dpclab.lab.cli import parse_options
+    from dpclab.lab.jobs import _Backend
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -102,7 +102,7 @@ def _trajectory(history: list[dict]) -> list[tuple]:
 
 
 def test_kill_9_then_resume_equals_uninterrupted_run(setup, monkeypatch):
-    from dpclab.cli import main
+    from dpclab.lab.cli import main
 
     tmp_path, weights, env = setup
     # the uninterrupted run: the same command, in this process (saves a slow interpreter start)

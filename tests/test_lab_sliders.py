@@ -2,7 +2,7 @@
 
 JupyterLab is started on 127.0.0.1 with a token in a temporary folder holding a copy of notebook 03 (quick mode);
 the test opens it, runs all cells, drags the ω_b slider with the mouse, types an ω_n value into the other slider's
-read-out, and checks that the text under the sliders is :func:`dpclab.widgets.omega_summary` (i.e.
+read-out, and checks that the text under the sliders is :func:`dpclab.lab.widgets.omega_summary` (i.e.
 :func:`dpclab.omega.omega_view`) of the grid the notebook saved, for the values the sliders show. Screenshots are
 kept in the test's temporary folder (and copied to ``$DPCLAB_SCREENSHOTS`` when set).
 
@@ -135,7 +135,7 @@ def _shot(page, folder: Path, name: str) -> None:
 
 def test_live_omega_sliders_in_jupyterlab(tmp_path):
     from dpclab.omega import OmegaGrid, omega_view
-    from dpclab.widgets import omega_summary
+    from dpclab.lab.widgets import omega_summary
 
     reason = browser.skip_reason()
     if reason:
@@ -167,7 +167,7 @@ def test_live_omega_sliders_in_jupyterlab(tmp_path):
         _shot(page, tmp_path, "lab_2_sliders")
 
         # the sliders read the grid of the notebook's own dataset (the side-by-side section builds others' too)
-        from dpclab.plan import EMBEDDED_DEFAULT_DATASET
+        from dpclab.lab.plan import EMBEDDED_DEFAULT_DATASET
         grids = sorted(tmp_path.glob(f"runs/*/{EMBEDDED_DEFAULT_DATASET}/coop+dpc/*/omega_grid_*.pt"))
         assert len(grids) == 1, grids
         grid = OmegaGrid.load(grids[0])

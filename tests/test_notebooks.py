@@ -14,10 +14,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dpclab.notebook import PARAMETER_KEYS, Setup, parse_datasets, parse_seeds, setup
+from dpclab.lab.notebook import PARAMETER_KEYS, Setup, parse_datasets, parse_seeds, setup
 from dpclab.evaluate import harmonic_mean
-from dpclab.options import parse_value
-from dpclab.report import check_parameters, discover, run_report
+from dpclab.lab.options import parse_value
+from dpclab.lab.report import check_parameters, discover, run_report
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -64,7 +64,7 @@ def test_no_committed_outputs(path):
     assert not dirty, f"{path.name} has outputs in cells {dirty}; strip them: python -m dpclab strip {path}"
 
 
-#: calls that draw: figures belong in dpclab.plots (one call per figure in a notebook)
+#: calls that draw: figures belong in dpclab.lab.plots (one call per figure in a notebook)
 PLOTTING_CALLS = {"plot", "scatter", "imshow", "bar", "barh", "hist", "contour", "contourf", "pcolormesh", "axhline",
                   "axvline", "fill_between", "errorbar", "subplots", "subplot", "figure", "savefig", "tight_layout",
                   "colorbar", "set_title", "set_xlabel", "set_ylabel", "set_xticks", "set_yticks", "set_xlim",
@@ -96,7 +96,7 @@ def logic_problems(source: str) -> list[str]:
 
 
 def test_logic_problems_catches_definitions_plotting_and_long_cells():
-    assert logic_problems("from dpclab import plots\nplots.save_figure(plots.tradeoff(c), 'x', alt='a')") == []
+    assert logic_problems("from dpclab.lab import plots\nplots.save_figure(plots.tradeoff(c), 'x', alt='a')") == []
     assert logic_problems("def f():\n    pass") == ["defines f"]
     assert "calls .set_title(" in logic_problems("fig = plots.tradeoff(c)\nfig.axes[0].set_title('t')")
     assert "uses plt" in logic_problems("plt.show()")
@@ -191,14 +191,14 @@ def test_report_runs_notebooks_writes_html_and_index_and_names_the_failing_cell(
     index = (out / "index.html").read_text()
     assert "a_ok.html" in index and "b_bad.html" in index and "failed" in index and "1/2 notebooks" in index
     # the CLI exits non-zero and names the notebook and cell
-    from dpclab.cli import main
+    from dpclab.lab.cli import main
 
     assert main(["report", "--notebooks", str(books), "--out", str(out), "--only", "a"]) == 0
     assert main(["report", "--notebooks", str(books), "--out", str(out)]) == 1
 
 
 def test_strip_removes_outputs(tmp_path):
-    from dpclab.report import strip_outputs
+    from dpclab.lab.report import strip_outputs
 
     path = tmp_path / "n.ipynb"
     _tiny_notebook(path, fail=False)
@@ -284,7 +284,7 @@ def test_quick_report_has_the_headline_raw_runs_as_a_file_and_provenance(quick_r
 
 
 def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbone):
-    from dpclab.analysis import untrained_coop_vs_zeroshot
+    from dpclab.lab.analysis import untrained_coop_vs_zeroshot
     from dpclab.pipeline import Experiment, RunConfig
 
     cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, cache_dir=str(tmp_path / "c"),
@@ -300,7 +300,7 @@ def test_slider_callback_reads_the_grid(capsys):
 
     from dpclab.evaluate import harmonic_mean
     from dpclab.omega import OmegaGrid
-    from dpclab.widgets import omega_sliders, omega_summary
+    from dpclab.lab.widgets import omega_sliders, omega_summary
 
     grid = OmegaGrid(omegas=[0.0, 0.5, 1.0], accuracy={"base": torch.tensor([60.0, 70.0, 65.0], dtype=torch.float64),
                                                        "new": torch.tensor([50.0, 45.0, 40.0], dtype=torch.float64)},
@@ -317,9 +317,9 @@ def test_slider_callback_reads_the_grid(capsys):
 
 def test_setup_grid_trains_each_method_with_its_own_epochs(json_root, tmp_path, tiny_backbone):
     """Notebook 06's grid: run_matrix with the notebook's per-method epochs; DPC's step 1 is the CoOp row's run."""
-    from dpclab.benchmark import run_matrix
+    from dpclab.lab.benchmark import run_matrix
 
-    from dpclab.plan import Scope
+    from dpclab.lab.plan import Scope
     from dpclab.source import Source
 
     s = Setup(Source(model="tiny", pretrained="random", data_root=str(json_root), shots=4, device="cpu"),
@@ -340,7 +340,7 @@ def test_save_figure_writes_the_png_it_displays(tmp_path):
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from dpclab.plots import save_figure, tradeoff
+    from dpclab.lab.plots import save_figure, tradeoff
 
     fig = tradeoff({"m": pd.DataFrame({"base": [60.0, 70.0], "new": [50.0, 40.0]})}, {"base": 55.0, "new": 52.0})
     saved = save_figure(fig, "01_tradeoff", alt="  base against new accuracy  ", folder=tmp_path / "figures")
@@ -357,7 +357,7 @@ def test_save_figure_writes_the_png_it_displays(tmp_path):
 
 
 def test_paper_comparison_puts_ours_beside_each_papers_numbers():
-    from dpclab import paper_numbers
+    from dpclab.lab import paper_numbers
 
     ours = pd.DataFrame({"method": ["zeroshot", "coop", "coop+dpc", "coop+dept"], "base": [60.0, 80.0, 82.0, 81.0],
                          "new": [50.0, 40.0, 40.0, 45.0]})
@@ -377,7 +377,7 @@ def test_notebook_tables_by_hand():
     """The small tables the notebooks show: CI summary per model, the invariance study's far end, pair distances."""
     import torch
 
-    from dpclab import analysis
+    from dpclab.lab import analysis
 
     ci = pd.DataFrame({"model": ["a", "a", "b", "b"], "base": [1.0, 3.0, 2.0, 2.0], "new": [1.0, 1.0, 4.0, 2.0],
                        "ratio": [1.0, 3.0, 0.5, 1.0]})

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from dpclab import paper_numbers
+from dpclab.lab import paper_numbers
 from dpclab.pipeline import RunConfig, effective_epochs, train_config
 from dpclab.methods import resolve
-from dpclab.plan import NOTEBOOKS, Scope, report_plan, requests, waves
+from dpclab.lab.plan import NOTEBOOKS, Scope, report_plan, requests, waves
 from dpclab.protocol import EXCEPTIONS, dataset_train
 from dpclab.source import Source
 
@@ -88,7 +88,7 @@ def test_the_default_seeds_are_the_papers_three_on_real_clip_and_one_on_the_embe
 def test_grid_jobs_wait_for_the_runs_they_build_on_and_those_start_first():
     """PromptKD's job needs its teacher's (PromptSRC) job; PromptKD+DPC needs PromptKD (asked for on 16 shots, trained
     on its protocol's data: the same run) and the teacher; jobs that others need are listed first."""
-    from dpclab.plan import grid_jobs
+    from dpclab.lab.plan import grid_jobs
 
     jobs = grid_jobs(requests("06", Scope.from_parameters({})))
     title = {j.key: j.title.split()[2] for j in jobs}
@@ -114,7 +114,7 @@ def test_quick_and_epochs_parameters_reach_the_plan():
 
 def test_setup_runs_exactly_the_planned_run_directories(json_root, tmp_path, tiny_backbone, monkeypatch):
     """What a notebook runs for a planned request is the run directory the grid makes for it."""
-    from dpclab.notebook import Setup
+    from dpclab.lab.notebook import Setup
     from dpclab.pipeline import Experiment, run_dir_for
 
     src = Source(model=tiny_backbone.model_name, pretrained="random", data_root=str(json_root), shots=2, device="cpu",

@@ -198,7 +198,7 @@ def test_promptkd_dept_adds_the_distillation_term_to_depts_loss(tiny_backbone):
 
 
 def test_quick_plans_give_the_teacher_the_quick_epochs_of_its_own_row():
-    from dpclab.plan import report_plan
+    from dpclab.lab.plan import report_plan
 
     rows = {r.method: r for r in report_plan({"quick": True}, notebooks=("06",))}
     teacher_epochs = dict(rows["promptsrc"].train)["epochs"]

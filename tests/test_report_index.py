@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from dpclab.notebook import PARAMETER_KEYS
-from dpclab.report import NotebookResult, run_report, write_index
-from dpclab.report.headline import directions, find_headline
-from dpclab.report.provenance import provenance
+from dpclab.lab.notebook import PARAMETER_KEYS
+from dpclab.lab.report import NotebookResult, run_report, write_index
+from dpclab.lab.report.headline import directions, find_headline
+from dpclab.lab.report.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,11 +52,11 @@ def test_index_has_the_headline_real_wall_time_thumbnails_titles_and_provenance(
     books.mkdir()
     _notebook(books / "a_figure.ipynb", "A · a figure",
               "import matplotlib\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure\n"
-              "from dpclab import plots\n"
+              "from dpclab.lab import plots\n"
               "fig = Figure(); ax = fig.subplots(); ax.plot([0, 1], [1, 2])\n"
               "plots.save_figure(fig, 'a_line', alt='A rising line, for the test.')")
     _notebook(books / "b_headline.ipynb", "B · the headline",
-              "import pandas as pd\nfrom dpclab.report import headline\n"
+              "import pandas as pd\nfrom dpclab.lab.report import headline\n"
               "avg = pd.DataFrame([{'method': 'coop', 'base': 80.0, 'new': 70.0, 'hm': 74.67},\n"
               "                    {'method': 'coop+dpc', 'base': 83.0, 'new': 70.0, 'hm': 75.95}])\n"
               "headline.show_headline(headline.directions(avg, 'embedded'), 'test caption')\n"
@@ -133,9 +133,9 @@ def test_provenance_of_the_embedded_report(tmp_path):
 def test_report_trains_the_plan_first_then_the_notebooks_reuse(tmp_path, monkeypatch, capsys):
     """``report`` trains the planned runs over its workers before the notebooks: the phase has its own line in
     the console, its time in timings.json (the next estimate) and in index.html / provenance.json."""
-    import dpclab.report.train as train
-    from dpclab.report.command import report_command
-    from dpclab.report.console import load_timings
+    import dpclab.lab.report.train as train
+    from dpclab.lab.report.command import report_command
+    from dpclab.lab.report.console import load_timings
 
     calls = []
 

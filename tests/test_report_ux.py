@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from dpclab.alttext import describe_figure
-from dpclab.notebook import PARAMETER_KEYS
+from dpclab.lab.alttext import describe_figure
+from dpclab.lab.notebook import PARAMETER_KEYS
 from dpclab.progress import progress_bar
-from dpclab.report import (NotebookResult, ReportConsole, estimate_remaining, expected_times, load_timings,
+from dpclab.lab.report import (NotebookResult, ReportConsole, estimate_remaining, expected_times, load_timings,
                            notebook_warnings, save_timings, status_line, typical_times)
 
 
@@ -102,7 +102,7 @@ def test_console_prints_status_lines_and_a_running_line_with_the_estimate():
 def test_first_run_estimates_from_the_shipped_typical_times(tmp_path):
     """A fresh clone has no timings.json: the start line and every status line still carry an estimate, from the
     per-notebook times shipped with the package; after a run this machine's own times replace them."""
-    from dpclab.report import discover
+    from dpclab.lab.report import discover
 
     names = [p.stem for p in discover("notebooks")]
     for quick in (False, True):
@@ -180,7 +180,7 @@ def _notebook(path: Path, body: str) -> None:
 
 
 def test_report_is_quiet_but_shows_real_warnings_and_figures_get_alt_text(tmp_path, capfd):
-    from dpclab.cli import main
+    from dpclab.lab.cli import main
 
     books, out = tmp_path / "books", tmp_path / "reports"
     books.mkdir()
@@ -191,7 +191,7 @@ def test_report_is_quiet_but_shows_real_warnings_and_figures_get_alt_text(tmp_pa
               "load_grid()")
     _notebook(books / "b_figure.ipynb",
               "import matplotlib.pyplot as plt\n"
-              "from dpclab import notebook as nb\n"
+              "from dpclab.lab import notebook as nb\n"
               "S = nb.setup('open_clip', 'ViT-B-16', 'openai', data_root='.', chdir=False, threads=0)  # alt text on\n"
               "fig, ax = plt.subplots()\n"
               "ax.plot([0, 1], [2, 3], label='base')\n"
@@ -255,7 +255,7 @@ def test_progress_bars_print_nothing_per_iteration_when_not_on_a_terminal(capsys
 
 
 def test_channel_importance_suptitle_does_not_cover_the_panel_titles():
-    from dpclab.plots.analysis import channel_importance as plot_channel_importance
+    from dpclab.lab.plots.analysis import channel_importance as plot_channel_importance
 
     rng = np.random.default_rng(0)
     table = pd.DataFrame([{"model": m, "channel": c, "base": rng.random(), "new": rng.random()}

@@ -71,7 +71,7 @@ def test_one_resolution_per_run(method, resolutions, data_root, tiny_backbone, t
 
 
 def test_the_cli_resolves_once_per_seed(resolutions, json_root, tiny_model_name, tmp_path, capsys):
-    from dpclab.cli import main
+    from dpclab.lab.cli import main
 
     args = ["train", "--method", "coop+dpc", "--dataset", "eurosat", "--data-root", str(json_root), "--model",
             tiny_model_name, "--pretrained", "random", "--shots", "1", "--device", "cpu", "--seeds", "1", "2",

@@ -8,7 +8,7 @@ import csv
 import torch
 import torch.nn.functional as F
 
-from dpclab import speed
+from dpclab.lab import speed
 from dpclab.methods.base import Task
 from dpclab.methods.coop import CoOp, CoOpConfig
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpclab.benchmark import dpc_gains, summary_table, write_report
-from dpclab.targets import (AVERAGE, PROBE, dpc_targets, markdown_dpc_targets, markdown_gains, paired_gains,
+from dpclab.lab.benchmark import dpc_gains, summary_table, write_report
+from dpclab.lab.targets import (AVERAGE, PROBE, dpc_targets, markdown_dpc_targets, markdown_gains, paired_gains,
                             paired_interval, t_quantile_975)
 
 
@@ -73,7 +73,7 @@ def test_issue_22_targets():
 
 
 def test_report_writes_gains_and_the_headroom_figure(tmp_path):
-    from dpclab.plots.headroom import headroom_table
+    from dpclab.lab.plots.headroom import headroom_table
 
     runs = _runs()
     summary = summary_table(runs)
@@ -87,8 +87,8 @@ def test_report_writes_gains_and_the_headroom_figure(tmp_path):
 
 
 def test_benchmark_and_targets_are_apart():
-    import dpclab.benchmark as benchmark
-    import dpclab.targets as targets
+    import dpclab.lab.benchmark as benchmark
+    import dpclab.lab.targets as targets
 
     assert not hasattr(benchmark, "run_grid") and hasattr(benchmark, "run_matrix")
     assert not hasattr(benchmark, "check_targets")

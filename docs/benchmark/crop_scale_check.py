@@ -6,7 +6,7 @@ import json, sys
 from dpclab.source import Source
 from dpclab.pipeline import run, step1_config, build_method, train_config, Experiment
 from dpclab.data.features import build_transforms
-from dpclab.dpc_study import _prompt_distance
+from dpclab.lab.dpc_study import _prompt_distance
 from dpclab.train import fit
 import torch
 torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Data: CoOp-layout datasets, few-shot/base-new splits, the generated world, and cached frozen features."""
 
-from .coop import (DATASETS, Datum, DatasetError, DatasetSpec, DatasetSplits, base_new_classes, few_shot,
+from dpclab.data.coop import (DATASETS, Datum, DatasetError, DatasetSpec, DatasetSplits, base_new_classes, few_shot,
                    load_dataset, subsample_classes)
 
 __all__ = ["DATASETS", "Datum", "DatasetError", "DatasetSpec", "DatasetSplits", "base_new_classes", "few_shot",

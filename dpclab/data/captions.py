@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scenes import Scene, _pick, random_scene, render
+from dpclab.data.scenes import Scene, _pick, random_scene, render
 
 _PATTERN_WORDS = {
     "plain": ["plain", "solid"],

@@ -22,8 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from ..io import atomic_torch_save, file_lock
-from .coop import Datum, DatasetError
+from dpclab.io import atomic_torch_save, file_lock
+from dpclab.data.coop import Datum, DatasetError
 
 
 class ToRGB:
@@ -144,7 +144,7 @@ class FeatureKey:
 MAX_WORKERS = 8
 
 
-#: environment variable: the CPUs this process's image loaders may use (set per worker by ``dpclab.jobs``' pools,
+#: environment variable: the CPUs this process's image loaders may use (set per worker by ``dpclab.lab.jobs``' pools,
 #: which share the allocated CPUs among their workers)
 CPUS_ENV = "DPCLAB_CPUS"
 
@@ -182,7 +182,7 @@ def default_num_workers(image_size: int, cpu_count: int | None = None) -> int:
 
 def ignore_time_limit_signal(worker_id: int = 0) -> None:
     """DataLoader worker start-up: ignore SIGUSR2, the time-limit warning SLURM sends to every process of a job
-    step. The job's main process checkpoints and requeues on it (``dpclab.jobs``); a loader worker killed by it
+    step. The job's main process checkpoints and requeues on it (``dpclab.lab.jobs``); a loader worker killed by it
     first would turn the requeue into a "DataLoader worker killed" failure."""
     import signal
 
@@ -209,7 +209,7 @@ def encode_image_list(model: torch.nn.Module, items: Sequence[Datum], transform:
 
     The features stay on ``device`` until the end (one copy back, no per-batch synchronisation), so with workers
     the next batches are decoded while the model runs."""
-    from ..progress import progress_bar
+    from dpclab.progress import progress_bar
 
     loader = DataLoader(ImageList(items, transform, view_seed), batch_size=batch_size, shuffle=False,
                         **loader_options(num_workers, device))

@@ -24,13 +24,13 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from ..io import atomic_write_text, file_lock
-from . import downstream, scenes
-from .captions import _PATTERN_NOUNS, _PATTERN_WORDS, _POSITION_WORDS, _STYLE_PREFIX, caption, \
+from dpclab.io import atomic_write_text, file_lock
+from dpclab.data import downstream, scenes
+from dpclab.data.captions import _PATTERN_NOUNS, _PATTERN_WORDS, _POSITION_WORDS, _STYLE_PREFIX, caption, \
     sample_pretrain_batch  # noqa: F401 - re-exported
-from .downstream import (WORLD_CROP_SCALE, WORLD_DATASETS, WORLD_SPECS, WorldDataset, generate_dataset,  # noqa: F401
+from dpclab.data.downstream import (WORLD_CROP_SCALE, WORLD_DATASETS, WORLD_SPECS, WorldDataset, generate_dataset,  # noqa: F401
                          get_world_dataset, write_dataset, write_world)
-from .scenes import (BACKGROUNDS, COLOURS, IMAGE_SIZE, PATTERN_WEIGHTS, PATTERNS, POSITION_WEIGHTS,  # noqa: F401
+from dpclab.data.scenes import (BACKGROUNDS, COLOURS, IMAGE_SIZE, PATTERN_WEIGHTS, PATTERNS, POSITION_WEIGHTS,  # noqa: F401
                      POSITIONS, SHADES, SHAPES, SIZES, STYLE_WEIGHTS, STYLES, Scene, pattern_field, random_scene,
                      render, shade_rgb, shape_mask, shape_ops)
 

@@ -8,11 +8,11 @@ Plain dicts, no registry decorators: adding a method means adding its file and o
 
 from __future__ import annotations
 
-from .base import Output, Plugin, PromptMethod, Task, learned_state, load_learned_state
-from .dept import DePT, DePTConfig
-from .spec import (MethodSpec, build_method, default_train, get_method, make_config, method_names, parse_method,
+from dpclab.methods.base import Output, Plugin, PromptMethod, Task, learned_state, load_learned_state
+from dpclab.methods.dept import DePT, DePTConfig
+from dpclab.methods.spec import (MethodSpec, build_method, default_train, get_method, make_config, method_names, parse_method,
                    resolve)
-from .table import METHODS, PLUGINS, MethodEntry, PluginEntry
+from dpclab.methods.table import METHODS, PLUGINS, MethodEntry, PluginEntry
 
 __all__ = ["METHODS", "PLUGINS", "MethodEntry", "PluginEntry", "MethodSpec", "resolve", "get_method", "parse_method",
            "method_names", "build_method", "default_train", "make_config", "Output", "Task", "PromptMethod", "Plugin",

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.examples import Examples, Task
-from ..trainconfig import TrainConfig
+from dpclab.data.examples import Examples, Task
+from dpclab.trainconfig import TrainConfig
 
 INPUT_KINDS = ("features", "pixels")
 

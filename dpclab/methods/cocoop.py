@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone
-from ..text import encode_embeddings
-from .base import Task
-from .prompts import ContextConfig, PromptLearner, assemble, init_context
+from dpclab.backbones import Backbone
+from dpclab.text import encode_embeddings
+from dpclab.methods.base import Task
+from dpclab.methods.prompts import ContextConfig, PromptLearner, assemble, init_context
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..backbones import Backbone
-from .prompts import ContextConfig, PromptLearner, init_context
+from dpclab.backbones import Backbone
+from dpclab.methods.prompts import ContextConfig, PromptLearner, init_context
 
 
 @dataclass

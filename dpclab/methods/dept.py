@@ -1,7 +1,7 @@
 """DePT (Decoupled Prompt Tuning, CVPR 2024) as a plug-in on any prompt-tuning method.
 
 Prompt tuning on base classes fills the feature channels with *base-specific* knowledge and loses the *task-shared*
-knowledge new classes need (the "channel bias", see :mod:`dpclab.analysis`). DePT gives the base-specific knowledge
+knowledge new classes need (the "channel bias", see :mod:`dpclab.lab.analysis`). DePT gives the base-specific knowledge
 a place of its own: a **Channel Adjusted Transfer (CAT) head** beside the usual image-text matching (ITM) head.
 
 * cwT layers: ``f' = gamma * f + beta`` per channel (``gamma = 1``, ``beta = 0`` at the start), one for raw image
@@ -23,7 +23,7 @@ when the head answers, ``cat_logits``.
 Released-code switches (docs/fidelity.md): ``fusion="logits"`` fuses as the released code does,
 ``(1 - lambda) * ITM logits + lambda * linear logits`` (``fusion="probs"``, Eq. 8, is the default).
 The prompt setting of the released configs (CoOp+DePT sets no context there, so CoOp's defaults apply, 16 randomly
-initialised tokens) is protocol knowledge: :data:`dpclab.paper_numbers.RELEASED_SETTINGS`.
+initialised tokens) is protocol knowledge: :data:`dpclab.lab.paper_numbers.RELEASED_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Output, Plugin, PromptMethod, Task, batch_accuracy
+from dpclab.methods.base import Output, Plugin, PromptMethod, Task, batch_accuracy
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.coop import KGCOOP_TEMPLATES
-from ..text import encode_texts
-from .base import Output, Task, frozen_result
-from .coop import CoOp, CoOpConfig
+from dpclab.data.coop import KGCOOP_TEMPLATES
+from dpclab.text import encode_texts
+from dpclab.methods.base import Output, Task, frozen_result
+from dpclab.methods.coop import CoOp, CoOpConfig
 
 
 @dataclass

@@ -28,9 +28,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..backbones import Backbone
-from ..vision import encode_images, vision_layers, vision_width
-from .prompts import ContextConfig, PromptLearner, capped_depth, init_context, normal_prompts, split_context_words
+from dpclab.backbones import Backbone
+from dpclab.vision import encode_images, vision_layers, vision_width
+from dpclab.methods.prompts import ContextConfig, PromptLearner, capped_depth, init_context, normal_prompts, split_context_words
 
 
 @dataclass

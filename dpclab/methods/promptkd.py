@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone
-from ..vision import encode_images, vision_layers, vision_width
-from .base import Output, PromptMethod, Task, batch_accuracy, image_features_of
-from .prompts import capped_depth, normal_prompts
+from dpclab.backbones import Backbone
+from dpclab.vision import encode_images, vision_layers, vision_width
+from dpclab.methods.base import Output, PromptMethod, Task, batch_accuracy, image_features_of
+from dpclab.methods.prompts import capped_depth, normal_prompts
 
 KL_NORMS = ("numel", "batchmean")
 SELECTIONS = ("last", "best_base")
@@ -133,7 +133,7 @@ class PromptKD(PromptMethod):
         cfg = self.cfg
         device = self.clip.logit_scale.device
         if teacher is None:
-            from .zeroshot import ZeroShotCLIP
+            from dpclab.methods.zeroshot import ZeroShotCLIP
 
             teacher = ZeroShotCLIP(backbone)
         self.teacher_kind = type(teacher).__name__

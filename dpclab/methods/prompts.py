@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..text import class_prompt_tokens, encode_embeddings, eot_positions, tokenize
-from .base import PromptMethod, Task
+from dpclab.text import class_prompt_tokens, encode_embeddings, eot_positions, tokenize
+from dpclab.methods.base import PromptMethod, Task
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone
-from ..text import encode_texts
-from ..vision import encode_images, vision_layers, vision_width
-from .base import Output, Task, frozen_result, trainable_parameters
-from .prompts import PromptLearner, capped_depth, init_context, normal_prompts
-from .templates import IMAGENET_TEMPLATES_60
+from dpclab.backbones import Backbone
+from dpclab.text import encode_texts
+from dpclab.vision import encode_images, vision_layers, vision_width
+from dpclab.methods.base import Output, Task, frozen_result, trainable_parameters
+from dpclab.methods.prompts import PromptLearner, capped_depth, init_context, normal_prompts
+from dpclab.methods.templates import IMAGENET_TEMPLATES_60
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..precision import cast_learned
-from ..trainconfig import TrainConfig
-from .table import METHODS, PLUGINS, MethodEntry, PluginEntry
+from dpclab.precision import cast_learned
+from dpclab.trainconfig import TrainConfig
+from dpclab.methods.table import METHODS, PLUGINS, MethodEntry, PluginEntry
 
 
 def _frozen(d: Mapping | None) -> Mapping:

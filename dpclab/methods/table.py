@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .cocoop import CoCoOp, CoCoOpConfig
-from .coop import CoOp, CoOpConfig
-from .dept import DePT, DePTConfig
-from .dpc import DPC, DPCConfig
-from .kgcoop import KgCoOp, KgCoOpConfig
-from .maple import MaPLe, MaPLeConfig
-from .promptkd import PromptKD, PromptKDConfig, teacher_run_config
-from .promptsrc import PromptSRC, PromptSRCConfig
-from .zeroshot import ZeroShotCLIP, ZeroShotConfig
+from dpclab.methods.cocoop import CoCoOp, CoCoOpConfig
+from dpclab.methods.coop import CoOp, CoOpConfig
+from dpclab.methods.dept import DePT, DePTConfig
+from dpclab.methods.dpc import DPC, DPCConfig
+from dpclab.methods.kgcoop import KgCoOp, KgCoOpConfig
+from dpclab.methods.maple import MaPLe, MaPLeConfig
+from dpclab.methods.promptkd import PromptKD, PromptKDConfig, teacher_run_config
+from dpclab.methods.promptsrc import PromptSRC, PromptSRCConfig
+from dpclab.methods.zeroshot import ZeroShotCLIP, ZeroShotConfig
 
 
 @dataclass(frozen=True)

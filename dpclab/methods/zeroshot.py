@@ -8,9 +8,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..backbones import Backbone
-from ..text import encode_texts
-from .base import PromptMethod, Task, frozen_result
+from dpclab.backbones import Backbone
+from dpclab.text import encode_texts
+from dpclab.methods.base import PromptMethod, Task, frozen_result
 
 
 @dataclass

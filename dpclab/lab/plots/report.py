@@ -1,0 +1,70 @@
+"""Figures of the reproducibility report (notebook 06): every method's accuracy, and every method in the base-new
+plane, from :func:`dpclab.lab.benchmark.run_matrix` runs and their :func:`dpclab.lab.benchmark.summary_table`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from dpclab.lab.plots.training import tradeoff
+
+
+def _average(summary: pd.DataFrame) -> pd.DataFrame:
+    from dpclab.lab.targets import AVERAGE
+
+    return summary[summary["dataset"] == AVERAGE].set_index("method")
+
+
+#: bar colours of a plug-in's rows, in the order of the plug-in table (DPC blue, DePT orange, then the next ones)
+PLUGIN_COLOURS = ("tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def bar_colour(label: str) -> str:
+    """Grey for a method alone; a plug-in's row (``coop+dpc``, ``coop+dpc[released]``) in its plug-in's colour."""
+    from dpclab.methods import PLUGINS
+
+    plugin = label.partition("+")[2].partition("[")[0]
+    if not plugin:
+        return "gray"
+    order = list(PLUGINS)
+    return PLUGIN_COLOURS[order.index(plugin) % len(PLUGIN_COLOURS)] if plugin in order else "tab:red"
+
+
+def method_bars(runs: pd.DataFrame, summary: pd.DataFrame, methods: Sequence[str], title: str,
+                ylabel: str) -> Figure:
+    """Bars per method: base and new accuracy (mean ± std over every run of the method: datasets and seeds
+    pooled) and the HM of the mean base and new (the summary's average over datasets). Grey: a method alone, each
+    plug-in in its colour (:func:`bar_colour`: blue DPC, orange DePT)."""
+    agg = runs.groupby("method", sort=False).agg(base=("base", "mean"), base_std=("base", "std"),
+                                                 new=("new", "mean"), new_std=("new", "std")).reindex(methods)
+    n_seeds = runs["seed"].nunique()
+    x = np.arange(len(methods))
+    fig = Figure(figsize=(15, 3.8))
+    axes = fig.subplots(1, 3, sharey=True)
+    for ax, metric in zip(axes, ("base", "new")):
+        ax.bar(x, agg[metric], yerr=agg[f"{metric}_std"].fillna(0), capsize=3,
+               color=[bar_colour(m) for m in methods])
+        ax.set_xticks(x, methods, rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"{metric} accuracy (mean ± std over {n_seeds} seed(s))")
+        ax.grid(axis="y", alpha=0.3)
+    axes[2].bar(x, _average(summary).reindex(methods)["hm"], color="tab:green")
+    axes[2].set_xticks(x, methods, rotation=60, ha="right", fontsize=8)
+    axes[2].set_title("HM of mean base and new")
+    axes[2].grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def methods_tradeoff(summary: pd.DataFrame, title: str) -> Figure:
+    """Every method's average over datasets as a point in the base-new plane, zero-shot as the star."""
+    ours = _average(summary)
+    reference = ours.loc["zeroshot"] if "zeroshot" in ours.index else None
+    return tradeoff({}, reference, points={m: ours.loc[m] for m in ours.index if m != "zeroshot"}, title=title)
+
+
+__all__ = ["method_bars", "methods_tradeoff"]

@@ -1,0 +1,66 @@
+"""The report's training phase: every run the notebooks will request (:func:`dpclab.lab.plan.report_plan`), trained
+first over the local workers (:func:`dpclab.lab.jobs.run_jobs`), so that both cores stay busy on the longest work
+(notebook 06's grid) and no run is trained twice; the notebooks then only reuse finished runs.
+
+Without it the notebooks train their own runs as they go: 06, the longest, trains its 42 runs in one kernel while
+the other core idles once 00-05 are done."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+#: the training phase's name in the console and in ``timings.json``
+PHASE = "train"
+
+
+def planned_notebooks(names: Sequence[str]) -> list[str]:
+    """The plan's notebook numbers (``"00"``..``"06"``) among the notebook file stems ``names``; [] when the plan is
+    not available (then nothing is trained ahead)."""
+    try:
+        from dpclab.lab.plan import NOTEBOOKS
+    except ImportError:
+        return []
+    return [nb for nb in NOTEBOOKS if any(name.startswith(nb + "_") or name == nb for name in names)]
+
+
+def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
+               log: Callable[[str], None] = print) -> dict:
+    """Train the runs of the notebooks ``names`` (file stems) under the notebooks' ``parameters`` over ``workers``
+    local processes (one torch thread each on the embedded model's CPU). Finished runs are reused. Never raises for
+    a failed run: a notebook that needs it trains it (or fails and says why). Returns counts and the wall time."""
+    from dpclab.lab.jobs import local_executor, run_jobs, summary
+    from dpclab.lab.notebook import resolve
+    from dpclab.lab.plan import grid_jobs, report_plan
+
+    notebooks = planned_notebooks(names)
+    if not notebooks:
+        return {"jobs": 0, "seconds": 0.0}
+    t0 = time.perf_counter()
+    setup = resolve(parameters)
+    src = setup.source
+    plan = report_plan(setup.scope, notebooks)
+    if src.embedded:  # the world's datasets are generated, as the notebooks do (every planned one: 06 has its own)
+        from dpclab.data.world import ensure_world
+
+        ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
+    threads = 1 if src.embedded and src.device in ("auto", "cpu") else None
+    jobs = grid_jobs(plan, src, threads)
+    if not jobs:
+        return {"jobs": 0, "seconds": time.perf_counter() - t0}
+    log(f"training the {len(jobs)} runs of notebooks {', '.join(notebooks)} on {workers} worker(s) first "
+        f"(the notebooks then reuse them)")
+    executor = local_executor(workers) if workers > 1 else None
+    try:
+        records = run_jobs(jobs, executor, log=log)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    lines = summary(records)
+    for line in lines[1:]:
+        log(line)
+    return {"jobs": len(records), "ok": sum(r.ok for r in records), "seconds": time.perf_counter() - t0,
+            "summary": lines[0]}
+
+
+__all__ = ["train_plan", "planned_notebooks", "PHASE"]

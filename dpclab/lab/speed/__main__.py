@@ -1,0 +1,5 @@
+import sys
+
+from dpclab.lab.speed.cli import main
+
+sys.exit(main())

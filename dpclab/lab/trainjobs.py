@@ -1,0 +1,72 @@
+"""Training runs as :mod:`dpclab.lab.jobs` jobs: what ``grid`` and ``report`` hand to :func:`dpclab.lab.jobs.run_jobs`.
+
+* :func:`run_key` -- what identifies a training run in a job list;
+* :func:`train_run` -- one job: train (or reuse, or resume) one run, in a worker process;
+* :func:`training_jobs` -- (label, RunConfig, curve) -> jobs, each needing the listed runs it builds on (DPC's
+  step 1, PromptKD's teacher), in the order :func:`dpclab.lab.jobs.needed_first` gives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Sequence
+
+from dpclab.lab.jobs import Job, needed_first
+
+
+def run_key(cfg) -> str:
+    """What identifies a training run in a job list (two configs with the same key train the same run; the training
+    data a method's protocol fixes is applied first, so PromptKD asked for on 16 shots is its all-images run)."""
+    from dpclab.pipeline import with_method_data
+
+    cfg = with_method_data(cfg)
+    fields = ("method", "dataset", "data_root", "model", "pretrained", "shots", "seed", "precision", "train",
+              "method_cfg", "base_method_cfg", "base_train", "train_classes", "runs_dir")
+    return json.dumps({k: getattr(cfg, k) for k in fields}, sort_keys=True, default=str)
+
+
+def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
+    """Train (or reuse, or resume) one run; its metrics, where it lives and what was done (``note``)."""
+    import torch
+
+    from dpclab.pipeline import Experiment, plan_run, run as run_pipeline
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    exp = Experiment.prepare(cfg)
+    steps = plan_run(cfg, exp)
+    on_epoch = (lambda epoch, m: exp.evaluate(m)) if curve else None
+    res = run_pipeline(cfg, experiment=exp, on_epoch=on_epoch, plan=steps)  # the steps planned above
+    if curve and res.history and "base" not in res.history[-1]:  # finished earlier without the curve
+        res = run_pipeline(replace(cfg, if_exists="overwrite"), experiment=exp, on_epoch=on_epoch)
+    resumed = [s.resume_epoch for s in steps if s.action == "resume"]
+    note = "reused" if res.reused else (f"resumed from epoch {resumed[-1]}" if resumed else "trained")
+    return {"metrics": res.metrics, "run_dir": str(res.run_dir), "reused": res.reused, "note": note,
+            "resumed_from": resumed[-1] if resumed else None}
+
+
+def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None = None) -> list[Job]:
+    """(label, RunConfig, curve) -> one :func:`train_run` job per trainable run (zero-shot evaluations have
+    nothing to train or store). A run built on another run (DPC's step 2 on its step 1, PromptKD on its teacher)
+    needs the jobs that train those runs when they are in the list; otherwise it trains them itself. Jobs that others
+    need come first, so the longest chains start early."""
+    from dpclab.methods import get_method
+    from dpclab.pipeline import step_configs
+
+    listed = {run_key(c) for _, c, _ in runs if get_method(c.method).trainable}
+    jobs: list[Job] = []
+    keys: set[str] = set()
+    for label, cfg, curve in runs:
+        if not get_method(cfg.method).trainable:
+            continue
+        key = run_key(cfg)
+        if key in keys:
+            raise ValueError(f"Run {label!r} is listed twice.")
+        keys.add(key)
+        before = [run_key(c) for c, _, feeds in step_configs(cfg) if feeds]
+        jobs.append(Job(key, train_run, (cfg, bool(curve), threads), tuple(k for k in before if k in listed), label))
+    return needed_first(jobs)
+
+
+__all__ = ["run_key", "train_run", "training_jobs"]
