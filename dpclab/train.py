@@ -1,5 +1,6 @@
 """The one training loop: SGD + momentum, 1 warm-up epoch at constant lr, cosine decay, a checkpoint per epoch (and
-every ``checkpoint_steps`` steps or ``checkpoint_minutes`` minutes inside one), exact resume, NaN guard. Every method (and the DPC/DePT plug-ins) trains through :func:`fit`.
+every ``checkpoint_steps`` steps or ``checkpoint_minutes`` minutes inside one), exact resume, NaN guard. Every method
+(and the DPC/DePT plug-ins) trains through :func:`fit`.
 
 Every method is a :class:`~dpclab.methods.base.PromptMethod`; the loop calls its four hooks (no subclassing of
 a trainer; the base class's defaults are one parameter group, the plain shuffled batches, the SGD step and nothing):
@@ -17,7 +18,9 @@ Determinism: the batch order of epoch ``e`` comes from a generator seeded by ``(
 its epoch checkpoint continues exactly as the uninterrupted run would (tested, including kill -9). A mid-epoch
 checkpoint also holds the steps done in its epoch and their loss sums: the resumed epoch draws its batches again from
 the same generator and skips those steps (their batches are built, not trained on: exact, at the cost of rebuilding
-them, e.g. decoding the skipped images of a pixel method), then goes on as the uninterrupted run.
+them, e.g. decoding the skipped images of a pixel method), then goes on as the uninterrupted run. (A method's
+``batches`` may depend on its frozen parts and the generator, never on what it has learned: DPC scores with P, PromptKD
+with its teacher.)
 """
 
 from __future__ import annotations

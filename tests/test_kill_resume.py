@@ -1,7 +1,8 @@
 """kill -9 in the middle of an epoch of ``python -m dpclab train`` (a mid-epoch checkpoint, ``--train
 checkpoint_steps=1``), then the same command again: the resumed run ends with exactly the metrics and learned context
-of an uninterrupted run; in-process, a run interrupted between two mid-epoch checkpoints resumes exactly too. Plus the ways to make your own model loadable by name
-(``DPCLAB_MODEL_CONFIGS``, a config-file path as the model name) that such a subprocess needs."""
+of an uninterrupted run; in-process, a run interrupted between two mid-epoch checkpoints resumes exactly too. Plus
+the ways to make your own model loadable by name (``DPCLAB_MODEL_CONFIGS``, a config-file path as the model name)
+that such a subprocess needs."""
 
 from __future__ import annotations
 
