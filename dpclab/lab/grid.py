@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.slurm is not None:
         executor = slurm_executor(args.slurm_folder, **parse_options(args.slurm, "--slurm"))
     elif args.gpus or args.workers > 1:
-        executor = local_executor(args.workers, args.gpus)
+        executor = local_executor(args.workers, args.gpus, device=src.device)
     else:
         executor = None
     where = "SLURM" if args.slurm is not None else (f"GPUs {args.gpus}" if args.gpus else f"{args.workers} worker(s)")

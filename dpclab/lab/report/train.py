@@ -50,7 +50,7 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
         return {"jobs": 0, "seconds": time.perf_counter() - t0}
     log(f"training the {len(jobs)} runs of notebooks {', '.join(notebooks)} on {workers} worker(s) first "
         f"(the notebooks then reuse them)")
-    executor = local_executor(workers) if workers > 1 else None
+    executor = local_executor(workers, device=src.device) if workers > 1 else None  # spawned where CUDA may be used
     try:
         records = run_jobs(jobs, executor, log=log)
     finally:
