@@ -179,6 +179,10 @@ def test_submitit_arrays_a_failure_and_a_training_run_requeued_mid_training(subm
     train = by["train"]
     assert train.requeued == 1 and train.result["note"] == "resumed from epoch 1", lines
     assert "(requeued 1x)" in lines[-1] and "resumed from epoch 1" in lines[-1]
+    # the device the job really ran on, in its line and result; its own start-up lines in its log
+    assert train.result["device"] == "cpu" and " on cpu " in lines[-1]
+    log = (tmp_path / "slurm" / f"{train.worker.split()[-1]}_0_log.out").read_text()
+    assert "asked for device cpu" in log and "device: CPU (" in log and "image loader workers: " in log
     # the resumed run equals an uninterrupted one
     from dataclasses import replace
 

@@ -264,6 +264,15 @@ SLURM_DEFAULTS = {"gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32, "timeout
                   "tasks_per_node": 1}
 
 
+def slurm_request(**parameters) -> dict:
+    """What each SLURM job asks for: :data:`SLURM_DEFAULTS` updated by ``parameters`` (short names in
+    :data:`SLURM_ALIASES` resolved to submitit's)."""
+    params = dict(SLURM_DEFAULTS)
+    for key, value in parameters.items():
+        params[SLURM_ALIASES.get(key, key)] = value
+    return params
+
+
 def slurm_executor(folder: str | os.PathLike, cluster: str | None = None, max_requeue: int = 3, **parameters):
     """A submitit executor: SLURM (``cluster=None`` finds it), or ``cluster="local"`` (subprocesses on this
     machine, with the same time limit, signal and requeue) / ``"debug"`` (in this process) for tests.
@@ -276,9 +285,7 @@ def slurm_executor(folder: str | os.PathLike, cluster: str | None = None, max_re
     except ImportError as err:
         raise RuntimeError('The SLURM executor needs submitit: pip install -e ".[cluster]" (or pip install '
                            'submitit).') from err
-    params = dict(SLURM_DEFAULTS)
-    for key, value in parameters.items():
-        params[SLURM_ALIASES.get(key, key)] = value
+    params = slurm_request(**parameters)
     if cluster in ("local", "debug"):  # this machine: no GPUs asked for, nothing only SLURM understands
         params = {k: v for k, v in params.items() if not k.startswith("slurm_") and k != "gpus_per_node"}
         if cluster == "debug":
@@ -556,4 +563,4 @@ def needed_first(jobs: Sequence[Job]) -> list[Job]:
 
 
 __all__ = ["Job", "JobRecord", "run_jobs", "needed_first", "summary", "waves", "makespan", "local_executor",
-           "slurm_executor", "LocalPool", "Attempt", "GridState", "SUBMIT_RETRIES", "allocated_cpus", "job_line", "pool_start_method", "plainly_cpu"]
+           "slurm_executor", "LocalPool", "Attempt", "GridState", "SUBMIT_RETRIES", "slurm_request", "allocated_cpus", "job_line", "pool_start_method", "plainly_cpu"]

@@ -26,19 +26,21 @@ def run_key(cfg) -> str:
     return json.dumps({k: getattr(cfg, k) for k in fields}, sort_keys=True, default=str)
 
 
-def job_startup_lines(cfg) -> list[str]:
+def job_startup_lines(cfg, log=print) -> None:
     """A job's own start-up lines (host, the device it really got, precision, loader workers from the CPUs it was
-    allocated), for its log: on SLURM the driver's lines describe the login node and the request, not the node."""
+    allocated), to ``log`` as they come (the host line first: a device the job cannot use raises after it), for the
+    job's log: on SLURM the driver's lines describe the login node and the request, not the node."""
     import socket
 
     from dpclab.lab.jobs import allocated_cpus, worker_name
     from dpclab.source import Source, startup_lines
 
+    cpus = allocated_cpus()
+    log(f"job {worker_name()} on host {socket.gethostname()} ({cpus} CPUs allocated), asked for device {cfg.device}")
     src = Source(model=cfg.model, pretrained=str(cfg.pretrained), data_root=cfg.data_root, shots=cfg.shots,
                  precision=cfg.precision, device=cfg.device)
-    cpus = allocated_cpus()
-    return [f"job {worker_name()} on host {socket.gethostname()} ({cpus} CPUs allocated)",
-            *startup_lines(src, cpus=cpus)]
+    for line in startup_lines(src, cpus=cpus):
+        log(line)
 
 
 def device_name(device) -> str:
@@ -64,8 +66,7 @@ def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dic
     if weights:
         os.environ[WEIGHTS_FILES_ENV] = json.dumps(weights)
     if os.environ.get("SUBMITIT_EXECUTOR"):  # its own log (stdout of the job): what this node gave it
-        for line in job_startup_lines(cfg):
-            print(line, flush=True)
+        job_startup_lines(cfg, lambda line: print(line, flush=True))
     if threads:
         torch.set_num_threads(int(threads))
     exp = Experiment.prepare(cfg)
