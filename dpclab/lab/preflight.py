@@ -30,7 +30,9 @@ class PreflightError(ValueError):
 class Preflight:
     """What the checks found: the lines to print, and the weights files to hand the jobs (``"model/tag"`` -> file)."""
 
+    #: what was checked, one line each (the command prints them with a ``pre-flight:`` prefix)
     lines: list[str] = field(default_factory=list)
+    #: ``"model/tag"`` -> the local weights file resolved on this host, handed to the jobs
     weights: dict[str, str] = field(default_factory=dict)
 
 
