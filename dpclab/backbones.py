@@ -99,6 +99,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def device_label(device: str | torch.device) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu``: a device a run really ran on, for its lines and results row."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 _registered: set[str] = set()
 
 

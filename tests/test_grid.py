@@ -61,6 +61,9 @@ def test_submitit_executor_runs_the_same_jobs(json_root, tmp_path):
     (res,) = run_grid(plan, _source(json_root, tmp_path / "runs"), ex)
     (local,) = run_grid(plan, _source(json_root, tmp_path / "local"), None)
     assert not res["reused"] and res["metrics"] == local["metrics"]
+    import pandas as pd  # the results row and the job's result carry the device the run really ran on
+
+    assert res["device"] == "cpu" and list(pd.read_csv(tmp_path / "runs" / "results.csv")["device"]) == ["cpu"]
 
 
 def test_grid_command_lists_failures_and_exits_non_zero(tmp_path, capsys, monkeypatch):

@@ -43,15 +43,6 @@ def job_startup_lines(cfg, log=print) -> None:
         log(line)
 
 
-def device_name(device) -> str:
-    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu``: the device a run really ran on."""
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
 def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dict | None = None) -> dict:
     """Train (or reuse, or resume) one run; its metrics, where it lives, what was done (``note``) and the device it
     ran on. ``weights``: the local weights files the driver resolved (``{"model/tag": file}``; loaded instead of a
@@ -60,7 +51,7 @@ def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dic
 
     import torch
 
-    from dpclab.backbones import WEIGHTS_FILES_ENV
+    from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
     from dpclab.pipeline import Experiment, plan_run, run as run_pipeline
 
     if weights:
@@ -78,7 +69,7 @@ def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dic
     resumed = [s.resume_epoch for s in steps if s.action == "resume"]
     note = "reused" if res.reused else (f"resumed from epoch {resumed[-1]}" if resumed else "trained")
     return {"metrics": res.metrics, "run_dir": str(res.run_dir), "reused": res.reused, "note": note,
-            "resumed_from": resumed[-1] if resumed else None, "device": device_name(exp.backbone.device)}
+            "resumed_from": resumed[-1] if resumed else None, "device": device_label(exp.backbone.device)}
 
 
 def with_weights(jobs: Sequence[Job], weights: dict[str, str]) -> list[Job]:
@@ -111,4 +102,4 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     return needed_first(jobs)
 
 
-__all__ = ["run_key", "train_run", "training_jobs", "with_weights", "job_startup_lines", "device_name"]
+__all__ = ["run_key", "train_run", "training_jobs", "with_weights", "job_startup_lines"]
