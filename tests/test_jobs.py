@@ -301,3 +301,16 @@ def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
     assert grid(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu"]) == 0
     assert started == ["spawn"] * 3, started
     assert "fork" not in started
+
+
+def test_one_driver_per_grid_state(tmp_path):
+    """A second driver on the same runs folder would submit the running jobs again: refused in one line."""
+    from dpclab.lab.jobs import GridState
+
+    state = GridState(tmp_path / "runs" / "grid-state.json")
+    with state.driving():
+        with pytest.raises(RuntimeError, match=f"another grid driver is running on {tmp_path / 'runs'} \\(host "):
+            with GridState(state.path).driving():
+                pass
+    with GridState(state.path).driving():  # released with its driver
+        pass

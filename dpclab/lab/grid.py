@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
           f"is missing)", flush=True)
     t0 = time.perf_counter()
     try:
-        records = run_jobs(with_weights(grid_jobs(plan, src, threads), weights), executor, state=state)
+        with state.driving():  # one driver per runs folder
+            records = run_jobs(with_weights(grid_jobs(plan, src, threads), weights), executor, state=state)
     finally:
         if isinstance(executor, ProcessPoolExecutor):
             executor.shutdown()

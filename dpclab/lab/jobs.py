@@ -27,6 +27,7 @@ estimate) read the same ``needs``.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import time
@@ -395,6 +396,28 @@ class GridState:
 
         self.path = Path(path)
         self.jobs: dict[str, dict] = json.loads(self.path.read_text())["jobs"] if self.path.is_file() else {}
+
+    @contextlib.contextmanager
+    def driving(self):
+        """Held by the one driver of this state for its life: a second driver on the same runs folder (which would
+        submit the same jobs again) is refused in one line. Where ``flock`` is unavailable nothing is held."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".driver"), "a+") as handle:
+            try:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise RuntimeError(f"another grid driver is running on {self.path.parent} ({handle.read().strip()}); "
+                                   f"follow it (its log), or stop it before starting this one.") from None
+            except (ImportError, OSError):  # no flock here (Windows, some cluster file systems): not guarded
+                pass
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"host {__import__('socket').gethostname()} pid {os.getpid()}")
+            handle.flush()
+            yield self
 
     def save(self) -> None:
         from dpclab.io import atomic_write_json
