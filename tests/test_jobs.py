@@ -298,7 +298,7 @@ def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
         report_train.train_plan({"quick": True, "device": device}, ["06_paper_numbers"], workers=2, log=lambda s: None)
     from dpclab.lab.grid import main as grid
 
-    assert grid(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu"]) == 0
+    assert grid(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu", "--no-preflight"]) == 0
     assert started == ["spawn"] * 3, started
     assert "fork" not in started
 

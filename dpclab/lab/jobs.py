@@ -19,6 +19,12 @@ it needs have finished, and:
     that reaches its time limit is requeued (submitit's checkpointing: :class:`Attempt` is checkpointable) and a
     training run then resumes from its last epoch checkpoint (``dpclab.train.fit``).
 
+A driver that lives for days on a login node survives: a refused submission is retried with backoff
+(:data:`SUBMIT_RETRIES`), then recorded as failed while the rest goes on; with a :class:`GridState` file every
+submission and end is written as it happens, and the same driver run again re-attaches to the SLURM jobs still
+running, reuses the finished ones and submits only the rest. Pools never fork once CUDA may be used
+(:func:`pool_start_method`).
+
 Training runs become jobs in :mod:`dpclab.lab.trainjobs` (one :func:`~dpclab.lab.trainjobs.train_run` per
 :class:`~dpclab.pipeline.RunConfig`); this module knows jobs only. The dependency waves (:func:`waves`), the start
 order (:func:`needed_first`) and :func:`makespan` (the wall time of the same schedule on N workers, for the cost
