@@ -57,3 +57,39 @@ def test_the_estimate_says_its_preflight_and_goes_on(json_root, tmp_path, monkey
     s = settings(args)
     (line,) = preflight_lines(args, s, report_runs(s))
     assert line.startswith("pre-flight: 1 of 1 planned datasets are not readable") and "the estimate goes on" in line
+
+
+def test_a_tag_with_a_local_copy_loads_offline_with_the_tags_identity(tmp_path, monkeypatch, tiny_model_name):
+    """What a job on a node without internet does with ``-p pretrained openai``: the tag's file from open_clip's
+    Hugging Face cache (or the file the driver handed it) is loaded, nothing is downloaded, and the backbone keeps
+    the tag's identity (weights id, QuickGELU, cache key) -- the same runs and caches as a download would give. (The
+    tests' tiny model gets an ``openai``-like tag in open_clip's registry, so no 600 MB file is written.)"""
+    import open_clip
+    import torch
+
+    from dpclab.backbones import load_clip
+
+    def offline(*args, **kwargs):
+        raise OSError("no internet on this node")
+
+    tag = {"hf_hub": "test/tiny_clip.openai/", "url": "", "quick_gelu": True}
+    known_tags, known_cfg = open_clip.list_pretrained_tags_by_model, open_clip.get_pretrained_cfg
+    monkeypatch.setattr(open_clip, "list_pretrained_tags_by_model",
+                        lambda m: ["openai"] if m == tiny_model_name else known_tags(m))
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg",
+                        lambda m, t: dict(tag) if m == tiny_model_name and t == "openai" else known_cfg(m, t))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
+    monkeypatch.setattr(open_clip.factory, "download_pretrained_from_hf", offline)
+    torch.manual_seed(0)
+    ref = open_clip.create_model(tiny_model_name, pretrained=None, force_quick_gelu=True)
+    repo = tmp_path / "hf" / "models--test--tiny_clip.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    torch.save(ref.state_dict(), repo / "snapshots" / "abc123" / "open_clip_pytorch_model.bin")
+    bb = load_clip(tiny_model_name, "openai", "cpu")
+    assert bb.weights_id == "openai" and bb.key == f"{tiny_model_name}-openai-quickgelu" and bb.pretrained == "openai"
+    ours, theirs = bb.model.state_dict(), ref.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
