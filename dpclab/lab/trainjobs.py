@@ -39,7 +39,13 @@ def job_startup_lines(cfg, log=print) -> None:
     log(f"job {worker_name()} on host {socket.gethostname()} ({cpus} CPUs allocated), asked for device {cfg.device}")
     src = Source(model=cfg.model, pretrained=str(cfg.pretrained), data_root=cfg.data_root, shots=cfg.shots,
                  precision=cfg.precision, device=cfg.device)
-    for line in startup_lines(src, cpus=cpus):
+    try:
+        lines = startup_lines(src, cpus=cpus)
+    except ValueError:  # a device this node cannot give (no CUDA GPU visible): the job fails, in one line
+        raise
+    except Exception as err:  # noqa: BLE001 - the lines are for the log; they never fail a job themselves
+        lines = [f"(start-up lines incomplete: {type(err).__name__}: {err})"]
+    for line in lines:
         log(line)
 
 
