@@ -160,7 +160,7 @@ class _Killed(Exception):
 
 @pytest.mark.parametrize("method", ["coop", "coop+dpc"])
 def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_path, tiny_backbone):
-    """Interrupted after step 7 of epoch 1 with a checkpoint every 3 steps: the resumed fit redraws epoch 1's batches
+    """Interrupted after step 7 of epoch 1 (of 2) with a checkpoint every 3 steps: the resumed fit redraws epoch 1's batches
     (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps and ends bit-identical."""
     from dpclab.methods.dpc import DPC
     from dpclab.pipeline import Experiment, RunConfig, build_method
@@ -170,7 +170,7 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
     exp = Experiment.prepare(cfg, tiny_backbone)
     data, task = exp.train_examples("features"), exp.train_task
-    tcfg = TrainConfig(epochs=3, batch_size=1, lr=0.05, seed=1, progress=False, checkpoint_steps=3)
+    tcfg = TrainConfig(epochs=2, batch_size=1, lr=0.05, seed=1, progress=False, checkpoint_steps=3)
 
     def fresh():
         if method == "coop":
