@@ -160,8 +160,8 @@ class _Killed(Exception):
 
 @pytest.mark.parametrize("method", ["coop", "coop+dpc"])
 def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_path, tiny_backbone):
-    """Interrupted after step 7 of epoch 1 (of 2) with a checkpoint every 3 steps: the resumed fit redraws epoch 1's batches
-    (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps and ends bit-identical."""
+    """Interrupted after step 7 of epoch 1 (of 2) with a checkpoint every 3 steps: the resumed fit redraws epoch 1's
+    batches (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps, ends bit-identical."""
     from dpclab.methods.dpc import DPC
     from dpclab.pipeline import Experiment, RunConfig, build_method
     from dpclab.train import TrainConfig, fit
