@@ -45,8 +45,10 @@ from dpclab.trainconfig import TrainConfig, lr_at_epoch
 log = logging.getLogger(__name__)
 
 
+#: TrainConfig fields saying how often a run checkpoints (nor its fingerprint nor its run directory depend on them)
+CHECKPOINT_OPTIONS = ("checkpoint_steps", "checkpoint_minutes")
 #: TrainConfig fields that never change a run's numbers (left out of its fingerprint)
-NOT_FINGERPRINTED = ("progress", "num_workers", "checkpoint_steps", "checkpoint_minutes")
+NOT_FINGERPRINTED = ("progress", "num_workers", *CHECKPOINT_OPTIONS)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -186,5 +188,5 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
 
 
 __all__ = ["fit", "checkpoint_action", "config_fingerprint", "epoch_generator", "RunDirError", "TrainConfig",
-           "NOT_FINGERPRINTED",
+           "NOT_FINGERPRINTED", "CHECKPOINT_OPTIONS",
            "Examples", "lr_at_epoch"]

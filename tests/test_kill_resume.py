@@ -228,3 +228,21 @@ def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json
 
     other_seed = run(replace(cfg, seed=2), experiment=exp)
     assert not torch.equal(other_seed.method.ctx, first.method.ctx)
+
+
+def test_checkpoint_options_change_neither_the_run_directory_nor_the_fingerprint(tiny_backbone, tmp_path):
+    """A run interrupted without ``checkpoint_minutes`` and resumed with it (or the other way round) resumes in its
+    own directory: how often a run checkpoints is not part of what it is."""
+    from dpclab.pipeline import RunConfig, run_dir_for
+    from dpclab.train import TrainConfig, config_fingerprint
+
+    plain = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 3})
+    often = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path),
+                      train={"epochs": 3, "checkpoint_minutes": 1.5}, base_train={"checkpoint_steps": 10})
+    assert run_dir_for(plain, tiny_backbone, "x") == run_dir_for(often, tiny_backbone, "x")
+    other = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 4})
+    assert run_dir_for(other, tiny_backbone, "x") != run_dir_for(plain, tiny_backbone, "x")
+    assert config_fingerprint(TrainConfig(checkpoint_steps=5, checkpoint_minutes=0), {}) == \
+        config_fingerprint(TrainConfig(), {})
+    with pytest.raises(ValueError, match="checkpoint_steps and checkpoint_minutes must be >= 0"):
+        TrainConfig(checkpoint_steps=-1)
