@@ -158,10 +158,11 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["coop", "coop+dpc"])
-def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_path, tiny_backbone):
+@pytest.mark.parametrize("method", ["coop", "coop+dpc", "maple"])
+def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_path, tiny_backbone, monkeypatch):
     """Interrupted after step 7 of epoch 1 (of 2) with a checkpoint every 3 steps: the resumed fit redraws epoch 1's
-    batches (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps, ends bit-identical."""
+    batches (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps, ends bit-identical;
+    a pixel method (MaPLe) decodes none of the skipped images."""
     from dpclab.methods.dpc import DPC
     from dpclab.pipeline import Experiment, RunConfig, build_method
     from dpclab.train import TrainConfig, fit
@@ -169,12 +170,12 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
     cfg = RunConfig(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
     exp = Experiment.prepare(cfg, tiny_backbone)
-    data, task = exp.train_examples("features"), exp.train_task
+    data, task = exp.train_examples("pixels" if method == "maple" else "features"), exp.train_task
     tcfg = TrainConfig(epochs=2, batch_size=1, lr=0.05, seed=1, progress=False, checkpoint_steps=3)
 
     def fresh():
-        if method == "coop":
-            return build_method("coop", tiny_backbone)
+        if method != "coop+dpc":
+            return build_method(method, tiny_backbone, seed=1)
         base = build_method("coop", tiny_backbone)
         with torch.no_grad():
             base.ctx.add_(0.01 * torch.randn(base.ctx.shape, generator=torch.Generator().manual_seed(0)))
@@ -202,7 +203,13 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
     assert saved["epoch"] == 0 and saved["partial"]["epoch"] == 1 and saved["partial"]["steps"] == 6
 
     resumed_method = fresh()
+    from dpclab.data.features import ImageList
+
+    decoded, real_get = [], ImageList.__getitem__
+    monkeypatch.setattr(ImageList, "__getitem__", lambda self, i: decoded.append(i) or real_get(self, i))
     resumed = fit(resumed_method, data, task, tcfg, tmp_path / "rd")
+    if method == "maple":
+        assert len(decoded) == per_epoch - 6  # batch 1: only the steps of epoch 1 not yet done
     assert _trajectory(resumed) == _trajectory(full)
     assert all(torch.equal(a, b) for a, b in zip(resumed_method.parameters(), whole.parameters()))
     assert "partial" not in torch.load(tmp_path / "rd" / "checkpoint.pt", weights_only=True)
