@@ -227,3 +227,12 @@ def test_resources_point_at_the_repository_in_a_clone():
     assert not resources.is_packaged()
     assert resources.embedded_checkpoint_file() == ROOT / "data" / "embedded" / "dpclab-tiny.pt"
     assert resources.embedded_manifest_file().is_file() and resources.notebooks_dir() == ROOT / "notebooks"
+
+
+def test_a_missing_checkpoint_says_how_to_restore_it(tmp_path, monkeypatch):
+    from dpclab.backbones import EMBEDDED_MODEL, load_clip
+
+    monkeypatch.setenv("DPCLAB_EMBEDDED", str(tmp_path / "gone.pt"))
+    with pytest.raises(FileNotFoundError, match=r"gone\.pt is missing\. It ships with dpclab; restore it with `git "
+                                                r"checkout -- .*gone\.pt` or rebuild it"):
+        load_clip(EMBEDDED_MODEL, "embedded", device="cpu")

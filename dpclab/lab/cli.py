@@ -85,9 +85,10 @@ def _two_step_note(args, spec) -> str | None:
 def write_missing_world(data_root, datasets) -> None:
     """Write the embedded world's datasets among ``datasets`` that are missing under ``data_root``
     (:func:`dpclab.data.world.ensure_world`), with one line saying so; other datasets are left alone."""
-    from dpclab.data.world import ensure_world
+    from dpclab.data.world import ensure_world, world_datasets
 
-    written = ensure_world(data_root, datasets)
+    world = [name for name in datasets if name in world_datasets()]  # others: not even the lock file is written
+    written = ensure_world(data_root, world) if world else []
     if written:
         print(f"wrote embedded world dataset(s) {', '.join(written)} under {data_root}", flush=True)
 
