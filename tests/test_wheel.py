@@ -53,7 +53,8 @@ def _run(cmd: list, cwd: Path, timeout: float = 300, clean: bool = True) -> subp
 
 
 def _venv(path: Path) -> Path:
-    """A fresh virtual environment that sees this interpreter's packages (one .pth line) but no dpclab; its python."""
+    """A fresh virtual environment that sees this interpreter's packages (one .pth line: torch, pip, setuptools...)
+    but no dpclab (the .pth files there, the editable install's hook among them, are not run); its python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
     python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -86,11 +87,11 @@ def dist(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def installed(dist) -> Path:
-    """The python of a fresh venv outside the repository with only the wheel installed (``--no-deps``)."""
+    """The python of a fresh venv outside the repository with only the wheel installed (``--no-deps``: the
+    dependencies are this interpreter's)."""
     python = _venv(dist["base"] / "venv")
     t0 = time.perf_counter()
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
-          dist["wheel"]], cwd=dist["base"], clean=False)
+    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", dist["wheel"]], cwd=dist["base"])
     TIMES["pip install --no-deps"] = time.perf_counter() - t0
     return python
 
@@ -129,6 +130,18 @@ def test_the_sdist_and_the_tree_build_the_same_wheel(dist):
         return sorted(line for line in z.read(rec).decode().splitlines() if ".dist-info/" not in line)
 
     assert record(next(out.glob("*.whl"))) == record(dist["wheel"])
+
+
+def test_an_editable_install_reads_the_clones_own_files(dist):
+    """The README's ``pip install -e .``: setup.py copies nothing (no dpclab/_shipped in the tree); the checkpoint
+    and the notebooks are read at the clone's top level."""
+    python = _venv(dist["base"] / "venv-editable")
+    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", dist["src"]],
+         cwd=dist["base"])
+    found = _run([python, "-c", "from dpclab import resources as r; print(r.is_packaged()); "
+                  "print(r.embedded_checkpoint_file()); print(r.notebooks_dir())"], cwd=dist["base"]).stdout.split()
+    assert found == ["False", str(dist["src"] / "data" / "embedded" / "dpclab-tiny.pt"), str(dist["src"] / "notebooks")]
+    assert not (dist["src"] / "dpclab" / resources.SHIPPED).exists()
 
 
 def test_wheel_runs_train_and_the_quick_report_from_an_empty_folder(installed, tmp_path):
