@@ -163,7 +163,7 @@ def test_wheel_runs_train_and_the_quick_report_from_an_empty_folder(installed, t
     t0 = time.perf_counter()
     report = _run([installed, "-m", "dpclab", "report", "--quick", "--only", "00", "03"], cwd=work, timeout=600)
     TIMES["report --quick --only 00 03"] = time.perf_counter() - t0
-    assert "notebooks: the ones installed with dpclab" in report.stdout
+    assert "notebooks: the ones shipped with dpclab" in report.stdout
     index = (work / "reports" / "index.html").read_text()
     assert "2/2 notebooks" in index and "00_quickstart.html" in index and "03_omega_sliders.html" in index
     assert sorted((work / "figures").glob("*.png")), "the notebooks' figures are written to ./figures"

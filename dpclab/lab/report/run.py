@@ -60,7 +60,7 @@ def notebook_source(folder: str | Path | None = None) -> tuple[Path, str]:
     if any(local.glob("*.ipynb")):
         return local, f"notebooks: ./{DEFAULT_NOTEBOOK_DIR} (found here)"
     shipped = notebooks_dir()
-    return shipped, (f"notebooks: the ones installed with dpclab ({shipped}); `python -m dpclab notebooks` copies "
+    return shipped, (f"notebooks: the ones shipped with dpclab ({shipped}); `python -m dpclab notebooks` copies "
                      f"them to ./notebooks for editing")
 
 
@@ -313,5 +313,5 @@ def start_order(books: Sequence[Path], first: Sequence[str] = ()) -> list[Path]:
     return front + [b for b in books if b not in front]
 
 
-__all__ = ["NotebookResult", "notebook_source", "copy_notebooks", "run_report", "run_notebook", "discover", "to_html", "notebook_title",
-           "notebook_warnings", "kernel_config", "report_parameters", "check_parameters", "start_order"]
+__all__ = ["NotebookResult", "notebook_source", "copy_notebooks", "run_report", "run_notebook", "discover", "to_html",
+           "notebook_title", "notebook_warnings", "kernel_config", "report_parameters", "check_parameters", "start_order"]
