@@ -249,3 +249,16 @@ def test_a_missing_checkpoint_says_how_to_restore_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"gone\.pt is missing\. It ships with dpclab; restore it with `git "
                                                 r"checkout -- .*gone\.pt` or rebuild it"):
         load_clip(EMBEDDED_MODEL, "embedded", device="cpu")
+
+
+def test_report_runs_local_notebooks_when_there_else_the_shipped_ones(tmp_path, monkeypatch):
+    from dpclab.lab.report.run import notebook_source
+
+    monkeypatch.chdir(tmp_path)
+    folder, line = notebook_source()
+    assert folder == resources.notebooks_dir() and line.startswith("notebooks: the ones shipped with dpclab")
+    (tmp_path / "notebooks").mkdir()
+    assert notebook_source()[0] == resources.notebooks_dir()  # an empty ./notebooks is not a copy
+    shutil.copy2(resources.notebooks_dir() / "00_quickstart.ipynb", tmp_path / "notebooks")
+    assert notebook_source() == (Path("notebooks"), "notebooks: ./notebooks (found here)")
+    assert notebook_source("elsewhere") == (Path("elsewhere"), "notebooks: elsewhere (--notebooks)")
