@@ -258,7 +258,8 @@ def test_report_runs_local_notebooks_when_there_else_the_shipped_ones(tmp_path, 
     folder, line = notebook_source()
     assert folder == resources.notebooks_dir() and line.startswith("notebooks: the ones shipped with dpclab")
     (tmp_path / "notebooks").mkdir()
-    assert notebook_source()[0] == resources.notebooks_dir()  # an empty ./notebooks is not a copy
+    (tmp_path / "notebooks" / "my_analysis.ipynb").write_text("{}")
+    assert notebook_source()[0] == resources.notebooks_dir()  # someone's own notebooks are not run
     shutil.copy2(resources.notebooks_dir() / "00_quickstart.ipynb", tmp_path / "notebooks")
     assert notebook_source() == (Path("notebooks"), "notebooks: ./notebooks (found here)")
     assert notebook_source("elsewhere") == (Path("elsewhere"), "notebooks: elsewhere (--notebooks)")

@@ -50,16 +50,15 @@ class NotebookResult:
 
 def notebook_source(folder: str | Path | None = None) -> tuple[Path, str]:
     """The notebooks the report runs, and one line saying which: ``folder`` when given; else ``./notebooks`` when
-    it holds notebooks (a clone, or a copy made by ``python -m dpclab notebooks``); else the ones shipped with
-    dpclab (:func:`dpclab.resources.notebooks_dir`)."""
+    it holds dpclab's notebooks (a clone, or a copy made by ``python -m dpclab notebooks``; a folder of other
+    notebooks is not run); else the ones shipped with dpclab (:func:`dpclab.resources.notebooks_dir`)."""
     from dpclab.resources import notebooks_dir
 
     if folder is not None:
         return Path(folder), f"notebooks: {folder} (--notebooks)"
-    local = Path(DEFAULT_NOTEBOOK_DIR)
-    if any(local.glob("*.ipynb")):
+    local, shipped = Path(DEFAULT_NOTEBOOK_DIR), notebooks_dir()
+    if any((local / book.name).is_file() for book in shipped.glob("*.ipynb")):
         return local, f"notebooks: ./{DEFAULT_NOTEBOOK_DIR} (found here)"
-    shipped = notebooks_dir()
     return shipped, (f"notebooks: the ones shipped with dpclab ({shipped}); `python -m dpclab notebooks` copies "
                      f"them to ./notebooks for editing")
 
