@@ -72,7 +72,7 @@ def test_verdicts_with_one_seed_say_direction_only_within_the_benchmark_spread()
     assert table.loc["maple+dpc", "base verdict"] == "one seed: direction only"  # |-1.00| <= 2.0
     assert table.loc["cocoop+dept", "base verdict"] == "differs"  # -5.00, the paper +
     note = verdict_note(runs, spread=_SPREAD)
-    assert "|Δ| > 2.00" in note and "world_x: sd 1.00 over 3 seeds" in note and "x_gains.csv, 2026-12-02" in note
+    assert "|Δ| > 2.00" in note and "world_x: sd 1.00 of one seed's base difference, the largest of its 1 DPC rows against CoOp over 3 seeds" in note and "x_gains.csv, run 2026-12-02" in note
     # a dataset the benchmark did not measure: every one-seed word is direction only, and the note says why
     other = verdicts(runs.assign(dataset="eurosat"), "embedded", spread=_SPREAD)
     assert set(other[["base verdict", "new verdict", "HM verdict"]].to_numpy().ravel()) == {"one seed: direction only"}

@@ -185,10 +185,11 @@ def verdict_note(runs: pd.DataFrame, spread: dict | None = None) -> str:
         missing = [d for d in datasets if d not in spread]
         return (f"One seed: no interval, and the shipped benchmark measured no paired spread on {', '.join(missing)}"
                 f", so every Δ is \"{ONE_SEED}\". Run two or more seeds (-p seeds \"1 2 3\") for verdicts.")
-    where = "; ".join(f"{d}: sd {spread[d]['sd']:.2f} over {spread[d]['seeds']} seeds ({', '.join(spread[d]['rows'])}"
-                      f", {spread[d]['metric']}), {spread[d]['source']}, {spread[d]['date']}" for d in datasets)
+    where = "; ".join(f"{d}: sd {spread[d]['sd']:.2f} of one seed's {spread[d]['metric']} difference, the largest of "
+                      f"its {len(spread[d]['rows'])} DPC rows against CoOp over {spread[d]['seeds']} seeds, "
+                      f"{spread[d]['source']}, run {spread[d]['date']}" for d in datasets)
     return (f"One seed: no interval. A Δ is \"{AGREES}\" / \"{DIFFERS}\" only where |Δ| > {threshold:.2f}, "
-            f"{SPREAD_SDS:g} sd of one seed's paired difference in the shipped benchmark ({where}); else "
+            f"{SPREAD_SDS:g} sd of a paired difference measured in the shipped benchmark ({where}); else "
             f"\"{ONE_SEED}\". Run two or more seeds (-p seeds \"1 2 3\") for paired intervals.")
 
 
