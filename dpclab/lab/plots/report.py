@@ -45,7 +45,8 @@ def bars_label(counts) -> str:
 def method_bars(runs: pd.DataFrame, summary: pd.DataFrame, methods: Sequence[str], title: str,
                 ylabel: str) -> Figure:
     """Bars per method: base and new accuracy (mean ± sample std over every run of the method: datasets and seeds
-    pooled; the title and each tick say n, and a method with one run has no error bar) and the HM of the mean base and new (the summary's average over datasets). Grey: a method alone, each
+    pooled; the title and each tick say n, and a method with one run has no error bar) and the HM of the mean base
+    and new (the summary's average over datasets). Grey: a method alone, each
     plug-in in its colour (:func:`bar_colour`: blue DPC, orange DePT)."""
     agg = runs.groupby("method", sort=False).agg(base=("base", "mean"), base_std=("base", "std"),
                                                  new=("new", "mean"), new_std=("new", "std"),

@@ -1,7 +1,10 @@
 """The reproducibility report's headline: what each plug-in changes over its own base method, here and in its
-paper, and whether they agree, judged against the noise: paired 95 % intervals with two or more seeds, the
-shipped benchmark's paired spread with one (:func:`verdicts`). Notebook 06 shows it first and marks the output, and the report's
-``index.html`` copies it from the executed notebook (:func:`find_headline`)."""
+paper, and whether they agree, judged against the noise: paired 95 % intervals with two or more seeds, the shipped
+benchmark's paired spread with one (:func:`verdicts`). Notebook 06 shows it first and marks the output, and the
+report's ``index.html`` copies it from the executed notebook (:func:`find_headline`).
+
+The spread ships as package data (:data:`SPREAD_FILE`), regenerated from ``docs/benchmark`` with
+``python -c "from dpclab.lab.report.headline import write_benchmark_spread as w; w('docs/benchmark')"``."""
 
 from __future__ import annotations
 
@@ -14,8 +17,6 @@ import pandas as pd
 
 #: output metadata key that marks the headline among a notebook's outputs
 HEADLINE_KEY = "dpclab_headline"
-
-
 #: the shipped benchmark's paired spread per dataset (:func:`benchmark_spread` of ``docs/benchmark``; a test checks
 #: they match), read by the one-seed verdicts: package data, so an installed wheel has it too
 SPREAD_FILE = Path(__file__).with_name("benchmark_spread.json")
@@ -130,8 +131,8 @@ def verdicts(runs: pd.DataFrame, backend: str, spread: dict | None = None) -> pd
     per metric that knows its noise.
 
     Here, Δ is the mean over seeds of the paired differences (the plug-in's run minus its base run of the same seed;
-    HM: of each seed's HM); with two or more seeds its paired 95 % t interval (:func:`dpclab.lab.targets.paired_interval`)
-    follows, and the verdict is "agrees" / "differs" (with the paper's direction) only when the interval excludes 0,
+    HM: of each seed's HM); with two or more seeds its paired 95 % t interval
+    (:func:`dpclab.lab.targets.paired_interval`) follows, and the verdict is "agrees" / "differs" (with the paper's direction) only when the interval excludes 0,
     else "within noise". With one seed it is "one seed: direction only" unless ``|Δ|`` exceeds the paired spread of
     the shipped benchmark on these datasets (:func:`spread_threshold` of ``spread``, default :func:`load_spread`)."""
     from dpclab.lab.paper_numbers import PLUGIN_PAPER, baseline_of, dept_average, dpc_average
@@ -226,4 +227,5 @@ def csv_link(path: str | Path, text: str | None = None) -> str:
 
 
 __all__ = ["verdicts", "verdict_note", "benchmark_spread", "write_benchmark_spread", "load_spread",
-           "spread_threshold", "SPREAD_FILE", "headline_html", "show_headline", "find_headline", "csv_link", "HEADLINE_KEY"]
+           "spread_threshold", "SPREAD_FILE", "SPREAD_SDS",
+           "headline_html", "show_headline", "find_headline", "csv_link", "HEADLINE_KEY"]
