@@ -312,9 +312,9 @@ def test_quick_report_has_the_headline_raw_runs_as_a_file_and_provenance(quick_r
     out = work / "reports"
     index = (out / "index.html").read_text()
     head = index.split("<h2>Headline</h2>")[1].split("<h2>")[0]
-    assert "coop+dpc" in head and "coop+dept" in head and "Δbase paper" in head
+    assert "coop+dpc" in head and "coop+dept" in head and "here (embedded)" in head and "paper" in head
     # one seed: each verdict is direction only unless |Δ| exceeds the shipped benchmark's spread, which it names
-    assert "base verdict" in head and "One seed: no interval" in head and "shapes10_gains.csv" in head
+    assert "verdict" in head and "One seed: no interval" in head and "shapes10_gains.csv" in head
     page = (out / "06_reproducibility_report.html").read_text()
     assert page.index("dpclab-headline") < page.index("mean ± std over seeds, HM of the means")
     assert 'download="summary_embedded_runs.csv" href="data:text/csv;base64,' in page

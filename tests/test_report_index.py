@@ -52,32 +52,36 @@ def test_verdicts_with_seeds_say_agrees_or_differs_only_beyond_the_paired_interv
                     "maple+dpc": [(84.0, 75.0), (87.0, 75.0), (82.0, 75.0)],  # -1 +2 -3: noise
                     "cocoop": [(80.0, 70.0)] * 3, "cocoop+dept": [(75.0, 70.0), (74.0, 70.0), (76.0, 70.0)]})
     table = verdicts(runs, "embedded", spread={})
-    assert list(table.index) == ["coop+dpc", "maple+dpc", "cocoop+dept"]
-    row = table.loc["coop+dpc"]
+    assert list(dict.fromkeys(table.index.get_level_values("method"))) == ["coop+dpc", "maple+dpc", "cocoop+dept"]
+    assert table.index.names == ["method", "vs", "seeds", "Δ"] and list(table.columns) == [
+        "here (embedded)", "paper", "verdict"]
+    t = table.reset_index().set_index(["method", "Δ"])
+    row = t.loc[("coop+dpc", "base")]
     # mean of the paired differences +3.00, t(2) interval 3.0 ± 4.303 * 0.2 / sqrt(3)
     assert row["vs"] == "coop" and row["seeds"] == 3
-    assert row["Δbase here (embedded)"] == "↑ +3.00 [+2.50, +3.50]" and row["Δbase paper"] == "↑ +3.17"
-    assert row["base verdict"] == "agrees"
-    assert row["Δnew here (embedded)"] == "= +0.00 [+0.00, +0.00]" and row["new verdict"] == "within noise"
-    assert table.loc["maple+dpc", "base verdict"] == "within noise"  # -0.67, interval spans 0
-    assert table.loc["cocoop+dept", "base verdict"] == "differs"  # -5.0 [-7.48, -2.52]; DePT's paper raises base
+    assert row["here (embedded)"] == "↑ +3.00 [+2.50, +3.50]" and row["paper"] == "↑ +3.17"
+    assert row["verdict"] == "agrees"
+    assert t.loc[("coop+dpc", "new"), "here (embedded)"] == "= +0.00 [+0.00, +0.00]"
+    assert t.loc[("coop+dpc", "new"), "verdict"] == "within noise"
+    assert t.loc[("maple+dpc", "base"), "verdict"] == "within noise"  # -0.67, interval spans 0
+    assert t.loc[("cocoop+dept", "base"), "verdict"] == "differs"  # -5.0 [-7.48, -2.52]; DePT's paper raises base
     assert "3 seeds" in verdict_note(runs, spread={}) and "interval excludes 0" in verdict_note(runs, spread={})
 
 
 def test_verdicts_with_one_seed_say_direction_only_within_the_benchmark_spread():
     runs = _runs(coop=[(80.0, 70.0)], maple=[(85.0, 75.0)], cocoop=[(80.0, 70.0)],
                  **{"coop+dpc": [(83.0, 70.0)], "maple+dpc": [(84.0, 75.0)], "cocoop+dept": [(75.0, 70.0)]})
-    table = verdicts(runs, "embedded", spread=_SPREAD)
-    assert table.loc["coop+dpc", "Δbase here (embedded)"] == "↑ +3.00"  # no interval from one seed
-    assert table.loc["coop+dpc", "base verdict"] == "agrees"  # |+3.00| > 2 x 1.0
-    assert table.loc["maple+dpc", "base verdict"] == "one seed: direction only"  # |-1.00| <= 2.0
-    assert table.loc["cocoop+dept", "base verdict"] == "differs"  # -5.00, the paper +
+    t = verdicts(runs, "embedded", spread=_SPREAD).reset_index().set_index(["method", "Δ"])
+    assert t.loc[("coop+dpc", "base"), "here (embedded)"] == "↑ +3.00"  # no interval from one seed
+    assert t.loc[("coop+dpc", "base"), "verdict"] == "agrees"  # |+3.00| > 2 x 1.0
+    assert t.loc[("maple+dpc", "base"), "verdict"] == "one seed: direction only"  # |-1.00| <= 2.0
+    assert t.loc[("cocoop+dept", "base"), "verdict"] == "differs"  # -5.00, the paper +
     note = verdict_note(runs, spread=_SPREAD)
     assert "|Δ| > 2.00" in note and "x_gains.csv, run 2026-12-02" in note
     assert "world_x: sd 1.00 of one seed's base difference, the largest of its 1 DPC rows against CoOp over 3" in note
     # a dataset the benchmark did not measure: every one-seed word is direction only, and the note says why
     other = verdicts(runs.assign(dataset="eurosat"), "embedded", spread=_SPREAD)
-    assert set(other[["base verdict", "new verdict", "HM verdict"]].to_numpy().ravel()) == {"one seed: direction only"}
+    assert len(other) == 9 and set(other["verdict"]) == {"one seed: direction only"}
     assert "no paired spread on eurosat" in verdict_note(runs.assign(dataset="eurosat"), spread=_SPREAD)
     # two datasets: the spread of their mean, 2 x sqrt(1 + 1) / 2
     assert spread_threshold(["world_x", "world_y"], {**_SPREAD, "world_y": _SPREAD["world_x"]}) == \

@@ -125,10 +125,10 @@ def _verdict(d: float, low: float, high: float, n: int, paper: float | None, thr
 
 
 def verdicts(runs: pd.DataFrame, backend: str, spread: dict | None = None) -> pd.DataFrame:
-    """One row per plug-in row of ``runs`` (one row per dataset x method label x seed: ``Setup.grid`` /
-    :func:`dpclab.lab.benchmark.run_matrix`): its change in base, new and HM over its own base row
-    (:func:`dpclab.lab.paper_numbers.baseline_of`), averaged over the datasets, here and in its paper, and a verdict
-    per metric that knows its noise.
+    """Three rows per plug-in row of ``runs`` (one row per dataset x method label x seed: ``Setup.grid`` /
+    :func:`dpclab.lab.benchmark.run_matrix`), indexed (method, vs, seeds, Δ): its change in base, new and HM over its
+    own base row ``vs`` (:func:`dpclab.lab.paper_numbers.baseline_of`), averaged over the datasets, here and in its
+    paper, and a verdict that knows its noise.
 
     Here, Δ is the mean over seeds of the paired differences (the plug-in's run minus its base run of the same seed;
     HM: of each seed's HM); with two or more seeds its paired 95 % t interval
@@ -154,21 +154,19 @@ def verdicts(runs: pd.DataFrame, backend: str, spread: dict | None = None) -> pd
             continue
         paper = papers.get(PLUGIN_PAPER.get(plugin.partition("[")[0], ""), pd.DataFrame())
         paper_base = m.partition("+")[0]
-        row = {"method": m, "vs": b, "seeds": len(seeds)}
         for metric, label in (("base", "base"), ("new", "new"), ("hm", "HM")):
             diffs = [float(ours.loc[s, metric] - base.loc[s, metric]) for s in seeds]
             d, low, high = paired_interval(diffs)
             ci = "" if len(seeds) < 2 else f" [{low:+.2f}, {high:+.2f}]"
-            row[f"Δ{label} here ({backend})"] = f"{_sign(d)} {d:+.2f}{ci}"
             p = None
             if m in paper.index and paper_base in paper.index:
                 p = float(paper.loc[m, metric] - paper.loc[paper_base, metric])
-                row[f"Δ{label} paper"] = f"{_sign(p)} {p:+.2f}"
-            else:
-                row[f"Δ{label} paper"] = "–"
-            row[f"{label} verdict"] = _verdict(d, low, high, len(seeds), p, threshold)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame(columns=["method"]).set_index("method")
+            rows.append({"method": m, "vs": b, "seeds": len(seeds), "Δ": label,
+                         f"here ({backend})": f"{_sign(d)} {d:+.2f}{ci}",
+                         "paper": "–" if p is None else f"{_sign(p)} {p:+.2f}",
+                         "verdict": _verdict(d, low, high, len(seeds), p, threshold)})
+    index = ["method", "vs", "seeds", "Δ"]
+    return pd.DataFrame(rows, columns=[*index, f"here ({backend})", "paper", "verdict"]).set_index(index)
 
 
 def verdict_note(runs: pd.DataFrame, spread: dict | None = None) -> str:
@@ -195,9 +193,9 @@ def verdict_note(runs: pd.DataFrame, spread: dict | None = None) -> str:
 
 
 def headline_html(table: pd.DataFrame, caption: str) -> str:
-    """The headline as an HTML fragment: a caption and the table."""
+    """The headline as an HTML fragment: a caption and the table (a plug-in's rows share its index cells)."""
     return (f'<div class="dpclab-headline"><p>{html.escape(caption)}</p>'
-            + table.reset_index().to_html(classes="dpclab-headline-table", border=0, escape=True, index=False)
+            + table.to_html(classes="dpclab-headline-table", border=0, escape=True, index=True, sparsify=True)
             + "</div>")
 
 
