@@ -32,8 +32,9 @@ EMBEDDED_DEFAULT_DATASET = "world_tint"
 #: sits at 98.9-99.4 base. world_shapes is not saturated (zero-shot 88, CoOp 85-87 base with 90 % of its shots
 #: fitted, probe 85) and is the cheapest world dataset (8 base classes), which keeps the main job in its budget;
 #: world_placement (issue 22, more room: CoOp fits about 60 % of its shots) has 18 base classes and would triple
-#: 06's cost
-EMBEDDED_NOTEBOOK_DATASETS = {"06": ("world_shapes",)}
+#: 06's cost. 03's sliders study world_shapes too, where P′ changes base accuracy (the ω_b sweep rises towards P′;
+#: on world_tint it dips, 03's side-by-side contrast): its DPC run is 02's side-by-side one, no run added
+EMBEDDED_NOTEBOOK_DATASETS = {"03": ("world_shapes",), "06": ("world_shapes",)}
 #: notebooks 02 and 03 show DPC side by side (paper and released mode) on these embedded datasets when none is
 #: given: world_shapes, where CoOp leaves room and DPC lifts base (seed 1: +1.25 in both modes), and world_tint,
 #: where CoOp already fits ~99 % of its shots and DPC lowers base. world_shapes is 06's dataset: the side-by-side
