@@ -83,3 +83,26 @@ def test_fast_transforms_give_torchvision_numbers_bit_for_bit():
                 torch.manual_seed(k)
                 no_rgb(im) if im.mode != "RGB" else ours[name](im)
                 assert torch.equal(torch.rand(1), after_theirs)  # the same draws: later views unchanged too
+
+
+def test_a_small_view_is_transformed_once_and_reads_the_same(json_root):
+    """An augmented view of a small image is drawn once per ImageList (DPC's batches read an image several times per
+    epoch): the second read returns the same tensor as the first and as a fresh list, without transforming again."""
+    from dpclab.data.features import ImageList
+
+    items = load_dataset(json_root, "eurosat").train[:4]
+    tf = build_transforms(32, (0.5,) * 3, (0.25,) * 3)["train"]
+    calls = []
+
+    def counted(im):
+        calls.append(1)
+        return tf(im)
+
+    images = ImageList(items, counted, view_seed=3)
+    first = [images[i][0] for i in (2, 0, 2, 3, 0, 2)]
+    assert len(calls) == 3  # images 2, 0 and 3, each once
+    fresh = ImageList(items, tf, view_seed=3)
+    assert all(torch.equal(x, fresh[i][0]) for x, i in zip(first, (2, 0, 2, 3, 0, 2)))
+    assert not torch.equal(fresh[2][0], ImageList(items, tf, view_seed=4)[2][0])  # another view is drawn afresh
+    big = ImageList(items, build_transforms(96, (0.5,) * 3, (0.25,) * 3)["train"], view_seed=3)
+    assert torch.equal(big[1][0], big[1][0]) and not big._views  # large images are not kept

@@ -150,27 +150,43 @@ def load_image(path: str) -> Image.Image:
     return im
 
 
+#: an augmented view's tensors are kept per :class:`ImageList` (one view) up to this many bytes, when small (at most
+#: :data:`SMALL_IMAGE_PIXELS` pixels): DPC's hard-negative batches read each image of a view ~8 times per epoch
+#: (as an anchor, then as other anchors' negatives) and would otherwise transform it afresh each time
+MAX_VIEW_BYTES = 256 * 2 ** 20
+
+
 class ImageList(Dataset):
     """(image tensor, label, index) for a list of :class:`Datum`. With ``view_seed`` set, the random transform of
-    item ``i`` is drawn from the CPU generator seeded with ``hash(view_seed, i)`` so an augmented view is reproducible."""
+    item ``i`` is drawn from the CPU generator seeded with ``hash(view_seed, i)`` so an augmented view is reproducible;
+    a small image's view is then transformed once and the same tensor returned again (:data:`MAX_VIEW_BYTES`):
+    callers must not modify it in place (batches stack copies)."""
 
     def __init__(self, items: Sequence[Datum], transform: Callable, view_seed: int | None = None):
         self.items, self.transform, self.view_seed = list(items), transform, view_seed
+        self._views: dict[int, torch.Tensor] = {}
+        self._view_bytes = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         d = self.items[i]
-        img = load_image(d.impath)
         if self.view_seed is None:
-            x = self.transform(img)
-        else:
+            return self.transform(load_image(d.impath)), d.label, i
+        x = self._views.get(int(i))
+        if x is None:
+            img = load_image(d.impath)
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator only: transforms run on the CPU, and torch.manual_seed would also queue a
                 # seed for every accelerator backend (with a captured stack each: ~40% of the view cost here)
                 torch.default_generator.manual_seed((self.view_seed * 1_000_003 + i) % (2 ** 63))
                 x = self.transform(img)
+            size = x.numel() * x.element_size() if isinstance(x, torch.Tensor) else None
+            if size is not None and x.dim() >= 2 and x.shape[-1] * x.shape[-2] <= SMALL_IMAGE_PIXELS and \
+                    self._view_bytes + size <= MAX_VIEW_BYTES:
+                self._views[int(i)] = x
+                self._view_bytes += size
         return x, d.label, i
 
 
