@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from dpclab import methods
-from dpclab.backbones import Backbone, check_teacher_inputs
+from dpclab.backbones import Backbone, check_teacher_inputs, device_label
 from dpclab.data.coop import normalise_root
 from dpclab.evaluate import append_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
@@ -36,7 +36,7 @@ from dpclab.methods.base import learned_state, load_learned_state
 from dpclab.precision import PRECISIONS
 from dpclab.protocol import dataset_train
 from dpclab.selection import BestBaseEpoch, wants_best_base
-from dpclab.train import RunDirError, checkpoint_action, config_fingerprint, fit
+from dpclab.train import CHECKPOINT_OPTIONS, RunDirError, checkpoint_action, config_fingerprint, fit
 from dpclab.trainconfig import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,9 @@ def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
 
 def train_config(cfg: RunConfig, spec: MethodSpec | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, the dataset's exceptions to them
-    (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs), then ``cfg.train``, seed and progress."""
-    train = {**dataset_train(cfg.method, cfg.dataset), **cfg.train}
+    and shot count (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs, at 1 shot 50), then
+    ``cfg.train``, seed and progress."""
+    train = {**dataset_train(cfg.method, cfg.dataset, cfg.shots), **cfg.train}
     return _spec_of(cfg, spec).train_config(train, seed=cfg.seed, progress=cfg.progress)
 
 
@@ -171,9 +172,12 @@ def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str, revision: d
     ``revision`` (:attr:`MethodSpec.revision`, when not empty): a run made by an older revision of the method's code
     is kept in its own directory, never reused."""
     extra = {"inputs": inputs_key, **({"revision": revision} if revision else {})}
-    if cfg.train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or cfg.base_train:
-        extra.update(train=cfg.train, method_cfg=cfg.method_cfg, train_classes=cfg.train_classes,
-                     base_method_cfg=cfg.base_method_cfg, base_train=cfg.base_train)
+    # how often a run checkpoints never changes it: an interrupted run resumes in its directory whatever they are
+    train, base_train = ({k: v for k, v in t.items() if k not in CHECKPOINT_OPTIONS}
+                         for t in (cfg.train, cfg.base_train))
+    if train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or base_train:
+        extra.update(train=train, method_cfg=cfg.method_cfg, train_classes=cfg.train_classes,
+                     base_method_cfg=cfg.base_method_cfg, base_train=base_train)
     tag = hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}-{tag}"
 
@@ -395,6 +399,7 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
             "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
             "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": cfg.precision,
+            "device": device_label(exp.backbone.device),  # the device it really ran on (auto resolved, GPU named)
             "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
             "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     return RunResult(metrics, history, run_dir, method, exp)

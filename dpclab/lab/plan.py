@@ -156,8 +156,15 @@ def _default_epochs(train) -> int:
     return int(train.get("epochs", TrainConfig.epochs))
 
 
+class _FrozenDict(dict):
+    """A dict option value inside a run key (PromptKD's ``teacher_train``): still a dict to its reader, hashable."""
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.items())))
+
+
 def _items(d: Mapping | None) -> tuple:
-    return tuple(sorted((d or {}).items()))
+    return tuple(sorted((k, _FrozenDict(v) if isinstance(v, dict) else v) for k, v in (d or {}).items()))
 
 
 @dataclass(frozen=True)
@@ -285,11 +292,15 @@ def _n05(s: Scope) -> list[PlannedRun]:
 
 
 def _n06(s: Scope) -> list[PlannedRun]:
-    """:func:`dpclab.lab.paper_numbers.report_spec`'s rows on every dataset and seed."""
+    """:func:`dpclab.lab.paper_numbers.report_spec`'s rows on every dataset and seed: the released settings (DePT's
+    own baselines of its ``+dept`` rows, DPC's released mode) and, on the 11 CoOp datasets (real CLIP), PromptKD's
+    released ViT-L/14 teacher."""
+    from dpclab.data.coop import DATASETS
     from dpclab.lab.paper_numbers import report_spec
 
-    return [_run("06", s, method, seed, dataset, label, **over) for label, (method, over) in report_spec().items()
-            for dataset in s.datasets for seed in s.seeds]
+    specs = {real: report_spec(real_clip=real) for real in (False, True)}
+    return [_run("06", s, specs[d in DATASETS][label][0], seed, d, label, **specs[d in DATASETS][label][1])
+            for label in specs[False] for d in s.datasets for seed in s.seeds]
 
 
 _REQUESTS = {"00": _n00, "01": _n01, "02": _n02, "03": _n03, "04": _n04, "05": _n05, "06": _n06}
