@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -138,7 +139,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(json_root, tmp_p
         method.ctx.fill_(float("nan"))
     fresh = resolve("coop").build(tiny_backbone)
     orig_loss = fresh.loss
-    fresh.loss = lambda x, y, t: (orig_loss(x, y, t)[0] * float("nan"), {})
+    fresh.loss = lambda x, y, t: dataclasses.replace(orig_loss(x, y, t), total=orig_loss(x, y, t).total * float("nan"))
     with pytest.raises(FloatingPointError, match="Loss became nan at epoch 1.*last good checkpoint"):
         fit(fresh, exp.train_examples("features"), exp.train_task, tcfg, rd, {})
     kept = torch.load(rd / "checkpoint.pt", weights_only=True)
