@@ -231,7 +231,7 @@ def _teacher_epochs(scope: Scope, method: str, over: dict) -> dict:
 
     spec = resolve(method)
     key = "base_method_cfg" if spec.plugin else "method_cfg"
-    own = dict(over.get(key, {}))
+    own = dict(over.get(key) or {})
     teacher = spec.teacher_epochs_option(own)  # (its method, the option setting its epochs), from the table entry
     if teacher is None or (scope.epochs is None and not scope.quick):
         return over
