@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from dpclab import methods
-from dpclab.backbones import Backbone, check_teacher_inputs
+from dpclab.backbones import Backbone, check_teacher_inputs, device_label
 from dpclab.data.coop import normalise_root
 from dpclab.evaluate import append_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
@@ -395,6 +395,7 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
             "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
             "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": cfg.precision,
+            "device": device_label(exp.backbone.device),  # the device it really ran on (auto resolved, GPU named)
             "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
             "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     return RunResult(metrics, history, run_dir, method, exp)
