@@ -75,6 +75,14 @@ def mismatches(text: str, header: str) -> list[str]:
     return out
 
 
+def listing() -> list[str]:
+    """One line per method and plug-in: its class and training defaults (``python -m dpclab methods``)."""
+    lines = [f"{name:12s} {entry.cls.__name__:16s} defaults {entry.train}" for name, entry in METHODS.items()]
+    lines += [f"+{name:11s} {entry.cls.__name__:16s} plug-in (e.g. coop+{name}), defaults {entry.train}"
+              + (f", per base {entry.train_by_base}" if entry.train_by_base else "") for name, entry in PLUGINS.items()]
+    return lines
+
+
 def main(root: str = ".") -> int:
     """Print the rows the docs tables must have, then every mismatch of the docs under ``root`` (exit 1 if any)."""
     for name, train in expected_rows().items():
