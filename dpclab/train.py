@@ -33,7 +33,7 @@ from torch import nn
 
 from dpclab.data.examples import Examples, Task
 from dpclab.io import atomic_torch_save
-from dpclab.methods.base import PromptMethod, learned_state, load_learned_state, trainable_parameters
+from dpclab.methods.base import Loss, PromptMethod, learned_state, load_learned_state, trainable_parameters
 from dpclab.precision import autocast, autocast_iter, grad_scaler
 from dpclab.trainconfig import TrainConfig, lr_at_epoch
 
@@ -125,6 +125,9 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         for x, y in batches:
             with autocast(precision, device):
                 result = method.loss(x.to(device, non_blocking=True), y.to(device, non_blocking=True), task)
+            if not isinstance(result, Loss):
+                raise TypeError(f"{type(method).__name__}.loss returned a {type(result).__name__}; it must return a "
+                                f"dpclab.methods.Loss(total, terms, logs, output), whose named terms step() receives.")
             loss, logs = result.total, result.logs
             if not torch.isfinite(loss):
                 where = (f"the last good checkpoint ({ckpt_path}, epoch {history[-1]['epoch']}) is kept"

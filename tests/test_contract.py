@@ -158,6 +158,15 @@ class Scaled(Plugin):
         return Output(out.logits / 2, out.image_features, out.text_features, out.extras)
 
 
+def test_fit_refuses_a_loss_without_its_terms(tiny_backbone):
+    """A loss in the old form ``(total, logs)`` is refused in one line: ``step`` needs the named terms."""
+    method = CoOp(tiny_backbone)
+    method.loss = lambda x, y, task: (torch.zeros((), requires_grad=True), {})
+    x, y = inputs(method, n=4)
+    with pytest.raises(TypeError, match="CoOp.loss returned a tuple; it must return a dpclab.methods.Loss"):
+        fit(method, Examples(y, features=lambda v: x), TASK, TrainConfig(epochs=1, batch_size=4, progress=False))
+
+
 def test_the_contract_fails_for_a_plugin_that_drops_a_bases_term(tiny_backbone):
     base = KgCoOp(tiny_backbone)
     x, y = inputs(base)
