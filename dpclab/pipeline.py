@@ -31,7 +31,7 @@ from dpclab.data.coop import normalise_root
 from dpclab.evaluate import append_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
 from dpclab.io import atomic_torch_save, atomic_write_json, file_lock
-from dpclab.methods import MethodSpec, build_method, default_train
+from dpclab.methods import MethodSpec
 from dpclab.methods.base import learned_state, load_learned_state
 from dpclab.precision import PRECISIONS
 from dpclab.protocol import dataset_train
@@ -407,4 +407,4 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
 
 __all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",
            "step1_config", "step_configs", "with_method_data", "teacher_config", "effective_epochs", "run_dir_for",
-           "dataset_specs", "cached_backbone", "build_method", "default_train", "FEEDS", "DATA_FIELDS"]
+           "dataset_specs", "cached_backbone", "FEEDS", "DATA_FIELDS"]

@@ -91,10 +91,13 @@ def input_dtype(precision: str) -> torch.dtype:
 
 def cast_learned(method: nn.Module, precision: str) -> nn.Module:
     """``fp16``: the method's trainable tensors in half precision (the reference's learned context inherits the
-    CLIP dtype). Call it on a prompt learner *before* a plug-in wraps it (DePT's head stays float32). Other
-    precisions: unchanged."""
+    CLIP dtype), except those under the names in its ``float32_parameters`` (DePT's head). Called on a base method
+    and then on the plug-in that wraps it. Other precisions: unchanged."""
     if precision == "fp16":
-        for p in method.parameters():
+        keep = method.float32_parameters  # a PromptMethod attribute (empty by default)
+        for name, p in method.named_parameters():
+            if any(name == k or name.startswith(k + ".") for k in keep):
+                continue
             if p.requires_grad and p.is_floating_point():
                 p.data = p.data.half()
     return method

@@ -4,8 +4,9 @@ Dassl's ``TEST.FINAL_MODEL "best_val"`` evaluates the val split after every epoc
 val split *is* the base-class test set. :class:`BestBaseEpoch` does the same through :func:`dpclab.train.fit`'s
 ``on_epoch`` hook: it evaluates base test accuracy after every epoch (logged as ``base_test``), keeps the learned
 state of the best epoch (the first of ties, as Dassl's strict ``>``) in ``best.pt`` beside the checkpoint (so a
-resumed run remembers it), and :meth:`restore` loads it after training. A method opts in with ``cfg.select ==
-"best_base"``; the protocol default is the last epoch.
+resumed run remembers it), and :meth:`restore` loads it after training. A method opts in through its
+``selection()`` hook (:class:`~dpclab.methods.base.PromptMethod`; PromptKD returns its ``cfg.select``); the
+protocol default is the last epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from dpclab.methods.base import learned_state, load_learned_state
 
 
 def wants_best_base(method: nn.Module) -> bool:
-    return getattr(getattr(method, "cfg", None), "select", "last") == "best_base"
+    """Whether a run of ``method`` keeps its best base-test epoch (its :meth:`~dpclab.methods.base.PromptMethod.selection`
+    hook)."""
+    return method.selection() == "best_base"
 
 
 class BestBaseEpoch:

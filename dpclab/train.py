@@ -7,7 +7,8 @@ a trainer; the base class's defaults are one parameter group, the plain shuffled
   * ``param_groups(lr) -> list[dict]``  e.g. DePT's head at 6.5x the prompt lr;
   * ``batches(data, epoch, cfg, generator) -> iterable of (x, y)``  e.g. DPC's hard-negative batches
     (``data.task`` names the classes the labels index, so a method can score images before it builds a batch);
-  * ``step(loss, optimizer, scaler)``  one update (a method that changes the update, e.g. projects gradients);
+  * ``step(loss, optimizer, scaler)``  one update from the method's :class:`~dpclab.methods.base.Loss` (its total
+    and named terms; a method that changes the update, e.g. projects one term's gradient, reads them there);
   * ``on_epoch_end(epoch, cfg)``  e.g. PromptSRC's Gaussian prompt aggregation.
 
 The settings are :class:`~dpclab.trainconfig.TrainConfig`, the data :class:`~dpclab.data.examples.Examples`
@@ -39,7 +40,7 @@ from torch import nn
 
 from dpclab.data.examples import Examples, Task
 from dpclab.io import atomic_torch_save
-from dpclab.methods.base import PromptMethod, learned_state, load_learned_state, trainable_parameters
+from dpclab.methods.base import Loss, PromptMethod, learned_state, load_learned_state, trainable_parameters
 from dpclab.precision import autocast, autocast_iter, grad_scaler
 from dpclab.trainconfig import TrainConfig, lr_at_epoch
 
@@ -157,7 +158,11 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                 skip -= 1
                 continue
             with autocast(precision, device):
-                loss, logs = method.loss(x.to(device, non_blocking=True), y.to(device, non_blocking=True), task)
+                result = method.loss(x.to(device, non_blocking=True), y.to(device, non_blocking=True), task)
+            if not isinstance(result, Loss):
+                raise TypeError(f"{type(method).__name__}.loss returned a {type(result).__name__}; it must return a "
+                                f"dpclab.methods.Loss(total, terms, logs, output), whose named terms step() receives.")
+            loss, logs = result.total, result.logs
             if not torch.isfinite(loss):
                 where = (f"the last good checkpoint ({ckpt_path}, epoch {history[-1]['epoch']}) is kept"
                          if ckpt_path is not None and history else "no checkpoint was written")
@@ -165,7 +170,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                     f"Loss became {loss.item()} at epoch {epoch}, step {steps}. Training stopped; {where}. "
                     f"Lower the learning rate or check the inputs."
                 )
-            method.step(loss, opt, scaler)
+            method.step(result, opt, scaler)  # the Loss, with its named terms
             steps += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)

@@ -26,7 +26,8 @@ from conftest import write_json_dataset
 from dpclab.lab.cli import main
 from dpclab.data.coop import DatasetError, FewShotWarning, few_shot, load_dataset
 from dpclab.io import atomic_torch_save, atomic_write_text
-from dpclab.pipeline import Experiment, RunConfig, build_method, run
+from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.methods import resolve
 
 
 def _cli(tmp_path, root, *extra, model="dpclab-test-tiny"):
@@ -150,8 +151,8 @@ def test_learned_state_of_another_backbone_is_rejected(tiny_backbone, wide_model
     from dpclab.backbones import load_clip
     from dpclab.methods.base import learned_state, load_learned_state
 
-    wide = build_method("coop", load_clip(wide_model_name, None, "cpu"))
-    narrow = build_method("coop", tiny_backbone)
+    wide = resolve("coop").build(load_clip(wide_model_name, None, "cpu"))
+    narrow = resolve("coop").build(tiny_backbone)
     with pytest.raises(ValueError, match=r"model.pt does not fit this CoOp \(shape mismatch ctx: \(4, 48\) vs "
                                          r"\(4, 32\)\).*pass the matching settings"):
         load_learned_state(narrow, learned_state(wide), "model.pt")

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from dpclab.methods import METHODS
 from dpclab.methods.base import Task, learned_state, load_learned_state, trainable_parameters
-from dpclab.pipeline import Experiment, RunConfig, build_method, run, train_config
+from dpclab.pipeline import Experiment, RunConfig, run, train_config
+from dpclab.methods import resolve
 from dpclab.train import TrainConfig
 from dpclab.vision import encode_images
 
@@ -93,7 +94,7 @@ def test_method_table_has_the_spec_defaults():
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_trainable_parameters_are_exactly_the_methods(name, tiny_backbone):
-    method = build_method(name, tiny_backbone, seed=1)
+    method = resolve(name).build(tiny_backbone, seed=1)
     assert list(trainable_parameters(method)) == TRAINABLE[name]
     frozen = [n for n, p in method.named_parameters() if not p.requires_grad]
     assert frozen and all(n.startswith("clip.") for n in frozen)
@@ -106,7 +107,7 @@ def test_trainable_parameters_are_exactly_the_methods(name, tiny_backbone):
 
 @pytest.mark.parametrize("name,lr", [("cocoop", 0.02), ("kgcoop", 0.005), ("maple", 0.005), ("promptsrc", 0.005)])
 def test_a_few_steps_lower_the_loss(name, lr, tiny_backbone):
-    method = build_method(name, tiny_backbone, seed=1)
+    method = resolve(name).build(tiny_backbone, seed=1)
     x, y = batch(method)
     losses = sgd_steps(method, x, y, lr, steps=6)
     assert losses[-1] < 0.97 * losses[0], losses
@@ -114,7 +115,7 @@ def test_a_few_steps_lower_the_loss(name, lr, tiny_backbone):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_checkpoint_round_trip(name, tiny_backbone):
-    trained = build_method(name, tiny_backbone, seed=1)
+    trained = resolve(name).build(tiny_backbone, seed=1)
     x, y = batch(trained)
     sgd_steps(trained, x, y, 0.05, steps=1)
     if name == "promptsrc":  # give the aggregation buffers content too
@@ -123,23 +124,23 @@ def test_checkpoint_round_trip(name, tiny_backbone):
     gpa = {k for k in state if k.startswith("gpa_")}
     assert set(state) - gpa == set(TRAINABLE[name])
     assert (len(gpa) == len(TRAINABLE[name])) == (name == "promptsrc")
-    fresh = build_method(name, tiny_backbone, seed=2)
+    fresh = resolve(name).build(tiny_backbone, seed=2)
     assert not torch.equal(fresh(x, TASK).logits, trained(x, TASK).logits)
     load_learned_state(fresh, state)
     assert torch.equal(fresh(x, TASK).logits, trained(x, TASK).logits)
     assert all(torch.equal(v, learned_state(fresh)[k]) for k, v in state.items())
     other = "maple" if name == "promptsrc" else "promptsrc"
     with pytest.raises(ValueError, match="does not fit"):
-        load_learned_state(build_method(other, tiny_backbone), state)
+        load_learned_state(resolve(other).build(tiny_backbone), state)
 
 
 def test_seeded_build_is_reproducible_and_leaves_global_rng_alone(tiny_backbone):
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    a = build_method("promptsrc", tiny_backbone, seed=5)
+    a = resolve("promptsrc").build(tiny_backbone, seed=5)
     assert torch.equal(torch.get_rng_state(), before)
-    b = build_method("promptsrc", tiny_backbone, seed=5)
-    c = build_method("promptsrc", tiny_backbone, seed=6)
+    b = resolve("promptsrc").build(tiny_backbone, seed=5)
+    c = resolve("promptsrc").build(tiny_backbone, seed=6)
     assert torch.equal(a.vision_prompts[0], b.vision_prompts[0])
     assert not torch.equal(a.vision_prompts[0], c.vision_prompts[0])
 
@@ -147,8 +148,8 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng_alone(tiny_backbone)
 # ---------------------------------------------------------------------------------------------- CoCoOp
 
 def test_cocoop_with_zeroed_meta_net_output_is_coop(tiny_backbone):
-    cocoop = build_method("cocoop", tiny_backbone, seed=1)
-    coop = build_method("coop", tiny_backbone)
+    cocoop = resolve("cocoop").build(tiny_backbone, seed=1)
+    coop = resolve("coop").build(tiny_backbone)
     x, _ = batch(cocoop)
     out = cocoop(x, TASK)
     assert out.text_features.shape == (8, 4, 32)
@@ -163,9 +164,9 @@ def test_cocoop_with_zeroed_meta_net_output_is_coop(tiny_backbone):
 
 
 def test_cocoop_chunked_per_image_encoding_matches_one_pass(tiny_backbone):
-    one = build_method("cocoop", tiny_backbone, seed=1)
-    chunked = build_method("cocoop", tiny_backbone, {"max_sequences": 4}, seed=1)  # one image per chunk
-    full = build_method("cocoop", tiny_backbone, {"truncate": False}, seed=1)  # all 77 tokens
+    one = resolve("cocoop").build(tiny_backbone, seed=1)
+    chunked = resolve("cocoop").build(tiny_backbone, {"max_sequences": 4}, seed=1)  # one image per chunk
+    full = resolve("cocoop").build(tiny_backbone, {"truncate": False}, seed=1)  # all 77 tokens
     x, _ = batch(one)
     ref = one(x, TASK).logits
     assert torch.allclose(chunked(x, TASK).logits, ref, atol=1e-5)
@@ -175,14 +176,14 @@ def test_cocoop_chunked_per_image_encoding_matches_one_pass(tiny_backbone):
 # ---------------------------------------------------------------------------------------------- KgCoOp
 
 def test_kgcoop_with_weight_zero_has_coops_loss(tiny_backbone):
-    kg = build_method("kgcoop", tiny_backbone, {"weight": 0.0})
-    coop = build_method("coop", tiny_backbone)
+    kg = resolve("kgcoop").build(tiny_backbone, {"weight": 0.0})
+    coop = resolve("coop").build(tiny_backbone)
     x, y = batch(coop)
     assert kg.loss(x, y, TASK)[0].item() == coop.loss(x, y, TASK)[0].item()
 
 
 def test_kgcoop_guidance_term_and_anchor_template(tiny_backbone):
-    kg = build_method("kgcoop", tiny_backbone)
+    kg = resolve("kgcoop").build(tiny_backbone)
     x, y = batch(kg)
     # untrained context "a photo of a" *is* the anchor template -> the guidance term is zero
     loss, logs = kg.loss(x, y, TASK)
@@ -194,43 +195,43 @@ def test_kgcoop_guidance_term_and_anchor_template(tiny_backbone):
     dtd = Task(TASK.classnames, "{} texture.", "base", "dtd")
     assert kg.anchor_template(dtd) == "a photo of a {}, a type of texture."
     assert kg.anchor_template(TASK) == "a photo of a {}."
-    own = build_method("kgcoop", tiny_backbone, {"template": "itap of a {}."})
+    own = resolve("kgcoop").build(tiny_backbone, {"template": "itap of a {}."})
     assert own.anchor_template(dtd) == "itap of a {}."
     with pytest.raises(ValueError, match="exactly one"):
-        build_method("kgcoop", tiny_backbone, {"template": "no placeholder"})
+        resolve("kgcoop").build(tiny_backbone, {"template": "no placeholder"})
 
 
 # ---------------------------------------------------------------------------------------------- MaPLe
 
 def test_maple_depth_one_without_vision_prompts_is_coop(tiny_backbone):
     shallow = {"prompt_depth": 1, "vision_prompts": False}
-    maple4 = build_method("maple", tiny_backbone, {**shallow, "n_ctx": 4})
+    maple4 = resolve("maple").build(tiny_backbone, {**shallow, "n_ctx": 4})
     assert maple4.input_kind == "features" and list(trainable_parameters(maple4)) == ["ctx"]
-    coop = build_method("coop", tiny_backbone)
+    coop = resolve("coop").build(tiny_backbone)
     x, _ = batch(coop)
     assert torch.equal(maple4(x, TASK).logits, coop(x, TASK).logits)
     # MaPLe's default: "a photo" learned, "of a" fixed words == CoOp with ctx "a photo" before "of a {class}"
-    maple2 = build_method("maple", tiny_backbone, shallow)
+    maple2 = resolve("maple").build(tiny_backbone, shallow)
     assert maple2.fixed_words == "of a" and maple2.ctx.shape == (2, 32)
-    coop2 = build_method("coop", tiny_backbone, {"ctx_init": "a photo"})
+    coop2 = resolve("coop").build(tiny_backbone, {"ctx_init": "a photo"})
     task_of_a = Task(tuple(f"of a {c}" for c in TASK.classnames))
     assert torch.equal(maple2(x, TASK).logits, coop2(x, task_of_a).logits)
 
 
 def test_maple_vision_prompts_are_coupled_to_text_prompts(tiny_backbone):
-    maple = build_method("maple", tiny_backbone, seed=1)
+    maple = resolve("maple").build(tiny_backbone, seed=1)
     assert maple.depth == 2 and maple.input_kind == "pixels"
     x, _ = batch(maple)
     maple.image_features(x).sum().backward()  # the image side alone
     assert maple.ctx.grad.abs().sum() > 0 and maple.deep_text[0].grad.abs().sum() > 0
     with pytest.raises(ValueError, match="n_ctx=5 does not cover whole words"):
-        build_method("maple", tiny_backbone, {"n_ctx": 5})
+        resolve("maple").build(tiny_backbone, {"n_ctx": 5})
 
 
 # ---------------------------------------------------------------------------------------------- PromptSRC
 
 def test_promptsrc_gpa_of_identical_epochs_is_that_epoch(tiny_backbone):
-    method = build_method("promptsrc", tiny_backbone, seed=1)
+    method = resolve("promptsrc").build(tiny_backbone, seed=1)
     before = {k: v.detach().clone() for k, v in trainable_parameters(method).items()}
     cfg = TrainConfig(epochs=20)
     for epoch in range(20):
@@ -243,7 +244,7 @@ def test_promptsrc_gpa_weights_epochs_by_a_gaussian(tiny_backbone):
     """Parameters equal to the 1-based epoch number, Gaussian centred at 2.5 over 4 epochs: by symmetry the
     aggregate is exactly 2.5; centred at 15 over 4 epochs, it is (numerically) the last epoch."""
     for mean, expected in [(2.5, 2.5), (15.0, 4.0)]:
-        method = build_method("promptsrc", tiny_backbone, {"gpa_mean": mean}, seed=1)
+        method = resolve("promptsrc").build(tiny_backbone, {"gpa_mean": mean}, seed=1)
         params = trainable_parameters(method)
         cfg = TrainConfig(epochs=4)
         for epoch in range(4):
@@ -256,7 +257,7 @@ def test_promptsrc_gpa_weights_epochs_by_a_gaussian(tiny_backbone):
 
 
 def test_promptsrc_loss_terms(tiny_backbone):
-    method = build_method("promptsrc", tiny_backbone, seed=1)
+    method = resolve("promptsrc").build(tiny_backbone, seed=1)
     x, y = batch(method)
     loss, logs = method.loss(x, y, TASK)
     assert loss.item() == pytest.approx(logs["ce"] + 25 * logs["l1_text"] + 10 * logs["l1_image"] + logs["kl"],
@@ -269,7 +270,7 @@ def test_promptsrc_loss_terms(tiny_backbone):
     kl = (p_zs * (p_zs.log() - logp)).sum() / out.logits.numel()
     assert logs["kl"] == pytest.approx(kl.item(), rel=1e-4, abs=1e-7)
     # without vision prompts the prompted image features are the frozen ones: no image term
-    text_only = build_method("promptsrc", tiny_backbone, {"vision_depth": 0}, seed=1)
+    text_only = resolve("promptsrc").build(tiny_backbone, {"vision_depth": 0}, seed=1)
     assert list(trainable_parameters(text_only)) == ["ctx", "deep_text.0"]
     assert text_only.loss(x, y, TASK)[1]["l1_image"] == 0.0
     assert anchor.shape == (4, 32) and torch.allclose(anchor.norm(dim=-1), torch.ones(4))
@@ -286,7 +287,7 @@ def test_promptsrc_interrupted_training_resumes_with_its_aggregate(json_root, tm
     method_cfg = {"gpa_mean": 2.0, "templates": ("a photo of a {}.", "itap of a {}.")}
 
     def train(run_dir, stop_after=None, method=None):
-        method = method or build_method("promptsrc", tiny_backbone, method_cfg, seed=1)
+        method = method or resolve("promptsrc").build(tiny_backbone, method_cfg, seed=1)
         fit(method, exp.train_examples("pixels"), exp.train_task, tcfg, run_dir, {}, stop_after=stop_after)
         return method
 

@@ -2,8 +2,10 @@
 
 Names come from :func:`dpclab.methods.method_names`, so a method (or plug-in) added to the table is tested here
 without touching this file. Per name: it is a declared :class:`PromptMethod`; output shapes; gradients reach
-exactly its own trainable parameters (CLIP untouched); its learned state round-trips through a file into a fresh
-instance; one ``fit`` epoch runs and its diagnostics are numbers. Then the refusal paths. Tiny random CLIP (2+2 layers)
+exactly its own trainable parameters (CLIP untouched); its loss is the weighted sum of its named terms, and a plug-in
+trained jointly with its base keeps every term of the base; its learned state round-trips through a file into a fresh
+instance; one ``fit`` epoch runs and its diagnostics are numbers. Then the hooks (every one declared on
+:class:`PromptMethod` with a default, every one forwarded by :class:`Plugin`) and the refusal paths. Tiny random CLIP (2+2 layers)
 and fixture images. :func:`run_contract` runs the per-name tests on a name registered elsewhere (tests/test_extending.py
 registers a toy method from its own module).
 """
@@ -17,16 +19,18 @@ import pytest
 import torch
 
 from conftest import write_json_dataset
-from dpclab.methods import METHODS, PLUGINS, method_names, parse_method, resolve
-from dpclab.methods.base import (INPUT_KINDS, Plugin, PromptMethod, Task, learned_state, load_learned_state,
-                                 trainable_parameters)
+from dpclab.methods import METHODS, PLUGINS, method_names, resolve
+from dpclab.methods.base import (INPUT_KINDS, Loss, Output, Plugin, PromptMethod, Task, learned_state,
+                                 load_learned_state, trainable_parameters, weighted_sum)
 from dpclab.methods.coop import CoOp
-from dpclab.methods import build_method
+from dpclab.methods.kgcoop import KgCoOp
 from dpclab.pipeline import Experiment, RunConfig
 from dpclab.train import Examples, TrainConfig, fit
 
 NAMES = method_names()
-TRAINABLE = [n for n in NAMES if METHODS[parse_method(n)[0]].trainable]
+TRAINABLE = [n for n in NAMES if resolve(n).trainable]
+#: base+plug-in pairs trained jointly (the plug-in's loss must keep the base's terms; DPC's step 2 trains P' alone)
+JOINT = [n for n in TRAINABLE if resolve(n).plugin and not resolve(n).two_step]
 #: pairs of a method and a plug-in that the tables refuse (refused by the plug-in, or a base that trains nothing)
 REFUSED = [f"{m}+{p}" for m in METHODS for p in PLUGINS if f"{m}+{p}" not in NAMES]
 
@@ -35,7 +39,7 @@ NEW = Task(("boat", "blue house", "apple"), "a photo of a {}.", "new", "eurosat"
 
 
 def build(name: str, backbone, seed: int = 0) -> PromptMethod:
-    return build_method(name, backbone, n_classes=len(TASK.classnames), seed=seed)
+    return resolve(name).build(backbone, n_classes=len(TASK.classnames), seed=seed)
 
 
 def inputs(method: PromptMethod, seed: int = 0, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,14 +56,15 @@ def test_the_table_admits_every_trainable_pair():
     assert set(NAMES) >= set(METHODS)
     pairs = {n for n in NAMES if "+" in n}
     assert len(pairs) + len(REFUSED) == len(METHODS) * len(PLUGINS)
-    assert all(parse_method(n)[0] in trainable for n in pairs)
+    assert all(resolve(n).base in trainable or PLUGINS[resolve(n).plugin].wraps_frozen for n in pairs)
     assert len(TRAINABLE) == len(trainable) + len(pairs)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_method_declares_the_contract(name, tiny_backbone):
     method = build(name, tiny_backbone)
-    base_name, plugin = parse_method(name)
+    spec = resolve(name)
+    base_name, plugin = spec.base, spec.plugin
     assert isinstance(method, PromptMethod) and method.input_kind in INPUT_KINDS
     assert METHODS[base_name].cls.input_kind in INPUT_KINDS  # declared on the class
     assert method.clip is tiny_backbone.model and method.tokenizer is tiny_backbone.tokenizer
@@ -70,14 +75,14 @@ def test_method_declares_the_contract(name, tiny_backbone):
         assert isinstance(method, Plugin) and type(method) is PLUGINS[plugin].cls
         assert isinstance(method.base, METHODS[base_name].cls)
         assert method.input_kind == method.base.input_kind and method.clip is method.base.clip
-    assert bool(trainable_parameters(method)) == METHODS[base_name].trainable
+    assert bool(trainable_parameters(method)) == spec.trainable
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_output_shapes(name, tiny_backbone):
     method = build(name, tiny_backbone)
     x, y = inputs(method)
-    if METHODS[parse_method(name)[0]].trainable:
+    if resolve(name).trainable:
         method.loss(x, y, TASK)  # a plug-in's training-time state (DePT binds its head to the classes)
     method.eval()
     embed = tiny_backbone.model.text_projection.shape[-1]
@@ -94,7 +99,8 @@ def test_output_shapes(name, tiny_backbone):
 def test_gradients_reach_exactly_the_methods_own_parameters(name, tiny_backbone):
     method = build(name, tiny_backbone)
     x, y = inputs(method)
-    loss, logs = method.loss(x, y, TASK)
+    result = method.loss(x, y, TASK)
+    loss, logs = result.total, result.logs
     assert torch.isfinite(loss) and {"loss", "acc"} <= set(logs)
     loss.backward()
     with_grad = {n for n, p in method.named_parameters(remove_duplicate=False) if p.grad is not None}
@@ -104,6 +110,110 @@ def test_gradients_reach_exactly_the_methods_own_parameters(name, tiny_backbone)
     groups = method.param_groups(0.1)
     grouped = [p for g in groups for p in g["params"]]
     assert sorted(map(id, grouped)) == sorted(map(id, trainable_parameters(method).values()))
+
+
+def check_loss(method: PromptMethod, x: torch.Tensor, y: torch.Tensor, task: Task = TASK) -> Loss:
+    """The loss contract: a :class:`Loss` whose total is the weighted sum of its named terms (what ``step`` receives),
+    logged as ``loss``; a plug-in trained jointly with its base keeps every term of the base (KgCoOp's ``kg``...)."""
+    result = method.loss(x, y, task)
+    assert isinstance(result, Loss) and isinstance(result.output, Output) and result.terms
+    assert all(isinstance(k, str) and v.dim() == 0 for k, (w, v) in result.terms.items())
+    assert torch.allclose(weighted_sum(result.terms).float(), result.total.float(), rtol=1e-5, atol=1e-6)
+    assert result.logs["loss"] == pytest.approx(result.total.item(), rel=1e-6)
+    if isinstance(method, Plugin):
+        with torch.no_grad():
+            out = method.base(x, task)
+            own = set(method.base.loss_terms(out, x, y, task))
+        missing = own - set(result.terms)
+        assert not missing, f"{type(method).__name__} drops its base's loss term(s) {sorted(missing)}"
+    return result
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_the_loss_is_its_named_terms_and_a_joint_plugin_keeps_the_bases(name, tiny_backbone):
+    method = build(name, tiny_backbone)
+    x, y = inputs(method)
+    if resolve(name).two_step:  # DPC's step 2: its own objective on P' alone (the base's terms belonged to step 1)
+        result = method.loss(x, y, TASK)
+        assert torch.allclose(weighted_sum(result.terms), result.total)
+    else:
+        check_loss(method, x, y)
+
+
+class DropsTerms(Plugin):
+    """A plug-in that forgets the contract: its loss is the base's cross-entropy alone."""
+
+    def loss(self, x, y, task):
+        out = self(x, task)
+        ce = torch.nn.functional.cross_entropy(out.logits, y)
+        return Loss(ce, {"ce": (1.0, ce)}, {"loss": ce.item(), "acc": 0.0}, out)
+
+
+class Scaled(Plugin):
+    """A plug-in that only defines ``forward`` (its base's logits, halved): the default loss keeps the base's terms,
+    since :class:`Plugin` forwards ``loss_terms``."""
+
+    def forward(self, x, task):
+        out = self.base(x, task)
+        return Output(out.logits / 2, out.image_features, out.text_features, out.extras)
+
+
+def test_fit_refuses_a_loss_without_its_terms(tiny_backbone):
+    """A loss in the old form ``(total, logs)`` is refused in one line: ``step`` needs the named terms."""
+    method = CoOp(tiny_backbone)
+    method.loss = lambda x, y, task: (torch.zeros((), requires_grad=True), {})
+    x, y = inputs(method, n=4)
+    with pytest.raises(TypeError, match="CoOp.loss returned a tuple; it must return a dpclab.methods.Loss"):
+        fit(method, Examples(y, features=lambda v: x), TASK, TrainConfig(epochs=1, batch_size=4, progress=False))
+
+
+def test_the_contract_fails_for_a_plugin_that_drops_a_bases_term(tiny_backbone):
+    base = KgCoOp(tiny_backbone)
+    x, y = inputs(base)
+    with pytest.raises(AssertionError, match=r"DropsTerms drops its base's loss term\(s\) \['kg'\]"):
+        check_loss(DropsTerms(base), x, y)
+    kept = check_loss(Scaled(KgCoOp(tiny_backbone)), x, y)
+    assert list(kept.terms) == ["ce", "kg"] and kept.terms["kg"][0] == 8.0
+
+
+#: every hook :class:`PromptMethod` declares (beyond the forward pass and the loss): all have defaults there
+HOOKS = ("loss_terms", "param_groups", "batches", "step", "on_epoch_end", "hard_negative_scores", "deep_prompt_names",
+         "selection", "diagnostics")
+
+
+def test_every_hook_is_declared_with_a_default_and_a_plugin_forwards_it(tiny_backbone):
+    """The hooks are methods of :class:`PromptMethod` (no caller asks ``getattr(method, hook, None)``), and
+    :class:`Plugin` overrides each one to forward it to its base: a plug-in that defines nothing behaves as its base."""
+    own = {n for n, v in vars(PromptMethod).items() if callable(v) and not n.startswith("_")}
+    assert own - {"forward", "loss", "image_features", "task_text_features"} == set(HOOKS)
+    assert set(HOOKS) <= set(vars(Plugin))
+
+    calls = []
+
+    class Recorder(KgCoOp):
+        pass
+
+    for hook in HOOKS:
+        def record(self, *args, _hook=hook, **kw):
+            calls.append(_hook)
+            return getattr(KgCoOp, _hook)(self, *args, **kw)
+        setattr(Recorder, hook, record)
+
+    class Data:
+        def batches(self, epoch, cfg, generator):
+            return ["the base's batches"]
+
+    base = Recorder(tiny_backbone)
+    plugin = Scaled(base)
+    x, y = inputs(base)
+    assert set(plugin.loss_terms(base(x, TASK), x, y, TASK)) == {"kg"}
+    assert plugin.batches(Data(), 0, None, None) == ["the base's batches"]
+    plugin.on_epoch_end(0, None)
+    assert plugin.hard_negative_scores(x, TASK) is None and plugin.deep_prompt_names() == []
+    assert plugin.selection() == "last" and plugin.diagnostics(None) == {}
+    opt = torch.optim.SGD(plugin.param_groups(0.1), lr=0.1)
+    plugin.step(plugin.loss(x, y, TASK), opt, torch.amp.GradScaler("cpu", enabled=False))
+    assert set(calls) == set(HOOKS)
 
 
 @pytest.mark.parametrize("name", TRAINABLE)
@@ -139,7 +249,7 @@ def experiment(tmp_path_factory, tiny_backbone) -> Experiment:
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_one_fit_epoch_trains_the_method_and_nothing_else(name, tiny_backbone, experiment):
     task = experiment.train_task
-    method = build_method(name, tiny_backbone, n_classes=len(task.classnames), seed=0)
+    method = resolve(name).build(tiny_backbone, n_classes=len(task.classnames), seed=0)
     clip_before = {k: v.clone() for k, v in method.clip.state_dict().items()}
     own_before = {k: v.detach().clone() for k, v in trainable_parameters(method).items()}
     cfg = TrainConfig(epochs=1, batch_size=2, lr=0.01, warmup_epochs=0, n_views=1, progress=False)
@@ -191,7 +301,7 @@ class SignSGD(CoOp):
 
     def step(self, loss, optimizer, scaler):
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.total.backward()
         with torch.no_grad():
             for p in trainable_parameters(self).values():
                 p -= 0.01 * p.grad.sign()
@@ -220,12 +330,13 @@ def test_the_step_hook_owns_the_update_and_plugins_honour_it(tiny_backbone):
     dpc.base.step = lambda loss, opt, scaler: calls.append("dpc base")
     x, y = inputs(dpc, n=4)
     opt = torch.optim.SGD(dpc.param_groups(0.1), lr=0.1)
-    dpc.step(dpc.loss(x, y, TASK)[0], opt, torch.amp.GradScaler("cpu", enabled=False))
+    dpc.step(dpc.loss(x, y, TASK), opt, torch.amp.GradScaler("cpu", enabled=False))
     assert calls == ["base"]
 
 
 #: the per-name contract tests (tests that take a method ``name``), run by :func:`run_contract`
 PER_NAME = (test_method_declares_the_contract, test_output_shapes, test_gradients_reach_exactly_the_methods_own_parameters,
+            test_the_loss_is_its_named_terms_and_a_joint_plugin_keeps_the_bases,
             test_learned_state_round_trips_through_a_file, test_one_fit_epoch_trains_the_method_and_nothing_else)
 
 
@@ -255,7 +366,7 @@ def test_unknown_names_are_refused_with_the_choices(name, tiny_backbone):
 def test_refused_pairs_fail_before_anything_is_built(name, tiny_backbone):
     base, plugin = name.split("+")
     with pytest.raises(ValueError, match=rf"'{plugin}' cannot wrap '{base}': .*Choose one of .*{plugin}"):
-        parse_method(name)
+        resolve(name)
     with pytest.raises(ValueError, match="cannot wrap"):
         build(name, tiny_backbone)
 

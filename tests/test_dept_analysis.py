@@ -11,7 +11,7 @@ import torch
 from dpclab.methods import PLUGINS, learned_state, load_learned_state
 from dpclab.methods.base import Task
 from dpclab.methods.dept import DePT, DePTConfig, fuse_log_probs
-from dpclab.pipeline import build_method
+from dpclab.methods import resolve
 from dpclab.train import Examples, TrainConfig, fit
 
 BASE = Task(("cat", "dog", "car", "tree"), split="base")
@@ -27,7 +27,7 @@ def _separable(n_classes: int = 4, per_class: int = 8, dim: int = 32, seed: int 
 
 def _dept(backbone, **cfg) -> DePT:
     torch.manual_seed(0)
-    return build_method("coop+dept", backbone, {"n_classes": 4, **cfg})
+    return resolve("coop+dept").build(backbone, {"n_classes": 4, **cfg})
 
 
 def _train(method, feats, labels, epochs=6, lr=0.05, run_dir=None):
@@ -47,7 +47,7 @@ def test_dept_is_registered_with_reference_defaults(tiny_backbone):
     assert torch.equal(m.cwt_img.gamma, torch.ones(32)) and torch.equal(m.cwt_text.beta, torch.zeros(32))
     assert m.head.weight.shape == (4, 32)
     with pytest.raises(ValueError, match="n_classes"):
-        DePT(build_method("coop", tiny_backbone), DePTConfig())
+        DePT(resolve("coop").build(tiny_backbone), DePTConfig())
 
 
 def test_dept_trainable_params_are_prompt_and_cat_head_only(tiny_backbone):
@@ -97,7 +97,7 @@ def test_dept_checkpoint_round_trip(tiny_backbone):
     fresh.eval()
     assert torch.equal(fresh.head_class_ids, m.head_class_ids)
     assert torch.equal(fresh(feats, BASE).logits, m(feats, BASE).logits)
-    other = build_method("coop+dept", tiny_backbone, {"n_classes": 5})
+    other = resolve("coop+dept").build(tiny_backbone, {"n_classes": 5})
     with pytest.raises(ValueError, match="shape mismatch head"):
         load_learned_state(other, learned_state(m))
 
@@ -153,7 +153,7 @@ def test_regulariser_weighting_modes(tiny_backbone):
 
 def test_dept_adds_kgcoops_own_term_at_its_own_weight(tiny_backbone):
     """KgCoOp+DePT: the loss is lam*CE_cat + (1-lam)*CE_itm + W*(KgCoOp's term), the term as KgCoOp computes it."""
-    m = build_method("kgcoop+dept", tiny_backbone, {"n_classes": 4}, seed=0)
+    m = resolve("kgcoop+dept").build(tiny_backbone, {"n_classes": 4}, seed=0)
     with torch.no_grad():  # away from the hand-written prompt, so KgCoOp's term is not 0
         m.base.ctx.add_(0.5 * torch.randn(m.base.ctx.shape, generator=torch.Generator().manual_seed(0)))
     feats, labels = _separable()
@@ -193,16 +193,16 @@ def test_plugin_sets_base_config_defaults(tiny_backbone, monkeypatch):
     spec = PLUGINS["dept"]
     assert spec.base_cfg_by_base["kgcoop"] == {"weight": 2.0}
     monkeypatch.setitem(PLUGINS, "dept", PluginEntry(DePT, DePTConfig, base_cfg_by_base={"coop": {"ctx_init": None}}))
-    m = build_method("coop+dept", tiny_backbone, {"n_classes": 4})
+    m = resolve("coop+dept").build(tiny_backbone, {"n_classes": 4})
     assert m.base.cfg.ctx_init is None
-    m = build_method("coop+dept", tiny_backbone, {"n_classes": 4}, base_overrides={"ctx_init": "a"})
+    m = resolve("coop+dept").build(tiny_backbone, {"n_classes": 4}, base_overrides={"ctx_init": "a"})
     assert m.base.cfg.ctx_init == "a"
 
 
 def test_kgcoop_dept_uses_w_2(tiny_backbone):
-    m = build_method("kgcoop+dept", tiny_backbone, {"n_classes": 4})
+    m = resolve("kgcoop+dept").build(tiny_backbone, {"n_classes": 4})
     assert m.base.cfg.weight == 2.0
-    assert build_method("kgcoop", tiny_backbone).cfg.weight == 8.0
+    assert resolve("kgcoop").build(tiny_backbone).cfg.weight == 8.0
 
 
 def test_run_coop_dept_end_to_end(json_root, tmp_path, tiny_backbone):
@@ -301,7 +301,7 @@ def test_linearity_gap_zero_for_linear_encoder_positive_for_nonlinear():
 
 def test_prompt_mix_fn_on_coop(tiny_backbone):
     torch.manual_seed(0)
-    coop = build_method("coop", tiny_backbone)
+    coop = resolve("coop").build(tiny_backbone)
     p = coop.ctx.detach().clone()
     pp = p + 0.5 * torch.randn_like(p)
     fn = analysis.prompt_mix_fn(coop, {"ctx": (p, pp)}, BASE)

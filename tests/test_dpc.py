@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from dpclab.methods import PLUGINS
 from dpclab.methods.base import Task, learned_state, load_learned_state, trainable_parameters
 from dpclab.methods.dpc import DPC, DPCConfig, sample_negative_classes, symmetric_infonce
-from dpclab.pipeline import Experiment, RunConfig, build_method, run
+from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.methods import resolve
 from dpclab.train import Examples, TrainConfig, fit
 
 NAMES = tuple(f"thing {i}" for i in range(12))
@@ -22,7 +23,7 @@ BASE, NEW = Task(NAMES[:6], split="base"), Task(NAMES[6:], split="new")
 
 def _dpc(backbone, seed: int = 0, **cfg) -> DPC:
     """A DPC whose P' differs from P (as after training), on a CoOp whose P differs from its init."""
-    coop = build_method("coop", backbone)
+    coop = resolve("coop").build(backbone)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         coop.ctx.add_(0.05 * torch.randn(coop.ctx.shape, generator=g))
@@ -111,7 +112,7 @@ def test_bad_options_are_rejected_with_the_fix():
 
 def test_zero_shot_cannot_be_wrapped(tiny_backbone):
     with pytest.raises(ValueError, match="no trainable tensors.*tuned prompt learner"):
-        DPC(build_method("zeroshot", tiny_backbone))
+        DPC(resolve("zeroshot").build(tiny_backbone))
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
@@ -221,7 +222,7 @@ def test_checkpoint_round_trips(tiny_backbone):
     dpc = _dpc(tiny_backbone, mode="reparam")
     state = learned_state(dpc)
     assert sorted(state) == ["base.ctx", "prompt.ctx"]  # no CLIP weights in a DPC checkpoint
-    fresh = DPC(build_method("coop", tiny_backbone), DPCConfig(mode="reparam")).eval()
+    fresh = DPC(resolve("coop").build(tiny_backbone), DPCConfig(mode="reparam")).eval()
     load_learned_state(fresh, state)
     x = _features(6)
     with torch.no_grad():
@@ -274,7 +275,7 @@ def test_run_coop_plus_dpc_end_to_end_keeps_new_and_resumes(json_root, tmp_path,
     cfg2 = _cfg(json_root, tmp_path, runs_dir=str(tmp_path / "runs2"), results=None)
     step1 = run(_cfg(json_root, tmp_path, method="coop", runs_dir=str(tmp_path / "runs2"), results=None,
                      train=cfg.base_train, base_train={}), experiment=exp)
-    method = build_method("coop+dpc", tiny_backbone, n_classes=3, base_method=step1.method)
+    method = resolve("coop+dpc").build(tiny_backbone, n_classes=3, base_method=step1.method)
     fit(method, exp.train_examples("features"), exp.train_task, train_config(cfg2),
         run_dir_for(cfg2, tiny_backbone, exp.inputs_key(), {"dpc": 1}),
         _fingerprint(cfg2, tiny_backbone, exp, revision={"dpc": 1}), stop_after=2)
@@ -371,7 +372,7 @@ def test_routing_pieces():
 def test_dpc_covers_every_prompt_tensor_of_deep_prompt_bases(tiny_backbone, name):
     """For deep/multimodal prompts P is *all* trainable tensors; ω_n = 0 still reproduces the base exactly, and a
     training step moves only P'."""
-    base = build_method(name, tiny_backbone)
+    base = resolve(name).build(tiny_backbone)
     names = list(trainable_parameters(base))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -12,7 +12,8 @@ import torch
 from dpclab.methods.base import Task
 from dpclab.methods.dpc import (DPC, DPCConfig, STEP2_FIRST_VIEW, released_fill, sample_negative_classes,
                                 step2_view)
-from dpclab.pipeline import Experiment, RunConfig, build_method, run
+from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.methods import resolve
 from dpclab.train import Examples, TrainConfig
 
 NAMES = tuple(f"thing {i}" for i in range(6))
@@ -82,12 +83,12 @@ def test_released_sampler_fills_through_its_rule_and_uniform_mode_from_all_unuse
 
 
 def test_dpc_modes_pick_their_rule(tiny_backbone):
-    coop = build_method("coop", tiny_backbone)
+    coop = resolve("coop").build(tiny_backbone)
     labels = torch.arange(6).repeat_interleave(2)
     feats = torch.randn(12, 32, generator=torch.Generator().manual_seed(0))
     found = {}
     for mode in ("paper", "released"):
-        dpc = DPC(build_method("coop", tiny_backbone), DPCConfig(mode=mode, top_k=2, min_negatives=4)).train()
+        dpc = DPC(resolve("coop").build(tiny_backbone), DPCConfig(mode=mode, top_k=2, min_negatives=4)).train()
         dpc.base.load_state_dict(coop.state_dict())
         classes = set()
         for seed in range(30):
@@ -114,7 +115,7 @@ def test_step_two_reads_fresh_views_never_step_ones(tiny_backbone, mode):
     data = _Recorder(torch.arange(6).repeat(2), torch.randn(12, 32))
     data.task = BASE
     cfg = TrainConfig(epochs=20, batch_size=4, progress=False)
-    dpc = DPC(build_method("coop", tiny_backbone), DPCConfig(mode=mode))
+    dpc = DPC(resolve("coop").build(tiny_backbone), DPCConfig(mode=mode))
     for epoch in (0, 1, 19):
         for _ in dpc.batches(data, epoch, cfg, torch.Generator().manual_seed(epoch)):
             pass
@@ -138,7 +139,7 @@ def test_pixel_bases_read_fresh_views_too(tiny_backbone):
             return x, y, []
 
     data = Pixels(torch.arange(6), items=[], task=BASE)
-    dpc = Stub(build_method("coop", tiny_backbone))
+    dpc = Stub(resolve("coop").build(tiny_backbone))
     list(dpc.batches(data, 3, TrainConfig(epochs=20, batch_size=3), torch.Generator()))
     assert asked == [STEP2_FIRST_VIEW + 3]
     assert data.epoch_view(3, TrainConfig(epochs=20)) == 3  # what step 1 read in that epoch

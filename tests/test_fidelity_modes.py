@@ -9,14 +9,14 @@ from dpclab.methods.base import Task
 from dpclab.methods.dept import DePT, DePTConfig
 from dpclab.lab.paper_numbers import DEPT_COOP_BASELINE, DEPT_KGCOOP_BASELINE, released_setting, reproduction_runs
 from dpclab.methods.dpc import DPC, DPCConfig, duplicate_row_infonce
-from dpclab.pipeline import build_method
+from dpclab.methods import resolve
 
 NAMES = tuple(f"thing {i}" for i in range(6))
 BASE, NEW = Task(NAMES, split="base"), Task(tuple(f"other {i}" for i in range(4)), split="new")
 
 
 def _released(backbone, omega_b: float = 0.2) -> DPC:
-    coop = build_method("coop", backbone)
+    coop = resolve("coop").build(backbone)
     with torch.no_grad():
         coop.ctx.add_(0.05 * torch.randn(coop.ctx.shape, generator=torch.Generator().manual_seed(0)))
     return DPC(coop, DPCConfig(mode="released", omega_b=omega_b))
@@ -33,7 +33,7 @@ def test_released_mode_step_is_sgd_at_lr_over_omega_with_decay_omega_lambda(tiny
     trained directly, step for step."""
     w, lr = 0.2, 0.05
     dpc = _released(tiny_backbone, w)
-    direct = build_method("coop", tiny_backbone)  # P' trained directly with the claimed hyper-parameters
+    direct = resolve("coop").build(tiny_backbone)  # P' trained directly with the claimed hyper-parameters
     with torch.no_grad():
         direct.ctx.copy_(dpc.prime()["ctx"])
     x, y = _batch()
@@ -72,7 +72,7 @@ def test_released_loss_is_the_duplicate_row_infonce(tiny_backbone):
     i2t = -torch.log_softmax(s * i @ rows.t(), dim=1)[range(n), range(n)].mean()
     t2i = -torch.log_softmax(s * rows @ i.t(), dim=1)[range(n), range(n)].mean()
     torch.testing.assert_close(loss, (i2t + t2i) / 2, atol=1e-5, rtol=0)
-    merged = DPC(build_method("coop", tiny_backbone), DPCConfig(mode="paper"))
+    merged = DPC(resolve("coop").build(tiny_backbone), DPCConfig(mode="paper"))
     with torch.no_grad():
         merged.base.ctx.copy_(dpc.base.ctx)
         merged.prompt["ctx"].copy_(dpc.base.ctx)
@@ -98,7 +98,7 @@ def test_released_mode_leaves_new_classes_exactly_at_step_one(tiny_backbone):
 
 def _dept(backbone, **cfg) -> DePT:
     torch.manual_seed(0)
-    dept = DePT(build_method("coop", backbone), DePTConfig(n_classes=len(NAMES), **cfg))
+    dept = DePT(resolve("coop").build(backbone), DePTConfig(n_classes=len(NAMES), **cfg))
     dept._bind_classes(NAMES)
     with torch.no_grad():
         dept.head.weight.normal_(0, 1.0)
@@ -144,7 +144,7 @@ def test_reproduction_runs_are_the_released_settings_as_data():
 
 
 def test_coop_with_16_random_tokens_builds(tiny_backbone):
-    m = build_method("coop", tiny_backbone, released_setting(DEPT_COOP_BASELINE)["method_cfg"], seed=1)
+    m = resolve("coop").build(tiny_backbone, released_setting(DEPT_COOP_BASELINE)["method_cfg"], seed=1)
     assert m.ctx.shape[0] == 16
 
 
@@ -152,11 +152,11 @@ def test_coop_with_16_random_tokens_builds(tiny_backbone):
                                       ("promptsrc", {"n_ctx_text": 16})])
 def test_ctx_init_with_another_token_count_is_refused(tiny_backbone, name, cfg):
     with pytest.raises(ValueError, match="ctx_init='a photo of a' has 4 tokens.*ctx_init=None"):
-        build_method(name, tiny_backbone, cfg)
+        resolve(name).build(tiny_backbone, cfg)
 
 
 def test_ctx_init_alone_sets_the_count_and_matching_counts_work(tiny_backbone):
-    assert build_method("coop", tiny_backbone, {"ctx_init": "a photo"}).ctx.shape[0] == 2
-    assert build_method("coop", tiny_backbone, {"n_ctx": 4}).ctx.shape[0] == 4
-    assert build_method("coop", tiny_backbone, {"n_ctx": 8, "ctx_init": None}, seed=1).ctx.shape[0] == 8
-    assert build_method("coop", tiny_backbone, {"ctx_init": None}, seed=1).ctx.shape[0] == 4
+    assert resolve("coop").build(tiny_backbone, {"ctx_init": "a photo"}).ctx.shape[0] == 2
+    assert resolve("coop").build(tiny_backbone, {"n_ctx": 4}).ctx.shape[0] == 4
+    assert resolve("coop").build(tiny_backbone, {"n_ctx": 8, "ctx_init": None}, seed=1).ctx.shape[0] == 8
+    assert resolve("coop").build(tiny_backbone, {"ctx_init": None}, seed=1).ctx.shape[0] == 4

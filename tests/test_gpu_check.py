@@ -5,6 +5,8 @@ phase recorded, the next one run; the budget enforced); the float16 gradient sca
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -143,7 +145,8 @@ def test_float16_gradient_scaler_path_on_a_cpu(json_root, tmp_path, tiny_backbon
     GradScaler take float16), a fit scales the loss, skips the steps whose gradients overflow (the scale halves, the
     prompt does not move), keeps the scaler's state in its checkpoint and restores it on resume: bit-identical."""
     import dpclab.precision as precision
-    from dpclab.pipeline import Experiment, RunConfig, build_method
+    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.methods import resolve
     from dpclab.train import TrainConfig, fit
 
     monkeypatch.setattr(precision, "amp_dtype", lambda device: torch.float16)  # what CUDA gets
@@ -159,22 +162,22 @@ def test_float16_gradient_scaler_path_on_a_cpu(json_root, tmp_path, tiny_backbon
     tcfg = TrainConfig(epochs=3, batch_size=4, lr=0.05, seed=1, progress=False)
 
     # an overflowing gradient: the step is skipped and the scale halves
-    method = build_method("coop", tiny_backbone)
+    method = resolve("coop").build(tiny_backbone)
     before = method.ctx.detach().clone()
     opt = torch.optim.SGD([method.ctx], lr=0.1)
     with precision.autocast("amp", cpu):
-        loss, _ = method.loss(data.features(0)[:4], data.labels[:4], task)
-    method.step(loss * float("inf"), opt, scaler)
+        loss = method.loss(data.features(0)[:4], data.labels[:4], task)
+    method.step(dataclasses.replace(loss, total=loss.total * float("inf")), opt, scaler)
     assert torch.equal(method.ctx, before) and scaler.get_scale() == 32768.0
 
-    whole = build_method("coop", tiny_backbone)
+    whole = resolve("coop").build(tiny_backbone)
     full = fit(whole, data, task, tcfg, precision="amp")
     assert not torch.equal(whole.ctx, before)  # it trained (the scale fell until steps went through)
-    cut = build_method("coop", tiny_backbone)
+    cut = resolve("coop").build(tiny_backbone)
     fit(cut, data, task, tcfg, tmp_path / "rd", stop_after=1, precision="amp")
     saved = torch.load(tmp_path / "rd" / "checkpoint.pt", weights_only=True)
     assert "scaler" in saved and saved["scaler"]["scale"] < 65536.0
-    resumed = build_method("coop", tiny_backbone)
+    resumed = resolve("coop").build(tiny_backbone)
     hist = fit(resumed, data, task, tcfg, tmp_path / "rd", precision="amp")
     assert [h["loss"] for h in hist] == [h["loss"] for h in full] and torch.equal(resumed.ctx, whole.ctx)
 

@@ -164,7 +164,8 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
     batches (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps, ends bit-identical;
     a pixel method (MaPLe) decodes none of the skipped images."""
     from dpclab.methods.dpc import DPC
-    from dpclab.pipeline import Experiment, RunConfig, build_method
+    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.methods import resolve
     from dpclab.train import TrainConfig, fit
 
     cfg = RunConfig(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
@@ -175,8 +176,8 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
 
     def fresh():
         if method != "coop+dpc":
-            return build_method(method, tiny_backbone, seed=1)
-        base = build_method("coop", tiny_backbone)
+            return resolve(method).build(tiny_backbone, seed=1)
+        base = resolve("coop").build(tiny_backbone)
         with torch.no_grad():
             base.ctx.add_(0.01 * torch.randn(base.ctx.shape, generator=torch.Generator().manual_seed(0)))
         return DPC(base)

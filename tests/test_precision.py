@@ -16,7 +16,8 @@ from dpclab.backbones import load_clip
 from dpclab.methods import METHODS, PLUGINS
 from dpclab.methods.base import Task
 from dpclab.methods.coop import CoOp
-from dpclab.pipeline import RunConfig, build_method, run
+from dpclab.pipeline import RunConfig, run
+from dpclab.methods import resolve
 from dpclab.precision import PRECISIONS, autocast, cast_learned, check_precision, input_dtype
 from dpclab.train import Examples, TrainConfig, fit
 
@@ -79,9 +80,9 @@ def test_every_method_fits_in_every_precision(embedded, name, precision):
     torch.manual_seed(0)
     base_name, plugin = name.partition("+")[::2]
     if plugin == "dpc":  # DPC wraps a tuned base: its prompts are P
-        method = build_method(name, bb, base_method=build_method(base_name, bb, seed=1), seed=1)
+        method = resolve(name).build(bb, base_method=resolve(base_name).build(bb, seed=1), seed=1)
     else:
-        method = build_method(name, bb, n_classes=4, seed=1)
+        method = resolve(name).build(bb, n_classes=4, seed=1)
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat(3)
     if method.input_kind == "pixels":

@@ -16,7 +16,8 @@ from dpclab.methods import METHODS
 from dpclab.methods.base import Task, trainable_parameters
 from dpclab.methods.dpc import DPC, DPCConfig
 from dpclab.methods.promptkd import PromptKD, PromptKDConfig, distillation_loss
-from dpclab.pipeline import Experiment, RunConfig, build_method, plan_run, run
+from dpclab.pipeline import Experiment, RunConfig, plan_run, run
+from dpclab.methods import resolve
 from dpclab.precision import PRECISIONS, autocast, input_dtype
 from dpclab.train import Examples, TrainConfig, fit
 from dpclab.vision import encode_images
@@ -42,7 +43,7 @@ def test_distillation_loss_equals_a_hand_computation():
 
 
 def test_the_student_is_a_prompted_image_encoder_with_a_projector(tiny_backbone):
-    kd = build_method("promptkd", tiny_backbone, seed=0)
+    kd = resolve("promptkd").build(tiny_backbone, seed=0)
     params = trainable_parameters(kd)
     layers = len(tiny_backbone.model.visual.transformer.resblocks)
     width = tiny_backbone.model.visual.class_embedding.shape[-1]
@@ -67,7 +68,7 @@ def test_the_student_is_a_prompted_image_encoder_with_a_projector(tiny_backbone)
 
 
 def test_loss_is_the_weighted_distillation_alone(tiny_backbone):
-    kd = build_method("promptkd", tiny_backbone, {"kd_weight": 3.0, "temperature": 2.0}, seed=0)
+    kd = resolve("promptkd").build(tiny_backbone, {"kd_weight": 3.0, "temperature": 2.0}, seed=0)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     loss, logs = kd.loss(x, y, TASK)
     kd.train()
@@ -88,7 +89,7 @@ def test_options_are_checked():
 
 
 def test_dpc_on_promptkd_scores_with_the_teacher_and_can_start_deep_prompts_random(tiny_backbone):
-    kd = build_method("promptkd", tiny_backbone, seed=0)
+    kd = resolve("promptkd").build(tiny_backbone, seed=0)
     x = torch.randn(4, 3, 32, 32)
     dpc = DPC(kd, DPCConfig(prime_deep_init="random"))
     assert torch.equal(dpc.frozen_logits(x, TASK), kd.teacher_logits(x, TASK))
@@ -109,8 +110,8 @@ def embedded():
 @pytest.mark.parametrize("name", ["promptkd", "promptkd+dpc"])
 def test_one_fit_in_every_precision(embedded, name, precision):
     bb = embedded[precision]
-    base = build_method("promptkd", bb, seed=1)
-    method = build_method(name, bb, base_method=base, seed=1) if name == "promptkd+dpc" else base
+    base = resolve("promptkd").build(bb, seed=1)
+    method = resolve(name).build(bb, base_method=base, seed=1) if name == "promptkd+dpc" else base
     labels = torch.arange(4).repeat(3)
     x = torch.randn(len(labels), 3, bb.image_size, bb.image_size, generator=torch.Generator().manual_seed(0))
     x = x.to(input_dtype(precision))
@@ -185,7 +186,7 @@ def test_promptkd_is_in_the_table_with_its_protocol():
 def test_promptkd_dept_adds_the_distillation_term_to_depts_loss(tiny_backbone):
     """DePT on PromptKD: λ·CE(CAT head) + (1-λ)·CE(image-text) + the base's own weighted terms (PromptKD's KD)."""
     task = Task(TASK.classnames, split="base")
-    method = build_method("promptkd+dept", tiny_backbone, n_classes=4, seed=0)
+    method = resolve("promptkd+dept").build(tiny_backbone, n_classes=4, seed=0)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     loss, logs = method.loss(x, y, task)
     with torch.no_grad():

@@ -4,6 +4,8 @@ returns (the plan ``train`` prints is the one that runs); one function decides r
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +119,67 @@ def test_one_function_decides_reuse_resume_refuse(data_root, tiny_backbone, tmp_
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         run(other, experiment=exp)
     assert plan_run(dataclasses.replace(cfg, if_exists="overwrite"), exp)[0].action == "overwrite"
+
+
+# ------------------------------------------------------------------------------------------- one factory
+
+#: the factories that ``resolve`` replaced
+RETIRED = ("get_method", "parse_method", "build_method", "default_train")
+
+
+def test_resolve_is_the_one_public_factory():
+    """``resolve(name)`` and its ``.build`` are the only way to a method: no other factory in the package, and no
+    module outside ``dpclab/methods`` reads the tables' entries (``METHODS[...]``, ``PLUGINS.items()``, ``spec.entry``);
+    the names alone (``name in METHODS``) are public."""
+    assert not any(hasattr(dpclab.methods, n) or hasattr(dpclab.methods.spec, n) or hasattr(dpclab.pipeline, n)
+                   for n in RETIRED)
+    root = Path(dpclab.__file__).resolve().parents[1]
+    sources = [*root.glob("dpclab/**/*.py"), *root.glob("tests/*.py"), *root.glob("notebooks/*.ipynb"),
+               *root.glob("docs/**/*.py")]
+    called = re.compile(r"\b(" + "|".join(RETIRED) + r")\(")
+    assert [str(p) for p in sources if p.name != "test_resolve.py" and called.search(p.read_text())] == []
+    entry = re.compile(r"\b(METHODS|PLUGINS)(\[|\.items|\.values|\.get)|\.(plugin_)?entry\b")
+    outside = [p for p in root.glob("dpclab/**/*.py") if "methods" not in p.relative_to(root / "dpclab").parts]
+    assert [str(p) for p in outside if entry.search(p.read_text())] == []
+
+
+def test_the_readers_of_the_table_go_through_resolve(monkeypatch):
+    """The lab's table readers (which runs train, what a run costs, the notebooks' plan) ask ``resolve``: a pair
+    that trains only its plug-in (``zeroshot+<plug-in>``) counts as trainable there too."""
+    from dpclab.lab.plan import PlannedRun, needs_training
+    from dpclab.lab.trainjobs import training_jobs
+
+    monkeypatch.setitem(dpclab.methods.PLUGINS, "own", dataclasses.replace(dpclab.methods.PLUGINS["dept"],
+                                                                           wraps_frozen=True))
+    assert "zeroshot+own" in dpclab.methods.method_names() and resolve("zeroshot+own").trainable
+    run_ = PlannedRun("01", "eurosat", "zeroshot+own", 1, (), "base", False, (), (), (), "zeroshot+own")
+    assert needs_training(run_) and not needs_training(dataclasses.replace(run_, method="zeroshot"))
+    jobs = training_jobs([(m, RunConfig(method=m, progress=False), False) for m in ("zeroshot", "zeroshot+own")])
+    assert [j.label for j in jobs] == ["zeroshot+own"]
+
+
+# ------------------------------------------------------------------------------------------ run values
+
+def test_config_fields_declare_the_run_values_they_take():
+    """``from_run("n_classes")`` marks a field the build fills with the number of training classes, whatever its
+    name; a field merely called ``n_classes`` without it is left alone; an explicit value wins."""
+    from dataclasses import dataclass, field
+
+    from dpclab.methods import from_run
+    from dpclab.methods.spec import make_config
+
+    @dataclass
+    class Config:
+        #: rows of a classifier head (filled from the run)
+        rows: int = from_run("n_classes")
+        #: not declared: stays as given
+        n_classes: int = 0
+        #: unrelated
+        width: int = field(default=3)
+
+    assert (make_config(Config, {}, "toy", n_classes=7).rows, make_config(Config, {}, "toy", 7).n_classes) == (7, 0)
+    assert make_config(Config, {"rows": 2}, "toy", n_classes=7).rows == 2
+    assert resolve("coop").config({"csc": True}, n_classes=5).n_classes == 5  # CoOp's and DePT's declare it
+    assert resolve("coop+dept").config(n_classes=5).n_classes == 5
+    with pytest.raises(ValueError, match=r"from_run\('classes'\): a run provides \('n_classes',\)"):
+        from_run("classes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from dpclab.evaluate import append_result, harmonic_mean, summarize
-from dpclab.pipeline import Experiment, RunConfig, build_method, run
+from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.methods import resolve
 from dpclab.train import TrainConfig, lr_at_epoch
 
 
@@ -67,7 +69,7 @@ def test_fit_lowers_the_loss_on_separable_features(tiny_backbone):
     labels = torch.arange(4).repeat(8)
     centres = torch.randn(4, 32, generator=g)
     feats = centres[labels] + 0.1 * torch.randn(32, 32, generator=g)
-    method = build_method("coop", tiny_backbone)
+    method = resolve("coop").build(tiny_backbone)
     task = Task(("cat", "dog", "car", "tree"))
     before = method.loss(feats, labels, task)[0].item()
     hist = fit(method, Examples(labels, features=lambda v: feats), task,
@@ -98,7 +100,7 @@ def test_interrupted_training_resumes_to_the_same_result(json_root, tmp_path, ti
     full = run(cfg, experiment=exp)
 
     cfg2 = _cfg(json_root, tmp_path, runs_dir=str(tmp_path / "runs2"), train=cfg.train)
-    method = build_method("coop", tiny_backbone)
+    method = resolve("coop").build(tiny_backbone)
     from dpclab.pipeline import run_dir_for, train_config, _fingerprint
     rd = run_dir_for(cfg2, tiny_backbone, exp.inputs_key())
     fit(method, exp.train_examples("features"), exp.train_task, train_config(cfg2), rd,
@@ -116,10 +118,10 @@ def test_checkpoint_of_other_config_is_not_overwritten(json_root, tmp_path, tiny
     cfg = _cfg(json_root, tmp_path)
     exp = Experiment.prepare(cfg, tiny_backbone)
     rd = tmp_path / "rd"
-    fit(build_method("coop", tiny_backbone), exp.train_examples("features"), exp.train_task,
+    fit(resolve("coop").build(tiny_backbone), exp.train_examples("features"), exp.train_task,
         TrainConfig(epochs=3, batch_size=4, lr=0.01, progress=False), rd, {}, stop_after=1)
     with pytest.raises(RunDirError, match="different configuration"):
-        fit(build_method("coop", tiny_backbone), exp.train_examples("features"), exp.train_task,
+        fit(resolve("coop").build(tiny_backbone), exp.train_examples("features"), exp.train_task,
             TrainConfig(epochs=3, batch_size=4, lr=0.02, progress=False), rd, {})
 
 
@@ -128,16 +130,16 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(json_root, tmp_p
 
     cfg = _cfg(json_root, tmp_path)
     exp = Experiment.prepare(cfg, tiny_backbone)
-    method = build_method("coop", tiny_backbone)
+    method = resolve("coop").build(tiny_backbone)
     rd = tmp_path / "nan"
     tcfg = TrainConfig(epochs=3, batch_size=4, lr=0.01, progress=False)
     fit(method, exp.train_examples("features"), exp.train_task, tcfg, rd, {}, stop_after=1)
     good = torch.load(rd / "checkpoint.pt", weights_only=True)
     with torch.no_grad():
         method.ctx.fill_(float("nan"))
-    fresh = build_method("coop", tiny_backbone)
+    fresh = resolve("coop").build(tiny_backbone)
     orig_loss = fresh.loss
-    fresh.loss = lambda x, y, t: (orig_loss(x, y, t)[0] * float("nan"), {})
+    fresh.loss = lambda x, y, t: dataclasses.replace(orig_loss(x, y, t), total=orig_loss(x, y, t).total * float("nan"))
     with pytest.raises(FloatingPointError, match="Loss became nan at epoch 1.*last good checkpoint"):
         fit(fresh, exp.train_examples("features"), exp.train_task, tcfg, rd, {})
     kept = torch.load(rd / "checkpoint.pt", weights_only=True)
@@ -146,16 +148,16 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(json_root, tmp_p
 
 def test_unknown_method_and_options(tiny_backbone):
     with pytest.raises(ValueError, match="Unknown method 'cooop'.*coop"):
-        build_method("cooop", tiny_backbone)
+        resolve("cooop").build(tiny_backbone)
     with pytest.raises(ValueError, match="Unknown option.*n_ctxx"):
-        build_method("coop", tiny_backbone, {"n_ctxx": 2})
+        resolve("coop").build(tiny_backbone, {"n_ctxx": 2})
 
 
 def test_checkpoint_of_other_class_count_is_rejected(tiny_backbone):
     from dpclab.methods.base import learned_state, load_learned_state
 
-    a = build_method("coop", tiny_backbone, {"csc": True}, n_classes=3)
-    b = build_method("coop", tiny_backbone, {"csc": True}, n_classes=5)
+    a = resolve("coop").build(tiny_backbone, {"csc": True}, n_classes=3)
+    b = resolve("coop").build(tiny_backbone, {"csc": True}, n_classes=5)
     with pytest.raises(ValueError, match="does not fit this CoOp.*shape mismatch ctx"):
         load_learned_state(b, learned_state(a))
 

@@ -4,7 +4,8 @@ released code's loader applies), everything else equal. Run as it was (2026-12-0
 cache; point them at yours."""
 import json, sys
 from dpclab.source import Source
-from dpclab.pipeline import run, step1_config, build_method, train_config, Experiment
+from dpclab.pipeline import run, step1_config, train_config, Experiment
+from dpclab.methods import resolve
 from dpclab.data.features import build_transforms
 from dpclab.lab.dpc_study import _prompt_distance
 from dpclab.train import fit
@@ -22,7 +23,7 @@ for seed in (1, 2, 3):
         exp.transforms = build_transforms(bb.image_size, bb.mean, bb.std, crop_scale=scale)
         exp.train_transform_name = f"train-cropcheck{scale[0]:g}-{scale[1]:g}"
         exp.cache_dir = "/work/bench/crop/cache"
-        m = build_method("coop+dpc", bb, {"mode": "released"}, len(exp.train_task.classnames), base_method=step1.method)
+        m = resolve("coop+dpc").build(bb, {"mode": "released"}, len(exp.train_task.classnames), base_method=step1.method)
         fit(m, exp.train_examples(m.input_kind), exp.train_task, train_config(cfg), None)
         met = exp.evaluate(m)
         row = {"seed": seed, "crop": scale, "dist": round(_prompt_distance(m), 3), "base": round(met["base"], 2),

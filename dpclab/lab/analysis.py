@@ -248,10 +248,10 @@ def untrained_coop_vs_zeroshot(exp, backbone, words: str = "a photo of a") -> pd
     ``"<words> {}."`` on the base and new test sets: accuracy of each and the largest logit difference (0 up to
     float rounding: the two are the same model)."""
     from dpclab.evaluate import accuracy, predict_logits
-    from dpclab.pipeline import build_method
+    from dpclab.methods import resolve
 
-    coop = build_method("coop", backbone, {"ctx_init": words})
-    zeroshot = build_method("zeroshot", backbone)
+    coop = resolve("coop").build(backbone, {"ctx_init": words})
+    zeroshot = resolve("zeroshot").build(backbone)
     rows = []
     for split in ("base", "new"):
         task = replace(exp.tasks[split], template=words + " {}.")

@@ -234,13 +234,9 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from dpclab.methods import METHODS, PLUGINS
+    from dpclab.methods.doc_tables import listing
 
-    for name, spec in METHODS.items():
-        print(f"{name:12s} {spec.cls.__name__:16s} defaults {spec.train}")
-    for name, spec in PLUGINS.items():
-        print(f"+{name:11s} {spec.cls.__name__:16s} plug-in (e.g. coop+{name}), defaults {spec.train}"
-              + (f", per base {spec.train_by_base}" if spec.train_by_base else ""))
+    print("\n".join(listing()))
     return 0
 
 

@@ -165,7 +165,8 @@ def promptkd_teacher(cfg: CheckConfig, workdir: Path, log=print) -> dict:
     from dpclab.lab.synthetic import class_names
     from dpclab.lab.timing import Repeat, peak_memory, probe_examples
     from dpclab.methods.base import Task
-    from dpclab.pipeline import RunConfig, build_method, train_config
+    from dpclab.pipeline import RunConfig, train_config
+    from dpclab.methods import resolve
     from dpclab.train import fit
 
     device = resolve_device(cfg.device)
@@ -180,8 +181,8 @@ def promptkd_teacher(cfg: CheckConfig, workdir: Path, log=print) -> dict:
                          repeats=cfg.repeats, image_px=cfg.image_px, encode_images=8)
     pixels = measure_inputs(bb, mcfg, workdir).pixels
     task = Task(tuple(class_names(cfg.classes)), "a photo of a {}.", "base", "synthetic")
-    teacher = build_method("promptsrc", teacher_bb, {}, cfg.classes, seed=1).to(device)
-    student = build_method("promptkd", bb, {}, cfg.classes, seed=1, teacher=teacher).to(device)
+    teacher = resolve("promptsrc").build(teacher_bb, {}, cfg.classes, seed=1).to(device)
+    student = resolve("promptkd").build(bb, {}, cfg.classes, seed=1, teacher=teacher).to(device)
     tcfg = replace(train_config(RunConfig(method="promptkd", progress=False)), epochs=1 + cfg.repeats,
                    warmup_epochs=0, num_workers=0, progress=False)
     n = max(cfg.classes, tcfg.batch_size * cfg.steps)

@@ -235,15 +235,15 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
 def _teacher_epochs(scope: Scope, method: str, over: dict) -> dict:
     """``epochs``/``quick`` reach a distilling method's teacher run too (PromptKD's ``teacher_epochs``): its teacher is
     then the very run of the notebooks' own row of the teacher method (PromptSRC)."""
-    from dpclab.methods import default_train, resolve
+    from dpclab.methods import resolve
 
-    entry = resolve(method).entry
-    if entry.teacher is None or (scope.epochs is None and not scope.quick):
+    spec = resolve(method)
+    key = "base_method_cfg" if spec.plugin else "method_cfg"
+    own = dict(over.get(key) or {})
+    teacher = spec.teacher_epochs_option(own)  # (its method, the option setting its epochs), from the table entry
+    if teacher is None or (scope.epochs is None and not scope.quick):
         return over
-    key = "base_method_cfg" if "+" in method else "method_cfg"
-    own = dict(over.get(key, {}))
-    teacher = own.get("teacher_method") or entry.config().teacher_method
-    own.setdefault("teacher_epochs", scope.epochs_for(_default_epochs(default_train(teacher))))
+    own.setdefault(teacher[1], scope.epochs_for(_default_epochs(dict(resolve(teacher[0]).train))))
     return {**over, key: own}
 
 
@@ -252,10 +252,10 @@ def _n00(s: Scope) -> list[PlannedRun]:
 
 
 def _n01(s: Scope) -> list[PlannedRun]:
-    from dpclab.methods import METHODS
+    from dpclab.methods import method_names
 
     out = [_run("01", s, "zeroshot", s.seeds[0], label="zero-shot")]
-    return out + [_run("01", s, m, seed, curve=seed == s.seeds[0]) for m in BASELINES if m in METHODS
+    return out + [_run("01", s, m, seed, curve=seed == s.seeds[0]) for m in BASELINES if m in method_names()
                   for seed in s.seeds]
 
 

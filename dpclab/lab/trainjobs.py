@@ -90,14 +90,14 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     nothing to train or store). A run built on another run (DPC's step 2 on its step 1, PromptKD on its teacher)
     needs the jobs that train those runs when they are in the list; otherwise it trains them itself. Jobs that others
     need come first, so the longest chains start early."""
-    from dpclab.methods import get_method
+    from dpclab.methods import resolve
     from dpclab.pipeline import step_configs
 
-    listed = {run_key(c) for _, c, _ in runs if get_method(c.method).trainable}
+    listed = {run_key(c) for _, c, _ in runs if resolve(c.method).trainable}
     jobs: list[Job] = []
     keys: set[str] = set()
     for label, cfg, curve in runs:
-        if not get_method(cfg.method).trainable:
+        if not resolve(cfg.method).trainable:
             continue
         key = run_key(cfg)
         if key in keys:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dpclab.backbones import Backbone
+from dpclab.methods.base import from_run
 from dpclab.methods.prompts import ContextConfig, PromptLearner, init_context
 
 
@@ -23,7 +24,7 @@ class CoOpConfig(ContextConfig):
     #: class-specific context (one context per class; cannot transfer to new classes)
     csc: bool = False
     #: number of classes (one context each with csc; the pipeline passes the training class count)
-    n_classes: int = 0
+    n_classes: int = from_run("n_classes")
 
 
 class CoOp(PromptLearner):

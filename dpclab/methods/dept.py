@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpclab.methods.base import Output, Plugin, PromptMethod, Task, batch_accuracy
+from dpclab.methods.base import Loss, Output, Plugin, PromptMethod, Task, batch_accuracy, from_run
 
 
 @dataclass
@@ -48,7 +48,7 @@ class DePTConfig:
     #: learning rate of the CAT head as a multiple of the prompt learning rate
     head_lr_mult: float = 6.5
     #: classes of the linear classifier (the training classes; the pipeline passes it)
-    n_classes: int = 0
+    n_classes: int = from_run("n_classes")
     #: False (reference code): L = lam*CE_cat + (1-lam)*CE_itm + base regularisers at their own weight;
     #: True: L = lam*CE_cat + (1-lam)*L_base (the base's regularisers scaled down too). Identical for CoOp/CoCoOp.
     scale_regularisers: bool = False
@@ -87,6 +87,9 @@ def fuse_log_probs(cat_logits: torch.Tensor, itm_logits: torch.Tensor, lam: floa
 
 class DePT(Plugin):
     """``DePT(base_method, DePTConfig(n_classes=...))``: the base keeps its prompts and loss; DePT adds the CAT head."""
+
+    #: the CAT head (channel transforms and linear classifier) is trained in float32 in every precision
+    float32_parameters = ("cwt_img", "cwt_text", "head")
 
     def __init__(self, base: PromptMethod, cfg: DePTConfig | None = None):
         cfg = cfg or DePTConfig()
@@ -146,10 +149,13 @@ class DePT(Plugin):
             loss = lam * cat_ce + (1 - lam) * (itm_ce + regularisers)
         else:
             loss = lam * cat_ce + (1 - lam) * itm_ce + regularisers
+        base_scale = (1 - lam) if self.cfg.scale_regularisers else 1.0
+        named = {"cat": (lam, cat_ce), "itm": (1 - lam, itm_ce),
+                 **{name: (base_scale * w, v) for name, (w, v) in terms.items()}}
         logs = {"loss": loss.item(), "loss_itm": itm_ce.item(), "loss_cat": cat_ce.item(),
                 "loss_base": float((itm_ce + regularisers).item()),
                 "acc": batch_accuracy(out.logits, y), "acc_cat": batch_accuracy(cat_logits[len(y):], y)}
-        return loss, logs
+        return Loss(loss, named, logs, out)
 
     # ---------------------------------------------------------------- inference
     def head_rows(self, task: Task) -> torch.Tensor | None:

@@ -69,7 +69,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from dpclab.methods.base import Output, Plugin, PromptMethod, Task, batch_accuracy, cosine_logits, trainable_parameters
+from dpclab.methods.base import (Loss, Output, Plugin, PromptMethod, Task, batch_accuracy, cosine_logits,
+                                 trainable_parameters)
 
 MODES = ("paper", "reparam", "released")
 #: datasets whose ``split="all"`` task takes the base-class rule (ω_b) rather than the new-class one: the released
@@ -301,7 +302,7 @@ class DPC(Plugin):
         # P' = P at the start; in the reparam/released modes M = ω_b·P + (1-ω_b)·P = P as well
         start = {n: p.detach().clone() for n, p in own.items()}
         if self.cfg.prime_deep_init == "random":  # the released PromptKD+DPC: P''s deep prompts stay random
-            for n in getattr(base, "deep_prompt_names", list)():
+            for n in base.deep_prompt_names():
                 fresh = torch.randn(start[n].shape) * 0.02
                 w = 1.0 if self.cfg.mode != "reparam" else self.cfg.omega_b  # reparam trains M = ω_b·P' + (1-ω_b)·P
                 start[n] = (w * fresh.to(start[n]) + (1 - w) * start[n]).to(start[n].dtype)
@@ -378,9 +379,9 @@ class DPC(Plugin):
         """Logits of the frozen step-1 model (the negative sampler's scores), or the base's own
         ``hard_negative_scores(x, task)`` where it has one (PromptKD: its teacher scores, as released). For
         features-kind bases with class-level text features these are cached per class list (P never changes)."""
-        scores = getattr(self.base, "hard_negative_scores", None)
+        scores = self.base.hard_negative_scores(x, task)
         if scores is not None:
-            return scores(x, task)
+            return scores
         if self.input_kind == "features":
             key = (task.classnames, task.template, tuple(p._version for p in self.frozen().values()))
             if key not in self._frozen_text:
@@ -395,9 +396,13 @@ class DPC(Plugin):
         """Nothing: step 2 trains P' alone; the base's end-of-epoch work (e.g. PromptSRC's aggregation of its own
         trainable tensors) belonged to step 1."""
 
-    def step(self, loss: torch.Tensor, optimizer, scaler) -> None:
+    def step(self, loss: Loss, optimizer, scaler) -> None:
         """The plain SGD step on P': a base's own update rule (if it has one) belonged to step 1."""
         PromptMethod.step(self, loss, optimizer, scaler)
+
+    def selection(self) -> str:
+        """The last epoch: a base's epoch selection (PromptKD's ``select``) belonged to step 1."""
+        return "last"
 
     def diagnostics(self, experiment) -> dict[str, float]:
         """What step 2 changed (:func:`dpclab.diagnostics.dpc_diagnostics`): the benchmark's DPC columns."""
@@ -490,7 +495,9 @@ class DPC(Plugin):
             loss = F.cross_entropy(out.logits, y)
         else:
             loss = infonce(out.image_features, out.text_features, y, self.clip.logit_scale.exp())
-        return loss, {"loss": loss.item(), "acc": batch_accuracy(out.logits, y), "batch_images": float(len(y))}
+        name = "ce" if self.cfg.loss == "ce" else "infonce"
+        return Loss(loss, {name: (1.0, loss)}, {"loss": loss.item(), "acc": batch_accuracy(out.logits, y),
+                                                "batch_images": float(len(y))}, out)
 
 
 __all__ = ["DPC", "DPCConfig", "MODES", "FILL_RULES", "STEP2_FIRST_VIEW", "ALL_SPLIT_BASE_RULE", "check_omega",

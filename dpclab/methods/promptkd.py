@@ -37,7 +37,7 @@ from torch import nn
 
 from dpclab.backbones import Backbone
 from dpclab.vision import encode_images, vision_layers, vision_width
-from dpclab.methods.base import Output, PromptMethod, Task, batch_accuracy, image_features_of
+from dpclab.methods.base import Loss, Output, PromptMethod, Task, batch_accuracy, image_features_of
 from dpclab.methods.prompts import capped_depth, normal_prompts
 
 KL_NORMS = ("numel", "batchmean")
@@ -210,14 +210,18 @@ class PromptKD(PromptMethod):
         kd = distillation_loss(out.logits, self.teacher_logits(x, task), cfg.temperature, cfg.kl_norm)
         return {"kd": (cfg.kd_weight, kd)}
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task) -> tuple[torch.Tensor, dict]:
+    def selection(self) -> str:
+        """``cfg.select``: the last epoch (protocol) or the best base-test epoch (released, docs/fidelity.md K2)."""
+        return self.cfg.select
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, task: Task) -> Loss:
         """The weighted distillation term alone, no cross-entropy: the student's data is unlabeled (``acc`` is
         logged for information). Under DePT the plug-in adds its own cross-entropies to :meth:`loss_terms`."""
         out = self(x, task)
         terms = self.loss_terms(out, x, y, task)
         loss = sum(weight * value for weight, value in terms.values())
         logs = {"loss": loss.item(), **{name: value.item() for name, (_, value) in terms.items()}}
-        return loss, {**logs, "acc": batch_accuracy(out.logits, y)}
+        return Loss(loss, terms, {**logs, "acc": batch_accuracy(out.logits, y)}, out)
 
 
 def teacher_run_config(cfg, kd: PromptKDConfig):

@@ -1,11 +1,12 @@
-"""A method name resolved once: :func:`resolve` -> :class:`MethodSpec`, and the factory that builds methods from it.
+"""A method name resolved once: :func:`resolve` -> :class:`MethodSpec`, the one public factory of methods.
 
 ``resolve("coop+dpc")`` checks the name against the tables (:mod:`dpclab.methods.table`) once: the base, the
 plug-in, whether the plug-in trains in two steps, the training defaults of the run's phase (with a plug-in's per-base
 exceptions), the plug-in's defaults for the base's config, and the refusals (an unknown name, a pair the plug-in
-refuses, a plug-in on a method that trains nothing) as one-line errors naming the choices. A run
-(:func:`dpclab.pipeline.run`) resolves its method once and passes the spec down: the plan, the training settings
-and the construction of the method all read it.
+refuses, a plug-in that needs a trained base on a method that trains nothing) as one-line errors naming the choices.
+A run (:func:`dpclab.pipeline.run`) resolves its method once and passes the spec down: the plan, the training settings
+and the construction of the method (``resolve(name).build(backbone, ...)``) all read it. Nothing else reads the tables
+(:func:`method_names` lists the names they admit).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from dpclab.methods.base import RUN_VALUE
 from dpclab.precision import cast_learned
 from dpclab.trainconfig import TrainConfig
 from dpclab.methods.table import METHODS, PLUGINS, MethodEntry, PluginEntry
@@ -42,7 +44,8 @@ class MethodSpec:
     plugin_entry: PluginEntry | None = None
     #: the base is tuned first (step 1, its own run) and the plug-in trains on top of it (DPC)
     two_step: bool = False
-    #: False for a method that trains nothing (zero-shot): evaluated only
+    #: False for a run that trains nothing (zero-shot): evaluated only; ``zeroshot+<plug-in>`` trains the plug-in's own
+    #: parameters (:attr:`PluginEntry.wraps_frozen`) and is True
     trainable: bool = True
     #: TrainConfig defaults of the run's own phase: the method's protocol, or the plug-in phase's (per-base exceptions
     #: included); read-only
@@ -57,9 +60,20 @@ class MethodSpec:
 
     @property
     def teacher(self):
-        """``(run config, method config) -> the teacher's RunConfig`` when the base is built on a tuned teacher
-        (:attr:`MethodEntry.teacher`), else None. A two-step plug-in's teacher belongs to its step 1."""
+        """The base's :class:`~dpclab.methods.table.Teacher` (called as ``(run config, method config) -> the
+        teacher's RunConfig``) when the base is built on a tuned teacher (:attr:`MethodEntry.teacher`), else None. A
+        two-step plug-in's teacher belongs to its step 1."""
         return None if self.two_step else self.entry.teacher
+
+    def teacher_epochs_option(self, overrides: Mapping | None = None) -> tuple[str, str] | None:
+        """``(the teacher's method name, the base config option that sets the teacher's epochs)`` under ``overrides``
+        of the base's config, when the base (step 1's, for a two-step plug-in) is built on a teacher; else None. A
+        plan that shortens every run (quick mode) fills that option with the teacher method's shortened epochs."""
+        teacher = self.entry.teacher
+        if teacher is None:
+            return None
+        cfg = self.base_config(overrides) if self.plugin else self.config(overrides)
+        return getattr(cfg, teacher.method_option), teacher.epochs_option
 
     @property
     def revision(self) -> dict:
@@ -114,19 +128,28 @@ class MethodSpec:
         if base is None:
             base = cast_learned(self.entry.cls(backbone, self.base_config(base_overrides, n_classes), **extra),
                                 backbone.precision)
-        return self.plugin_entry.cls(base, self.config(overrides, n_classes))
+        # the plug-in's own parameters follow the run's precision too, except those it keeps in float32
+        # (:attr:`PromptMethod.float32_parameters`: DePT's head)
+        return cast_learned(self.plugin_entry.cls(base, self.config(overrides, n_classes)), backbone.precision)
 
 
 def make_config(config_cls: type, overrides: Mapping | None, owner: str, n_classes: int = 0):
-    """``config_cls(**overrides)``, unknown options refused with the known ones; ``n_classes`` filled in when the
-    config has such a field and the overrides do not set it."""
+    """``config_cls(**overrides)``, unknown options refused with the known ones. Fields that declare a run value
+    (:func:`~dpclab.methods.base.from_run`, e.g. ``from_run("n_classes")``: the number of training classes) are
+    filled with it when the overrides do not set them."""
     overrides = dict(overrides or {})
     known = {f.name for f in fields(config_cls)}
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"Unknown option(s) {sorted(unknown)} for {owner!r}; it takes {sorted(known)}.")
-    if "n_classes" in known and not overrides.get("n_classes"):
-        overrides["n_classes"] = n_classes
+    run_values = {"n_classes": n_classes}
+    for f in fields(config_cls):
+        source = f.metadata.get(RUN_VALUE)
+        if source is not None and not overrides.get(f.name):
+            if source not in run_values:
+                raise ValueError(f"{config_cls.__name__}.{f.name} asks for run value {source!r}; the run provides "
+                                 f"{sorted(run_values)}.")
+            overrides[f.name] = run_values[source]
     return config_cls(**overrides)
 
 
@@ -135,10 +158,16 @@ def _plain(name: str, entry: MethodEntry) -> MethodSpec:
                       data=_frozen(entry.data))
 
 
+def _wraps(entry: MethodEntry, pentry: PluginEntry) -> bool:
+    """Whether a plug-in can wrap a method at all: a method that trains, or any method when the plug-in trains its own
+    parameters jointly (:attr:`PluginEntry.wraps_frozen`; a two-step plug-in always needs a tuned base)."""
+    return entry.trainable or (pentry.wraps_frozen and not pentry.two_step)
+
+
 def method_names() -> list[str]:
-    """Every name the tables admit: the methods, then each plug-in on each trainable base it does not refuse."""
-    pairs = [f"{m}+{p}" for m, entry in METHODS.items() if entry.trainable
-             for p, pentry in PLUGINS.items() if m not in pentry.refuses]
+    """Every name the tables admit: the methods, then each plug-in on each base it can wrap and does not refuse."""
+    pairs = [f"{m}+{p}" for m, entry in METHODS.items()
+             for p, pentry in PLUGINS.items() if _wraps(entry, pentry) and m not in pentry.refuses]
     return [*METHODS, *pairs]
 
 
@@ -154,42 +183,13 @@ def resolve(name: str) -> MethodSpec:
     if plugin not in PLUGINS:
         raise ValueError(f"Unknown plug-in {plugin!r} in {name!r}. Available: {', '.join(PLUGINS) or 'none yet'}.")
     pentry = PLUGINS[plugin]
-    why = pentry.refuses.get(base) or ("" if entry.trainable else f"{base!r} trains nothing to build on")
+    why = pentry.refuses.get(base) or ("" if _wraps(entry, pentry) else f"{base!r} trains nothing to build on")
     if why:
         options = [n for n in method_names() if n.endswith(f"+{plugin}")]
         raise ValueError(f"{plugin!r} cannot wrap {base!r}: {why}. Choose one of {', '.join(options)}.")
     return MethodSpec(f"{base}+{plugin}", base, entry, plugin, pentry, two_step=pentry.two_step,
-                      trainable=entry.trainable, train=_frozen({**pentry.train, **pentry.train_by_base.get(base, {})}),
+                      trainable=True, train=_frozen({**pentry.train, **pentry.train_by_base.get(base, {})}),
                       base_cfg=_frozen(pentry.base_cfg_by_base.get(base)), refuses=_frozen(pentry.refuses))
 
 
-def parse_method(name: str) -> tuple[str, str | None]:
-    """``"coop+dpc"`` -> ("coop", "dpc"); ``"coop"`` -> ("coop", None). Checked as :func:`resolve` checks it."""
-    spec = resolve(name)
-    return spec.base, spec.plugin
-
-
-def get_method(name: str) -> MethodEntry:
-    """The table entry of ``name``'s base method (``"coop+dpc"`` -> CoOp's)."""
-    base = name.partition("+")[0]
-    if base not in METHODS:
-        raise ValueError(f"Unknown method {base!r}. Available: {', '.join(method_names())}.")
-    return METHODS[base]
-
-
-def build_method(name: str, backbone, overrides: Mapping | None = None, n_classes: int = 0,
-                 base_overrides: Mapping | None = None, base_method: nn.Module | None = None,
-                 seed: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
-    """Build ``name`` ("coop", or "coop+dept" = a plug-in wrapping a base method): :meth:`MethodSpec.build` of
-    :func:`resolve` ``(name)``."""
-    return resolve(name).build(backbone, overrides, n_classes, base_overrides, base_method, seed, teacher=teacher)
-
-
-def default_train(method: str) -> dict:
-    """The training defaults of ``method``: the base method's, or for "base+plugin" the plug-in phase's (with its
-    per-base exceptions); :attr:`MethodSpec.train` as a dict."""
-    return dict(resolve(method).train)
-
-
-__all__ = ["MethodSpec", "resolve", "method_names", "parse_method", "get_method", "build_method", "default_train",
-           "make_config"]
+__all__ = ["MethodSpec", "resolve", "method_names", "make_config"]

@@ -5,7 +5,9 @@ docs/protocol.md#hyperparameters), and the plug-in table for the Base-New Trade-
 Plain dicts, no registry decorators: adding a method means adding one line here (its class is a
 :class:`~dpclab.methods.base.PromptMethod`; ``tests/test_contract.py`` then tests it, and every plug-in on it; see
 docs/extending.md). Nothing reads these entries directly: :func:`dpclab.methods.resolve` turns a name into one frozen
-:class:`~dpclab.methods.MethodSpec`, once per run.
+:class:`~dpclab.methods.MethodSpec`, once per run. The README's methods table and docs/protocol.md's hyperparameter
+table are generated from these dicts (``python -m dpclab.methods.doc_tables``; ``tests/test_extending.py`` checks
+that they match).
 """
 
 from __future__ import annotations
@@ -42,17 +44,35 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Teacher:
+    """How a method built on a tuned teacher (distillation, PromptKD) gets it: a :class:`MethodEntry`'s ``teacher``.
+    Called as ``teacher(run config, method config)`` it returns the teacher's RunConfig."""
+
+    #: ``(run config, method config) -> RunConfig`` of the teacher's run: the pipeline plans and runs it first and
+    #: builds ``cls(backbone, config, teacher=method)``
+    run_config: Callable
+    #: the method config option naming the teacher's method (a plan reads that method's training defaults)
+    method_option: str
+    #: the method config option setting the teacher's epochs (None there: the teacher's default); a plan that
+    #: shortens every run (the notebooks' quick mode) fills it
+    epochs_option: str
+
+    def __call__(self, cfg, method_cfg):
+        return self.run_config(cfg, method_cfg)
+
+
+@dataclass(frozen=True)
 class MethodEntry(Entry):
     """One row of :data:`METHODS`: ``cls(backbone, config)`` builds the method."""
 
-    #: False for a method that trains nothing (zero-shot CLIP): evaluated only, and no plug-in wraps it
+    #: False for a method that trains nothing (zero-shot CLIP): evaluated only; only a plug-in that trains parameters
+    #: of its own (:attr:`PluginEntry.wraps_frozen`) wraps it
     trainable: bool = True
     #: RunConfig fields the method's protocol fixes for its own training data (e.g. every training image of all
     #: classes: ``{"shots": 0, "train_classes": "all"}``); applied to its own runs, not under a plug-in
     data: dict = field(default_factory=dict)
-    #: ``(run config, method config) -> RunConfig`` of a run whose tuned method this one is built on as ``teacher``
-    #: (distillation): the pipeline plans and runs it first and builds ``cls(backbone, config, teacher=method)``
-    teacher: Callable | None = None
+    #: the tuned method this one is built on as ``teacher`` (distillation), see :class:`Teacher`; None for most
+    teacher: Teacher | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,10 @@ class PluginEntry(Entry):
     base_cfg_by_base: dict = field(default_factory=dict)
     #: bases the plug-in cannot wrap: base name -> why (:func:`dpclab.methods.resolve` refuses the pair with it)
     refuses: dict = field(default_factory=dict)
+    #: True: the plug-in trains parameters of its own jointly with the base, so it can also wrap a method that trains
+    #: nothing (``zeroshot+<plugin>``, e.g. CLIP-Adapter); False: it needs a base that trains (DPC duplicates its
+    #: tuned prompts; DePT's protocol trains the base's prompts with its head). Never for a two-step plug-in
+    wraps_frozen: bool = False
 
 
 METHODS: dict[str, MethodEntry] = {
@@ -81,7 +105,8 @@ METHODS: dict[str, MethodEntry] = {
     # docs/protocol.md#promptkd: the student distils a PromptSRC teacher (its own 16-shot base run) on every training
     # image of all classes, unlabeled; 20 epochs, batch 8, lr 0.005 (released vit_b16_c2_ep20_batch8_4+4ctx)
     "promptkd": MethodEntry(PromptKD, PromptKDConfig, {"epochs": 20, "batch_size": 8, "lr": 0.005},
-                            data={"shots": 0, "train_classes": "all"}, teacher=teacher_run_config),
+                            data={"shots": 0, "train_classes": "all"},
+                            teacher=Teacher(teacher_run_config, "teacher_method", "teacher_epochs")),
 }
 
 
@@ -100,4 +125,4 @@ PLUGINS: dict[str, PluginEntry] = {
 }
 
 
-__all__ = ["METHODS", "PLUGINS", "Entry", "MethodEntry", "PluginEntry"]
+__all__ = ["METHODS", "PLUGINS", "Entry", "MethodEntry", "PluginEntry", "Teacher"]

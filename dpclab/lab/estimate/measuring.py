@@ -94,9 +94,9 @@ def measure_method(bb, method_name: str, counts: Sequence[int], cfg: MeasureConf
                    log=print) -> MethodTimings:
     """One method's training step (the real ``fit`` on a probe of ``cfg.steps`` batches), evaluation batches at two
     sizes and peak training memory, at each class count of ``counts``."""
-    from dpclab.methods import get_method
+    from dpclab.methods import resolve
     from dpclab.methods.base import Task
-    from dpclab.pipeline import RunConfig, build_method, train_config
+    from dpclab.pipeline import RunConfig, train_config
     from dpclab.precision import autocast, input_dtype
     from dpclab.train import fit
 
@@ -108,12 +108,12 @@ def measure_method(bb, method_name: str, counts: Sequence[int], cfg: MeasureConf
     kind, batch_size, peak = "features", 1, None
     for c in counts:
         task = Task(tuple(names[:c]), "a photo of a {}.", "base", "synthetic")
-        method = build_method(method_name, bb, {}, c, seed=1).to(device)
+        method = resolve(method_name).build(bb, {}, c, seed=1).to(device)
         kind = method.input_kind
         rows = (torch.randn(64, inputs.dim, generator=gen).to(device, input_dtype(precision)) if kind == "features"
                 else inputs.pixels)
         t = time.perf_counter()
-        if get_method(method_name).trainable:
+        if resolve(method_name).trainable:
             tcfg = replace(train_config(RunConfig(method=method_name, progress=False)), epochs=1 + cfg.repeats, progress=False,
                            warmup_epochs=0, num_workers=0)
             batch_size = tcfg.batch_size

@@ -225,7 +225,7 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
             epochs: int | None = None, notebooks: int = 7, quick: bool = False) -> Projection:
     """Price ``plan`` (planned runs: notebook, dataset, method, seed, method_cfg, train, train_classes, curve, key)
     with the measured timings ``t``; see the module docstring."""
-    from dpclab.methods import get_method, resolve
+    from dpclab.methods import resolve
 
     views_cached: dict[tuple, int] = {}  # (dataset, seed, train_classes) -> views encoded so far
     test_cached: set[str] = set()
@@ -247,7 +247,7 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
         if m.kind == "features" and run.dataset not in test_cached:
             test_cached.add(run.dataset)
             test = t.decode(shape.test, shape.test * t.encode, train=False)
-        trainable = get_method(run.method).trainable
+        trainable = resolve(run.method).trainable
         if trainable:
             tcfg = run_train_config(run, epochs, shots)
             n = shape.train if n_shots == 0 else shape.train_images(n_shots, classes)

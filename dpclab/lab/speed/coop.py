@@ -56,7 +56,7 @@ def faithfulness(coop: nn.Module, ref: ReferenceCoOp, exp, cfg: TrainConfig) -> 
 
 def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> tuple[list[Row], dict]:
     """Reference-style vs dpclab CoOp epochs on one model; returns rows and the objects DPC's bench reuses."""
-    from dpclab.pipeline import build_method
+    from dpclab.methods import resolve
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -74,7 +74,7 @@ def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> t
     tcfg = TrainConfig(epochs=case.epochs, batch_size=case.batch_size, lr=0.002, seed=cfg.seed, progress=False)
     n_cls = len(exp.train_task.classnames)
 
-    coop = build_method("coop", backbone, {}, n_cls, seed=cfg.seed)
+    coop = resolve("coop").build(backbone, {}, n_cls, seed=cfg.seed)
     ref = ReferenceCoOp(backbone, exp.train_task.classnames, coop.ctx).to(device)
     faith = faithfulness(coop, ref, exp, tcfg)
     log(f"[{case.label}] faithfulness (first batch): loss dpclab {faith['loss_dpclab']:.6f}  reference "
@@ -142,10 +142,9 @@ def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> t
 def bench_dpc(case: ModelCase, ctx: dict, cfg: BenchConfig, log=print) -> tuple[list[Row], nn.Module | None]:
     """DPC's step-2 epoch on top of the CoOp just trained."""
     from dpclab.methods import resolve
-    from dpclab.pipeline import build_method
 
     exp, device = ctx["experiment"], ctx["device"]
-    method = build_method("coop+dpc", ctx["backbone"], {}, len(exp.train_task.classnames), base_method=ctx["coop"])
+    method = resolve("coop+dpc").build(ctx["backbone"], {}, len(exp.train_task.classnames), base_method=ctx["coop"])
     tcfg = TrainConfig(**{**ctx["tcfg"].__dict__, **resolve("coop+dpc").train, "epochs": cfg.dpc_epochs,
                           "progress": False})
     for view in range(tcfg.views()):

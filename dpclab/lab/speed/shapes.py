@@ -68,7 +68,8 @@ def bench_shape(model: ModelCase, shape: ShapeCase, method_name: str, backbone: 
     per-step times, epoch ratios (fresh view / cached view), a profile of dpclab's step, peak memory."""
     from dpclab.data.features import default_num_workers, encode_image_list
     from dpclab.methods.base import Task
-    from dpclab.pipeline import RunConfig, build_method, train_config
+    from dpclab.pipeline import RunConfig, train_config
+    from dpclab.methods import resolve
 
     device = backbone.device
     pool = write_images(workdir / f"pool-{cfg.image_px}", 16, cfg.image_px)
@@ -80,10 +81,10 @@ def bench_shape(model: ModelCase, shape: ShapeCase, method_name: str, backbone: 
     tf = build_transforms(backbone.image_size, backbone.mean, backbone.std)
     tcfg = replace(train_config(RunConfig(method=method_name)), epochs=2, warmup_epochs=0, progress=False,
                    num_workers=workers)
-    method = build_method(method_name, backbone, {}, shape.classes, seed=cfg.seed)
+    method = resolve(method_name).build(backbone, {}, shape.classes, seed=cfg.seed)
     untruncated = {"truncate": False}
-    ref = (build_method(method_name, backbone, {}, shape.classes, untruncated, seed=cfg.seed) if "+" in method_name
-           else build_method(method_name, backbone, untruncated, shape.classes, seed=cfg.seed))
+    ref = (resolve(method_name).build(backbone, {}, shape.classes, untruncated, seed=cfg.seed) if "+" in method_name
+           else resolve(method_name).build(backbone, untruncated, shape.classes, seed=cfg.seed))
     labels = torch.tensor([d.label for d in items])
     kind = method.input_kind
     m, sec, where = f"{model.label} {method_name}", f"shape:{shape.name}", shape.label
