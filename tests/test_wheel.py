@@ -148,8 +148,14 @@ def test_wheel_runs_train_and_the_quick_report_from_an_empty_folder(installed, t
     """The issue's CI test: only the wheel installed, an empty folder, the repository nowhere on sys.path."""
     work = tmp_path / "empty"
     work.mkdir()
-    where = _run([installed, "-c", "import dpclab, sys; print(dpclab.__file__); print(sys.path)"], cwd=work).stdout
-    assert str(installed.parent.parent) in where.splitlines()[0] and str(ROOT) not in where
+    where = _run([installed, "-c", "import dpclab, sys, json; print(dpclab.__file__); print(json.dumps(sys.path))"],
+                 cwd=work).stdout.splitlines()
+    assert str(installed.parent.parent) in where[0]
+    # nothing of the repository on sys.path: its root, its package, its tests (the outer venv's site-packages, which
+    # may sit inside the clone as .venv/, holds the dependencies only: the .pth files there are not run)
+    entries = [(work / e).resolve() for e in json.loads(where[1])]  # "" is the subprocess's folder: ``work``
+    outer = [e for e in entries if e == ROOT or (e.is_relative_to(ROOT) and "site-packages" not in e.parts)]
+    assert not outer, outer
     assert _run([installed, "-m", "dpclab", "--version"], cwd=work).stdout.strip() == f"dpclab {dpclab.__version__}"
 
     t0 = time.perf_counter()
