@@ -41,7 +41,7 @@ import open_clip
 import torch
 from torch import nn
 
-from dpclab.io import sha256_file
+from dpclab.io import archive_damage, sha256_file
 from dpclab.precision import check_precision
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -212,6 +212,7 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
                 f"`git checkout -- {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}` "
                 f"or rebuild it with `{EMBEDDED_REPRODUCE}`."
             )
+        _check_intact(path)
         return WeightsSource(str(path), _file_sha256(path))
     path = Path(pretrained).expanduser()
     if path.suffix in {".pt", ".pth", ".bin", ".safetensors"} or os.sep in str(pretrained):
@@ -220,6 +221,7 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
                 f"Checkpoint file {path} does not exist. Pass the path of an open_clip/OpenAI-format state dict, "
                 f"a pretrained tag such as 'openai', or use model={EMBEDDED_MODEL!r}, pretrained='embedded' offline."
             )
+        _check_intact(path)
         sha = _file_sha256(path, None)
         if is_torchscript_archive(path):
             return WeightsSource(str(path), sha[:12], True, True, "an OpenAI TorchScript archive")
@@ -234,6 +236,15 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
     quick = tag_needs_quick_gelu(model_name, str(pretrained))
     return WeightsSource(str(pretrained), str(pretrained), quick, False,
                          "open_clip's pretrained config says quick_gelu=True" if quick else "")
+
+
+def _check_intact(path: Path) -> None:
+    """A one-line ValueError when the weights file ``path`` is a damaged zip archive (cut short, or bytes that no
+    longer match their checksum, which torch.load does not check): damaged, not another architecture."""
+    why = archive_damage(path)
+    if why:
+        raise ValueError(f"Checkpoint {path} is damaged ({why}). Copy or download it again (its sha256 tells a good "
+                         f"copy from a bad one).")
 
 
 def _model_config_quick_gelu(model_name: str) -> bool:
@@ -252,6 +263,7 @@ def _load_torchscript(model_name: str, path: str, precision: str, device: torch.
     try:
         model.load_state_dict(read.state_dict(), strict=True)
     except RuntimeError as err:
+        _check_intact(Path(path))
         raise ValueError(f"The OpenAI archive {path} does not fit model {model_name!r} (wrong architecture?). "
                          f"Pass the model name it was made for (ViT-B-16.pt -> ViT-B-16). "
                          f"Details: {str(err)[:300]}") from err
@@ -265,6 +277,7 @@ def _create(model_name: str, source: str | None, precision: str, dev: torch.devi
                                       weights_only=True, force_quick_gelu=quick_gelu)
     except (RuntimeError, AssertionError, KeyError) as err:  # a checkpoint made for another architecture
         if source is not None and Path(source).is_file():
+            _check_intact(Path(source))
             raise ValueError(
                 f"Checkpoint {source} does not fit model {model_name!r} (wrong architecture?). "
                 f"Pass the model name the checkpoint was trained for. Details: {str(err)[:300]}"

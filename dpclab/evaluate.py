@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dpclab.io import atomic_write_text, file_lock
+from dpclab.io import DamagedFileError, atomic_write_text, file_lock, read_csv_table, set_aside
 from dpclab.data.examples import Examples, Task
 
 
@@ -38,10 +38,50 @@ RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "train_cl
                   "epochs", "run_dir", "backend", "time"]
 
 
+#: the columns every results table has, from its first version on
+REQUIRED_COLUMNS = ("dataset", "method", "seed", "base", "new")
+
+
+def _checked_table(path: Path) -> pd.DataFrame:
+    """The rows of results table ``path``; :class:`~dpclab.io.DamagedFileError` when it cannot be parsed, lacks a
+    column, or its last line is cut short (every table the kit writes ends with a newline)."""
+    df = read_csv_table(path, REQUIRED_COLUMNS)
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(size - 1, 0))
+        last = f.read(1)
+    if size and last != b"\n":
+        raise DamagedFileError(path, "its last row is cut short")
+    return df
+
+
+def _repair_table(path: Path, err: DamagedFileError) -> pd.DataFrame:
+    """Keep the intact rows of a damaged results table: the damaged file is moved aside (named in a warning) and a
+    table of its whole rows written in its place (none when even its header is lost). Call under the table's lock."""
+    try:
+        rows = read_csv_table(path, REQUIRED_COLUMNS)
+        cut = str(err.reason) == "its last row is cut short"
+        rows = rows.iloc[:-1] if cut else rows
+    except (DamagedFileError, FileNotFoundError):
+        rows = pd.DataFrame(columns=RESULT_COLUMNS)
+    set_aside(err, f"{len(rows)} intact row(s) kept in a new table")
+    atomic_write_text(path, rows.to_csv(index=False))
+    return rows
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """A results table; rows of tables written before the ``train_classes`` column (base-to-new runs only: oracle
-    and transfer runs were not recorded then) read as ``train_classes="base"``."""
-    df = pd.read_csv(path)
+    and transfer runs were not recorded then) read as ``train_classes="base"``. A damaged table (cut short, not
+    CSV) is repaired first: moved aside, its intact rows kept (:func:`_repair_table`)."""
+    path = Path(path)
+    try:
+        df = _checked_table(path)
+    except DamagedFileError:
+        with file_lock(path.with_name(f".{path.name}.lock")):
+            try:
+                df = _checked_table(path)  # another process may have repaired it meanwhile
+            except DamagedFileError as err:
+                df = _repair_table(path, err)
     if "train_classes" not in df:
         df.insert(min(5, len(df.columns)), "train_classes", "base")
     df["train_classes"] = df["train_classes"].fillna("base")
@@ -56,7 +96,12 @@ def append_result(path: str | os.PathLike, row: dict) -> None:
 
 
 def _append_row(path: Path, row: dict) -> None:
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=RESULT_COLUMNS)
+    old = pd.DataFrame(columns=RESULT_COLUMNS)
+    if path.is_file():
+        try:
+            old = _checked_table(path)
+        except DamagedFileError as err:
+            old = _repair_table(path, err)
     new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
     atomic_write_text(path, new.to_csv(index=False))
 
