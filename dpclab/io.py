@@ -230,16 +230,28 @@ def set_aside(err: DamagedFileError, then: str) -> Path | None:
     return moved
 
 
+def check_folder(path: str | os.PathLike, what: str = "") -> Path:
+    """``path`` when it is a folder or can be made one (nothing is created); else a one-line ValueError naming the
+    part of it that is a file (``what``: which folder it is, e.g. "runs folder")."""
+    path = Path(path)
+    for part in [path, *path.parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"{f'The {what} ' if what else ''}{path} cannot be a folder: {part} is a file. "
+                                 f"Choose another path, or move that file away.")
+            break
+    return path
+
+
 def ensure_folder(path: str | os.PathLike, what: str = "") -> Path:
     """Create the folder ``path`` (and its parents); a one-line ValueError naming the part of it that is a file
-    when it cannot be a folder (``what``: which folder it is, e.g. "runs folder")."""
-    path = Path(path)
+    when it cannot be a folder (:func:`check_folder`)."""
+    path = check_folder(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
-        raise ValueError(f"{f'The {what} ' if what else ''}{path} cannot be a folder: {blocker} is a file. Choose "
-                         f"another path, or move that file away.") from err
+    except (FileExistsError, NotADirectoryError):  # a file appeared meanwhile
+        check_folder(path, what)
+        raise
     return path
 
 
@@ -250,4 +262,4 @@ def _missing(path: Path, err: OSError) -> FileNotFoundError:
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "sha256_file",
            "file_lock", "DamagedFileError", "DamagedFileWarning", "read_json", "torch_load", "archive_damage",
-           "read_csv_table", "move_aside", "set_aside", "ensure_folder"]
+           "read_csv_table", "move_aside", "set_aside", "check_folder", "ensure_folder"]

@@ -29,7 +29,7 @@ from dpclab.backbones import Backbone, check_teacher_inputs
 from dpclab.data.coop import normalise_root
 from dpclab.evaluate import append_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
-from dpclab.io import (DamagedFileError, archive_damage, atomic_torch_save, atomic_write_json, ensure_folder,
+from dpclab.io import (DamagedFileError, archive_damage, atomic_torch_save, atomic_write_json, check_folder,
                        file_lock, move_aside, read_json, set_aside, torch_load)
 from dpclab.methods import MethodSpec, build_method, default_train
 from dpclab.methods.base import learned_state, load_learned_state
@@ -224,12 +224,13 @@ def finished_result(run_dir: Path) -> dict | None:
         set_aside(err, then)
         return None
     model = run_dir / "model.pt"
-    why = "missing" if not model.is_file() else archive_damage(model)
+    if not model.is_file():
+        set_aside(DamagedFileError(done, "its model.pt is missing"), then)
+        return None
+    why = archive_damage(model)
     if why:
-        if why != "missing":
-            move_aside(model)
-        set_aside(DamagedFileError(done, f"its model.pt is {why}" + ("" if why == "missing" else
-                                   ", moved aside too")), then)
+        moved = move_aside(done)
+        set_aside(DamagedFileError(model, why), f"its result.json too ({moved.name if moved else 'gone'}); {then}")
         return None
     return stored
 
@@ -361,13 +362,13 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
 
 
 def check_output_folders(cfg: RunConfig) -> None:
-    """Make the folders a run writes to (runs, the results table's, the cache) before anything is trained: one that
-    cannot be a folder (a file on its path) is a one-line error naming it (:func:`dpclab.io.ensure_folder`)."""
-    ensure_folder(cfg.runs_dir, "runs folder")
+    """Check the folders a run writes to (runs, the results table's, the cache) before anything is trained: one that
+    cannot be a folder (a file on its path) is a one-line error naming it (:func:`dpclab.io.check_folder`)."""
+    check_folder(cfg.runs_dir, "runs folder")
     if cfg.results:
-        ensure_folder(Path(cfg.results).parent, f"folder of the results table {Path(cfg.results).name},")
+        check_folder(Path(cfg.results).parent, f"folder of the results table {Path(cfg.results).name},")
     if cfg.cache_dir:
-        ensure_folder(cfg.cache_dir, "cache folder")
+        check_folder(cfg.cache_dir, "cache folder")
 
 
 def _build(step: StepPlan, exp: Experiment, fed: dict) -> nn.Module:

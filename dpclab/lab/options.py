@@ -127,9 +127,10 @@ def add_parameter_args(p: argparse.ArgumentParser) -> None:
 
 #: notebook parameters that are whole numbers: name -> (lowest allowed, fix), the ranges of train's options
 #: (``-p shots 0`` is every training image, as ``train --shots 0``)
-PARAMETER_RANGES = {"shots": (0, ">= 0 (images per class; 0 = all training images, as train --shots 0)"),
-                    "epochs": (1, "at least 1 (to evaluate without training use `python -m dpclab eval`, or the "
-                                  "zero-shot rows the notebooks show anyway)")}
+PARAMETER_RANGES = {"shots": (0, "must be an integer >= 0 (images per class; 0 = all training images, as "
+                                  "train --shots 0)"),
+                    "epochs": (1, "must be >= 1, a whole number (or None: each method's protocol default; the "
+                                  "zero-shot rows need no epochs)")}
 #: notebook parameters that are yes/no
 PARAMETER_FLAGS = ("quick", "interactive")
 _FLAG_WORDS = ("true", "false", "1", "0", "yes", "no")
@@ -146,11 +147,11 @@ def check_parameter_values(params: dict) -> dict:
         text = str(value).strip()
         ok = not isinstance(value, (bool, float)) and text.lstrip("-").isdigit()
         if not ok or int(text) < low:
-            raise ValueError(f"-p {key} {value!r}: must be a whole number {fix}.")
+            raise ValueError(f"{key} {fix}; got {value!r}.")
     for key in PARAMETER_FLAGS:
         value = params.get(key)
         if value is not None and str(value).lower() not in _FLAG_WORDS:
-            raise ValueError(f"-p {key} {value!r}: must be True or False.")
+            raise ValueError(f"{key} must be True or False; got {value!r}.")
     return params
 
 
