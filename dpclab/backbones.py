@@ -212,7 +212,9 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
                 f"`git checkout -- {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}` "
                 f"or rebuild it with `{EMBEDDED_REPRODUCE}`."
             )
-        _check_intact(path)
+        _check_intact(path, f"restore it with `git checkout -- "
+                            f"{path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}` or rebuild it "
+                            f"with `{EMBEDDED_REPRODUCE}`")
         return WeightsSource(str(path), _file_sha256(path))
     path = Path(pretrained).expanduser()
     if path.suffix in {".pt", ".pth", ".bin", ".safetensors"} or os.sep in str(pretrained):
@@ -238,13 +240,13 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
                          "open_clip's pretrained config says quick_gelu=True" if quick else "")
 
 
-def _check_intact(path: Path) -> None:
+def _check_intact(path: Path, fix: str = "copy or download it again (its sha256 tells a good copy from a bad "
+                                          "one)") -> None:
     """A one-line ValueError when the weights file ``path`` is a damaged zip archive (cut short, or bytes that no
     longer match their checksum, which torch.load does not check): damaged, not another architecture."""
     why = archive_damage(path)
     if why:
-        raise ValueError(f"Checkpoint {path} is damaged ({why}). Copy or download it again (its sha256 tells a good "
-                         f"copy from a bad one).")
+        raise ValueError(f"Checkpoint {path} is damaged ({why}); {fix}.")
 
 
 def _model_config_quick_gelu(model_name: str) -> bool:

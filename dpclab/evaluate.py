@@ -95,6 +95,23 @@ def append_result(path: str | os.PathLike, row: dict) -> None:
         _append_row(path, row)
 
 
+def ensure_result(path: str | os.PathLike, row: dict, key: str = "run_dir") -> bool:
+    """Append ``row`` unless the table already has a row with its ``key`` (a run's directory): a finished run whose
+    row was lost (the process killed between its result.json and its row, a damaged table repaired) gets it back
+    when it is reused. True when the row was appended."""
+    path = Path(path)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        if path.is_file():
+            try:
+                old = _checked_table(path)
+            except DamagedFileError as err:
+                old = _repair_table(path, err)
+            if key in old and str(row[key]) in set(old[key].astype(str)):
+                return False
+        _append_row(path, row)
+    return True
+
+
 def _append_row(path: Path, row: dict) -> None:
     old = pd.DataFrame(columns=RESULT_COLUMNS)
     if path.is_file():

@@ -114,7 +114,17 @@ class DamagedFileError(ValueError):
 
     def __init__(self, path: str | os.PathLike, reason: str):
         self.path, self.reason = Path(path), reason
+        #: the damaged file's (inode, size, mtime) when it was found damaged: :func:`set_aside` moves only that file
+        self.stamp = _stamp(self.path)
         super().__init__(f"{path} is damaged ({reason}).")
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class DamagedFileWarning(UserWarning):
@@ -223,7 +233,10 @@ def move_aside(path: str | os.PathLike) -> Path | None:
 
 def set_aside(err: DamagedFileError, then: str) -> Path | None:
     """Move the damaged file of ``err`` aside (:func:`move_aside`) and warn (:class:`DamagedFileWarning`) naming it,
-    where it went, and ``then`` (what happens instead, e.g. "recomputed"); returns where it went."""
+    where it went, and ``then`` (what happens instead, e.g. "recomputed"); returns where it went. When another
+    process has already replaced it (a parallel run rebuilt it), nothing is moved and nothing said (None)."""
+    if err.stamp is not None and _stamp(err.path) not in (err.stamp, None):
+        return None
     moved = move_aside(err.path)
     where = f"moved aside to {moved.name}" if moved else "already moved aside"
     warnings.warn(f"{err.path} is damaged ({err.reason}); {where}; {then}.", DamagedFileWarning, stacklevel=2)

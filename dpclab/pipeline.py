@@ -27,7 +27,7 @@ from torch import nn
 from dpclab import methods
 from dpclab.backbones import Backbone, check_teacher_inputs
 from dpclab.data.coop import normalise_root
-from dpclab.evaluate import append_result
+from dpclab.evaluate import append_result, ensure_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
 from dpclab.io import (DamagedFileError, archive_damage, atomic_torch_save, atomic_write_json, check_folder,
                        file_lock, move_aside, read_json, set_aside, torch_load)
@@ -416,6 +416,9 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
         load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
         method.eval()
         log.info("reusing finished run %s", run_dir)
+        if cfg.results:  # its row, when it was lost (killed before it was written, a damaged table repaired)
+            done = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((run_dir / "result.json").stat().st_mtime))
+            ensure_result(cfg.results, _result_row(step, tcfg, stored["metrics"], done))
         return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)
     if step.action == "overwrite":
         shutil.rmtree(run_dir)
@@ -436,13 +439,18 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
                            "train": asdict(tcfg), "config": asdict(cfg), "seconds": time.time() - t0},
                           indent=1, default=str)
     if cfg.results:
-        append_result(cfg.results, {
-            "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
+        append_result(cfg.results, _result_row(step, tcfg, metrics, time.strftime("%Y-%m-%d %H:%M:%S")))
+    return RunResult(metrics, history, run_dir, method, exp)
+
+
+def _result_row(step: StepPlan, tcfg: TrainConfig, metrics: dict, when: str) -> dict:
+    """The results-table row of a step's run."""
+    cfg = step.cfg
+    return {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
             "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
             "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": cfg.precision,
-            "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
-            "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    return RunResult(metrics, history, run_dir, method, exp)
+            "run_dir": str(step.run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
+            "time": when}
 
 
 __all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",

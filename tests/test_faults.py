@@ -28,7 +28,7 @@ import torch
 
 from conftest import write_json_dataset
 from dpclab.io import (DamagedFileError, DamagedFileWarning, archive_damage, atomic_torch_save, atomic_write_json,
-                       check_folder, move_aside, read_json, torch_load)
+                       check_folder, move_aside, read_json, set_aside, torch_load)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,6 +117,12 @@ def test_missing_files_stay_missing_and_moving_aside_never_overwrites(tmp_path):
     assert sorted(p.read_text() for p in moved) == ["one", "three", "two"] and not path.exists()
     assert all(p.name.startswith("a.json.damaged-") for p in moved)
     assert move_aside(path) is None  # already gone (another process moved it): nothing to do
+    path.write_text("{ torn")
+    with pytest.raises(DamagedFileError) as err:
+        read_json(path)
+    atomic_write_json(path, {"rebuilt": True})  # another process repaired it meanwhile: its file is not moved
+    assert set_aside(err.value, "rebuilt") is None and read_json(path) == {"rebuilt": True} \
+        and len(aside(path)) == 3
     with pytest.raises(ValueError, match=r"The runs folder .*file/runs cannot be a folder: .*file is a file"):
         check_folder(tmp_path / "file" / "runs", "runs folder")
     assert check_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
@@ -213,6 +219,22 @@ def test_a_missing_model_file_makes_the_run_unfinished(lab, tiny_backbone):
     res, action, said = _run_again(lab, work, tiny_backbone)
     assert action == "resume" and res.metrics == lab[2]
     assert any("result.json is damaged (its model.pt is missing)" in line for line in said), said
+
+
+def test_a_finished_run_whose_row_was_lost_gets_it_back_when_reused(lab, tiny_backbone):
+    """Killed between writing result.json and appending its row (found by killing ``report``): the run is
+    reused, and its row written then."""
+    work = _copy(lab, "row_lost")
+    table = work / "runs" / "results.csv"
+    row = pd.read_csv(table)
+    table.write_text(",".join(row.columns) + "\n")  # the header only: the run's row never made it
+    res, action, said = _run_again(lab, work, tiny_backbone)
+    assert (action, res.reused, said) == ("reuse", True, [])
+    again = pd.read_csv(table)
+    assert len(again) == 1 and again.loc[0, "run_dir"] == str(work / lab[3])
+    assert again.loc[0, ["base", "new", "hm"]].tolist() == row.loc[0, ["base", "new", "hm"]].tolist()
+    _run_again(lab, work, tiny_backbone)
+    assert len(pd.read_csv(table)) == 1  # once
 
 
 @pytest.mark.parametrize("fault", ["cut", "flip", "garble"])
@@ -363,15 +385,25 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
 
 def _kill_when(work: Path, seen) -> str:
     """Start the report and kill -9 it (its whole process group: workers and notebook kernel too) as soon as
-    ``seen(output so far)`` is true; the output it printed."""
-    proc, out = _start(work), ""
-    for line in proc.stdout:
-        out += line
-        if seen(out):
-            break
+    ``seen(output so far)`` is true (checked on every line and every 0.1 s); the output it printed."""
+    import threading
+
+    proc, lines = _start(work), []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while proc.poll() is None and not seen("".join(lines)):
+        time.sleep(0.1)
+    hit = seen("".join(lines))
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert seen(out), f"the report ended before the kill point:\n{out}"
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert hit, f"the report ended before the kill point:\n{out}"
     return out
 
 
@@ -420,13 +452,14 @@ def reference(tmp_path_factory):
     return root, world, ref, _snapshot(ref)
 
 
-def test_report_after_every_kind_of_damage(reference):
-    """Each file type the report reads back, damaged in one copy of the finished project, then ``report`` again."""
+def test_two_reports_at_once_after_every_kind_of_damage(reference):
+    """Each file type the report reads back, damaged in one copy of the finished project; then two ``report`` s on
+    it at once. Every damaged file is named and moved aside once, the run whose checkpoint is intact is resumed
+    (nothing trained), the one whose checkpoint is damaged too is trained once, the other report reuses both."""
     root, world, ref, expected = reference
     work = root / "damaged"
     shutil.copytree(ref, work, symlinks=True)
-    runs = sorted((work / "runs").rglob("result.json"))
-    coop, kgcoop = (p.parent for p in runs)
+    coop, kgcoop = (p.parent for p in sorted((work / "runs").rglob("result.json")))
     assert coop.parent.name == "coop" and kgcoop.parent.name == "kgcoop"
     damaged = {coop / "result.json": cut,  # resumed from its intact checkpoint (its last epoch: nothing trained)
                kgcoop / "model.pt": flip, kgcoop / "checkpoint.pt": cut,  # retrained
@@ -437,45 +470,40 @@ def test_report_after_every_kind_of_damage(reference):
         damaged[path] = (cut, garble)[i % 2]
     for path, fault in damaged.items():
         fault(path)
-    out = _finish(_start(work))
-    for path in damaged:
-        assert f"{path.relative_to(work)} is damaged" in out, (path, out)
-        assert len(aside(path)) == 1 and path.is_file()
-    assert _notes(out) == {"coop": "resumed from epoch 1", "kgcoop": "trained"}, out
-    assert _snapshot(work) == expected
-
-
-def test_report_killed_in_its_training_phase_then_two_reports_at_once(reference):
-    """kill -9 as the training starts and again after the first run finished; then two reports on the folder at
-    once: the finished run is reused by both, the other trained once, both reports whole."""
-    root, world, _, expected = reference
-    work = _project(root, "killed_training", world)
-    _kill_when(work, lambda out: "training the 2 runs" in out)
-    first = _kill_when(work, lambda out: bool(JOB_LINE.search(out)))
-    (done_method, _), = _notes(first).items()
     a, b = _start(work), _start(work)
     outs = [_finish(a), _finish(b)]
-    for out in outs:
-        assert _notes(out)[done_method] == "reused", out
-    other = next(m for m in ("coop", "kgcoop") if m != done_method)
-    assert sorted(_notes(out)[other] for out in outs) == ["reused", "trained"], outs  # trained once, not twice
+    for path in damaged:
+        assert any(f"{path.relative_to(work)} is damaged" in out for out in outs), (path, outs)
+        assert len(aside(path)) == 1 and path.is_file(), path
+    notes = [_notes(out) for out in outs]
+    assert sorted(n["coop"] for n in notes) == ["resumed from epoch 1", "reused"], outs
+    assert sorted(n["kgcoop"] for n in notes) == ["reused", "trained"], outs
     assert _snapshot(work) == expected
 
 
-def test_report_killed_in_its_notebook_phase_then_again(reference):
-    """kill -9 as the notebook's kernel starts writing, and again as the notebook ended (index.html, provenance
-    and timings not yet written); then the report again: nothing retrained, the same report."""
-    root, world, ref, expected = reference
-    work = root / "killed_notebooks"
-    shutil.copytree(ref, work, symlinks=True)
-    shutil.rmtree(work / "reports")
+def _finished(work: Path) -> set[str]:
+    return {p.parent.parent.name for p in (work / "runs").rglob("result.json")}
+
+
+def test_report_killed_at_four_points_then_run_again(reference):
+    """kill -9 as the training starts, after its first run finished, as the notebook's kernel starts writing, and
+    as the notebook ended (before index.html, provenance and timings); each time the report again: a run finished
+    before a kill is never trained again, and the last report is the undisturbed one."""
+    root, world, _, expected = reference
+    work = _project(root, "killed", world)
     executed = work / "reports" / f"{NOTEBOOK}.ipynb"
-
-    def started(out: str) -> bool:
-        return "train " in out and executed.is_file()
-
-    _kill_when(work, started)
-    _kill_when(work, lambda out: re.search(rf"^{NOTEBOOK}\s+ok", out, re.M) is not None)
+    points = {"training starts": lambda out: "training the 2 runs" in out,
+              "first run done": lambda out: bool(JOB_LINE.search(out)),
+              "kernel started": lambda out: re.search(r"^train\s+ok", out, re.M) is not None and executed.is_file(),
+              "notebook done": lambda out: re.search(rf"^{NOTEBOOK}\s+ok", out, re.M) is not None}
+    finished: set[str] = set()
+    for point, seen in points.items():
+        out = _kill_when(work, seen)
+        for method, note in _notes(out).items():
+            assert method not in finished or note == "reused", (point, out)
+        finished = _finished(work)
+        if point == "first run done":
+            assert finished, out
     out = _finish(_start(work))
     assert _notes(out) == {"coop": "reused", "kgcoop": "reused"}, out
     assert _snapshot(work) == expected
