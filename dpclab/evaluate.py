@@ -40,6 +40,8 @@ RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "train_cl
 
 #: the columns every results table has, from its first version on
 REQUIRED_COLUMNS = ("dataset", "method", "seed", "base", "new")
+#: why a table whose last line has no newline is damaged
+CUT_ROW = "its last row is cut short"
 
 
 def _checked_table(path: Path) -> pd.DataFrame:
@@ -51,7 +53,7 @@ def _checked_table(path: Path) -> pd.DataFrame:
         f.seek(max(size - 1, 0))
         last = f.read(1)
     if size and last != b"\n":
-        raise DamagedFileError(path, "its last row is cut short")
+        raise DamagedFileError(path, CUT_ROW)
     return df
 
 
@@ -60,8 +62,7 @@ def _repair_table(path: Path, err: DamagedFileError) -> pd.DataFrame:
     table of its whole rows written in its place (none when even its header is lost). Call under the table's lock."""
     try:
         rows = read_csv_table(path, REQUIRED_COLUMNS)
-        cut = str(err.reason) == "its last row is cut short"
-        rows = rows.iloc[:-1] if cut else rows
+        rows = rows.iloc[:-1] if err.reason == CUT_ROW else rows
     except (DamagedFileError, FileNotFoundError):
         rows = pd.DataFrame(columns=RESULT_COLUMNS)
     set_aside(err, f"{len(rows)} intact row(s) kept in a new table")
