@@ -25,7 +25,7 @@ from pathlib import Path
 from torch import nn
 
 from dpclab import methods
-from dpclab.backbones import Backbone, check_teacher_inputs
+from dpclab.backbones import Backbone, check_teacher_inputs, device_label
 from dpclab.data.coop import normalise_root
 from dpclab.evaluate import append_result, ensure_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
@@ -418,7 +418,7 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
         log.info("reusing finished run %s", run_dir)
         if cfg.results:  # its row, when it was lost (killed before it was written, a damaged table repaired)
             done = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((run_dir / "result.json").stat().st_mtime))
-            ensure_result(cfg.results, _result_row(step, tcfg, stored["metrics"], done))
+            ensure_result(cfg.results, _result_row(step, tcfg, stored["metrics"], done, RESTORED_DEVICE))
         return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)
     if step.action == "overwrite":
         shutil.rmtree(run_dir)
@@ -439,16 +439,22 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
                            "train": asdict(tcfg), "config": asdict(cfg), "seconds": time.time() - t0},
                           indent=1, default=str)
     if cfg.results:
-        append_result(cfg.results, _result_row(step, tcfg, metrics, time.strftime("%Y-%m-%d %H:%M:%S")))
+        append_result(cfg.results, _result_row(step, tcfg, metrics, time.strftime("%Y-%m-%d %H:%M:%S"),
+                                               device_label(exp.backbone.device)))
     return RunResult(metrics, history, run_dir, method, exp)
 
 
-def _result_row(step: StepPlan, tcfg: TrainConfig, metrics: dict, when: str) -> dict:
-    """The results-table row of a step's run."""
+#: the device column of a row restored for a reused run (result.json does not say where the run was made)
+RESTORED_DEVICE = "unknown (row restored on reuse)"
+
+
+def _result_row(step: StepPlan, tcfg: TrainConfig, metrics: dict, when: str, device: str) -> dict:
+    """The results-table row of a step's run, made at ``when`` on ``device``."""
     cfg = step.cfg
     return {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
             "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
             "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": cfg.precision,
+            "device": device,  # the device it really ran on (auto resolved, GPU named)
             "run_dir": str(step.run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
             "time": when}
 

@@ -289,6 +289,19 @@ def test_damaged_best_epoch_and_omega_grid_files_are_rebuilt(tmp_path):
         OmegaGrid.load(tmp_path / "g.pt")
 
 
+def test_a_damaged_grid_state_starts_the_grid_over(tmp_path):
+    from dpclab.lab.jobs import GridState
+
+    state = GridState(tmp_path / "grid-state.json")
+    state.jobs["k"] = {"status": "ok", "label": "x"}
+    state.save()
+    assert GridState(state.path).jobs == {"k": {"status": "ok", "label": "x"}}
+    cut(state.path)
+    with pytest.warns(DamagedFileWarning, match="grid-state.json is damaged.*the grid starts over"):
+        assert GridState(state.path).jobs == {}
+    assert len(aside(state.path)) == 1
+
+
 @pytest.mark.parametrize("fault", ["cut", "flip"])
 def test_damaged_weights_are_called_damaged_not_another_architecture(tmp_path, fault):
     from dpclab.backbones import embedded_checkpoint, load_clip

@@ -26,12 +26,44 @@ def run_key(cfg) -> str:
     return json.dumps({k: getattr(cfg, k) for k in fields}, sort_keys=True, default=str)
 
 
-def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
-    """Train (or reuse, or resume) one run; its metrics, where it lives and what was done (``note``)."""
+def job_startup_lines(cfg, log=print) -> None:
+    """A job's own start-up lines (host, the device it really got, precision, loader workers from the CPUs it was
+    allocated), to ``log`` as they come (the host line first: a device the job cannot use raises after it), for the
+    job's log: on SLURM the driver's lines describe the login node and the request, not the node."""
+    import socket
+
+    from dpclab.lab.jobs import allocated_cpus, worker_name
+    from dpclab.source import Source, startup_lines
+
+    cpus = allocated_cpus()
+    log(f"job {worker_name()} on host {socket.gethostname()} ({cpus} CPUs allocated), asked for device {cfg.device}")
+    src = Source(model=cfg.model, pretrained=str(cfg.pretrained), data_root=cfg.data_root, shots=cfg.shots,
+                 precision=cfg.precision, device=cfg.device)
+    try:
+        lines = startup_lines(src, cpus=cpus)
+    except ValueError:  # a device this node cannot give (no CUDA GPU visible): the job fails, in one line
+        raise
+    except Exception as err:  # noqa: BLE001 - the lines are for the log; they never fail a job themselves
+        lines = [f"(start-up lines incomplete: {type(err).__name__}: {err})"]
+    for line in lines:
+        log(line)
+
+
+def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dict | None = None) -> dict:
+    """Train (or reuse, or resume) one run; its metrics, where it lives, what was done (``note``) and the device it
+    ran on. ``weights``: the local weights files the driver resolved (``{"model/tag": file}``; loaded instead of a
+    download, the runs' keys unchanged). Under submitit (SLURM) the job first writes its start-up lines to its log."""
+    import os
+
     import torch
 
+    from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
     from dpclab.pipeline import Experiment, plan_run, run as run_pipeline
 
+    if weights:
+        os.environ[WEIGHTS_FILES_ENV] = json.dumps(weights)
+    if os.environ.get("SUBMITIT_EXECUTOR"):  # its own log (stdout of the job): what this node gave it
+        job_startup_lines(cfg, lambda line: print(line, flush=True))
     if threads:
         torch.set_num_threads(int(threads))
     exp = Experiment.prepare(cfg)
@@ -43,7 +75,14 @@ def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
     resumed = [s.resume_epoch for s in steps if s.action == "resume"]
     note = "reused" if res.reused else (f"resumed from epoch {resumed[-1]}" if resumed else "trained")
     return {"metrics": res.metrics, "run_dir": str(res.run_dir), "reused": res.reused, "note": note,
-            "resumed_from": resumed[-1] if resumed else None}
+            "resumed_from": resumed[-1] if resumed else None, "device": device_label(exp.backbone.device)}
+
+
+def with_weights(jobs: Sequence[Job], weights: dict[str, str]) -> list[Job]:
+    """``jobs`` with the driver's resolved weights files handed to every :func:`train_run` (same keys and needs)."""
+    if not weights:
+        return list(jobs)
+    return [replace(j, args=tuple(j.args[:3]) + (dict(weights),)) if j.fn is train_run else j for j in jobs]
 
 
 def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None = None) -> list[Job]:
@@ -69,4 +108,4 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     return needed_first(jobs)
 
 
-__all__ = ["run_key", "train_run", "training_jobs"]
+__all__ = ["run_key", "train_run", "training_jobs", "with_weights", "job_startup_lines"]
