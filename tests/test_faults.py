@@ -289,6 +289,22 @@ def test_damaged_best_epoch_and_omega_grid_files_are_rebuilt(tmp_path):
         OmegaGrid.load(tmp_path / "g.pt")
 
 
+@pytest.mark.parametrize("fault", ["cut", "garble"])
+def test_a_damaged_split_file_is_named_with_its_fix(tmp_path, fault):
+    """A split file cut short, or bytes that are not UTF-8 (the latter used to fail without naming the file); the
+    generated world's (stamped) gets the command that writes it again instead of "re-download"."""
+    from dpclab.data.coop import DatasetError, read_json_split
+
+    base = write_json_dataset(tmp_path)
+    split = base / "split_zhou_EuroSAT.json"
+    FAULTS[fault](split)
+    with pytest.raises(DatasetError, match=re.escape(f"Split file {split} is not valid JSON") + ".*Re-download"):
+        read_json_split(split, base / "2750")
+    (base / ".world_stamp").write_text("v1\n")
+    with pytest.raises(DatasetError, match=f"python -m dpclab world --root {re.escape(str(tmp_path))} --names eurosat"):
+        read_json_split(split, base / "2750")
+
+
 def test_a_damaged_grid_state_starts_the_grid_over(tmp_path):
     from dpclab.lab.jobs import GridState
 

@@ -137,8 +137,13 @@ def read_json_split(path: Path, image_root: Path) -> dict[str, list[Datum]]:
     _require_file(path, "Split file", fix)
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"Split file {path} is not valid JSON ({err}). Re-download it. {fix}") from err
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        if (path.parent / ".world_stamp").is_file():  # the generated world's (dpclab.data.world): write it again
+            fix = (f"It is the generated world's: write it again with `python -m dpclab world --root "
+                   f"{path.parent.parent} --names {path.parent.name}`.")
+        else:
+            fix = f"Re-download it. {fix}"
+        raise DatasetError(f"Split file {path} is not valid JSON ({err}). {fix}") from err
     if not isinstance(raw, dict) or not {"train", "test"} <= set(raw):
         raise DatasetError(f"Split file {path} must be a JSON object with keys 'train', 'val', 'test'. {fix}")
     out = {}
