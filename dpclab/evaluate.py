@@ -45,26 +45,49 @@ CUT_ROW = "its last row is cut short"
 
 
 def _checked_table(path: Path) -> pd.DataFrame:
-    """The rows of results table ``path``; :class:`~dpclab.io.DamagedFileError` when it cannot be parsed, lacks a
-    column, or its last line is cut short (every table the kit writes ends with a newline)."""
-    df = read_csv_table(path, REQUIRED_COLUMNS)
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(size - 1, 0))
-        last = f.read(1)
-    if size and last != b"\n":
+    """The rows of the CSV table ``path`` (results, transfer); :class:`~dpclab.io.DamagedFileError` when it cannot be
+    parsed, a line has another number of fields than its header (pasted in, garbled), or its last line is cut short
+    (every table the kit writes ends with a newline)."""
+    import csv
+
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
         raise DamagedFileError(path, CUT_ROW)
-    return df
+    try:
+        lines = csv.reader(data.decode("utf-8").splitlines())
+    except UnicodeDecodeError as err:
+        raise DamagedFileError(path, f"not UTF-8 text: {err}") from err
+    header = next(lines, [])
+    for number, fields in enumerate(lines, 2):
+        if fields and len(fields) != len(header):
+            raise DamagedFileError(path, f"line {number} has {len(fields)} fields, its header {len(header)}")
+    return read_csv_table(path)
+
+
+def _intact_rows(path: Path) -> pd.DataFrame:
+    """The whole rows of a damaged table: the lines after its header with as many fields as the header and a number
+    as their seed (a line cut short, garbled or pasted in is left out); none without a header."""
+    import csv
+    import io
+
+    try:
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        lines = []
+    reader = csv.reader(lines[:-1] if lines and not path.read_bytes().endswith(b"\n") else lines)
+    header = next(reader, [])
+    if not header or not all(h.isprintable() and h for h in header) or "seed" not in header:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *(r for r in reader if len(r) == len(header))])
+    rows = pd.read_csv(io.StringIO(out.getvalue()))
+    return rows[pd.to_numeric(rows["seed"], errors="coerce").notna()].reset_index(drop=True)
 
 
 def _repair_table(path: Path, err: DamagedFileError) -> pd.DataFrame:
-    """Keep the intact rows of a damaged results table: the damaged file is moved aside (named in a warning) and a
-    table of its whole rows written in its place (none when even its header is lost). Call under the table's lock."""
-    try:
-        rows = read_csv_table(path, REQUIRED_COLUMNS)
-        rows = rows.iloc[:-1] if err.reason == CUT_ROW else rows
-    except (DamagedFileError, FileNotFoundError):
-        rows = pd.DataFrame(columns=RESULT_COLUMNS)
+    """Keep the intact rows of a damaged results table (:func:`_intact_rows`): the damaged file is moved aside
+    (named in a warning) and a table of its whole rows written in its place. Call under the table's lock."""
+    rows = _intact_rows(path)
     set_aside(err, f"{len(rows)} intact row(s) kept in a new table")
     atomic_write_text(path, rows.to_csv(index=False))
     return rows
@@ -83,6 +106,10 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
                 df = _checked_table(path)  # another process may have repaired it meanwhile
             except DamagedFileError as err:
                 df = _repair_table(path, err)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df]
+    if missing and len(df.columns):
+        raise ValueError(f"{path} is not a results table (no column {', '.join(missing)}); pass the table "
+                         f"python -m dpclab train writes (runs/results.csv).")
     if "train_classes" not in df:
         df.insert(min(5, len(df.columns)), "train_classes", "base")
     df["train_classes"] = df["train_classes"].fillna("base")

@@ -252,7 +252,7 @@ def test_damaged_cache_entries_are_recomputed_with_a_warning(lab, tiny_backbone,
     assert not _run_again(lab, work, tiny_backbone, features=True)[2]  # rebuilt entries read without a word
 
 
-@pytest.mark.parametrize("fault", ["last row cut", "header cut", "garbled"])
+@pytest.mark.parametrize("fault", ["last row cut", "header cut", "garbled", "line pasted in"])
 def test_a_damaged_results_table_keeps_its_intact_rows(tmp_path, fault):
     from dpclab.evaluate import append_result, read_results
 
@@ -263,13 +263,30 @@ def test_a_damaged_results_table_keeps_its_intact_rows(tmp_path, fault):
     for seed in (1, 2, 3):
         append_result(path, {**row, "seed": seed})
     data = path.read_bytes()
-    kept = {"last row cut": [1, 2], "header cut": [], "garbled": []}[fault]
-    path.write_bytes({"last row cut": data[:-15], "header cut": data[:20], "garbled": b"\x00\xff garbage"}[fault])
+    kept = {"last row cut": [1, 2], "header cut": [], "garbled": [], "line pasted in": [1, 2, 3]}[fault]
+    first, rest = data.split(b"\n", 1)
+    pasted = first + b"\n" + b",".join([b"<<<<<<< HEAD"] * 20) + b"\n" + rest  # a merge conflict's marker
+    path.write_bytes({"last row cut": data[:-15], "header cut": data[:20], "garbled": b"\x00\xff garbage",
+                      "line pasted in": pasted}[fault])
     with pytest.warns(DamagedFileWarning, match=re.escape(f"{path} is damaged")):
         assert list(read_results(path)["seed"]) == kept
     assert len(aside(path)) == 1 and aside(path)[0].read_bytes() != path.read_bytes()
     append_result(path, {**row, "seed": 4})
     assert list(read_results(path)["seed"]) == kept + [4]
+
+
+def test_other_tables_are_appended_to_and_never_taken_for_damaged(tmp_path):
+    """The transfer table (other columns) goes through the same append: not a results table, not damaged."""
+    from dpclab.evaluate import append_result, read_results
+
+    path = tmp_path / "transfer.csv"
+    for seed in (1, 2):
+        append_result(path, {"setting": "cross_dataset", "method": "coop", "source": "a", "seed": seed,
+                             "target": "b", "role": "target", "accuracy": 50.0})
+    assert list(pd.read_csv(path)["seed"]) == [1, 2] and not aside(path)
+    with pytest.raises(ValueError, match="transfer.csv is not a results table \\(no column dataset, base, new\\)"):
+        read_results(path)
+    assert not aside(path)
 
 
 def test_damaged_best_epoch_and_omega_grid_files_are_rebuilt(tmp_path):
