@@ -107,8 +107,9 @@ def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
 
 def train_config(cfg: RunConfig, spec: MethodSpec | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, the dataset's exceptions to them
-    (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs), then ``cfg.train``, seed and progress."""
-    train = {**dataset_train(cfg.method, cfg.dataset), **cfg.train}
+    and shot count (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs, at 1 shot 50), then
+    ``cfg.train``, seed and progress."""
+    train = {**dataset_train(cfg.method, cfg.dataset, cfg.shots), **cfg.train}
     return _spec_of(cfg, spec).train_config(train, seed=cfg.seed, progress=cfg.progress)
 
 
