@@ -36,7 +36,7 @@ from dpclab.methods.base import learned_state, load_learned_state
 from dpclab.precision import PRECISIONS
 from dpclab.protocol import dataset_train
 from dpclab.selection import BestBaseEpoch, wants_best_base
-from dpclab.train import RunDirError, checkpoint_action, config_fingerprint, fit
+from dpclab.train import CHECKPOINT_OPTIONS, RunDirError, checkpoint_action, config_fingerprint, fit
 from dpclab.trainconfig import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -172,9 +172,12 @@ def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str, revision: d
     ``revision`` (:attr:`MethodSpec.revision`, when not empty): a run made by an older revision of the method's code
     is kept in its own directory, never reused."""
     extra = {"inputs": inputs_key, **({"revision": revision} if revision else {})}
-    if cfg.train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or cfg.base_train:
-        extra.update(train=cfg.train, method_cfg=cfg.method_cfg, train_classes=cfg.train_classes,
-                     base_method_cfg=cfg.base_method_cfg, base_train=cfg.base_train)
+    # how often a run checkpoints never changes it: an interrupted run resumes in its directory whatever they are
+    train, base_train = ({k: v for k, v in t.items() if k not in CHECKPOINT_OPTIONS}
+                         for t in (cfg.train, cfg.base_train))
+    if train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or base_train:
+        extra.update(train=train, method_cfg=cfg.method_cfg, train_classes=cfg.train_classes,
+                     base_method_cfg=cfg.base_method_cfg, base_train=base_train)
     tag = hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}-{tag}"
 

@@ -17,8 +17,9 @@ The settings are :class:`~dpclab.trainconfig.TrainConfig`, the data :class:`~dpc
 Determinism: the batch order of epoch ``e`` comes from a generator seeded by ``(seed, e)``, so a run resumed from
 its epoch checkpoint continues exactly as the uninterrupted run would (tested, including kill -9). A mid-epoch
 checkpoint also holds the steps done in its epoch and their loss sums: the resumed epoch draws its batches again from
-the same generator and skips those steps (their batches are built, not trained on: exact, at the cost of rebuilding
-them, e.g. decoding the skipped images of a pixel method), then goes on as the uninterrupted run. (A method's
+the same generator and skips those steps (the plain batches pass over them without loading their images,
+``Examples.skip_batches``; a method's own batches, DPC's, are rebuilt, not trained on: exact either way), then goes
+on as the uninterrupted run. (A method's
 ``batches`` may depend on its frozen parts and the generator, never on what it has learned: DPC scores with P, PromptKD
 with its teacher.)
 """
@@ -45,8 +46,10 @@ from dpclab.trainconfig import TrainConfig, lr_at_epoch
 log = logging.getLogger(__name__)
 
 
+#: TrainConfig fields saying how often a run checkpoints (nor its fingerprint nor its run directory depend on them)
+CHECKPOINT_OPTIONS = ("checkpoint_steps", "checkpoint_minutes")
 #: TrainConfig fields that never change a run's numbers (left out of its fingerprint)
-NOT_FINGERPRINTED = ("progress", "num_workers", "checkpoint_steps", "checkpoint_minutes")
+NOT_FINGERPRINTED = ("progress", "num_workers", *CHECKPOINT_OPTIONS)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -149,12 +152,14 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         for g in opt.param_groups:
             g["lr"] = lr_at_epoch(epoch, g["base_lr"], cfg)
         gen = epoch_generator(cfg.seed, epoch)
-        batches = autocast_iter(method.batches(data, epoch, cfg, gen), precision, device)
         sums: dict[str, float] = {}
         steps = skip = 0
         if partial is not None and partial["epoch"] == epoch:  # resume inside this epoch: its first steps are done
             sums, steps, skip = dict(partial["sums"]), partial["steps"], partial["steps"]
         partial = None
+        # the plain batches pass over the done ones without loading them; a method's own batches are rebuilt
+        epoch_data = replace(data, skip_batches=skip) if skip else data
+        batches = autocast_iter(method.batches(epoch_data, epoch, cfg, gen), precision, device)
         last_save = time.monotonic()
         for x, y in batches:
             if skip:
@@ -195,5 +200,5 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
 
 
 __all__ = ["fit", "checkpoint_action", "config_fingerprint", "epoch_generator", "RunDirError", "TrainConfig",
-           "NOT_FINGERPRINTED",
+           "NOT_FINGERPRINTED", "CHECKPOINT_OPTIONS",
            "Examples", "lr_at_epoch"]

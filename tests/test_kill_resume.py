@@ -158,10 +158,11 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["coop", "coop+dpc"])
-def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_path, tiny_backbone):
-    """Interrupted after step 7 of epoch 1 with a checkpoint every 3 steps: the resumed fit redraws epoch 1's batches
-    (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps and ends bit-identical."""
+@pytest.mark.parametrize("method", ["coop", "coop+dpc", "maple"])
+def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_path, tiny_backbone, monkeypatch):
+    """Interrupted after step 7 of epoch 1 (of 2) with a checkpoint every 3 steps: the resumed fit redraws epoch 1's
+    batches (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps, ends bit-identical;
+    a pixel method (MaPLe) decodes none of the skipped images."""
     from dpclab.methods.dpc import DPC
     from dpclab.pipeline import Experiment, RunConfig, build_method
     from dpclab.train import TrainConfig, fit
@@ -169,12 +170,12 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
     cfg = RunConfig(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
     exp = Experiment.prepare(cfg, tiny_backbone)
-    data, task = exp.train_examples("features"), exp.train_task
-    tcfg = TrainConfig(epochs=3, batch_size=1, lr=0.05, seed=1, progress=False, checkpoint_steps=3)
+    data, task = exp.train_examples("pixels" if method == "maple" else "features"), exp.train_task
+    tcfg = TrainConfig(epochs=2, batch_size=1, lr=0.05, seed=1, progress=False, checkpoint_steps=3)
 
     def fresh():
-        if method == "coop":
-            return build_method("coop", tiny_backbone)
+        if method != "coop+dpc":
+            return build_method(method, tiny_backbone, seed=1)
         base = build_method("coop", tiny_backbone)
         with torch.no_grad():
             base.ctx.add_(0.01 * torch.randn(base.ctx.shape, generator=torch.Generator().manual_seed(0)))
@@ -202,7 +203,13 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
     assert saved["epoch"] == 0 and saved["partial"]["epoch"] == 1 and saved["partial"]["steps"] == 6
 
     resumed_method = fresh()
+    from dpclab.data.features import ImageList
+
+    decoded, real_get = [], ImageList.__getitem__
+    monkeypatch.setattr(ImageList, "__getitem__", lambda self, i: decoded.append(i) or real_get(self, i))
     resumed = fit(resumed_method, data, task, tcfg, tmp_path / "rd")
+    if method == "maple":
+        assert len(decoded) == per_epoch - 6  # batch 1: only the steps of epoch 1 not yet done
     assert _trajectory(resumed) == _trajectory(full)
     assert all(torch.equal(a, b) for a, b in zip(resumed_method.parameters(), whole.parameters()))
     assert "partial" not in torch.load(tmp_path / "rd" / "checkpoint.pt", weights_only=True)
@@ -228,3 +235,21 @@ def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json
 
     other_seed = run(replace(cfg, seed=2), experiment=exp)
     assert not torch.equal(other_seed.method.ctx, first.method.ctx)
+
+
+def test_checkpoint_options_change_neither_the_run_directory_nor_the_fingerprint(tiny_backbone, tmp_path):
+    """A run interrupted without ``checkpoint_minutes`` and resumed with it (or the other way round) resumes in its
+    own directory: how often a run checkpoints is not part of what it is."""
+    from dpclab.pipeline import RunConfig, run_dir_for
+    from dpclab.train import TrainConfig, config_fingerprint
+
+    plain = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 3})
+    often = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path),
+                      train={"epochs": 3, "checkpoint_minutes": 1.5}, base_train={"checkpoint_steps": 10})
+    assert run_dir_for(plain, tiny_backbone, "x") == run_dir_for(often, tiny_backbone, "x")
+    other = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 4})
+    assert run_dir_for(other, tiny_backbone, "x") != run_dir_for(plain, tiny_backbone, "x")
+    assert config_fingerprint(TrainConfig(checkpoint_steps=5, checkpoint_minutes=0), {}) == \
+        config_fingerprint(TrainConfig(), {})
+    with pytest.raises(ValueError, match="checkpoint_steps and checkpoint_minutes must be >= 0"):
+        TrainConfig(checkpoint_steps=-1)

@@ -17,8 +17,8 @@ It refuses to start without a CUDA GPU (a driver older than the torch wheel need
 the CPU, silently): ``--allow-cpu`` runs it on the CPU anyway (tests, smoke runs). It prints the start-up lines
 (device, precision, loader workers), then writes the markdown as it goes: the header first, each phase's section as
 soon as that phase finishes; a phase that fails is recorded in its section (the error, one line) and the next one
-runs; the time budget (``--budget-min``, :data:`BUDGET_S`) is enforced between phases and between precisions: what is
-left when it runs out is skipped, and the file says so.
+runs; the time budget (``--budget-min``, :data:`BUDGET_S`) is enforced between phases and between precisions (a phase
+that has started runs to its end): what is left when it runs out is skipped, and the file says so.
 
 It composes the two measuring tools (the one module that imports both); ``--model/--classes/--steps`` make it small
 enough for a test on a CPU.
@@ -401,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_check(cfg, Path(tmp), out=out, startup=startup)
     text = markdown(result, cfg, startup)
     atomic_write_text(out, text)
-    over = f"; over the {cfg.budget_s / 60:g}-minute budget: what was left is skipped" \
+    skipped = any(w.startswith("skipped") for w in result.problems.values()) or \
+        any(f.error.startswith("skipped") for f in result.fits)
+    over = (f"; over the {cfg.budget_s / 60:g}-minute budget" + (": what was left is skipped" if skipped else
+                                                                 " (the last phase ran to its end)")) \
         if result.seconds > cfg.budget_s else ""
     print(f"\n{text}\nwrote {out} ({result.seconds / 60:.1f} min{over})")
     failed = any(why.startswith("failed") for why in result.problems.values()) or \
