@@ -367,6 +367,15 @@ def test_timings_and_typical_times_damaged(tmp_path, caplog):
     assert "typical_times.json is damaged" in caplog.text and shipped.is_file()  # named, never moved
 
 
+def test_a_damaged_shipped_benchmark_spread_is_named(tmp_path, caplog):
+    from dpclab.lab.report.headline import load_spread
+
+    shipped = tmp_path / "benchmark_spread.json"
+    shipped.write_text('{"world_tint": ')
+    assert load_spread(shipped) == {} and shipped.is_file()
+    assert f"{shipped} is damaged" in caplog.text and "direction only" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------ the command line
 def test_output_folders_that_cannot_be_folders_are_named_before_anything_runs(tmp_path, tiny_model_name, capsys):
     from dpclab.lab.cli import main

@@ -83,7 +83,7 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
     except FileNotFoundError:
         return {}, "no typical times shipped"
     except (DamagedFileError, AttributeError) as err:  # shipped with the package: named, never moved
-        log.warning("%s; reinstall dpclab to restore it", err)
+        log.warning("%s is damaged (%s); reinstall dpclab to restore it", path, getattr(err, "reason", err))
         return {}, f"the shipped typical times {Path(path).name} are damaged"
     changed = [k for k in WORKLOAD_KEYS if k in parameters and parameters[k] not in
                table.get("defaults", {}).get(k, [None])]
