@@ -41,7 +41,7 @@ import open_clip
 import torch
 from torch import nn
 
-from dpclab.io import sha256_file
+from dpclab.io import archive_damage, sha256_file
 from dpclab.precision import check_precision
 from dpclab.resources import REPO_DIR, embedded_checkpoint_file, is_packaged
 
@@ -265,12 +265,13 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
         if model_name != EMBEDDED_MODEL:
             raise ValueError(f"pretrained='embedded' only exists for model {EMBEDDED_MODEL!r}, not {model_name!r}.")
         path = embedded_checkpoint()
+        restore = ("reinstall dpclab (its wheel carries it)" if is_packaged() else
+                   f"restore it with `git checkout -- "
+                   f"{path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}`")
         if not path.is_file():
-            restore = ("reinstall dpclab (its wheel carries it)" if is_packaged() else
-                       f"restore it with `git checkout -- "
-                       f"{path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}`")
             raise FileNotFoundError(f"The embedded checkpoint {path} is missing. It ships with dpclab; {restore} "
                                     f"or rebuild it with `{EMBEDDED_REPRODUCE}`.")
+        _check_intact(path, f"{restore} or rebuild it with `{EMBEDDED_REPRODUCE}`")
         return WeightsSource(str(path), _file_sha256(path))
     path = Path(pretrained).expanduser()
     if path.suffix in {".pt", ".pth", ".bin", ".safetensors"} or os.sep in str(pretrained):
@@ -279,6 +280,7 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
                 f"Checkpoint file {path} does not exist. Pass the path of an open_clip/OpenAI-format state dict, "
                 f"a pretrained tag such as 'openai', or use model={EMBEDDED_MODEL!r}, pretrained='embedded' offline."
             )
+        _check_intact(path)
         sha = _file_sha256(path, None)
         if is_torchscript_archive(path):
             return WeightsSource(str(path), sha[:12], True, True, "an OpenAI TorchScript archive")
@@ -298,6 +300,15 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
     return WeightsSource(str(pretrained), str(pretrained), quick, False, why)
 
 
+def _check_intact(path: Path, fix: str = "copy or download it again (its sha256 tells a good copy from a bad "
+                                          "one)") -> None:
+    """A one-line ValueError when the weights file ``path`` is a damaged zip archive (cut short, or bytes that no
+    longer match their checksum, which torch.load does not check): damaged, not another architecture."""
+    why = archive_damage(path)
+    if why:
+        raise ValueError(f"Checkpoint {path} is damaged ({why}); {fix}.")
+
+
 def _model_config_quick_gelu(model_name: str) -> bool:
     return bool((open_clip.get_model_config(model_name) or {}).get("quick_gelu", False))
 
@@ -314,6 +325,7 @@ def _load_torchscript(model_name: str, path: str, precision: str, device: torch.
     try:
         model.load_state_dict(read.state_dict(), strict=True)
     except RuntimeError as err:
+        _check_intact(Path(path))
         raise ValueError(f"The OpenAI archive {path} does not fit model {model_name!r} (wrong architecture?). "
                          f"Pass the model name it was made for (ViT-B-16.pt -> ViT-B-16). "
                          f"Details: {str(err)[:300]}") from err
@@ -327,6 +339,7 @@ def _create(model_name: str, source: str | None, precision: str, dev: torch.devi
                                       weights_only=True, force_quick_gelu=quick_gelu)
     except (RuntimeError, AssertionError, KeyError) as err:  # a checkpoint made for another architecture
         if source is not None and Path(source).is_file():
+            _check_intact(Path(source))
             raise ValueError(
                 f"Checkpoint {source} does not fit model {model_name!r} (wrong architecture?). "
                 f"Pass the model name the checkpoint was trained for. Details: {str(err)[:300]}"

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dpclab.io import atomic_write_text, file_lock
+from dpclab.io import DamagedFileError, atomic_write_text, file_lock, read_csv_table, set_aside
 from dpclab.data.examples import Examples, Task
 
 
@@ -38,10 +38,78 @@ RESULT_COLUMNS = ["dataset", "method", "model", "pretrained", "shots", "train_cl
                   "epochs", "run_dir", "backend", "time"]
 
 
+#: the columns every results table has, from its first version on
+REQUIRED_COLUMNS = ("dataset", "method", "seed", "base", "new")
+#: why a table whose last line has no newline is damaged
+CUT_ROW = "its last row is cut short"
+
+
+def _checked_table(path: Path) -> pd.DataFrame:
+    """The rows of the CSV table ``path`` (results, transfer); :class:`~dpclab.io.DamagedFileError` when it cannot be
+    parsed, a line has another number of fields than its header (pasted in, garbled), or its last line is cut short
+    (every table the kit writes ends with a newline)."""
+    import csv
+
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        raise DamagedFileError(path, CUT_ROW)
+    try:
+        lines = csv.reader(data.decode("utf-8").splitlines())
+    except UnicodeDecodeError as err:
+        raise DamagedFileError(path, f"not UTF-8 text: {err}") from err
+    header = next(lines, [])
+    for number, fields in enumerate(lines, 2):
+        if fields and len(fields) != len(header):
+            raise DamagedFileError(path, f"line {number} has {len(fields)} fields, its header {len(header)}")
+    return read_csv_table(path)
+
+
+def _intact_rows(path: Path) -> pd.DataFrame:
+    """The whole rows of a damaged table: the lines after its header with as many fields as the header and a number
+    as their seed (a line cut short, garbled or pasted in is left out); none without a header."""
+    import csv
+    import io
+
+    try:
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        lines = []
+    reader = csv.reader(lines[:-1] if lines and not path.read_bytes().endswith(b"\n") else lines)
+    header = next(reader, [])
+    if not header or not all(h.isprintable() and h for h in header) or "seed" not in header:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *(r for r in reader if len(r) == len(header))])
+    rows = pd.read_csv(io.StringIO(out.getvalue()))
+    return rows[pd.to_numeric(rows["seed"], errors="coerce").notna()].reset_index(drop=True)
+
+
+def _repair_table(path: Path, err: DamagedFileError) -> pd.DataFrame:
+    """Keep the intact rows of a damaged results table (:func:`_intact_rows`): the damaged file is moved aside
+    (named in a warning) and a table of its whole rows written in its place. Call under the table's lock."""
+    rows = _intact_rows(path)
+    set_aside(err, f"{len(rows)} intact row(s) kept in a new table")
+    atomic_write_text(path, rows.to_csv(index=False))
+    return rows
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """A results table; rows of tables written before the ``train_classes`` column (base-to-new runs only: oracle
-    and transfer runs were not recorded then) read as ``train_classes="base"``."""
-    df = pd.read_csv(path)
+    and transfer runs were not recorded then) read as ``train_classes="base"``. A damaged table (cut short, not
+    CSV) is repaired first: moved aside, its intact rows kept (:func:`_repair_table`)."""
+    path = Path(path)
+    try:
+        df = _checked_table(path)
+    except DamagedFileError:
+        with file_lock(path.with_name(f".{path.name}.lock")):
+            try:
+                df = _checked_table(path)  # another process may have repaired it meanwhile
+            except DamagedFileError as err:
+                df = _repair_table(path, err)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df]
+    if missing and len(df.columns):
+        raise ValueError(f"{path} is not a results table (no column {', '.join(missing)}); pass the table "
+                         f"python -m dpclab train writes (runs/results.csv).")
     if "train_classes" not in df:
         df.insert(min(5, len(df.columns)), "train_classes", "base")
     df["train_classes"] = df["train_classes"].fillna("base")
@@ -55,8 +123,30 @@ def append_result(path: str | os.PathLike, row: dict) -> None:
         _append_row(path, row)
 
 
+def ensure_result(path: str | os.PathLike, row: dict, key: str = "run_dir") -> bool:
+    """Append ``row`` unless the table already has a row with its ``key`` (a run's directory): a finished run whose
+    row was lost (the process killed between its result.json and its row, a damaged table repaired) gets it back
+    when it is reused. True when the row was appended."""
+    path = Path(path)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        if path.is_file():
+            try:
+                old = _checked_table(path)
+            except DamagedFileError as err:
+                old = _repair_table(path, err)
+            if key in old and str(row[key]) in set(old[key].astype(str)):
+                return False
+        _append_row(path, row)
+    return True
+
+
 def _append_row(path: Path, row: dict) -> None:
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=RESULT_COLUMNS)
+    old = pd.DataFrame(columns=RESULT_COLUMNS)
+    if path.is_file():
+        try:
+            old = _checked_table(path)
+        except DamagedFileError as err:
+            old = _repair_table(path, err)
     new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
     atomic_write_text(path, new.to_csv(index=False))
 

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import torch
 
 from dpclab.evaluate import accuracy, harmonic_mean
-from dpclab.io import atomic_torch_save
+from dpclab.io import DamagedFileError, atomic_torch_save, set_aside, torch_load
 from dpclab.methods.base import Task, cosine_logits
 from dpclab.methods.dpc import DPC, check_omega
 from dpclab.train import Examples
@@ -52,7 +52,7 @@ class OmegaGrid:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OmegaGrid":
-        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+        return cls(**torch_load(path, "cpu", ("omegas", "accuracy", "labels")))
 
     def index(self, omega: float) -> int:
         """Grid position of the value nearest to ``omega``."""
@@ -135,7 +135,10 @@ def run_grid_cached(result, omegas: Sequence[float] = DEFAULT_OMEGAS) -> OmegaGr
     :func:`grid_path` when it was computed before, else computed and saved there."""
     path = grid_path(result.run_dir, omegas)
     if path.is_file():
-        return OmegaGrid.load(path)
+        try:
+            return OmegaGrid.load(path)
+        except DamagedFileError as err:
+            set_aside(err, "recomputed")
     grid = experiment_grid(result.method, result.experiment, omegas)
     grid.save(path)
     return grid

@@ -22,15 +22,15 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from dpclab import methods
 from dpclab.backbones import Backbone, check_teacher_inputs, device_label
 from dpclab.data.coop import normalise_root
-from dpclab.evaluate import append_result
+from dpclab.evaluate import append_result, ensure_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
-from dpclab.io import atomic_torch_save, atomic_write_json, file_lock
+from dpclab.io import (DamagedFileError, archive_damage, atomic_torch_save, atomic_write_json, check_folder,
+                       file_lock, move_aside, read_json, set_aside, torch_load)
 from dpclab.methods import MethodSpec
 from dpclab.methods.base import learned_state, load_learned_state
 from dpclab.precision import PRECISIONS
@@ -195,14 +195,48 @@ def run_action(run_dir: Path, full_fingerprint: str, if_exists: str) -> tuple[st
 
     A finished run (``result.json``) is reused when its fingerprint matches, replaced with ``if_exists="overwrite"``
     and refused otherwise (or always with ``"error"``); an interrupted one (``checkpoint.pt``) is resumed or refused
-    by :func:`dpclab.train.checkpoint_action`; with ``"overwrite"`` any leftover directory is replaced."""
-    done = run_dir / "result.json"
-    if done.is_file():
-        same = json.loads(done.read_text()).get("config_fingerprint") == full_fingerprint
+    by :func:`dpclab.train.checkpoint_action`; with ``"overwrite"`` any leftover directory is replaced.
+
+    A finished run whose ``result.json`` or ``model.pt`` is damaged (:func:`finished_result`) is treated as
+    unfinished: the damaged file is moved aside, named in a warning, and the run resumed from its checkpoint when
+    that is intact (its last epoch: nothing is trained again), else retrained."""
+    done = finished_result(run_dir)
+    if done is not None:
+        same = done.get("config_fingerprint") == full_fingerprint
         return {"overwrite": "overwrite", "error": "refuse"}.get(if_exists, "reuse" if same else "refuse"), 0
     if if_exists == "overwrite":
         return ("overwrite" if run_dir.exists() else "train"), 0
     return checkpoint_action(run_dir / "checkpoint.pt", full_fingerprint)
+
+
+#: what a run's result.json holds (checked when it is read back)
+RESULT_KEYS = ("metrics", "history", "config_fingerprint")
+
+
+def finished_result(run_dir: Path) -> dict | None:
+    """The ``result.json`` of the finished run in ``run_dir``, or None when there is none. A damaged one (cut short,
+    not the object a run writes), or one whose ``model.pt`` is missing or damaged, is moved aside
+    (``<name>.damaged-<time>``, :func:`dpclab.io.set_aside`) with a warning naming it, and the run counts as
+    unfinished (None)."""
+    done = run_dir / "result.json"
+    if not done.is_file():
+        return None
+    then = "the run is unfinished: resumed from its checkpoint when intact, else retrained"
+    try:
+        stored = read_json(done, RESULT_KEYS)
+    except DamagedFileError as err:
+        set_aside(err, then)
+        return None
+    model = run_dir / "model.pt"
+    if not model.is_file():
+        set_aside(DamagedFileError(done, "its model.pt is missing"), then)
+        return None
+    why = archive_damage(model)
+    if why:
+        moved = move_aside(done)
+        set_aside(DamagedFileError(model, why), f"its result.json too ({moved.name if moved else 'gone'}); {then}")
+        return None
+    return stored
 
 
 @dataclass(frozen=True)
@@ -306,6 +340,7 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     Executes the steps of ``plan`` (default: :func:`plan_run` of ``cfg``; the CLI passes the plan it printed).
     ``method``: an already built method for the last step (earlier steps are then skipped); ``on_epoch`` is passed to
     the last step's training."""
+    check_output_folders(cfg)
     exp = experiment or Experiment.prepare(cfg, backbone)
     backbone = exp.backbone
     if backbone.precision != cfg.precision:
@@ -328,6 +363,16 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
             fed = {step.feeds: done.method}
         method = _build(last, last_exp, fed)
     return _run_step(last, last_exp, method, on_epoch)
+
+
+def check_output_folders(cfg: RunConfig) -> None:
+    """Check the folders a run writes to (runs, the results table's, the cache) before anything is trained: one that
+    cannot be a folder (a file on its path) is a one-line error naming it (:func:`dpclab.io.check_folder`)."""
+    check_folder(cfg.runs_dir, "runs folder")
+    if cfg.results:
+        check_folder(Path(cfg.results).parent, f"folder of the results table {Path(cfg.results).name},")
+    if cfg.cache_dir:
+        check_folder(cfg.cache_dir, "cache folder")
 
 
 def _build(step: StepPlan, exp: Experiment, fed: dict) -> nn.Module:
@@ -363,18 +408,21 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
         if not (run_dir / "result.json").is_file():
             raise RunDirError(f"{run_dir / 'checkpoint.pt'} holds a run with a different configuration. Use another "
                               f"output directory, or pass if_exists='overwrite' (CLI: --overwrite) to start over.")
-        stored = json.loads((run_dir / "result.json").read_text()).get("config_fingerprint")
+        stored = read_json(run_dir / "result.json", RESULT_KEYS).get("config_fingerprint")
         why = "with a different configuration" if stored != step.full_fingerprint else ""
         raise FileExistsError(
             f"{run_dir} already holds a finished run {why}. Pass if_exists='overwrite' (CLI: --overwrite) "
             f"to replace it, or choose another runs_dir."
         )
     if step.action == "reuse":
-        stored = json.loads((run_dir / "result.json").read_text())
-        saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # any device's
+        stored = read_json(run_dir / "result.json", RESULT_KEYS)
+        saved = torch_load(run_dir / "model.pt", "cpu", ("state",))  # any device's
         load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
         method.eval()
         log.info("reusing finished run %s", run_dir)
+        if cfg.results:  # its row, when it was lost (killed before it was written, a damaged table repaired)
+            done = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((run_dir / "result.json").stat().st_mtime))
+            ensure_result(cfg.results, _result_row(step, tcfg, stored["metrics"], done, RESTORED_DEVICE))
         return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)
     if step.action == "overwrite":
         shutil.rmtree(run_dir)
@@ -395,14 +443,24 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
                            "train": asdict(tcfg), "config": asdict(cfg), "seconds": time.time() - t0},
                           indent=1, default=str)
     if cfg.results:
-        append_result(cfg.results, {
-            "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
+        append_result(cfg.results, _result_row(step, tcfg, metrics, time.strftime("%Y-%m-%d %H:%M:%S"),
+                                               device_label(exp.backbone.device)))
+    return RunResult(metrics, history, run_dir, method, exp)
+
+
+#: the device column of a row restored for a reused run (result.json does not say where the run was made)
+RESTORED_DEVICE = "unknown (row restored on reuse)"
+
+
+def _result_row(step: StepPlan, tcfg: TrainConfig, metrics: dict, when: str, device: str) -> dict:
+    """The results-table row of a step's run, made at ``when`` on ``device``."""
+    cfg = step.cfg
+    return {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
             "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
             "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": cfg.precision,
-            "device": device_label(exp.backbone.device),  # the device it really ran on (auto resolved, GPU named)
-            "run_dir": str(run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
-            "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    return RunResult(metrics, history, run_dir, method, exp)
+            "device": device,  # the device it really ran on (auto resolved, GPU named)
+            "run_dir": str(step.run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
+            "time": when}
 
 
 __all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",

@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
-from dpclab.io import atomic_torch_save
+from dpclab.io import DamagedFileError, atomic_torch_save, set_aside, torch_load
 from dpclab.methods.base import learned_state, load_learned_state
 
 
@@ -36,7 +35,10 @@ class BestBaseEpoch:
         self.path = Path(run_dir) / "best.pt" if run_dir is not None else None
         self.best: dict | None = None
         if self.path is not None and self.path.is_file():
-            self.best = torch.load(self.path, map_location="cpu", weights_only=True)
+            try:
+                self.best = torch_load(self.path, "cpu", ("epoch", "base_test", "state"))
+            except DamagedFileError as err:  # its run resumes from its checkpoint; the best epoch is searched again
+                set_aside(err, "the best epoch is searched again from here")
 
     def __call__(self, epoch: int, method: nn.Module) -> dict:
         logs = dict(self.inner(epoch, method)) if self.inner is not None else {}

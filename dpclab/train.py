@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from dpclab.data.examples import Examples, Task
-from dpclab.io import atomic_torch_save
+from dpclab.io import DamagedFileError, atomic_torch_save, set_aside, torch_load
 from dpclab.methods.base import Loss, PromptMethod, learned_state, load_learned_state, trainable_parameters
 from dpclab.precision import autocast, autocast_iter, grad_scaler
 from dpclab.trainconfig import TrainConfig, lr_at_epoch
@@ -67,14 +67,23 @@ def config_fingerprint(cfg: TrainConfig, extra: dict) -> str:
     return json.dumps({"train": d, **extra}, sort_keys=True, default=str)
 
 
+#: what an epoch checkpoint holds (checked when it is read back)
+CHECKPOINT_KEYS = ("epoch", "state", "optimizer", "history", "fingerprint")
+
+
 def checkpoint_action(ckpt_path: Path, fingerprint: str) -> tuple[str, int]:
     """What the epoch checkpoint at ``ckpt_path`` means for a run whose :func:`config_fingerprint` is
     ``fingerprint``: ``("train", 0)`` when there is none, ``("resume", the epoch to (re)start)`` when it is this run's
     (an unfinished epoch's mid-epoch checkpoint resumes inside that epoch), and
-    ``("refuse", 0)`` when it belongs to another configuration (never overwritten silently)."""
+    ``("refuse", 0)`` when it belongs to another configuration (never overwritten silently). A damaged one (cut
+    short, corrupted) is moved aside with a warning naming it (:func:`dpclab.io.set_aside`): ``("train", 0)``."""
     if not ckpt_path.is_file():
         return "train", 0
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch_load(ckpt_path, "cpu", CHECKPOINT_KEYS)
+    except DamagedFileError as err:
+        set_aside(err, "training starts from epoch 0")
+        return "train", 0
     return ("resume", ckpt["epoch"] + 1) if ckpt.get("fingerprint") == fingerprint else ("refuse", 0)
 
 
@@ -117,7 +126,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                 f"delete it / pass overwrite=True to start over."
             )
         if action == "resume":
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)  # saved on any device
+            ckpt = torch_load(ckpt_path, device, CHECKPOINT_KEYS)  # saved on any device
             load_learned_state(method, ckpt["state"], str(ckpt_path))
             opt.load_state_dict(ckpt["optimizer"])
             if "scaler" in ckpt:

@@ -52,7 +52,10 @@ def test_timings_are_kept_per_parameter_set_and_merged(tmp_path):
     assert load_timings(tmp_path, {**quick, "seeds": "1"}) == {}  # other parameters: no estimate
     assert [p.name for p in tmp_path.iterdir()] == ["timings.json"]  # written atomically: no temp file left
     (tmp_path / "timings.json").write_text("{ torn")
-    assert load_timings(tmp_path, quick) == {}  # unreadable: no estimate, no crash
+    from dpclab.io import DamagedFileWarning
+
+    with pytest.warns(DamagedFileWarning, match="timings.json is damaged"):  # named, moved aside
+        assert load_timings(tmp_path, quick) == {}  # unreadable: no estimate, no crash
     save_timings(tmp_path, quick, {"00_a": 9.0})
     assert load_timings(tmp_path, quick) == {"00_a": 9.0}
 

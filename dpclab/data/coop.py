@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from dpclab.io import atomic_write_json
+from dpclab.io import DamagedFileError, atomic_write_json, read_json, set_aside
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -137,8 +137,13 @@ def read_json_split(path: Path, image_root: Path) -> dict[str, list[Datum]]:
     _require_file(path, "Split file", fix)
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"Split file {path} is not valid JSON ({err}). Re-download it. {fix}") from err
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        if (path.parent / ".world_stamp").is_file():  # the generated world's (dpclab.data.world): write it again
+            fix = (f"It is the generated world's: write it again with `python -m dpclab world --root "
+                   f"{path.parent.parent} --names {path.parent.name}`.")
+        else:
+            fix = f"Re-download it. {fix}"
+        raise DatasetError(f"Split file {path} is not valid JSON ({err}). {fix}") from err
     if not isinstance(raw, dict) or not {"train", "test"} <= set(raw):
         raise DatasetError(f"Split file {path} must be a JSON object with keys 'train', 'val', 'test'. {fix}")
     out = {}
@@ -329,9 +334,9 @@ def few_shot(data: DatasetSplits, k: int, seed: int, cache_dir: str | os.PathLik
         fp = data.meta.get("fingerprint", "nofp")
         cache = Path(cache_dir) / "fewshot" / f"{data.name}-{fp}-shot{k}-seed{seed}.json"
         if cache.is_file():
-            stored = json.loads(cache.read_text())
-            to = lambda rows: [Datum(p, y, c) for p, y, c in rows]  # noqa: E731
-            return replace(data, train=to(stored["train"]), val=to(stored["val"]))
+            stored = _read_split_cache(cache)
+            if stored is not None:
+                return replace(data, train=stored["train"], val=stored["val"])
     rng = random.Random(seed)
     train = sample_few_shot(data.train, k, rng)
     val = sample_few_shot(data.val, min(k, 4), rng)
@@ -339,6 +344,20 @@ def few_shot(data: DatasetSplits, k: int, seed: int, cache_dir: str | os.PathLik
         rows = lambda items: [[d.impath, d.label, d.classname] for d in items]  # noqa: E731
         atomic_write_json(cache, {"train": rows(train), "val": rows(val)})
     return replace(data, train=train, val=val)
+
+
+def _read_split_cache(path: Path) -> dict[str, list[Datum]] | None:
+    """A few-shot split cache entry as {"train": [Datum], "val": [Datum]}; a damaged one (cut short, rows that are
+    not [path, label, class]) is moved aside with a warning naming it, and sampled again (None)."""
+    try:
+        stored = read_json(path, ("train", "val"))
+        try:
+            return {k: [Datum(str(p), int(y), str(c)) for p, y, c in stored[k]] for k in ("train", "val")}
+        except (TypeError, ValueError) as err:
+            raise DamagedFileError(path, f"a row is not [path, label, class]: {err}") from err
+    except DamagedFileError as err:
+        set_aside(err, "sampled again")
+        return None
 
 
 def base_new_classes(num_classes: int) -> tuple[list[int], list[int]]:

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from dpclab.io import atomic_torch_save, file_lock
+from dpclab.io import DamagedFileError, atomic_torch_save, file_lock, set_aside, torch_load
 from dpclab.data.coop import Datum, DatasetError
 
 
@@ -338,7 +338,15 @@ def cached_features(model: torch.nn.Module, backbone_key: str, items: Sequence[D
 
 
 def _read_cached(path: Path, n: int) -> torch.Tensor | None:
+    """The cached features at ``path`` (None on a miss); a damaged entry (cut short, corrupted, not a tensor) is
+    moved aside with a warning naming it, and recomputed (None)."""
     if not path.is_file():
         return None
-    stored = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        stored = torch_load(path, "cpu")
+        if not isinstance(stored, torch.Tensor):
+            raise DamagedFileError(path, f"holds a {type(stored).__name__}, not a feature tensor")
+    except DamagedFileError as err:
+        set_aside(err, "recomputed")
+        return None
     return stored if stored.shape[0] == n else None

@@ -243,12 +243,15 @@ def cmd_methods(args) -> int:
 def cmd_report(args) -> int:
     from dpclab.lab.notebook import resolve
     from dpclab.lab.report import check_parameters, report_parameters
+    from dpclab.io import check_folder
     from dpclab.lab.report.run import notebook_source
     from dpclab.lab.report.command import report_command
     from dpclab.source import startup_lines
 
     params = {key: opt.parse_value(value) for key, value in args.param or []}
     check_parameters(params)
+    opt.check_parameter_values(params)  # the ranges of train's options (-p shots 0 = all images, as --shots 0)
+    check_folder(args.out, "report folder")
     setup = resolve(report_parameters(params, args.quick))  # bad values fail here, before any kernel starts
     print("\n".join(startup_lines(setup.source)))
     jobs = args.jobs

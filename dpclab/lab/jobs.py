@@ -397,11 +397,18 @@ class GridState:
     the finished jobs, re-attaches to those still queued or running on SLURM, and runs only the rest."""
 
     def __init__(self, path: str | os.PathLike):
-        import json
         from pathlib import Path
 
+        from dpclab.io import DamagedFileError, read_json, set_aside
+
         self.path = Path(path)
-        self.jobs: dict[str, dict] = json.loads(self.path.read_text())["jobs"] if self.path.is_file() else {}
+        self.jobs: dict[str, dict] = {}
+        try:
+            self.jobs = read_json(self.path, ("jobs",))["jobs"]
+        except FileNotFoundError:
+            pass
+        except DamagedFileError as err:  # finished runs are still reused from their run folders
+            set_aside(err, "the grid starts over (its finished runs are reused from their run folders)")
 
     @contextlib.contextmanager
     def driving(self):

@@ -125,6 +125,36 @@ def add_parameter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="-p device")
 
 
+#: notebook parameters that are whole numbers: name -> (lowest allowed, fix), the ranges of train's options
+#: (``-p shots 0`` is every training image, as ``train --shots 0``)
+PARAMETER_RANGES = {"shots": (0, "must be an integer >= 0 (images per class; 0 = all training images, as "
+                                  "train --shots 0)"),
+                    "epochs": (1, "must be >= 1, a whole number (or None: each method's protocol default; the "
+                                  "zero-shot rows need no epochs)")}
+#: notebook parameters that are yes/no
+PARAMETER_FLAGS = ("quick", "interactive")
+_FLAG_WORDS = ("true", "false", "1", "0", "yes", "no")
+
+
+def check_parameter_values(params: dict) -> dict:
+    """``params`` (notebook parameters, as ``report -p`` gives them) with the numbers of :data:`PARAMETER_RANGES`
+    and the flags of :data:`PARAMETER_FLAGS` checked as train's options are: a ValueError names the parameter and
+    the fix. The other parameters are checked where they are resolved (:func:`dpclab.lab.notebook.resolve`)."""
+    for key, (low, fix) in PARAMETER_RANGES.items():
+        value = params.get(key)
+        if value is None:
+            continue
+        text = str(value).strip()
+        ok = not isinstance(value, (bool, float)) and text.lstrip("-").isdigit()
+        if not ok or int(text) < low:
+            raise ValueError(f"{key} {fix}; got {value!r}.")
+    for key in PARAMETER_FLAGS:
+        value = params.get(key)
+        if value is not None and str(value).lower() not in _FLAG_WORDS:
+            raise ValueError(f"{key} must be True or False; got {value!r}.")
+    return params
+
+
 def notebook_parameters(args: argparse.Namespace) -> dict:
     """The notebooks' parameters these options give (``report -p`` equivalents; ``-p`` wins over the options)."""
     from dpclab.lab.notebook import PARAMETER_KEYS
@@ -141,8 +171,9 @@ def notebook_parameters(args: argparse.Namespace) -> dict:
     unknown = sorted(set(params) - set(PARAMETER_KEYS))
     if unknown:
         raise ValueError(f"Unknown notebook parameter(s) {unknown}. The notebooks take: {', '.join(PARAMETER_KEYS)}.")
-    return params
+    return check_parameter_values(params)
 
 
 __all__ = ["parse_value", "parse_options", "check_train", "positive_int", "nonneg_int", "positive_float", "shots",
-           "seed", "epochs", "add_source_args", "source_from_args", "add_parameter_args", "notebook_parameters"]
+           "seed", "epochs", "add_source_args", "source_from_args", "add_parameter_args", "notebook_parameters",
+           "check_parameter_values", "PARAMETER_RANGES"]

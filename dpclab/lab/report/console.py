@@ -27,17 +27,28 @@ def parameters_key(parameters: dict) -> str:
     return json.dumps(parameters, sort_keys=True, default=str)
 
 
-def load_timings(out_dir: str | Path, parameters: dict) -> dict[str, float]:
-    """Per-notebook wall times (s) of the last run with these exact ``parameters``; {} when there is none."""
-    path = Path(out_dir) / TIMINGS_FILE
+def _read_timings(path: Path) -> dict:
+    """The timings table at ``path`` ({} when there is none); a damaged one (cut short, not the table) is moved
+    aside with a warning naming it (:func:`dpclab.io.set_aside`): the estimates start over."""
+    from dpclab.io import DamagedFileError, read_json, set_aside
+
     try:
-        table = json.loads(path.read_text(encoding="utf-8"))
+        table = read_json(path)
+        if not (isinstance(table, dict) and all(isinstance(e, dict) and isinstance(e.get("seconds"), dict) and
+                                                all(isinstance(v, (int, float)) for v in e["seconds"].values())
+                                                for e in table.values())):
+            raise DamagedFileError(path, "not a table of per-notebook seconds")
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as err:
-        log.warning("ignoring unreadable %s (%s); estimates start over", path, err)
+    except DamagedFileError as err:
+        set_aside(err, "the time estimates start over")
         return {}
-    entry = table.get(parameters_key(parameters), {}) if isinstance(table, dict) else {}
+    return table
+
+
+def load_timings(out_dir: str | Path, parameters: dict) -> dict[str, float]:
+    """Per-notebook wall times (s) of the last run with these exact ``parameters``; {} when there is none."""
+    entry = _read_timings(Path(out_dir) / TIMINGS_FILE).get(parameters_key(parameters), {})
     return {name: float(sec) for name, sec in entry.get("seconds", {}).items()}
 
 
@@ -46,11 +57,7 @@ def save_timings(out_dir: str | Path, parameters: dict, seconds: dict[str, float
     from dpclab.io import atomic_write_text
 
     path = Path(out_dir) / TIMINGS_FILE
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-        table = table if isinstance(table, dict) else {}
-    except (OSError, ValueError):
-        table = {}
+    table = _read_timings(path)
     key = parameters_key(parameters)
     merged = {**table.get(key, {}).get("seconds", {}), **{name: round(s, 1) for name, s in seconds.items()}}
     table[key] = {"parameters": parameters, "seconds": dict(sorted(merged.items())),
@@ -66,10 +73,18 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
     quick/full; other workloads get none."""
     from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
 
+    from dpclab.io import DamagedFileError, read_json
+
     try:
-        table = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        table = read_json(path)
+        entries = [e for b in ("embedded", "open_clip") for e in table.get(b, {}).values()]
+        if not all(isinstance(e.get("seconds"), dict) and "label" in e for e in entries):
+            raise DamagedFileError(path, "an entry without its seconds or label")
+    except FileNotFoundError:
         return {}, "no typical times shipped"
+    except (DamagedFileError, AttributeError) as err:  # shipped with the package: named, never moved
+        log.warning("%s is damaged (%s); reinstall dpclab to restore it", path, getattr(err, "reason", err))
+        return {}, f"the shipped typical times {Path(path).name} are damaged"
     changed = [k for k in WORKLOAD_KEYS if k in parameters and parameters[k] not in
                table.get("defaults", {}).get(k, [None])]
     if changed:

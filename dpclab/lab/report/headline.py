@@ -82,11 +82,23 @@ def write_benchmark_spread(bench_dir: str | Path, path: str | Path = SPREAD_FILE
 
 
 def load_spread(path: str | Path = SPREAD_FILE) -> dict:
-    """The shipped :data:`SPREAD_FILE` (``{}`` when it is missing: every one-seed verdict is then direction only)."""
-    import json
+    """The shipped :data:`SPREAD_FILE` (``{}`` when it is missing: every one-seed verdict is then direction only; a
+    damaged one is named in a log warning, never moved: it ships with the package)."""
+    import logging
 
-    path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    from dpclab.io import DamagedFileError, read_json
+
+    try:
+        spread = read_json(path)
+        if not isinstance(spread, dict):
+            raise DamagedFileError(path, "not a JSON object")
+        return spread
+    except FileNotFoundError:
+        return {}
+    except DamagedFileError as err:
+        logging.getLogger(__name__).warning("%s is damaged (%s); one-seed verdicts are direction only; reinstall "
+                                            "dpclab to restore it", err.path, err.reason)
+        return {}
 
 
 def spread_threshold(datasets, spread: dict) -> float | None:
