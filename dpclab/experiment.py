@@ -50,10 +50,11 @@ class Experiment:
     @classmethod
     def prepare(cls, cfg, backbone: Backbone | None = None, specs: dict | None = None) -> "Experiment":
         """The experiment of a :class:`~dpclab.pipeline.RunConfig` ``cfg`` (its dataset, shots, seed, backbone)."""
-        backbone = backbone or cached_backbone(cfg.model, str(cfg.pretrained), cfg.device, cfg.precision)
-        data = load_dataset(cfg.data_root, cfg.dataset, specs=specs or dataset_specs())
-        data = few_shot(data, cfg.shots, cfg.seed, cfg.cache_dir)
-        return cls(backbone, data, cfg.seed, cfg.cache_dir, cfg.train_classes, cfg.progress)
+        src = cfg.source
+        backbone = backbone or cached_backbone(src.model, src.pretrained, src.device, src.precision)
+        data = load_dataset(src.data_root, cfg.dataset, specs=specs or dataset_specs())
+        data = few_shot(data, src.shots, cfg.seed, src.cache_dir)
+        return cls(backbone, data, cfg.seed, src.cache_dir, cfg.train_classes, cfg.progress)
 
     def inputs_key(self) -> str:
         """Identifies the images a run reads: its training items and the base and new test items, by path, label

@@ -19,11 +19,10 @@ its epoch checkpoint continues exactly as the uninterrupted run would (tested, i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +33,7 @@ from dpclab.data.examples import Examples, Task
 from dpclab.io import atomic_torch_save
 from dpclab.methods.base import PromptMethod, learned_state, load_learned_state, trainable_parameters
 from dpclab.precision import autocast, autocast_iter, grad_scaler
+from dpclab.runkey import full_fingerprint
 from dpclab.trainconfig import TrainConfig, lr_at_epoch
 
 log = logging.getLogger(__name__)
@@ -47,14 +47,8 @@ class RunDirError(RuntimeError):
     pass
 
 
-def config_fingerprint(cfg: TrainConfig, extra: dict) -> str:
-    """A JSON string identifying a run's configuration (everything that changes its numbers)."""
-    d = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "num_workers")}
-    return json.dumps({"train": d, **extra}, sort_keys=True, default=str)
-
-
 def checkpoint_action(ckpt_path: Path, fingerprint: str) -> tuple[str, int]:
-    """What the epoch checkpoint at ``ckpt_path`` means for a run whose :func:`config_fingerprint` is
+    """What the epoch checkpoint at ``ckpt_path`` means for a run whose :func:`dpclab.runkey.full_fingerprint` is
     ``fingerprint``: ``("train", 0)`` when there is none, ``("resume", next epoch)`` when it is this run's, and
     ``("refuse", 0)`` when it belongs to another configuration (never overwritten silently)."""
     if not ckpt_path.is_file():
@@ -90,7 +84,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     history: list[dict] = []
     start = 0
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
-    fp = config_fingerprint(cfg, fingerprint or {})
+    fp = full_fingerprint(cfg, fingerprint or {})
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         action, _ = checkpoint_action(ckpt_path, fp)
@@ -153,5 +147,5 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     return history
 
 
-__all__ = ["fit", "checkpoint_action", "config_fingerprint", "epoch_generator", "RunDirError", "TrainConfig",
+__all__ = ["fit", "checkpoint_action", "epoch_generator", "RunDirError", "TrainConfig",
            "Examples", "lr_at_epoch"]

@@ -7,7 +7,10 @@ A leaf module (it imports nothing of dpclab): the method contract (:mod:`dpclab.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+#: a training setting that changes a run's numbers: part of its fingerprint (:mod:`dpclab.runkey`)
+_FINGERPRINT = {"key": ("fingerprint",)}
 
 
 @dataclass
@@ -16,23 +19,23 @@ class TrainConfig:
     its resolved :class:`~dpclab.methods.MethodSpec` (``spec.train``); a run's ``train`` overrides go on top."""
 
     #: epochs to train (0: nothing to train, the method is only evaluated)
-    epochs: int = 200
+    epochs: int = field(default=200, metadata=_FINGERPRINT)
     #: images per SGD step (the anchors of a step for DPC, whose batches add hard negatives)
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata=_FINGERPRINT)
     #: peak learning rate of the cosine schedule (per parameter group: methods may scale it, e.g. DePT's head)
-    lr: float = 0.002
+    lr: float = field(default=0.002, metadata=_FINGERPRINT)
     #: SGD momentum
-    momentum: float = 0.9
+    momentum: float = field(default=0.9, metadata=_FINGERPRINT)
     #: SGD weight decay (L2 on every trainable tensor)
-    weight_decay: float = 5e-4
+    weight_decay: float = field(default=5e-4, metadata=_FINGERPRINT)
     #: epochs at the constant ``warmup_lr`` before the cosine decay starts (Dassl's ConstantWarmupScheduler)
-    warmup_epochs: int = 1
+    warmup_epochs: int = field(default=1, metadata=_FINGERPRINT)
     #: learning rate of the warm-up epochs
-    warmup_lr: float = 1e-5
+    warmup_lr: float = field(default=1e-5, metadata=_FINGERPRINT)
     #: seeds the batch order (:func:`epoch_generator`) and the augmented views; the pipeline passes the run's seed
-    seed: int = 1
+    seed: int = field(default=1, metadata=_FINGERPRINT)
     #: cached augmented views of the training images (features-kind methods); 0 = one fresh view per epoch
-    n_views: int = 0
+    n_views: int = field(default=0, metadata=_FINGERPRINT)
     #: DataLoader workers decoding training images (pixel methods); not part of a run's fingerprint
     num_workers: int = 0
     #: show a progress bar (tqdm.auto); not part of a run's fingerprint

@@ -89,9 +89,9 @@ def cmd_train(args) -> int:
     base_train = opt.check_train(parse_options(args.base_train, "--base-train"), "--base-train")
     rows = []
     for seed in args.seeds:
-        cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
-                             base_method_cfg=parse_options(args.base_opt), base_train=base_train,
-                             if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
+        cfg = RunConfig(args.method, args.dataset, seed, source=src, train=train, method_cfg=parse_options(args.opt),
+                        base_method_cfg=parse_options(args.base_opt), base_train=base_train,
+                        if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
         if seed == args.seeds[0]:
             print("\n".join(startup_lines(src)))
         exp = Experiment.prepare(cfg)
@@ -125,8 +125,8 @@ def cmd_transfer(args) -> int:
     evaluate = domain_generalization if args.setting == "dg" else cross_dataset
     tables = []
     for seed in args.seeds:
-        cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
-                             if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
+        cfg = RunConfig(args.method, args.dataset, seed, source=src, train=train, method_cfg=parse_options(args.opt),
+                        if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
         source = replace(cfg, train_classes="all")
         print("\n".join(plan_lines(source, plan_run(source, Experiment.prepare(source)))), flush=True)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
@@ -139,7 +139,7 @@ def cmd_transfer(args) -> int:
 
 def _grid_setup(args, datasets) -> dict:
     """What the grid commands (benchmark, dpc-study) share: torch threads, the missing embedded-world datasets
-    written, and :func:`dpclab.lab.benchmark.run_matrix`'s source and output keywords from the arguments."""
+    written, and :func:`dpclab.lab.matrix.run_matrix`'s source and ``if_exists`` from the arguments."""
     from dpclab.data.world import ensure_world
 
     if args.threads:
@@ -150,9 +150,7 @@ def _grid_setup(args, datasets) -> dict:
     written = ensure_world(src.data_root, datasets)
     if written:
         print(f"wrote embedded world dataset(s) {', '.join(written)} under {src.data_root}")
-    return dict(data_root=src.data_root, model=src.model, pretrained=src.pretrained, shots=src.shots,
-                runs_dir=src.runs_dir, cache_dir=src.cache_dir, results=src.results, device=src.device,
-                precision=src.precision, if_exists="overwrite" if args.overwrite else "reuse")
+    return dict(source=src, if_exists="overwrite" if args.overwrite else "reuse")
 
 
 def cmd_dpc_study(args) -> int:
@@ -167,7 +165,7 @@ def cmd_dpc_study(args) -> int:
     grid_kw = _grid_setup(args, datasets)
     t0 = time.time()
     step2 = opt.check_train(parse_options(args.step2, "--step2"), "--step2")
-    runs, sweep = study(datasets, seeds, step2=step2, train={} if args.epochs is None else {"epochs": args.epochs},
+    runs, sweep = study(datasets=datasets, seeds=seeds, step2=step2, train={} if args.epochs is None else {"epochs": args.epochs},
                         **grid_kw)
     header = (f"# DPC study: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}\n\n"
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
@@ -202,7 +200,8 @@ def cmd_benchmark(args) -> int:
             print(f"{row['dataset']} {row['method']} seed {row['seed']}: base {row['base']:.2f}  new {row['new']:.2f}"
                   f"  HM {row['hm']:.2f}  train {row['train_acc']:.2f}{note}", flush=True)
 
-    runs = run_matrix(datasets, args.methods or list(DEFAULT_METHODS), seeds, train=train, on_row=show, **grid_kw)
+    runs = run_matrix(datasets=datasets, rows=args.methods or list(DEFAULT_METHODS), seeds=seeds, train=train,
+                      on_row=show, **grid_kw)
     wall = time.time() - t0
     summary = summary_table(runs)
     targets = check_targets(summary)

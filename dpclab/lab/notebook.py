@@ -117,13 +117,13 @@ class Setup:
     def config(self, method: str, seed: int | None = None, dataset: str | None = None, **overrides):
         """A :class:`~dpclab.pipeline.RunConfig` for ``method`` with this notebook's parameters.
 
-        ``overrides`` are RunConfig fields; ``train``/``base_train`` dicts are merged over the epoch settings.
+        ``overrides`` are RunConfig fields (the source's too); ``train``/``base_train`` dicts are merged over the epoch settings.
         """
         train, base_train = self.train_overrides(method)
         overrides["train"] = {**train, **overrides.get("train", {})}
         overrides["base_train"] = {**base_train, **overrides.get("base_train", {})}
-        return self.source.run_config(method, dataset or self.dataset, self.seeds[0] if seed is None else seed,
-                                      **{"progress": self.progress, **overrides})
+        return RunConfig.of(self.source, method=method, dataset=dataset or self.dataset,
+                            seed=self.seeds[0] if seed is None else seed, **{"progress": self.progress, **overrides})
 
     def effective_epochs(self, method: str) -> dict:
         """The epochs ``method`` really trains with these parameters (:func:`dpclab.pipeline.effective_epochs`):
@@ -223,11 +223,8 @@ class Setup:
             if any(r.overrides() != spec[label][1] for r in runs):
                 raise ValueError(f"the planned runs of {label!r} differ between datasets or seeds; run them one by "
                                  f"one with Setup.run")
-        src = self.source
-        return run_matrix(self.datasets, list(spec), self.seeds, data_root=src.data_root, model=src.model,
-                          pretrained=src.pretrained, shots=src.shots, runs_dir=src.runs_dir, cache_dir=src.cache_dir,
-                          results=src.results, device=src.device, backbone=self.backbone(), progress=self.progress,
-                          precision=src.precision, spec=spec,
+        return run_matrix(self.source, self.datasets, list(spec), self.seeds, backbone=self.backbone(),
+                          progress=self.progress, spec=spec,
                           on_row=lambda row: self._record(row["method"], row["run_dir"], row["reused"]))
 
 

@@ -17,10 +17,12 @@ ImageNet: 50 epochs) are applied where a run's training settings are resolved (:
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
-from dpclab.source import EMBEDDED_PRETRAINED, resolve_backend
+from dpclab.pipeline import RunConfig
+from dpclab.runkey import key_fields
+from dpclab.source import EMBEDDED_PRETRAINED, Source, resolve_backend
 
 #: the notebooks, in order
 NOTEBOOKS = ("00", "01", "02", "03", "04", "05", "06")
@@ -159,25 +161,34 @@ def _items(d: Mapping | None) -> tuple:
     return tuple(sorted((d or {}).items()))
 
 
+#: metadata of a PlannedRun field that identifies the run (:mod:`dpclab.runkey`, role "job")
+_JOB = {"key": ("job",)}
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     """One run a notebook requests. Dict-valued options are sorted (key, value) tuples (hashable)."""
 
     #: the (first) notebook requesting it: "00" ... "06"
     notebook: str
-    dataset: str
-    method: str
-    seed: int
+    #: the dataset's name
+    dataset: str = field(metadata=_JOB)
+    #: the method's name
+    method: str = field(metadata=_JOB)
+    #: the few-shot seed
+    seed: int = field(metadata=_JOB)
     #: RunConfig.method_cfg
-    method_cfg: tuple = ()
+    method_cfg: tuple = field(default=(), metadata=_JOB)
     #: base (all base-to-new classes trained on) | all (the oracle)
-    train_classes: str = "base"
+    train_classes: str = field(default="base", metadata=_JOB)
     #: evaluated on base and new test data after every epoch (notebooks 01, 02)
     curve: bool = False
     #: RunConfig.base_method_cfg, .train and .base_train
-    base_method_cfg: tuple = ()
-    train: tuple = ()
-    base_train: tuple = ()
+    base_method_cfg: tuple = field(default=(), metadata=_JOB)
+    #: RunConfig.train
+    train: tuple = field(default=(), metadata=_JOB)
+    #: RunConfig.base_train
+    base_train: tuple = field(default=(), metadata=_JOB)
     #: what the notebook calls it (a method name, "oracle", an ablation row, a notebook-06 row label)
     label: str = ""
     #: every notebook requesting it (report_plan); () = just ``notebook``
@@ -185,9 +196,8 @@ class PlannedRun:
 
     @property
     def key(self) -> tuple:
-        """Equal keys, same run directory (for one source)."""
-        return (self.dataset, self.method, self.seed, self.method_cfg, self.base_method_cfg, self.train,
-                self.base_train, self.train_classes)
+        """Equal keys, same run directory (for one source): the fields :func:`dpclab.runkey.key_fields` reads."""
+        return tuple(key_fields(self, "job").items())
 
     @property
     def requested_by(self) -> tuple:
@@ -198,9 +208,9 @@ class PlannedRun:
         return dict(method_cfg=dict(self.method_cfg), base_method_cfg=dict(self.base_method_cfg),
                     train=dict(self.train), base_train=dict(self.base_train), train_classes=self.train_classes)
 
-    def run_config(self, source, **overrides):
-        """Its :class:`~dpclab.pipeline.RunConfig` from ``source`` (a :class:`~dpclab.source.Source`)."""
-        return source.run_config(self.method, self.dataset, self.seed, **{**self.overrides(), **overrides})
+    def run_config(self, source: Source, **overrides) -> RunConfig:
+        """Its :class:`~dpclab.pipeline.RunConfig` from ``source``; ``overrides`` are RunConfig fields."""
+        return RunConfig(self.method, self.dataset, self.seed, source=source, **{**self.overrides(), **overrides})
 
     def describe(self) -> str:
         opts = {k: dict(v) for k, v in (("opt", self.method_cfg), ("base_opt", self.base_method_cfg),

@@ -8,22 +8,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Sequence
 
 from dpclab.lab.jobs import Job, needed_first
+from dpclab.pipeline import RunConfig, with_method_data
+from dpclab.runkey import job_key
 
 
-def run_key(cfg) -> str:
-    """What identifies a training run in a job list (two configs with the same key train the same run; the training
-    data a method's protocol fixes is applied first, so PromptKD asked for on 16 shots is its all-images run)."""
-    from dpclab.pipeline import with_method_data
-
-    cfg = with_method_data(cfg)
-    fields = ("method", "dataset", "data_root", "model", "pretrained", "shots", "seed", "precision", "train",
-              "method_cfg", "base_method_cfg", "base_train", "train_classes", "runs_dir")
-    return json.dumps({k: getattr(cfg, k) for k in fields}, sort_keys=True, default=str)
+def run_key(cfg: RunConfig) -> str:
+    """What identifies a training run in a job list (:func:`dpclab.runkey.job_key`: two configs with the same key
+    train the same run); the training data a method's protocol fixes is applied first, so PromptKD asked for on 16
+    shots is its all-images run."""
+    return job_key(with_method_data(cfg))
 
 
 def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:

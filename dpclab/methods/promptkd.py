@@ -225,10 +225,11 @@ def teacher_run_config(cfg, kd: PromptKDConfig):
     seed, on the teacher's backbone (default: the run's own), at its own protocol defaults plus ``teacher_train``.
     ``cfg`` is the student's :class:`~dpclab.pipeline.RunConfig`; a run with the same settings (e.g. the report's
     ``promptsrc`` row) is reused."""
-    return replace(cfg, method=kd.teacher_method, model=kd.teacher_model or cfg.model,
-                   pretrained=kd.teacher_pretrained or cfg.pretrained, shots=kd.teacher_shots, train_classes="base",
-                   method_cfg=dict(kd.teacher_method_cfg), base_method_cfg={}, base_train={},
-                   train={**kd.teacher_train, **({} if kd.teacher_epochs is None else {"epochs": kd.teacher_epochs})})
+    src = cfg.source
+    return cfg.replace(method=kd.teacher_method, model=kd.teacher_model or src.model,
+                       pretrained=kd.teacher_pretrained or src.pretrained, shots=kd.teacher_shots,
+                       train_classes="base", method_cfg=dict(kd.teacher_method_cfg), base_method_cfg={}, base_train={},
+                       train={**kd.teacher_train, **({} if kd.teacher_epochs is None else {"epochs": kd.teacher_epochs})})
 
 
 __all__ = ["PromptKD", "PromptKDConfig", "Projector", "distillation_loss", "teacher_run_config",

@@ -27,8 +27,8 @@ from dpclab.lab.speed.report import Row
 def _experiment(case: ModelCase, backbone: Backbone, data_root: Path, cache: Path, seed: int):
     from dpclab.pipeline import Experiment, RunConfig
 
-    cfg = RunConfig(method="coop", dataset="bench", data_root=str(data_root), shots=case.shots, seed=seed,
-                    cache_dir=str(cache), train_classes="all", progress=False)
+    cfg = RunConfig.of(method="coop", dataset="bench", data_root=str(data_root), shots=case.shots, seed=seed,
+                       cache_dir=str(cache), train_classes="all", progress=False)
     return Experiment.prepare(cfg, backbone, specs={"bench": BENCH_SPEC})
 
 
