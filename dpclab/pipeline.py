@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 #: metadata of a RunConfig field by the run identities it is part of (:mod:`dpclab.runkey`)
-_RUN = {"key": ("data", "job", "dir", "fingerprint")}
+_RUN = {"key": ("job", "dir", "fingerprint")}
 _OPTION = {"key": ("job", "options", "fingerprint")}
 
 
@@ -57,7 +57,7 @@ class RunConfig:
     #: a method name: "coop", or a base with a plug-in, "coop+dpc" (dpclab.methods.method_names())
     method: str = field(default="coop", metadata=_RUN)
     #: a dataset name (CoOp's eleven or the embedded world's, dpclab.experiment.dataset_specs())
-    dataset: str = field(default="eurosat", metadata=_RUN)
+    dataset: str = field(default="eurosat", metadata={"key": ("data", "job", "dir", "fingerprint")})
     #: seeds the few-shot split, the random initialisations and the batch order
     seed: int = field(default=1, metadata={"key": ("data", "job", "dir")})
     #: what every run of a command shares: model, weights, data, shots, precision, device, where things go
