@@ -120,7 +120,7 @@ def data_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def experiment(data_root, tiny_backbone) -> Experiment:
-    cfg = RunConfig(dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False)
+    cfg = RunConfig.of(dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False)
     return Experiment.prepare(cfg, tiny_backbone)
 
 
@@ -149,7 +149,7 @@ def test_the_contract_tests_pass_on_a_method_added_from_a_test_module(name, regi
 def test_a_new_method_runs_through_the_pipeline_untouched(registered, data_root, experiment, tmp_path):
     """``toy+dpc`` in two steps and ``toy+dept`` jointly, planned and run by the unchanged pipeline."""
     for name in ("toy+dpc", "toy+dept"):
-        cfg = RunConfig(method=name, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
+        cfg = RunConfig.of(method=name, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
                         runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1},
                         base_train={"epochs": 1} if name == "toy+dpc" else {})
         steps = plan_run(cfg, experiment)
@@ -166,7 +166,7 @@ def test_a_method_built_on_a_teacher_runs_its_teacher_first(registered, data_roo
     from dpclab.pipeline import effective_epochs
     from dpclab.methods.base import learned_state
 
-    cfg = RunConfig(method="toykd+dpc", dataset="eurosat", data_root=data_root, shots=1, cache_dir=None,
+    cfg = RunConfig.of(method="toykd+dpc", dataset="eurosat", data_root=data_root, shots=1, cache_dir=None,
                     progress=False, runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1},
                     base_train={"epochs": 1})
     steps = plan_run(cfg, experiment)

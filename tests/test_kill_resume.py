@@ -142,7 +142,7 @@ def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json
     global RNG is in, so repeating a run in the same process (a notebook) gives the same numbers."""
     from dpclab.pipeline import Experiment, RunConfig, run
 
-    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None,
                     train={"epochs": 2, "batch_size": 4, "lr": 0.05}, method_cfg={"ctx_init": None, "n_ctx": 4},
                     if_exists="overwrite", progress=False)

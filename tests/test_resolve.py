@@ -39,7 +39,7 @@ def data_root(tmp_path_factory) -> str:
 
 
 def config(data_root, tmp_path, method, **kw) -> RunConfig:
-    return RunConfig(method=method, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
+    return RunConfig.of(method=method, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
                      runs_dir=str(tmp_path / "runs"), results=None, **kw)
 
 

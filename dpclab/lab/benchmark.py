@@ -5,7 +5,7 @@ The benchmark tool: the run matrix and its summary are :mod:`dpclab.lab.matrix` 
 
 >>> from dpclab.lab.benchmark import run_matrix, summary_table
 >>> from dpclab.lab.targets import check_targets, paired_gains
->>> runs = run_matrix(["world_tint", "world_sketch"], seeds=[1, 2, 3])   # one row per dataset x method x seed
+>>> runs = run_matrix(Source(), ["world_tint", "world_sketch"], seeds=[1, 2, 3])   # one row per dataset x row x seed
 >>> table = summary_table(runs)        # mean ± std over seeds, plus the average over datasets
 >>> check_targets(table)               # the project's expectations, measured (pass/fail is informational)
 >>> paired_gains(runs, "coop+dpc[released]")   # DPC - CoOp per seed, mean and paired 95 % interval

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
 from dpclab.lab.plan import (EMBEDDED_DEFAULT_DATASET, QUICK_EPOCH_DIVISOR, QUICK_MIN_EPOCHS, REAL_DEFAULT_DATASET,  # noqa: F401
                    PlannedRun, Scope, parse_datasets, parse_seeds, requests)
+from dpclab.pipeline import RunConfig, cached_backbone
 from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,6 @@ class Setup:
         return self.interactive
 
     def backbone(self):
-        from dpclab.pipeline import cached_backbone
-
         return cached_backbone(self.model, self.pretrained, self.device, self.precision)
 
     def train_overrides(self, method: str) -> tuple[dict, dict]:
