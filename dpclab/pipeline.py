@@ -25,13 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dpclab import methods
 from dpclab.backbones import Backbone, check_teacher_inputs
 from dpclab.evaluate import append_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
 from dpclab.io import atomic_torch_save, atomic_write_json, file_lock
-from dpclab.methods import MethodSpec, build_method, default_train
 from dpclab.methods.base import learned_state, load_learned_state
+from dpclab.methods.spec import MethodSpec, build_method, default_train, resolve
 from dpclab.protocol import dataset_train
 from dpclab.runkey import key_fields, run_key
 from dpclab.selection import BestBaseEpoch, wants_best_base
@@ -114,7 +113,7 @@ SOURCE_FIELDS = frozenset(f.name for f in dataclasses.fields(Source))
 def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
     """``spec`` when given (it must be ``cfg.method``'s), else :func:`dpclab.methods.resolve` of ``cfg.method``."""
     if spec is None:
-        return methods.resolve(cfg.method)
+        return resolve(cfg.method)
     if spec.name != cfg.method:
         raise ValueError(f"The method spec is {spec.name!r} but the run config names {cfg.method!r}.")
     return spec
