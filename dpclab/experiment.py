@@ -10,7 +10,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from dpclab.backbones import Backbone, load_clip
-from dpclab.data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
+from dpclab.data.coop import DATASETS, DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
 from dpclab.data.examples import Examples, Task
 from dpclab.data.features import build_transforms, cached_features, default_num_workers, items_digest
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits
@@ -99,7 +99,6 @@ class Experiment:
 
 def dataset_specs() -> dict:
     """The 11 CoOp datasets plus the embedded world's datasets (when the world module is present)."""
-    from dpclab.data.coop import DATASETS
 
     specs = dict(DATASETS)
     try:

@@ -16,6 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no locking, runs stay sequential-safe only
@@ -64,7 +66,6 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     The object is serialised to memory first: ``torch.save`` names the archive's records after the file it writes
     to, so saving to a randomly named temporary file would make two identical objects differ in their bytes (and
     sha256). Through a buffer, the same object always gives the same bytes."""
-    import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)

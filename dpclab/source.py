@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+import torch
+
+from dpclab.backbones import (EMBEDDED_MODEL, EMBEDDED_PRETRAINED, MODEL_CONFIG_DIR, register_model_configs,
+                              resolve_device)
 from dpclab.data.coop import normalise_root
-from dpclab.precision import PRECISIONS
+from dpclab.data.features import default_num_workers
+from dpclab.precision import PRECISIONS, amp_dtype, input_dtype
 
 #: the embedded world is written here when missing
 EMBEDDED_DATA_ROOT = "data/world"
@@ -114,8 +118,6 @@ def model_image_size(model: str) -> int | None:
     """The input size of open_clip model ``model`` from its config (no weights loaded); None when unknown."""
     import open_clip
 
-    from dpclab.backbones import MODEL_CONFIG_DIR, register_model_configs
-
     if MODEL_CONFIG_DIR.is_dir():  # dpclab's own configs (the embedded model)
         register_model_configs(MODEL_CONFIG_DIR)
     size = ((open_clip.get_model_config(model) or {}).get("vision_cfg") or {}).get("image_size")
@@ -126,11 +128,6 @@ def startup_lines(source: Source, cpus: int | None = None, workers: int | None =
     """What a command says before it starts: the device by name (a fall-back to the CPU said plainly; a CUDA device
     torch cannot see is an error naming the fix), the precision with the dtypes of CLIP and of the prompts, and the
     image-loader workers of one process (``workers``, else from the model's input size and ``cpus`` CPUs)."""
-    import torch
-
-    from dpclab.backbones import resolve_device
-    from dpclab.data.features import default_num_workers
-    from dpclab.precision import amp_dtype, input_dtype
 
     dev = resolve_device(source.device)
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -33,6 +33,7 @@ from dpclab.data.examples import Examples, Task
 from dpclab.io import atomic_torch_save
 from dpclab.methods.base import PromptMethod, learned_state, load_learned_state, trainable_parameters
 from dpclab.precision import autocast, autocast_iter, grad_scaler
+from dpclab.progress import progress_bar
 from dpclab.runkey import full_fingerprint
 from dpclab.trainconfig import TrainConfig, lr_at_epoch
 
@@ -69,7 +70,6 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     batch building and the loss under autocast (with a gradient scaler for float16); fp16 needs nothing here (the
     model, the prompts and the inputs are already half).
     """
-    from dpclab.progress import progress_bar
 
     device = next(method.clip.parameters()).device
     data = replace(data, task=task)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,8 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from dpclab.data.coop import DatasetError, Datum
 from dpclab.io import atomic_torch_save, file_lock
-from dpclab.data.coop import Datum, DatasetError
+from dpclab.progress import progress_bar
 
 
 class ToRGB:
@@ -184,7 +186,6 @@ def ignore_time_limit_signal(worker_id: int = 0) -> None:
     """DataLoader worker start-up: ignore SIGUSR2, the time-limit warning SLURM sends to every process of a job
     step. The job's main process checkpoints and requeues on it (``dpclab.lab.jobs``); a loader worker killed by it
     first would turn the requeue into a "DataLoader worker killed" failure."""
-    import signal
 
     if hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
@@ -209,7 +210,6 @@ def encode_image_list(model: torch.nn.Module, items: Sequence[Datum], transform:
 
     The features stay on ``device`` until the end (one copy back, no per-batch synchronisation), so with workers
     the next batches are decoded while the model runs."""
-    from dpclab.progress import progress_bar
 
     loader = DataLoader(ImageList(items, transform, view_seed), batch_size=batch_size, shuffle=False,
                         **loader_options(num_workers, device))

@@ -5,17 +5,37 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import logging
 import os
 import sys
 import time
 import traceback
 import warnings
+from dataclasses import replace
+from pathlib import Path
 
-from dpclab.lab import options as opt
+import pandas as pd
+import torch
+
 from dpclab.backbones import EMBEDDED_MODEL
 from dpclab.data.features import allocated_cpus
+from dpclab.data.world import ensure_world, rewrite_world, world_datasets, world_stamp
+from dpclab.evaluate import summarize
+from dpclab.lab import options as opt
+from dpclab.lab.benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, markdown_table, run_matrix,
+                                  summary_table, write_report)
+from dpclab.lab.dpc_study import study, write_study
+from dpclab.lab.notebook import resolve
 from dpclab.lab.options import add_source_args, parse_options, source_from_args
+from dpclab.lab.pretrain import main as pretrain_main
+from dpclab.lab.report import check_parameters, report_parameters, strip_outputs
+from dpclab.lab.report.command import report_command
+from dpclab.lab.targets import check_targets, markdown_targets
+from dpclab.methods import METHODS, PLUGINS
+from dpclab.pipeline import Experiment, cached_backbone, plan_run, run
+from dpclab.source import startup_lines
+from dpclab.transfer import cross_dataset, domain_generalization, summarize_transfer
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -81,10 +101,6 @@ def _two_step_note(args, spec) -> str | None:
 
 
 def cmd_train(args) -> int:
-    from dpclab.evaluate import summarize
-    from dpclab.pipeline import Experiment, plan_run, run
-    from dpclab.source import startup_lines
-
     src, train = source_from_args(args), _train_overrides(args)
     base_train = opt.check_train(parse_options(args.base_train, "--base-train"), "--base-train")
     rows = []
@@ -107,8 +123,6 @@ def cmd_train(args) -> int:
               f"HM {m['hm']:.2f}{note}")
         rows.append({"dataset": args.dataset, "method": args.method, "seed": seed, **m})
     if len(rows) > 1:
-        import pandas as pd
-
         s = summarize(pd.DataFrame(rows)).iloc[0]
         print(f"mean over {len(rows)} seeds: base {s.base:.2f} ± {s.base_std:.2f}  new {s.new:.2f} ± "
               f"{s.new_std:.2f}  HM {s.hm:.2f}")
@@ -116,11 +130,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from dataclasses import replace
-
-    from dpclab.pipeline import Experiment, plan_run
-    from dpclab.transfer import cross_dataset, domain_generalization, summarize_transfer
-
     src, train = source_from_args(args), _train_overrides(args)
     evaluate = domain_generalization if args.setting == "dg" else cross_dataset
     tables = []
@@ -130,7 +139,6 @@ def cmd_transfer(args) -> int:
         source = replace(cfg, train_classes="all")
         print("\n".join(plan_lines(source, plan_run(source, Experiment.prepare(source)))), flush=True)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
-    import pandas as pd
 
     summary = summarize_transfer(pd.concat(tables, ignore_index=True))
     print(summary[["role", "target", "accuracy", "runs"]].to_string(index=False, float_format="%.2f"))
@@ -140,11 +148,8 @@ def cmd_transfer(args) -> int:
 def _grid_setup(args, datasets) -> dict:
     """What the grid commands (benchmark, dpc-study) share: torch threads, the missing embedded-world datasets
     written, and :func:`dpclab.lab.matrix.run_matrix`'s source and ``if_exists`` from the arguments."""
-    from dpclab.data.world import ensure_world
 
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     src = source_from_args(args)
     written = ensure_world(src.data_root, datasets)
@@ -154,12 +159,6 @@ def _grid_setup(args, datasets) -> dict:
 
 
 def cmd_dpc_study(args) -> int:
-    import time
-
-    from dpclab.lab.benchmark import DEFAULT_SEEDS
-    from dpclab.data.world import world_datasets
-    from dpclab.lab.dpc_study import study, write_study
-
     datasets = args.datasets or world_datasets()
     seeds = args.seeds or list(DEFAULT_SEEDS)
     grid_kw = _grid_setup(args, datasets)
@@ -177,14 +176,6 @@ def cmd_dpc_study(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    import time
-
-    from dpclab.lab.benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, markdown_table, run_matrix,
-                            summary_table, write_report)
-    from dpclab.lab.targets import check_targets, markdown_targets
-    from dpclab.data.world import world_datasets, world_stamp
-    from dpclab.pipeline import cached_backbone
-
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
     seeds = args.seeds or list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
     train = dict(QUICK_TRAIN) if args.quick else {}
@@ -222,8 +213,6 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from dpclab.methods import METHODS, PLUGINS
-
     for name, spec in METHODS.items():
         print(f"{name:12s} {spec.cls.__name__:16s} defaults {spec.train}")
     for name, spec in PLUGINS.items():
@@ -233,11 +222,6 @@ def cmd_methods(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from dpclab.lab.notebook import resolve
-    from dpclab.lab.report import check_parameters, report_parameters
-    from dpclab.lab.report.command import report_command
-    from dpclab.source import startup_lines
-
     params = {key: opt.parse_value(value) for key, value in args.param or []}
     check_parameters(params)
     setup = resolve(report_parameters(params, args.quick))  # bad values fail here, before any kernel starts
@@ -250,10 +234,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_strip(args) -> int:
-    from pathlib import Path
-
-    from dpclab.lab.report import strip_outputs
-
     paths = args.paths or sorted(Path("notebooks").glob("*.ipynb"))
     for path in strip_outputs(paths):
         print(f"stripped {path}")
@@ -261,8 +241,6 @@ def cmd_strip(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from dpclab.data.world import rewrite_world
-
     for name, path in rewrite_world(args.root, args.names, seed=args.seed).items():
         print(f"{name}: {path}")
     return 0
@@ -371,11 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     ``warning: ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pretrain"]:  # its own argument parser lives in dpclab.lab.pretrain
-        from dpclab.lab.pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:]) or 0
     if argv[:1] in (["estimate"], ["gpu-check"], ["grid"], ["speed"]):  # so do these (dpclab.lab.estimate, ...)
-        import importlib
 
         verbose = any(a in ("-v", "--verbose") for a in argv)
         tool = importlib.import_module(f"dpclab.lab.{argv[0].replace('-', '_')}")

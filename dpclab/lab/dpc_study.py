@@ -21,9 +21,9 @@ from typing import Sequence
 import pandas as pd
 
 from dpclab import omega
-from dpclab.lab.matrix import AVERAGE, run_matrix, summary_table
 from dpclab.evaluate import harmonic_mean
 from dpclab.io import atomic_write_text
+from dpclab.lab.matrix import AVERAGE, run_matrix, summary_table, train_accuracy
 from dpclab.lab.plan import DPC_ABLATION
 from dpclab.source import Source
 
@@ -141,7 +141,6 @@ def side_by_side_table(results: dict[str, dict]) -> pd.DataFrame:
     """``results``: dataset -> {row of :data:`SIDE_BY_SIDE_ROWS`: its :class:`~dpclab.pipeline.RunResult`}. One row
     per dataset x DPC row: CoOp's base and its accuracy on its own shots (how much room step 1 left), DPC's base, the
     gain, new accuracy (equal to CoOp's: ω_n = 0) and ‖P′ − P‖."""
-    from dpclab.lab.matrix import train_accuracy
 
     rows = []
     for dataset, res in results.items():

@@ -28,7 +28,14 @@ from typing import Sequence
 
 import torch
 
+from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, load_clip, resolve_device
 from dpclab.data.shapes import DatasetShape
+from dpclab.io import atomic_write_text
+from dpclab.lab.estimate.measuring import MeasureConfig, measure_inputs, measure_method
+from dpclab.lab.estimate.price import EVAL_BATCH
+from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
+from dpclab.lab.timing import device_name
+from dpclab.methods import method_names
 from dpclab.precision import PRECISIONS
 
 #: the check's time budget on one H100/H200 (the issue's)
@@ -82,9 +89,6 @@ class Result:
 
 def fits_in(precision: str, methods: Sequence[str], cfg: CheckConfig, workdir: Path, log=print) -> list[Fit]:
     """One short fit of every method in ``precision`` (all refused, with the reason, when the device refuses it)."""
-    from dpclab.backbones import load_clip
-    from dpclab.lab.estimate.measuring import MeasureConfig, measure_inputs, measure_method
-    from dpclab.lab.estimate.price import EVAL_BATCH
 
     mcfg = MeasureConfig(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, precision=precision,
                          class_counts=(cfg.classes,), steps=cfg.steps, repeats=cfg.repeats, eval_sizes=(4, 16),
@@ -113,8 +117,6 @@ def fits_in(precision: str, methods: Sequence[str], cfg: CheckConfig, workdir: P
 
 def coop_ratios(cfg: CheckConfig, workdir: Path, log=print) -> dict:
     """CoOp's epoch against the reference-style loop's at ImageNet's training shape (fp32): fresh and cached view."""
-    from dpclab.backbones import load_clip
-    from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
 
     bb = load_clip(cfg.model, cfg.pretrained, cfg.device)
     rows = bench_shape(ModelCase(cfg.model, cfg.pretrained, 0, 0, 0, 0), ShapeCase("imagenet", cfg.classes, cfg.shots),
@@ -137,10 +139,6 @@ def estimate_check(cfg: CheckConfig, workdir: Path, log=print):
 
 
 def run_check(cfg: CheckConfig, workdir: Path, log=print) -> Result:
-    from dpclab.backbones import resolve_device
-    from dpclab.methods import method_names
-    from dpclab.lab.timing import device_name
-
     t0 = time.perf_counter()
     methods = list(cfg.methods or method_names())
     fits: list[Fit] = []
@@ -225,9 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-    from dpclab.io import atomic_write_text
-
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -24,13 +24,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from dpclab.lab.plan import grid_jobs, report_plan, waves  # noqa: F401 - the plan and its jobs live in dpclab.lab.plan
+from dpclab.data.world import ensure_world
+from dpclab.io import atomic_write_text
+from dpclab.lab.jobs import local_executor, run_jobs, slurm_executor, summary
+from dpclab.lab.notebook import resolve
+from dpclab.lab.options import add_parameter_args, notebook_parameters, parse_options, positive_int
+from dpclab.lab.plan import (NOTEBOOKS, grid_jobs,  # noqa: F401 - the plan and its jobs live in dpclab.lab.plan
+                             report_plan, waves)
+from dpclab.source import startup_lines
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    from dpclab.lab.options import add_parameter_args, positive_int
-
     p = argparse.ArgumentParser(prog="python -m dpclab grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_parameter_args(p)
@@ -48,12 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dpclab.lab.jobs import local_executor, run_jobs, slurm_executor, summary
-    from dpclab.lab.notebook import resolve
-    from dpclab.lab.options import notebook_parameters, parse_options
-    from dpclab.lab.plan import NOTEBOOKS
-    from dpclab.source import startup_lines
-
     args = build_parser().parse_args(argv)
     setup = resolve(notebook_parameters(args))  # the notebooks' own resolution: the same source, scope and runs
     src = setup.source
@@ -65,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(plan)} runs ({sum(len(w) for w in waves(plan, src))} trained)")
         return 0
     if src.embedded:  # the world's datasets are generated, as the notebooks do
-        from dpclab.data.world import ensure_world
 
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))  # every planned dataset
     threads = args.threads or (1 if src.embedded and src.device in ("auto", "cpu") and not args.gpus else None)
@@ -91,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in {time.perf_counter() - t0:.1f} s; " + ("rerun the same command after fixing the failures (finished "
           "runs are reused)" if failed else "`python -m dpclab report` with the same parameters now reuses them"))
     if args.out:
-        from dpclab.io import atomic_write_text
-
         atomic_write_text(Path(args.out), json.dumps([asdict(r) for r in records], indent=1, default=str))
     return 1 if failed else 0
 

@@ -28,6 +28,7 @@ estimate) read the same ``needs``.
 from __future__ import annotations
 
 import heapq
+import multiprocessing as mp
 import os
 import time
 import traceback
@@ -35,6 +36,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
+
+from dpclab.data.features import allocated_cpus as cpus
 
 #: environment variable naming a pool worker in the per-job lines ("gpu 0", "cpu 1")
 WORKER_ENV = "DPCLAB_WORKER"
@@ -177,7 +180,6 @@ def one_line(err: BaseException) -> str:
 def allocated_cpus() -> int:
     """The CPUs this process may use: its affinity mask (what SLURM's cgroup or ``taskset`` allow), capped by
     ``SLURM_CPUS_PER_TASK`` when set; not the node's count."""
-    from dpclab.data.features import allocated_cpus as cpus
 
     return cpus()
 
@@ -195,8 +197,6 @@ class LocalPool(ProcessPoolExecutor):
     """A process pool that knows how it was made (:func:`run_jobs` starts a fresh one if a worker dies)."""
 
     def __init__(self, workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None):
-        import multiprocessing as mp
-
         self.options = (workers, list(gpus) if gpus else None, start_method)
         ctx = mp.get_context(start_method or ("spawn" if gpus else None))
         names = [f"gpu {g}" for g in gpus] if gpus else [f"cpu {i}" for i in range(workers)]

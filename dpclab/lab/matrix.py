@@ -22,17 +22,17 @@ import pandas as pd
 from dpclab.backbones import Backbone
 from dpclab.diagnostics import linear_probe
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits, summarize
+from dpclab.lab.targets import AVERAGE, PROBE
 from dpclab.methods import resolve
+from dpclab.methods.dpc import MODES, DPCConfig
 from dpclab.pipeline import Experiment, RunConfig, cached_backbone, run
 from dpclab.source import Source
-from dpclab.lab.targets import AVERAGE, PROBE
 
 log = logging.getLogger(__name__)
 
 
 def _dpc_mode_rows() -> tuple[str, ...]:
     """One row per DPC mode besides the default one, labelled ``coop+dpc[<mode>]``."""
-    from dpclab.methods.dpc import DPCConfig, MODES
 
     return tuple(f"coop+dpc[{m}]" for m in MODES if m != DPCConfig.mode)
 

@@ -20,9 +20,14 @@ import ast
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
+from dpclab.lab.jobs import waves as job_waves
+from dpclab.lab.paper_numbers import report_spec
+from dpclab.lab.trainjobs import run_key, training_jobs
+from dpclab.methods import METHODS, default_train, resolve
 from dpclab.pipeline import RunConfig
 from dpclab.runkey import key_fields
 from dpclab.source import EMBEDDED_PRETRAINED, Source, resolve_backend
+from dpclab.trainconfig import TrainConfig
 
 #: the notebooks, in order
 NOTEBOOKS = ("00", "01", "02", "03", "04", "05", "06")
@@ -142,7 +147,6 @@ class Scope:
         """(train, base_train) overrides of ``method``: ``epochs``/``quick`` applied to the method's defaults; none
         for a method that does not train, nor without ``epochs``/``quick`` (the protocol defaults, with their
         per-dataset exceptions: the same run directories as ``python -m dpclab train``)."""
-        from dpclab.methods import resolve
 
         spec = resolve(method)
         if (self.epochs is None and not self.quick) or not spec.trainable:
@@ -152,8 +156,6 @@ class Scope:
 
 
 def _default_epochs(train) -> int:
-    from dpclab.trainconfig import TrainConfig
-
     return int(train.get("epochs", TrainConfig.epochs))
 
 
@@ -224,7 +226,6 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
          curve: bool = False, train_classes: str = "base", **over) -> PlannedRun:
     """A request of notebook ``nb``: ``over`` are RunConfig overrides (method_cfg, train, ...) over the scope's
     epochs."""
-    from dpclab.methods import resolve
 
     train, base_train = scope.train_overrides(method)
     over = _teacher_epochs(scope, method, over)
@@ -237,7 +238,6 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
 def _teacher_epochs(scope: Scope, method: str, over: dict) -> dict:
     """``epochs``/``quick`` reach a distilling method's teacher run too (PromptKD's ``teacher_epochs``): its teacher is
     then the very run of the notebooks' own row of the teacher method (PromptSRC)."""
-    from dpclab.methods import default_train, resolve
 
     entry = resolve(method).entry
     if entry.teacher is None or (scope.epochs is None and not scope.quick):
@@ -254,8 +254,6 @@ def _n00(s: Scope) -> list[PlannedRun]:
 
 
 def _n01(s: Scope) -> list[PlannedRun]:
-    from dpclab.methods import METHODS
-
     out = [_run("01", s, "zeroshot", s.seeds[0], label="zero-shot")]
     return out + [_run("01", s, m, seed, curve=seed == s.seeds[0]) for m in BASELINES if m in METHODS
                   for seed in s.seeds]
@@ -295,7 +293,6 @@ def _n05(s: Scope) -> list[PlannedRun]:
 
 def _n06(s: Scope) -> list[PlannedRun]:
     """:func:`dpclab.lab.paper_numbers.report_spec`'s rows on every dataset and seed."""
-    from dpclab.lab.paper_numbers import report_spec
 
     return [_run("06", s, method, seed, dataset, label, **over) for label, (method, over) in report_spec().items()
             for dataset in s.datasets for seed in s.seeds]
@@ -334,8 +331,6 @@ def report_plan(parameters: Mapping | Scope | None = None, notebooks: Sequence[s
 
 
 def needs_training(run: PlannedRun) -> bool:
-    from dpclab.methods import resolve
-
     return resolve(run.method).trainable
 
 
@@ -353,8 +348,6 @@ def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = Non
     """The trained runs of ``runs`` as :class:`dpclab.lab.jobs.Job` s (one :func:`dpclab.lab.trainjobs.train_run` each, a
     two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
     (default: the embedded one); ``threads``: torch CPU threads per worker."""
-    from dpclab.lab.trainjobs import training_jobs
-    from dpclab.source import Source
 
     src = source or Source()
     return training_jobs([(run_label(r), r.run_config(src, progress=False), r.curve) for r in runs
@@ -365,9 +358,6 @@ def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
     """The trained runs in dependency waves (:func:`dpclab.lab.jobs.waves`): [runs that need no other run, runs that
     reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
     (nothing to train or store)."""
-    from dpclab.lab.jobs import waves as job_waves
-    from dpclab.lab.trainjobs import run_key
-    from dpclab.source import Source
 
     src = source or Source()
     trained = [r for r in runs if needs_training(r)]

@@ -11,8 +11,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
+import torch
+
 from dpclab.lab.jobs import Job, needed_first
-from dpclab.pipeline import RunConfig, with_method_data
+from dpclab.methods import get_method
+from dpclab.pipeline import Experiment, RunConfig, plan_run
+from dpclab.pipeline import run as run_pipeline
+from dpclab.pipeline import step_configs, with_method_data
 from dpclab.runkey import job_key
 
 
@@ -25,9 +30,6 @@ def run_key(cfg: RunConfig) -> str:
 
 def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
     """Train (or reuse, or resume) one run; its metrics, where it lives and what was done (``note``)."""
-    import torch
-
-    from dpclab.pipeline import Experiment, plan_run, run as run_pipeline
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -48,8 +50,6 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     nothing to train or store). A run built on another run (DPC's step 2 on its step 1, PromptKD on its teacher)
     needs the jobs that train those runs when they are in the list; otherwise it trains them itself. Jobs that others
     need come first, so the longest chains start early."""
-    from dpclab.methods import get_method
-    from dpclab.pipeline import step_configs
 
     listed = {run_key(c) for _, c, _ in runs if get_method(c.method).trainable}
     jobs: list[Job] = []

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from dpclab.diagnostics import dpc_diagnostics
 from dpclab.methods.base import Output, Plugin, PromptMethod, Task, batch_accuracy, cosine_logits, trainable_parameters
 
 MODES = ("paper", "reparam", "released")
@@ -383,7 +384,6 @@ class DPC(Plugin):
 
     def diagnostics(self, experiment) -> dict[str, float]:
         """What step 2 changed (:func:`dpclab.diagnostics.dpc_diagnostics`): the benchmark's DPC columns."""
-        from dpclab.diagnostics import dpc_diagnostics
 
         return dpc_diagnostics(experiment, self)
 

@@ -31,14 +31,16 @@ protocol); DPC's P' deep prompts starting random (``DPCConfig.prime_deep_init``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dpclab.backbones import Backbone
-from dpclab.vision import encode_images, vision_layers, vision_width
 from dpclab.methods.base import Output, PromptMethod, Task, batch_accuracy, image_features_of
 from dpclab.methods.prompts import capped_depth, normal_prompts
+from dpclab.methods.zeroshot import ZeroShotCLIP
+from dpclab.vision import encode_images, vision_layers, vision_width
 
 KL_NORMS = ("numel", "batchmean")
 SELECTIONS = ("last", "best_base")
@@ -133,8 +135,6 @@ class PromptKD(PromptMethod):
         cfg = self.cfg
         device = self.clip.logit_scale.device
         if teacher is None:
-            from dpclab.methods.zeroshot import ZeroShotCLIP
-
             teacher = ZeroShotCLIP(backbone)
         self.teacher_kind = type(teacher).__name__
         teacher.eval().requires_grad_(False)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dpclab.lab.paper_numbers import PLUGIN_PAPER, baseline_of, dept_average, dpc_average
+
 #: output metadata key that marks the headline among a notebook's outputs
 HEADLINE_KEY = "dpclab_headline"
 
@@ -22,7 +24,6 @@ def directions(average: pd.DataFrame, backend: str) -> pd.DataFrame:
     """One row per plug-in of ``average`` (columns method, base, new, hm: the average-over-datasets rows of
     :func:`dpclab.lab.benchmark.summary_table`): its change in base, new and HM over its own base method here and in
     its paper (:mod:`dpclab.lab.paper_numbers`), each with an arrow, and whether the HM direction agrees."""
-    from dpclab.lab.paper_numbers import PLUGIN_PAPER, baseline_of, dept_average, dpc_average
 
     ours = average.set_index("method")
     papers = {"DPC": dpc_average().set_index("method"), "DePT": dept_average().set_index("method")}

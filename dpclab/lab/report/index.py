@@ -10,6 +10,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from PIL import Image
+
+from dpclab.lab.report.console import clock
+from dpclab.lab.report.headline import find_headline
+from dpclab.lab.report.provenance import PROVENANCE_FILE, provenance_rows
+
 THUMB_DIR = "thumbs"
 THUMB_WIDTH = 320
 
@@ -33,7 +39,6 @@ def notebook_title(nb, name: str) -> str:
 
 def figure_alt(path: Path) -> str:
     """A figure's alt text: the PNG's ``Description`` (``plots.save_figure`` writes it), else its name."""
-    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -44,7 +49,6 @@ def figure_alt(path: Path) -> str:
 
 def thumbnail(path: Path, out_dir: Path, width: int = THUMB_WIDTH) -> Path:
     """A ``width``-pixel-wide copy of a figure under ``<out_dir>/thumbs/``."""
-    from PIL import Image
 
     thumb = out_dir / THUMB_DIR / path.name
     thumb.parent.mkdir(parents=True, exist_ok=True)
@@ -65,8 +69,6 @@ def report_figures(figures_dir: Path, since: float | None = None) -> list[Path]:
 def _headline(results) -> str:
     import nbformat
 
-    from dpclab.lab.report.headline import find_headline
-
     for r in results:
         if r.executed.is_file():
             found = find_headline(nbformat.read(str(r.executed), as_version=4))
@@ -79,7 +81,6 @@ def _headline(results) -> str:
 
 def _notebook_rows(results) -> str:
     import nbformat
-
 
     rows = []
     for r in results:
@@ -105,8 +106,6 @@ def write_index(results: Sequence, out_dir: Path, parameters: dict, figures_dir:
     ``wall_seconds`` is the report's real wall time (notebooks run side by side: it is not their sum);
     ``since``: show only figures written since then (this report's); ``training``: the training phase's record
     (:func:`~dpclab.lab.report.train.train_plan`), when the runs were trained before the notebooks."""
-    from dpclab.lab.report.console import clock
-    from dpclab.lab.report.provenance import PROVENANCE_FILE, provenance_rows
 
     out_dir = Path(out_dir)
     summed = sum(r.seconds for r in results)

@@ -14,6 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+import dpclab
+from dpclab.backbones import EMBEDDED_PRETRAINED, embedded_checkpoint, resolve_device
+from dpclab.data.coop import load_dataset
+from dpclab.io import atomic_write_text, sha256_file
+from dpclab.lab.plan import Scope, report_plan
+from dpclab.pipeline import dataset_specs
+from dpclab.source import EMBEDDED_DATA_ROOT, Source
+
 PROVENANCE_FILE = "provenance.json"
 #: the notebooks' parameters cell defaults (what a report runs with when no ``-p`` overrides them)
 NOTEBOOK_DEFAULTS = {"backend": "auto", "model": "dpclab-tiny", "pretrained": "embedded", "data_root": None,
@@ -45,9 +55,6 @@ def invocation() -> list[str]:
 
 def device_name(device: str = "auto") -> str:
     """The device the notebooks ran on, by name: the CUDA GPU's, or the CPU's model and core count."""
-    import torch
-
-    from dpclab.backbones import resolve_device
 
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -85,8 +92,6 @@ def _cached_weights(model: str, pretrained: str) -> Path | None:
 
 def weights(model: str, pretrained: str, cwd: str | Path = ".") -> dict:
     """The weights' file and sha256: the embedded checkpoint, a checkpoint path, or a tag's cached download."""
-    from dpclab.backbones import EMBEDDED_PRETRAINED, embedded_checkpoint
-    from dpclab.io import sha256_file
 
     if pretrained == EMBEDDED_PRETRAINED:
         path = embedded_checkpoint()
@@ -102,9 +107,6 @@ def weights(model: str, pretrained: str, cwd: str | Path = ".") -> dict:
 
 def datasets(names: list[str], data_root: Path) -> dict:
     """Per dataset: the split file and its sha256, classes and images per split (or the error reading it)."""
-    from dpclab.data.coop import load_dataset
-    from dpclab.io import sha256_file
-    from dpclab.pipeline import dataset_specs
 
     specs = dataset_specs()
     out = {}
@@ -126,12 +128,7 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
                command: list[str] | None = None, training: dict | None = None) -> dict:
     """The provenance record of a report run with these notebook ``parameters`` in ``cwd``."""
     import open_clip
-    import torch
 
-    import dpclab
-
-    from dpclab.lab.plan import Scope, report_plan
-    from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
     p = {**NOTEBOOK_DEFAULTS, **parameters}
     src = Source.from_parameters(p)
@@ -169,7 +166,6 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
 
 def write_provenance(record: dict, out_dir: str | Path) -> Path:
     """``<out_dir>/provenance.json``, atomically."""
-    from dpclab.io import atomic_write_text
 
     return atomic_write_text(Path(out_dir) / PROVENANCE_FILE, json.dumps(record, indent=1, default=str) + "\n")
 

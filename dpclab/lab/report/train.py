@@ -10,6 +10,11 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
+from dpclab.data.world import ensure_world
+from dpclab.lab.jobs import local_executor, run_jobs, summary
+from dpclab.lab.notebook import resolve
+from dpclab.lab.plan import grid_jobs, report_plan
+
 #: the training phase's name in the console and in ``timings.json``
 PHASE = "train"
 
@@ -29,9 +34,6 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
     """Train the runs of the notebooks ``names`` (file stems) under the notebooks' ``parameters`` over ``workers``
     local processes (one torch thread each on the embedded model's CPU). Finished runs are reused. Never raises for
     a failed run: a notebook that needs it trains it (or fails and says why). Returns counts and the wall time."""
-    from dpclab.lab.jobs import local_executor, run_jobs, summary
-    from dpclab.lab.notebook import resolve
-    from dpclab.lab.plan import grid_jobs, report_plan
 
     notebooks = planned_notebooks(names)
     if not notebooks:
@@ -41,7 +43,6 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
     src = setup.source
     plan = report_plan(setup.scope, notebooks)
     if src.embedded:  # the world's datasets are generated, as the notebooks do (every planned one: 06 has its own)
-        from dpclab.data.world import ensure_world
 
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
     threads = 1 if src.embedded and src.device in ("auto", "cpu") else None
