@@ -13,6 +13,7 @@ from dpclab.backbones import Backbone, load_clip
 from dpclab.data.coop import DATASETS, DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
 from dpclab.data.examples import Examples, Task
 from dpclab.data.features import build_transforms, cached_features, default_num_workers, items_digest
+from dpclab.data.world import WORLD_SPECS
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits
 from dpclab.precision import autocast, input_dtype
 
@@ -98,15 +99,8 @@ class Experiment:
 
 
 def dataset_specs() -> dict:
-    """The 11 CoOp datasets plus the embedded world's datasets (when the world module is present)."""
-
-    specs = dict(DATASETS)
-    try:
-        from dpclab.data.world import WORLD_SPECS
-    except ImportError:
-        return specs
-    specs.update(WORLD_SPECS)
-    return specs
+    """The 11 CoOp datasets plus the embedded world's datasets."""
+    return {**DATASETS, **WORLD_SPECS}
 
 
 __all__ = ["Experiment", "cached_backbone", "dataset_specs"]

@@ -31,11 +31,12 @@ import torch
 from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, load_clip, resolve_device
 from dpclab.data.shapes import DatasetShape
 from dpclab.io import atomic_write_text
-from dpclab.lab.estimate.measuring import MeasureConfig, measure_inputs, measure_method
+from dpclab.lab.estimate.check import check_end_to_end
+from dpclab.lab.estimate.measuring import MeasureConfig, measure, measure_inputs, measure_method
 from dpclab.lab.estimate.price import EVAL_BATCH
 from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
 from dpclab.lab.timing import device_name
-from dpclab.methods import method_names
+from dpclab.methods.spec import method_names
 from dpclab.precision import PRECISIONS
 
 #: the check's time budget on one H100/H200 (the issue's)
@@ -128,8 +129,6 @@ def coop_ratios(cfg: CheckConfig, workdir: Path, log=print) -> dict:
 def estimate_check(cfg: CheckConfig, workdir: Path, log=print):
     """The estimate's projection against a short measured run of ``cfg.check_methods`` (fp32) on a reduced
     ImageNet-shaped dataset (timings measured at its class count, so no extrapolation)."""
-    from dpclab.lab.estimate import MeasureConfig, check_end_to_end, measure
-
     mcfg = MeasureConfig(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, class_counts=(cfg.classes,),
                          steps=cfg.steps, repeats=cfg.repeats, image_px=cfg.image_px, encode_images=32)
     timings = measure(cfg.check_methods, mcfg, workdir / "timings", log)

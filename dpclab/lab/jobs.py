@@ -37,7 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from dpclab.data.features import allocated_cpus as cpus
+from dpclab.data.features import allocated_cpus
 
 #: environment variable naming a pool worker in the per-job lines ("gpu 0", "cpu 1")
 WORKER_ENV = "DPCLAB_WORKER"
@@ -177,13 +177,6 @@ def one_line(err: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ executors
-def allocated_cpus() -> int:
-    """The CPUs this process may use: its affinity mask (what SLURM's cgroup or ``taskset`` allow), capped by
-    ``SLURM_CPUS_PER_TASK`` when set; not the node's count."""
-
-    return cpus()
-
-
 def _init_worker(names, cpus: int) -> None:
     """Pool initializer: this worker's name and GPU (before CUDA is initialised in it) and its share of the CPUs."""
     name = names.get()
@@ -411,4 +404,4 @@ def needed_first(jobs: Sequence[Job]) -> list[Job]:
 
 
 __all__ = ["Job", "JobRecord", "run_jobs", "needed_first", "summary", "waves", "makespan", "local_executor",
-           "slurm_executor", "LocalPool", "Attempt", "allocated_cpus", "job_line"]
+           "slurm_executor", "LocalPool", "Attempt", "job_line"]

@@ -23,8 +23,8 @@ from dpclab.backbones import Backbone
 from dpclab.diagnostics import linear_probe
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits, summarize
 from dpclab.lab.targets import AVERAGE, PROBE
-from dpclab.methods import resolve
 from dpclab.methods.dpc import MODES, DPCConfig
+from dpclab.methods.spec import resolve
 from dpclab.pipeline import Experiment, RunConfig, cached_backbone, run
 from dpclab.source import Source
 

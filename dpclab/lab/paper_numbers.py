@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dpclab.methods import METHODS, PLUGINS
+from dpclab.methods.table import METHODS, PLUGINS
 
 DPC = "DPC (CVPR 2025), avg of 11 datasets"
 DEPT = "DePT (CVPR 2024), avg of 11 datasets"

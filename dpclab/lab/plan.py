@@ -23,7 +23,8 @@ from typing import Iterable, Mapping, Sequence
 from dpclab.lab.jobs import waves as job_waves
 from dpclab.lab.paper_numbers import report_spec
 from dpclab.lab.trainjobs import run_key, training_jobs
-from dpclab.methods import METHODS, default_train, resolve
+from dpclab.methods.spec import default_train, resolve
+from dpclab.methods.table import METHODS
 from dpclab.pipeline import RunConfig
 from dpclab.runkey import key_fields
 from dpclab.source import EMBEDDED_PRETRAINED, Source, resolve_backend

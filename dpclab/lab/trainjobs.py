@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from dpclab.lab.jobs import Job, needed_first
-from dpclab.methods import get_method
+from dpclab.methods.spec import get_method
 from dpclab.pipeline import Experiment, RunConfig, plan_run
 from dpclab.pipeline import run as run_pipeline
 from dpclab.pipeline import step_configs, with_method_data

@@ -20,8 +20,8 @@ from dpclab.lab.estimate.model import Curve, DeviceTimings, MethodTimings
 from dpclab.lab.estimate.price import EVAL_BATCH
 from dpclab.lab.synthetic import class_names, write_images
 from dpclab.lab.timing import Repeat, device_name, median_time, peak_memory, probe_examples
-from dpclab.methods import get_method
 from dpclab.methods.base import Task
+from dpclab.methods.spec import get_method
 from dpclab.pipeline import RunConfig, build_method, train_config
 from dpclab.precision import autocast, input_dtype
 from dpclab.train import fit

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from dpclab.data.shapes import DatasetShape
 from dpclab.lab.estimate.model import DeviceTimings, MethodTimings
 from dpclab.lab.jobs import makespan, waves
-from dpclab.methods import get_method, resolve
+from dpclab.methods.spec import get_method, resolve
 from dpclab.pipeline import RunConfig, train_config
 
 #: evaluation batch size of ``evaluate.predict_logits``

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from dpclab.lab.plots.training import tradeoff
 from dpclab.lab.targets import AVERAGE
-from dpclab.methods import PLUGINS
+from dpclab.methods.table import PLUGINS
 
 
 def _average(summary: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ warnings), the figures as thumbnails with their alt text, and the provenance (:m
 from __future__ import annotations
 
 import html
+import json
 import os
 import time
 from pathlib import Path
@@ -14,8 +15,9 @@ from PIL import Image
 
 from dpclab.lab.report.console import clock
 from dpclab.lab.report.headline import find_headline
-from dpclab.lab.report.provenance import PROVENANCE_FILE, provenance_rows
 
+#: the machine-readable provenance record next to index.html (:mod:`dpclab.lab.report.provenance` writes it)
+PROVENANCE_FILE = "provenance.json"
 THUMB_DIR = "thumbs"
 THUMB_WIDTH = 320
 
@@ -150,4 +152,30 @@ Parameters: <code>{html.escape(params)}</code></p>
     return index
 
 
-__all__ = ["write_index", "figure_alt", "thumbnail", "report_figures"]
+def provenance_rows(record: dict) -> list[tuple[str, str]]:
+    """The record as (label, text) rows for the index page."""
+    code = record["dpclab"]
+    commit = "no git checkout" if code["commit"] is None else \
+        f"{code['commit'][:12]}{' (dirty: uncommitted changes)' if code['dirty'] else ' (clean)'}"
+    v = record["versions"]
+    w = record["weights"]
+    rows = [("dpclab", f"{code['version']}, commit {commit}"), ("command", record["command"]),
+            ("parameters", json.dumps(record["parameters"], default=str)),
+            ("versions", f"Python {v['python']}, torch {v['torch']}, open_clip {v['open_clip']}, "
+                         f"CUDA {v['cuda'] or 'none'} ({'available' if v['cuda_available'] else 'not used'})"),
+            ("device", f"{record['device']}; precision {record['precision']}"),
+            ("weights", f"{w['model']} / {w['pretrained']}: " + (f"sha256 {w['sha256']} ({w['file']})" if w['sha256']
+                                                                 else w.get("note", "unknown"))),
+            ("seeds", f"{record['seeds']}, {record['shots']} shots" + (" (quick mode)" if record["quick"] else ""))]
+    for name, d in record["datasets"].items():
+        if "error" in d:
+            rows.append((f"dataset {name}", d["error"]))
+            continue
+        split = f"split file sha256 {d['split_sha256']}" if d["split_sha256"] else \
+            f"listing fingerprint {d['listing_fingerprint']}"
+        counts = ", ".join(f"{k} {n}" for k, n in d["images"].items())
+        rows.append((f"dataset {name}", f"{d['classes']} classes; images {counts}; {split}"))
+    return rows
+
+
+__all__ = ["write_index", "figure_alt", "thumbnail", "report_figures", "provenance_rows", "PROVENANCE_FILE"]

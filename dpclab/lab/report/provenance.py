@@ -21,10 +21,10 @@ from dpclab.backbones import EMBEDDED_PRETRAINED, embedded_checkpoint, resolve_d
 from dpclab.data.coop import load_dataset
 from dpclab.io import atomic_write_text, sha256_file
 from dpclab.lab.plan import Scope, report_plan
+from dpclab.lab.report.index import PROVENANCE_FILE
 from dpclab.pipeline import dataset_specs
 from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
-PROVENANCE_FILE = "provenance.json"
 #: the notebooks' parameters cell defaults (what a report runs with when no ``-p`` overrides them)
 NOTEBOOK_DEFAULTS = {"backend": "auto", "model": "dpclab-tiny", "pretrained": "embedded", "data_root": None,
                      "dataset": None, "shots": 16, "seeds": None, "epochs": None, "device": "auto",
@@ -170,31 +170,4 @@ def write_provenance(record: dict, out_dir: str | Path) -> Path:
     return atomic_write_text(Path(out_dir) / PROVENANCE_FILE, json.dumps(record, indent=1, default=str) + "\n")
 
 
-def provenance_rows(record: dict) -> list[tuple[str, str]]:
-    """The record as (label, text) rows for the index page."""
-    code = record["dpclab"]
-    commit = "no git checkout" if code["commit"] is None else \
-        f"{code['commit'][:12]}{' (dirty: uncommitted changes)' if code['dirty'] else ' (clean)'}"
-    v = record["versions"]
-    w = record["weights"]
-    rows = [("dpclab", f"{code['version']}, commit {commit}"), ("command", record["command"]),
-            ("parameters", json.dumps(record["parameters"], default=str)),
-            ("versions", f"Python {v['python']}, torch {v['torch']}, open_clip {v['open_clip']}, "
-                         f"CUDA {v['cuda'] or 'none'} ({'available' if v['cuda_available'] else 'not used'})"),
-            ("device", f"{record['device']}; precision {record['precision']}"),
-            ("weights", f"{w['model']} / {w['pretrained']}: " + (f"sha256 {w['sha256']} ({w['file']})" if w['sha256']
-                                                                 else w.get("note", "unknown"))),
-            ("seeds", f"{record['seeds']}, {record['shots']} shots" + (" (quick mode)" if record["quick"] else ""))]
-    for name, d in record["datasets"].items():
-        if "error" in d:
-            rows.append((f"dataset {name}", d["error"]))
-            continue
-        split = f"split file sha256 {d['split_sha256']}" if d["split_sha256"] else \
-            f"listing fingerprint {d['listing_fingerprint']}"
-        counts = ", ".join(f"{k} {n}" for k, n in d["images"].items())
-        rows.append((f"dataset {name}", f"{d['classes']} classes; images {counts}; {split}"))
-    return rows
-
-
-__all__ = ["provenance", "write_provenance", "provenance_rows", "git_state", "device_name", "weights", "datasets",
-           "PROVENANCE_FILE"]
+__all__ = ["provenance", "write_provenance", "git_state", "device_name", "weights", "datasets"]

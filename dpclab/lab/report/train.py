@@ -13,19 +13,14 @@ from typing import Callable, Sequence
 from dpclab.data.world import ensure_world
 from dpclab.lab.jobs import local_executor, run_jobs, summary
 from dpclab.lab.notebook import resolve
-from dpclab.lab.plan import grid_jobs, report_plan
+from dpclab.lab.plan import NOTEBOOKS, grid_jobs, report_plan
 
 #: the training phase's name in the console and in ``timings.json``
 PHASE = "train"
 
 
 def planned_notebooks(names: Sequence[str]) -> list[str]:
-    """The plan's notebook numbers (``"00"``..``"06"``) among the notebook file stems ``names``; [] when the plan is
-    not available (then nothing is trained ahead)."""
-    try:
-        from dpclab.lab.plan import NOTEBOOKS
-    except ImportError:
-        return []
+    """The plan's notebook numbers (``"00"``..``"06"``) among the notebook file stems ``names``."""
     return [nb for nb in NOTEBOOKS if any(name.startswith(nb + "_") or name == nb for name in names)]
 
 
