@@ -66,7 +66,6 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     The object is serialised to memory first: ``torch.save`` names the archive's records after the file it writes
     to, so saving to a randomly named temporary file would make two identical objects differ in their bytes (and
     sha256). Through a buffer, the same object always gives the same bytes."""
-
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())

@@ -128,7 +128,6 @@ def startup_lines(source: Source, cpus: int | None = None, workers: int | None =
     """What a command says before it starts: the device by name (a fall-back to the CPU said plainly; a CUDA device
     torch cannot see is an error naming the fix), the precision with the dtypes of CLIP and of the prompts, and the
     image-loader workers of one process (``workers``, else from the model's input size and ``cpus`` CPUs)."""
-
     dev = resolve_device(source.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={source.device!r} but torch sees no CUDA GPU (torch {torch.__version__}, CUDA build "

@@ -70,7 +70,6 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     batch building and the loss under autocast (with a gradient scaler for float16); fp16 needs nothing here (the
     model, the prompts and the inputs are already half).
     """
-
     device = next(method.clip.parameters()).device
     data = replace(data, task=task)
     params = trainable_parameters(method)

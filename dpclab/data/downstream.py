@@ -177,7 +177,6 @@ WORLD_CROP_SCALE = (0.5, 1.0)
 
 def _world_specs() -> dict:
     """The world datasets as the core loader's :class:`~dpclab.data.coop.DatasetSpec`, keyed by dirname."""
-
     return {
         d.dirname: DatasetSpec(d.dirname, d.dirname, "json", "images", d.split_file, d.template,
                                crop_scale=WORLD_CROP_SCALE)

@@ -186,7 +186,6 @@ def ignore_time_limit_signal(worker_id: int = 0) -> None:
     """DataLoader worker start-up: ignore SIGUSR2, the time-limit warning SLURM sends to every process of a job
     step. The job's main process checkpoints and requeues on it (``dpclab.lab.jobs``); a loader worker killed by it
     first would turn the requeue into a "DataLoader worker killed" failure."""
-
     if hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
@@ -210,7 +209,6 @@ def encode_image_list(model: torch.nn.Module, items: Sequence[Datum], transform:
 
     The features stay on ``device`` until the end (one copy back, no per-batch synchronisation), so with workers
     the next batches are decoded while the model runs."""
-
     loader = DataLoader(ImageList(items, transform, view_seed), batch_size=batch_size, shuffle=False,
                         **loader_options(num_workers, device))
     feats = []

@@ -148,7 +148,6 @@ def cmd_transfer(args) -> int:
 def _grid_setup(args, datasets) -> dict:
     """What the grid commands (benchmark, dpc-study) share: torch threads, the missing embedded-world datasets
     written, and :func:`dpclab.lab.matrix.run_matrix`'s source and ``if_exists`` from the arguments."""
-
     if args.threads:
         torch.set_num_threads(args.threads)
     src = source_from_args(args)

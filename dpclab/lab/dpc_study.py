@@ -141,7 +141,6 @@ def side_by_side_table(results: dict[str, dict]) -> pd.DataFrame:
     """``results``: dataset -> {row of :data:`SIDE_BY_SIDE_ROWS`: its :class:`~dpclab.pipeline.RunResult`}. One row
     per dataset x DPC row: CoOp's base and its accuracy on its own shots (how much room step 1 left), DPC's base, the
     gain, new accuracy (equal to CoOp's: ω_n = 0) and ‖P′ − P‖."""
-
     rows = []
     for dataset, res in results.items():
         coop = res["coop"]

@@ -90,7 +90,6 @@ class Result:
 
 def fits_in(precision: str, methods: Sequence[str], cfg: CheckConfig, workdir: Path, log=print) -> list[Fit]:
     """One short fit of every method in ``precision`` (all refused, with the reason, when the device refuses it)."""
-
     mcfg = MeasureConfig(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, precision=precision,
                          class_counts=(cfg.classes,), steps=cfg.steps, repeats=cfg.repeats, eval_sizes=(4, 16),
                          eval_sizes_features=(16, 128), image_px=cfg.image_px, encode_images=32)
@@ -118,7 +117,6 @@ def fits_in(precision: str, methods: Sequence[str], cfg: CheckConfig, workdir: P
 
 def coop_ratios(cfg: CheckConfig, workdir: Path, log=print) -> dict:
     """CoOp's epoch against the reference-style loop's at ImageNet's training shape (fp32): fresh and cached view."""
-
     bb = load_clip(cfg.model, cfg.pretrained, cfg.device)
     rows = bench_shape(ModelCase(cfg.model, cfg.pretrained, 0, 0, 0, 0), ShapeCase("imagenet", cfg.classes, cfg.shots),
                        "coop", bb, workdir, BenchConfig(cases=[], device=cfg.device, image_px=cfg.image_px),

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 def _dpc_mode_rows() -> tuple[str, ...]:
     """One row per DPC mode besides the default one, labelled ``coop+dpc[<mode>]``."""
-
     return tuple(f"coop+dpc[{m}]" for m in MODES if m != DPCConfig.mode)
 
 

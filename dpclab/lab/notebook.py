@@ -65,7 +65,6 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
 def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
     """Write the embedded world's datasets that are missing under ``data_root`` (deterministic, a few seconds);
     :func:`dpclab.data.world.ensure_world` (locked, stamped with the generator version)."""
-
     write_missing_world(data_root, datasets)
 
 
@@ -133,12 +132,10 @@ class Setup:
     def effective_epochs(self, method: str) -> dict:
         """The epochs ``method`` really trains with these parameters (:func:`dpclab.pipeline.effective_epochs`):
         ``{"epochs": n}`` plus ``"step1_epochs"`` for two-step plug-ins (DPC)."""
-
         return effective_epochs(self.config(method))
 
     def experiment(self, seed: int | None = None, dataset: str | None = None, train_classes: str = "base"):
         """The (memoised) :class:`~dpclab.pipeline.Experiment` of one dataset and few-shot seed."""
-
         cfg = self.config("zeroshot", seed, dataset, train_classes=train_classes)
         key = (cfg.dataset, cfg.seed, train_classes)
         if key not in self._experiments:
@@ -165,7 +162,6 @@ class Setup:
         """Train (or reuse a finished run) and evaluate: :func:`dpclab.pipeline.run`. ``method``: a
         :class:`~dpclab.lab.plan.PlannedRun` (with its ``curve``: base and new accuracy after every epoch, kept in
         ``result.history``) or a method name with ``seed``, ``dataset`` and RunConfig ``overrides``."""
-
         if isinstance(method, PlannedRun):
             cfg = method.run_config(self.source, progress=self.progress, **overrides)
             label = method.label
@@ -181,7 +177,6 @@ class Setup:
     def _run_with_curve(self, cfg):
         """Run ``cfg`` evaluating after every epoch; a finished run trained without these evaluations is retrained
         once (deterministic, so its final numbers do not change)."""
-
         exp = self.experiment(cfg.seed, cfg.dataset, cfg.train_classes)
         res = run(cfg, experiment=exp, on_epoch=lambda epoch, m: exp.evaluate(m))
         if res.history and "base" not in res.history[-1]:
@@ -205,13 +200,11 @@ class Setup:
 
     def seed_metrics(self, runs) -> "pd.DataFrame":
         """One row per planned run of ``runs`` (a label's runs from :meth:`planned`): its seed and base / new / HM."""
-
         return pd.DataFrame([{"seed": r.seed, **self.run(r).metrics} for r in runs])
 
     def grid(self, planned: dict[str, list[PlannedRun]]) -> "pd.DataFrame":
         """Notebook 06's rows (``planned``: :meth:`planned`, label -> runs) over its datasets x seeds through
         :func:`dpclab.lab.matrix.run_matrix`, one table row per run, each with exactly its planned options."""
-
         spec = {}
         for label, runs in planned.items():
             spec[label] = (runs[0].method, runs[0].overrides())
@@ -237,7 +230,6 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
     * With ``chdir``, a kernel started in ``notebooks/`` moves to the repository root so ``runs/``, ``data/``
       and ``figures/`` are the same folders the CLI uses.
     """
-
     enable_alt_text()  # every figure the notebook shows carries alt text (screen readers, nbconvert's reports)
     if chdir:
         root = project_root()
@@ -266,7 +258,6 @@ def resolve(parameters: dict, quick_seeds: int = 1) -> Setup:
 
 def class_table(exp) -> "pd.DataFrame":
     """One row per class: its label, whether it is a base or a new class, and its hand-crafted prompt."""
-
     rows = []
     for split in ("base", "new"):
         task = exp.tasks[split]

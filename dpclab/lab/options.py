@@ -128,7 +128,6 @@ def add_parameter_args(p: argparse.ArgumentParser) -> None:
 
 def notebook_parameters(args: argparse.Namespace) -> dict:
     """The notebooks' parameters these options give (``report -p`` equivalents; ``-p`` wins over the options)."""
-
     params = {k: getattr(args, k) for k in _SOURCE_PARAMETERS if getattr(args, k, None) is not None}
     if args.datasets:
         params["dataset"] = ",".join(args.datasets)

@@ -175,7 +175,6 @@ PAPER_BASES = {"dpc": ("coop", "maple", "promptsrc", "promptkd"), "dept": ("coop
 
 def report_spec() -> dict[str, tuple[str, dict]]:
     """:func:`reproduction_runs` of every method of this installation plus each plug-in on its papers' bases."""
-
     methods = list(METHODS) + [f"{b}+{p}" for p, bases in PAPER_BASES.items() if p in PLUGINS
                                for b in bases if b in METHODS]
     return reproduction_runs(methods)

@@ -148,7 +148,6 @@ class Scope:
         """(train, base_train) overrides of ``method``: ``epochs``/``quick`` applied to the method's defaults; none
         for a method that does not train, nor without ``epochs``/``quick`` (the protocol defaults, with their
         per-dataset exceptions: the same run directories as ``python -m dpclab train``)."""
-
         spec = resolve(method)
         if (self.epochs is None and not self.quick) or not spec.trainable:
             return {}, {}
@@ -227,7 +226,6 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
          curve: bool = False, train_classes: str = "base", **over) -> PlannedRun:
     """A request of notebook ``nb``: ``over`` are RunConfig overrides (method_cfg, train, ...) over the scope's
     epochs."""
-
     train, base_train = scope.train_overrides(method)
     over = _teacher_epochs(scope, method, over)
     two_step = resolve(method).two_step
@@ -239,7 +237,6 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
 def _teacher_epochs(scope: Scope, method: str, over: dict) -> dict:
     """``epochs``/``quick`` reach a distilling method's teacher run too (PromptKD's ``teacher_epochs``): its teacher is
     then the very run of the notebooks' own row of the teacher method (PromptSRC)."""
-
     entry = resolve(method).entry
     if entry.teacher is None or (scope.epochs is None and not scope.quick):
         return over
@@ -294,7 +291,6 @@ def _n05(s: Scope) -> list[PlannedRun]:
 
 def _n06(s: Scope) -> list[PlannedRun]:
     """:func:`dpclab.lab.paper_numbers.report_spec`'s rows on every dataset and seed."""
-
     return [_run("06", s, method, seed, dataset, label, **over) for label, (method, over) in report_spec().items()
             for dataset in s.datasets for seed in s.seeds]
 
@@ -349,7 +345,6 @@ def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = Non
     """The trained runs of ``runs`` as :class:`dpclab.lab.jobs.Job` s (one :func:`dpclab.lab.trainjobs.train_run` each, a
     two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
     (default: the embedded one); ``threads``: torch CPU threads per worker."""
-
     src = source or Source()
     return training_jobs([(run_label(r), r.run_config(src, progress=False), r.curve) for r in runs
                           if needs_training(r)], threads=threads)
@@ -359,7 +354,6 @@ def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
     """The trained runs in dependency waves (:func:`dpclab.lab.jobs.waves`): [runs that need no other run, runs that
     reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
     (nothing to train or store)."""
-
     src = source or Source()
     trained = [r for r in runs if needs_training(r)]
     jobs = grid_jobs(trained, src)

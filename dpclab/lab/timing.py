@@ -48,7 +48,6 @@ class Repeat:
 def probe_examples(max_batches: int) -> Callable[..., object]:
     """A factory of :class:`~dpclab.train.Examples` whose epochs stop after ``max_batches`` batches: a timing probe
     through the real ``fit`` (same keywords as ``Examples``)."""
-
     @dataclass
     class ProbeExamples(Examples):
         max_batches: int = 1

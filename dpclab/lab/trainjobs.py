@@ -30,7 +30,6 @@ def run_key(cfg: RunConfig) -> str:
 
 def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
     """Train (or reuse, or resume) one run; its metrics, where it lives and what was done (``note``)."""
-
     if threads:
         torch.set_num_threads(int(threads))
     exp = Experiment.prepare(cfg)
@@ -50,7 +49,6 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     nothing to train or store). A run built on another run (DPC's step 2 on its step 1, PromptKD on its teacher)
     needs the jobs that train those runs when they are in the list; otherwise it trains them itself. Jobs that others
     need come first, so the longest chains start early."""
-
     listed = {run_key(c) for _, c, _ in runs if get_method(c.method).trainable}
     jobs: list[Job] = []
     keys: set[str] = set()

@@ -384,7 +384,6 @@ class DPC(Plugin):
 
     def diagnostics(self, experiment) -> dict[str, float]:
         """What step 2 changed (:func:`dpclab.diagnostics.dpc_diagnostics`): the benchmark's DPC columns."""
-
         return dpc_diagnostics(experiment, self)
 
     def batches(self, data, epoch: int, cfg, generator: torch.Generator) -> Iterator[tuple]:

@@ -37,7 +37,6 @@ def check_end_to_end(shape: DatasetShape, methods: Sequence[str], epochs: int, t
                      mcfg: MeasureConfig, workdir: Path, shots: int = 16, log=print) -> Check:
     """Run ``methods`` (seed 1, ``epochs`` epochs) through the real pipeline on a synthetic dataset of ``shape``
     in ``mcfg.precision``; return the measured wall time next to the projection of the same runs."""
-
     spec = write_shape_dataset(workdir / "data", shape, shots, mcfg.image_px)
     scope = Scope((spec.name,), (1,), epochs)
     plan = [PlannedRun("check", spec.name, m, 1, train=tuple(sorted(train.items())),

@@ -101,7 +101,6 @@ class Settings:
 def settings(args: argparse.Namespace) -> Settings:
     """The report's parameters from ``-p KEY VALUE`` and the shared options (``dpclab.lab.options``: ``-p`` wins), with
     the estimate's defaults: ViT-B/16 (``--model small``: the embedded model) on the 11 CoOp datasets."""
-
     params = notebook_parameters(args)
     if params.get("model", "ViT-B-16") == "small":
         params.update(model=EMBEDDED_MODEL, pretrained=EMBEDDED_PRETRAINED)
@@ -127,7 +126,6 @@ def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
 def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
     """The grid's jobs for ``plan`` (``dpclab.lab.plan.grid_jobs``: the trained runs, a two-step run after its step 1)
     and, per planned run key, its job's key."""
-
     return plan_jobs(plan, s.source), {r.key: run_key(r.run_config(s.source, progress=False)) for r in plan}
 
 

@@ -74,7 +74,6 @@ class Inputs:
 
 def measure_inputs(bb, cfg: MeasureConfig, workdir: Path) -> Inputs:
     """Decode + augment time per synthetic JPEG (one process), the frozen image encoder's time per image."""
-
     device = bb.device
     tf = build_transforms(bb.image_size, bb.mean, bb.std)
     items = [Datum(str(p), 0, "x") for p in write_images(workdir / "images", 8, cfg.image_px)]
@@ -99,7 +98,6 @@ def measure_method(bb, method_name: str, counts: Sequence[int], cfg: MeasureConf
                    log=print) -> MethodTimings:
     """One method's training step (the real ``fit`` on a probe of ``cfg.steps`` batches), evaluation batches at two
     sizes and peak training memory, at each class count of ``counts``."""
-
     device, precision = bb.device, bb.precision
     names = class_names(max(counts))
     probe = probe_examples(cfg.steps)
@@ -150,7 +148,6 @@ def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print
             counts_by_method: dict[str, Sequence[int]] | None = None) -> DeviceTimings:
     """Time every method's training step and evaluation batch at ``cfg.class_counts`` (or, per method, at
     ``counts_by_method[method]``) on this device, in ``cfg.precision``."""
-
     t0 = time.perf_counter()
     bb = load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
     load_s = time.perf_counter() - t0

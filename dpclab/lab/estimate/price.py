@@ -127,7 +127,6 @@ class Projection:
     def wall(self, gpus: int, jobs: Sequence, job_key: dict[tuple, str]) -> WallTime:
         """Wall time on ``gpus`` GPUs when the grid runs ``jobs`` (``dpclab.lab.jobs.Job`` s of the plan's trained runs;
         ``job_key``: planned run key -> job key) and the report does the rest."""
-
         if gpus < 1:
             raise ValueError(f"gpus must be >= 1, got {gpus}.")
         seconds = {job_key[k]: s for k, s in self.jobs().items()}
@@ -147,7 +146,6 @@ def as_dict(value) -> dict:
 def run_train_config(run, epochs: int | None = None):
     """The :class:`~dpclab.train.TrainConfig` ``run`` trains with: the method's defaults, the dataset's protocol
     exceptions and the run's own overrides (``pipeline.train_config``), ``epochs`` on top when given."""
-
     train = {**as_dict(getattr(run, "train", ())), **({} if epochs is None else {"epochs": int(epochs)})}
     return train_config(RunConfig(method=run.method, dataset=run.dataset, train=train, progress=False))
 
@@ -159,7 +157,6 @@ def _like(template, d: dict):
 
 def step_one(run):
     """The base run a two-step plug-in's run trains first (``None`` for other methods)."""
-
     spec = resolve(run.method)
     if not spec.two_step:
         return None
@@ -211,7 +208,6 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
             epochs: int | None = None, notebooks: int = 7, quick: bool = False) -> Projection:
     """Price ``plan`` (planned runs: notebook, dataset, method, seed, method_cfg, train, train_classes, curve, key)
     with the measured timings ``t``; see the module docstring."""
-
     views_cached: dict[tuple, int] = {}  # (dataset, seed, train_classes) -> views encoded so far
     test_cached: set[str] = set()
     entries = per_notebook(plan)

@@ -20,7 +20,6 @@ _MARKERS = ("o", "s", "^", "D", "v", "P")
 def headroom_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     """One row per dataset x DPC row: ``headroom`` (probe − CoOp base), ``coop_train`` (CoOp's accuracy on its
     shots), ``gain``/``low``/``high`` (:func:`dpclab.lab.targets.paired_gains`: mean and paired 95 % interval)."""
-
     per = summary[summary["dataset"] != AVERAGE].set_index(["dataset", "method"])
     rows = []
     for g in gains[gains["dataset"] != AVERAGE].to_dict("records"):

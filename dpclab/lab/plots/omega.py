@@ -15,7 +15,6 @@ def omega_sweep(grid, paper: pd.DataFrame, label: str) -> Figure:
     with the HM of each pair at the other knob's default; (middle) HM over the (ω_b, ω_n) plane with the default as
     a star; (right) the published sweeps (``paper``: :func:`dpclab.lab.paper_numbers.dpc_omega_sweeps`; hollow markers
     are values read off a plot). ``label`` names where the left panels were computed (e.g. the backend)."""
-
     w = np.array(grid.omegas)
     base_acc, new_acc = grid.accuracy["base"].numpy(), grid.accuracy["new"].numpy()
     default_b, default_n = grid.meta["default"]

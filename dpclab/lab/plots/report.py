@@ -24,7 +24,6 @@ PLUGIN_COLOURS = ("tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink
 
 def bar_colour(label: str) -> str:
     """Grey for a method alone; a plug-in's row (``coop+dpc``, ``coop+dpc[released]``) in its plug-in's colour."""
-
     plugin = label.partition("+")[2].partition("[")[0]
     if not plugin:
         return "gray"

@@ -20,7 +20,6 @@ def report_command(parameters: dict, quick: bool = False, only: Sequence[str] | 
 
     With ``train``, the runs the notebooks will request are trained first over ``jobs`` workers (when
     :mod:`dpclab.lab.plan` knows the notebooks); the notebooks then run ``jobs`` at a time, the longest first."""
-
     t0 = time.perf_counter()
     names = [p.stem for p in discover(notebook_dir, only)]
     params = report_parameters(parameters, quick)

@@ -47,7 +47,6 @@ def load_timings(out_dir: str | Path, parameters: dict) -> dict[str, float]:
 
 def save_timings(out_dir: str | Path, parameters: dict, seconds: dict[str, float]) -> Path:
     """Record the wall times (name -> s) of what ran (others keep their last time), atomically."""
-
     path = Path(out_dir) / TIMINGS_FILE
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
@@ -67,7 +66,6 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
 
     They hold for the default workload (embedded model, default dataset, shots, seeds and epochs), per backend and
     quick/full; other workloads get none."""
-
     try:
         table = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -24,7 +24,6 @@ def directions(average: pd.DataFrame, backend: str) -> pd.DataFrame:
     """One row per plug-in of ``average`` (columns method, base, new, hm: the average-over-datasets rows of
     :func:`dpclab.lab.benchmark.summary_table`): its change in base, new and HM over its own base method here and in
     its paper (:mod:`dpclab.lab.paper_numbers`), each with an arrow, and whether the HM direction agrees."""
-
     ours = average.set_index("method")
     papers = {"DPC": dpc_average().set_index("method"), "DePT": dept_average().set_index("method")}
     rows = []

@@ -41,7 +41,6 @@ def notebook_title(nb, name: str) -> str:
 
 def figure_alt(path: Path) -> str:
     """A figure's alt text: the PNG's ``Description`` (``plots.save_figure`` writes it), else its name."""
-
     try:
         with Image.open(path) as im:
             return str(im.info.get("Description") or path.stem)
@@ -51,7 +50,6 @@ def figure_alt(path: Path) -> str:
 
 def thumbnail(path: Path, out_dir: Path, width: int = THUMB_WIDTH) -> Path:
     """A ``width``-pixel-wide copy of a figure under ``<out_dir>/thumbs/``."""
-
     thumb = out_dir / THUMB_DIR / path.name
     thumb.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(path) as im:
@@ -108,7 +106,6 @@ def write_index(results: Sequence, out_dir: Path, parameters: dict, figures_dir:
     ``wall_seconds`` is the report's real wall time (notebooks run side by side: it is not their sum);
     ``since``: show only figures written since then (this report's); ``training``: the training phase's record
     (:func:`~dpclab.lab.report.train.train_plan`), when the runs were trained before the notebooks."""
-
     out_dir = Path(out_dir)
     summed = sum(r.seconds for r in results)
     wall = summed if wall_seconds is None else wall_seconds

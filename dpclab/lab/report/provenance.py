@@ -55,7 +55,6 @@ def invocation() -> list[str]:
 
 def device_name(device: str = "auto") -> str:
     """The device the notebooks ran on, by name: the CUDA GPU's, or the CPU's model and core count."""
-
     dev = resolve_device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -92,7 +91,6 @@ def _cached_weights(model: str, pretrained: str) -> Path | None:
 
 def weights(model: str, pretrained: str, cwd: str | Path = ".") -> dict:
     """The weights' file and sha256: the embedded checkpoint, a checkpoint path, or a tag's cached download."""
-
     if pretrained == EMBEDDED_PRETRAINED:
         path = embedded_checkpoint()
     elif Path(cwd, str(pretrained)).expanduser().is_file():
@@ -107,7 +105,6 @@ def weights(model: str, pretrained: str, cwd: str | Path = ".") -> dict:
 
 def datasets(names: list[str], data_root: Path) -> dict:
     """Per dataset: the split file and its sha256, classes and images per split (or the error reading it)."""
-
     specs = dataset_specs()
     out = {}
     for name in names:
@@ -166,7 +163,6 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
 
 def write_provenance(record: dict, out_dir: str | Path) -> Path:
     """``<out_dir>/provenance.json``, atomically."""
-
     return atomic_write_text(Path(out_dir) / PROVENANCE_FILE, json.dumps(record, indent=1, default=str) + "\n")
 
 

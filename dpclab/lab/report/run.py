@@ -75,7 +75,6 @@ def discover(notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, only: Sequence[str
 
 def check_parameters(parameters: dict) -> None:
     """Refuse parameters the notebooks do not define (papermill would only warn and ignore them)."""
-
     unknown = sorted(set(parameters) - set(PARAMETER_KEYS))
     if unknown:
         raise ValueError(f"Unknown notebook parameter(s) {unknown}. The notebooks take: {', '.join(PARAMETER_KEYS)}.")
@@ -98,7 +97,6 @@ def to_html(executed: Path, out: Path, nb=None) -> Path:
     """Convert an executed notebook (``nb``: already read from ``executed``) to a standalone HTML page (images
     embedded, with the alt text of their metadata: :mod:`dpclab.lab.alttext`), titled by the notebook
     (:func:`notebook_title`)."""
-
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -209,7 +207,6 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     The wall times are recorded in ``<out_dir>/timings.json`` (:func:`~dpclab.lab.report.console.load_timings`
     reads them back); ``index.html`` and ``provenance.json`` are written after the last notebook.
     """
-
     t0 = time.perf_counter() if started is None else started
     started_at = time.time() - (time.perf_counter() - t0)
     params = report_parameters(parameters, quick)

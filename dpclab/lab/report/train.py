@@ -29,7 +29,6 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
     """Train the runs of the notebooks ``names`` (file stems) under the notebooks' ``parameters`` over ``workers``
     local processes (one torch thread each on the embedded model's CPU). Finished runs are reused. Never raises for
     a failed run: a notebook that needs it trains it (or fails and says why). Returns counts and the wall time."""
-
     notebooks = planned_notebooks(names)
     if not notebooks:
         return {"jobs": 0, "seconds": 0.0}

@@ -57,7 +57,6 @@ def faithfulness(coop: nn.Module, ref: ReferenceCoOp, exp, cfg: TrainConfig) -> 
 
 def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> tuple[list[Row], dict]:
     """Reference-style vs dpclab CoOp epochs on one model; returns rows and the objects DPC's bench reuses."""
-
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -141,7 +140,6 @@ def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> t
 
 def bench_dpc(case: ModelCase, ctx: dict, cfg: BenchConfig, log=print) -> tuple[list[Row], nn.Module | None]:
     """DPC's step-2 epoch on top of the CoOp just trained."""
-
     exp, device = ctx["experiment"], ctx["device"]
     method = build_method("coop+dpc", ctx["backbone"], {}, len(exp.train_task.classnames), base_method=ctx["coop"])
     tcfg = TrainConfig(**{**ctx["tcfg"].__dict__, **resolve("coop+dpc").train, "epochs": cfg.dpc_epochs,

@@ -17,7 +17,6 @@ from dpclab.lab.timing import sync
 def tower_profile(clip: nn.Module, device: torch.device) -> Iterator[dict]:
     """Seconds spent in the image tower's and the text tower's forward blocks, and in optimiser steps, during the
     block (forward hooks on every residual block, global optimiser hooks; CUDA synchronised at each hook)."""
-
     acc = {"image_forward": 0.0, "text_forward": 0.0, "optimizer": 0.0}
     start: dict[str, float] = {}
     handles = []

@@ -85,7 +85,6 @@ def reference_step_time(ref: nn.Module, task, items, transform, batch: int, step
                          workers: int) -> float:
     """Seconds per reference-style step: a DataLoader decodes + augments the batch's images, the (frozen) image
     encoder runs inside the step, the text runs all 77 tokens (``truncate=False``), backward, SGD step."""
-
     loader = DataLoader(ImageList(items, transform, view_seed=1), batch_size=batch, shuffle=True,
                         generator=torch.Generator().manual_seed(0), **loader_options(workers, device))
     opt = torch.optim.SGD(list(trainable_parameters(ref).values()), lr=1e-5, momentum=0.9)

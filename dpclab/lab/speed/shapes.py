@@ -46,7 +46,6 @@ CPU_MAX_CLASSES = 100
 def shape_cases(names: Sequence[str], reduced: bool) -> list[ShapeCase]:
     """The named CoOp datasets' base-class shapes (16 shots). ``reduced`` (a CPU): at most 100 classes at 2 shots
     (a 500-class step with 77-token prompts takes tens of seconds there)."""
-
     out = []
     for name in names:
         classes = shape_of(name).base_classes
@@ -67,7 +66,6 @@ def bench_shape(model: ModelCase, shape: ShapeCase, method_name: str, backbone: 
                 cfg: BenchConfig, steps: int, log=print) -> list[Row]:
     """dpclab's loop against a reference-style loop for one method at one dataset shape, both in this process:
     per-step times, epoch ratios (fresh view / cached view), a profile of dpclab's step, peak memory."""
-
     device = backbone.device
     pool = write_images(workdir / f"pool-{cfg.image_px}", 16, cfg.image_px)
     names = class_names(shape.classes)
