@@ -113,3 +113,21 @@ def test_planned_run_key_reads_the_job_fields():
                            "train_classes": "base", "base_method_cfg": (), "train": (("epochs", 2),), "base_train": ()}
     assert replace(r, notebook="03", label="other", curve=True).key == r.key
     assert job_key(r.run_config(CONFIGS[0].source)) == job_key(r.run_config(CONFIGS[0].source, progress=False))
+
+
+def test_run_config_holds_a_source_and_spells_none_of_its_fields():
+    """One settings type: the source's fields are declared (and validated) on Source only."""
+    from dataclasses import fields
+
+    from dpclab.source import Source
+
+    assert not {f.name for f in fields(RunConfig)} & {f.name for f in fields(Source)}
+    cfg = RunConfig.of(method="coop", dataset="world_tint", shots=4, precision="fp16", train={"epochs": 2})
+    assert (cfg.source.shots, cfg.source.precision, cfg.train) == (4, "fp16", {"epochs": 2})
+    assert cfg.replace(shots=8).source.shots == 8 and cfg.source.shots == 4
+    with pytest.raises(ValueError, match="shots must be an integer >= 0"):  # Source's validation, the only one
+        RunConfig.of(shots=-1)
+    with pytest.raises(TypeError, match="no field"):
+        cfg.replace(shot=8)
+    with pytest.raises(TypeError, match="must be a dpclab.source.Source"):
+        RunConfig(source={"shots": 4})
