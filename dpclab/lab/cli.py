@@ -33,7 +33,7 @@ from dpclab.lab.report import check_parameters, report_parameters, strip_outputs
 from dpclab.lab.report.command import report_command
 from dpclab.lab.targets import check_targets, markdown_targets
 from dpclab.methods.table import METHODS, PLUGINS
-from dpclab.pipeline import Experiment, cached_backbone, plan_run, run
+from dpclab.pipeline import Experiment, RunConfig, cached_backbone, plan_run, run
 from dpclab.source import startup_lines
 from dpclab.transfer import cross_dataset, domain_generalization, summarize_transfer
 

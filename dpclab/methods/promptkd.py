@@ -30,7 +30,7 @@ protocol); DPC's P' deep prompts starting random (``DPCConfig.prime_deep_init``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
