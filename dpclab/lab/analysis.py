@@ -33,7 +33,7 @@ from torch import nn
 
 from dpclab.evaluate import accuracy, predict_logits, top_predictions
 from dpclab.methods.base import Task
-from dpclab.pipeline import Experiment, build_method, run
+from dpclab.pipeline import build_method, run
 from dpclab.train import Examples
 
 # ------------------------------------------------------------------------------------------ channel importance
