@@ -392,9 +392,7 @@ def test_cross_dataset_and_domain_generalization(json_root, tmp_path, tiny_backb
 
 
 def replace_cfg(cfg):
-    from dataclasses import replace
-
-    return replace(cfg, train_classes="all", results=None)
+    return cfg.replace(train_classes="all", results=None)
 
 
 def pd_read(path):

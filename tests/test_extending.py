@@ -5,7 +5,6 @@ plug-in, and run through the pipeline untouched; every file the guide lists exis
 from __future__ import annotations
 
 import re
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +72,8 @@ class ToyStudent(Toy):
 
 def toy_teacher(cfg: RunConfig, method_cfg: ToyConfig) -> RunConfig:
     """The student's teacher run: the toy method on the run's dataset and seed, few-shot base classes."""
-    return dataclasses.replace(cfg, method="toy", shots=1, train_classes="base", method_cfg={}, base_method_cfg={},
-                               base_train={}, train={"epochs": 1})
+    return cfg.replace(method="toy", shots=1, train_classes="base", method_cfg={}, base_method_cfg={},
+                       base_train={}, train={"epochs": 1})
 
 
 @dataclass

@@ -180,9 +180,7 @@ def test_submitit_arrays_a_failure_and_a_training_run_requeued_mid_training(subm
     assert train.requeued == 1 and train.result["note"] == "resumed from epoch 1", lines
     assert "(requeued 1x)" in lines[-1] and "resumed from epoch 1" in lines[-1]
     # the resumed run equals an uninterrupted one
-    from dataclasses import replace
-
-    whole = run(replace(cfg, runs_dir=str(tmp_path / "whole"), cache_dir=str(tmp_path / "cache2")))
+    whole = run(cfg.replace(runs_dir=str(tmp_path / "whole"), cache_dir=str(tmp_path / "cache2")))
     assert train.result["metrics"] == whole.metrics
 
 

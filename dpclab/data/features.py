@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from dpclab.cpus import allocated_cpus
 from dpclab.data.coop import DatasetError, Datum
 from dpclab.io import atomic_torch_save, file_lock
 from dpclab.progress import progress_bar
@@ -144,29 +145,6 @@ class FeatureKey:
 
 #: the most DataLoader worker processes :func:`default_num_workers` picks
 MAX_WORKERS = 8
-
-
-#: environment variable: the CPUs this process's image loaders may use (set per worker by ``dpclab.lab.jobs``' pools,
-#: which share the allocated CPUs among their workers)
-CPUS_ENV = "DPCLAB_CPUS"
-
-
-def allocated_cpus() -> int:
-    """The CPUs this process may use: ``DPCLAB_CPUS`` when a job pool gave it a share, else its affinity mask (what
-    SLURM's cgroup or ``taskset`` allow; the node's count only where there is no mask), capped by
-    ``SLURM_CPUS_PER_TASK`` inside a SLURM job. Never ``os.cpu_count()`` alone: on a cluster node that is the
-    node's CPUs, not the job's."""
-    share = os.environ.get(CPUS_ENV, "")
-    if share.isdigit() and int(share) > 0:
-        return int(share)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows: no affinity masks
-        cpus = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        cpus = min(cpus, int(slurm))
-    return max(1, cpus)
 
 
 def default_num_workers(image_size: int, cpu_count: int | None = None) -> int:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from dpclab.backbones import EMBEDDED_MODEL
-from dpclab.data.features import allocated_cpus
+from dpclab.cpus import allocated_cpus
 from dpclab.data.world import ensure_world, rewrite_world, world_datasets, world_stamp
 from dpclab.evaluate import summarize
 from dpclab.lab import options as opt

@@ -37,7 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from dpclab.data.features import allocated_cpus
+from dpclab.cpus import CPUS_ENV, allocated_cpus
 
 #: environment variable naming a pool worker in the per-job lines ("gpu 0", "cpu 1")
 WORKER_ENV = "DPCLAB_WORKER"
@@ -181,7 +181,7 @@ def _init_worker(names, cpus: int) -> None:
     """Pool initializer: this worker's name and GPU (before CUDA is initialised in it) and its share of the CPUs."""
     name = names.get()
     os.environ[WORKER_ENV] = name
-    os.environ["DPCLAB_CPUS"] = str(cpus)
+    os.environ[CPUS_ENV] = str(cpus)
     if name.startswith("gpu "):
         os.environ["CUDA_VISIBLE_DEVICES"] = name[4:]
 
