@@ -4,6 +4,7 @@ returns (the plan ``train`` prints is the one that runs); one function decides r
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 
 import pytest
@@ -27,7 +28,7 @@ def resolutions(monkeypatch) -> list[str]:
         calls.append(name)
         return real(name)
 
-    import dpclab.lab.cli  # noqa: F401 - every module that may resolve is loaded, then each one's name is counted
+    importlib.import_module("dpclab.lab.cli")  # every module that may resolve is loaded; each one's name is counted
     for module in [m for name, m in sys.modules.items() if name.startswith("dpclab")]:
         if getattr(module, "resolve", None) is real:
             monkeypatch.setattr(module, "resolve", counting)
