@@ -31,6 +31,7 @@ tensors are used (the archive's TorchScript graph is never run), and the model i
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -97,6 +98,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def device_label(device: str | torch.device) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu``: a device a run really ran on, for its lines and results row."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 _registered: set[str] = set()
@@ -174,6 +183,55 @@ def openai_file_reason(model_name: str, path: Path, sha256: str) -> str | None:
     return None
 
 
+#: environment variable: JSON ``{"model/tag": "file"}``, the local weights files a driver resolved for its jobs
+#: (``grid`` resolves every tag once on the submitting host and hands the jobs the file: compute nodes need no internet)
+WEIGHTS_FILES_ENV = "DPCLAB_WEIGHTS_FILES"
+
+
+def cached_weights(model_name: str, tag: str) -> Path | None:
+    """The local copy of open_clip's pretrained ``tag`` of ``model_name`` where open_clip downloads it, or None;
+    never downloads. open_clip 3 (``pretrained.download_pretrained``) fetches from the Hugging Face hub when the tag
+    has an ``hf_hub`` entry (its cache: ``HF_HUB_CACHE`` / ``HF_HOME``, ``~/.cache/huggingface/hub``; a
+    ``.safetensors`` twin first), else from ``url`` into ``~/.cache/clip``; both places are looked at."""
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo, filename = os.path.split(hub)  # "org/model/" -> the default file name, as open_clip splits it
+        filename = filename or HF_WEIGHTS_NAME
+        names = [n for n in (HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else None,
+                             filename[:-4] + ".safetensors" if filename != HF_WEIGHTS_NAME
+                             and filename.endswith((".bin", ".pth")) else None, filename) if n]
+        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+            os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"),
+            "hub")  # huggingface_hub's own rule, read now (its constant is read once, at import)
+        for name in names:
+            found = try_to_load_from_cache(repo, name, cache_dir=os.path.expanduser(cache))
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found)
+    url = cfg.get("url", "")
+    if url:
+        path = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        if path.is_file():
+            return path
+    return None
+
+
+def weights_file(model_name: str, tag: str) -> Path | None:
+    """The local file of pretrained ``tag``: the one a driver handed this job (:data:`WEIGHTS_FILES_ENV`), else
+    open_clip's cached copy (:func:`cached_weights`); None when only a download would give it."""
+
+    handed = json.loads(os.environ.get(WEIGHTS_FILES_ENV) or "{}").get(f"{model_name}/{tag}")
+    if handed:
+        if not Path(handed).is_file():
+            raise FileNotFoundError(f"The weights file {handed} handed to this job for {model_name}/{tag} is not "
+                                    f"readable here; put it on a file system the compute nodes share.")
+        return Path(handed)
+    return cached_weights(model_name, tag)
+
+
 def _check_model_name(model_name: str) -> None:
     known = open_clip.list_models()
     if model_name not in known:
@@ -232,8 +290,11 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
             f"or pass a local checkpoint file path."
         )
     quick = tag_needs_quick_gelu(model_name, str(pretrained))
-    return WeightsSource(str(pretrained), str(pretrained), quick, False,
-                         "open_clip's pretrained config says quick_gelu=True" if quick else "")
+    why = "open_clip's pretrained config says quick_gelu=True" if quick else ""
+    local = weights_file(model_name, str(pretrained))
+    if local is not None:  # the tag's own file, read here: no download; the weights id stays the tag's
+        return WeightsSource(str(local), str(pretrained), quick, is_torchscript_archive(local), why)
+    return WeightsSource(str(pretrained), str(pretrained), quick, False, why)
 
 
 def _model_config_quick_gelu(model_name: str) -> bool:

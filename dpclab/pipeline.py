@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dpclab.backbones import Backbone, check_teacher_inputs
+from dpclab.backbones import Backbone, check_teacher_inputs, device_label
 from dpclab.evaluate import append_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
 from dpclab.io import atomic_torch_save, atomic_write_json, file_lock
@@ -389,6 +389,7 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
             "dataset": cfg.dataset, "method": cfg.method, "model": src.model, "pretrained": src.pretrained,
             "shots": src.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
             "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": src.precision,
+            "device": device_label(exp.backbone.device),  # the device it really ran on (auto resolved, GPU named)
             "run_dir": str(run_dir or ""), "backend": "embedded" if src.pretrained == "embedded" else "open_clip",
             "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     return RunResult(metrics, history, run_dir, method, exp)

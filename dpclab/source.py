@@ -124,16 +124,30 @@ def model_image_size(model: str) -> int | None:
     return size[0] if isinstance(size, (list, tuple)) else size
 
 
-def startup_lines(source: Source, cpus: int | None = None, workers: int | None = None) -> list[str]:
+def startup_lines(source: Source, cpus: int | None = None, workers: int | None = None,
+                  remote: bool = False) -> list[str]:
     """What a command says before it starts: the device by name (a fall-back to the CPU said plainly; a CUDA device
     torch cannot see is an error naming the fix), the precision with the dtypes of CLIP and of the prompts, and the
-    image-loader workers of one process (``workers``, else from the model's input size and ``cpus`` CPUs)."""
-    dev = resolve_device(source.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    image-loader workers of one process (``workers``, else from the model's input size and ``cpus`` CPUs).
+
+    ``remote``: the runs happen elsewhere (SLURM jobs): ``source.device`` is the jobs' device, not this host's, so
+    it is named as asked and not checked here (a login node has no GPU; CUDA is not touched); each job checks it on
+    its node and writes its own start-up lines."""
+
+    if remote:
+        dev = torch.device("cpu" if source.device == "cpu" else "cuda" if source.device == "auto" else source.device)
+        name = f"{source.device} on the jobs' nodes (not checked on this host; each job checks it and writes its own " \
+               f"start-up lines to its log)"
+    else:
+        dev = resolve_device(source.device)
+    if remote:
+        pass  # named above
+    elif dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={source.device!r} but torch sees no CUDA GPU (torch {torch.__version__}, CUDA build "
                          f"{torch.version.cuda or 'none'}); check nvidia-smi and the torch wheel (README: the full "
-                         f"report on real CLIP), or pass --device cpu / -p device cpu.")
-    if dev.type == "cuda":
+                         f"report on real CLIP), or pass --device cpu / -p device cpu (with --slurm, -p device cuda "
+                         f"is the jobs' device and is accepted here).")
+    elif dev.type == "cuda":
         name = f"{torch.cuda.get_device_name(dev)} ({dev}, CUDA {torch.version.cuda})"
     else:
         name = f"CPU ({torch.get_num_threads()} torch thread(s))"

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+#: pytest-xdist workers share the cores: each takes its share (2 workers on 2 cores: one thread each)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 
 TINY_CONFIG = {
     "embed_dim": 32,

@@ -23,7 +23,7 @@ def test_checkpoint_matches_manifest(manifest):
     assert manifest["checkpoint"] == CHECKPOINT.name
     assert P.sha256_file(CHECKPOINT) == manifest["sha256"]
     assert CHECKPOINT.stat().st_size < 20 * 2**20
-    assert manifest["command"].startswith("python -m dpclab.lab.pretrain ")
+    assert manifest["command"].startswith("python -m dpclab pretrain ")
 
 
 def test_world_still_generates_the_stream_the_checkpoint_was_trained_on(manifest):

@@ -57,6 +57,9 @@ def test_openai_tag_builds_quick_gelu_and_equals_the_quickgelu_model(quickgelu_f
         return str(path)
 
     monkeypatch.setattr(open_clip.factory, "download_pretrained", fake_download)
+    empty = quickgelu_file.parent / "no_cache"  # a machine that has the tag cached must still take the download path
+    for var in ("HF_HUB_CACHE", "HF_HOME", "HOME"):
+        monkeypatch.setenv(var, str(empty))
     bb = load_clip("ViT-B-32", "openai", "cpu")
     assert asked and asked[0].get("quick_gelu") is True
     assert _activations(bb.model) == {QuickGELU}

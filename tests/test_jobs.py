@@ -179,6 +179,10 @@ def test_submitit_arrays_a_failure_and_a_training_run_requeued_mid_training(subm
     train = by["train"]
     assert train.requeued == 1 and train.result["note"] == "resumed from epoch 1", lines
     assert "(requeued 1x)" in lines[-1] and "resumed from epoch 1" in lines[-1]
+    # the device the job really ran on, in its line and result; its own start-up lines in its log
+    assert train.result["device"] == "cpu" and " on cpu " in lines[-1]
+    log = (tmp_path / "slurm" / f"{train.worker.split()[-1]}_0_log.out").read_text()
+    assert "asked for device cpu" in log and "device: CPU (" in log and "image loader workers: " in log
     # the resumed run equals an uninterrupted one
     whole = run(cfg.replace(runs_dir=str(tmp_path / "whole"), cache_dir=str(tmp_path / "cache2")))
     assert train.result["metrics"] == whole.metrics
@@ -257,3 +261,54 @@ def test_gpu_workers_each_see_their_own_gpu_and_a_cpu_share():
     for r in records:
         assert r.worker == f"gpu {r.result['CUDA_VISIBLE_DEVICES']}"
         assert r.result["DPCLAB_CPUS"] == str(max(1, allocated_cpus() // 2))
+
+
+# ------------------------------------------------------------------------------------ no fork after CUDA
+def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
+    """CUDA initialised here (simulated: ``startup_lines`` named the GPU), or a device that is not plainly the CPU:
+    every pool spawns its workers -- ``grid --workers N``, ``report --jobs N`` (report/train.py) and a bare
+    ``local_executor``; a pool asked to fork is refused. Plain CPU work keeps the platform default."""
+    import torch
+
+    from dpclab.lab import jobs
+    from dpclab.lab.report import train as report_train
+
+    monkeypatch.chdir(tmp_path)
+    default = mp.get_context().get_start_method()
+    with local_executor(2, device="cpu") as pool:
+        assert pool.start_method == default
+    with local_executor(2, device="cuda") as pool:  # the jobs' device: spawn even before CUDA is touched here
+        assert pool.start_method == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(ValueError, match="cannot fork once CUDA may be used"):
+        local_executor(2, start_method="fork")
+    started = []
+
+    class Recording(jobs.LocalPool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.start_method)
+
+    monkeypatch.setattr(jobs, "LocalPool", Recording)
+    monkeypatch.setattr(jobs, "run_jobs", lambda job_list, executor, **kw: [])  # the pools only, no training
+    monkeypatch.setattr("dpclab.data.world.ensure_world", lambda *a, **k: None)
+    for device in ("cpu", "auto"):
+        report_train.train_plan({"quick": True, "device": device}, ["06_paper_numbers"], workers=2, log=lambda s: None)
+    from dpclab.lab.grid import main as grid
+
+    assert grid(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu", "--no-preflight"]) == 0
+    assert started == ["spawn"] * 3, started
+    assert "fork" not in started
+
+
+def test_one_driver_per_grid_state(tmp_path):
+    """A second driver on the same runs folder would submit the running jobs again: refused in one line."""
+    from dpclab.lab.jobs import GridState
+
+    state = GridState(tmp_path / "runs" / "grid-state.json")
+    with state.driving():
+        with pytest.raises(RuntimeError, match=f"another grid driver is running on {tmp_path / 'runs'} \\(host "):
+            with GridState(state.path).driving():
+                pass
+    with GridState(state.path).driving():  # released with its driver
+        pass

@@ -139,13 +139,14 @@ def test_report_trains_the_plan_first_then_the_notebooks_reuse(tmp_path, monkeyp
 
     calls = []
 
-    def fake_train(params, names, workers, log):
+    def fake_train(params, names, workers, log, weights=None):
         calls.append((params["quick"], list(names), workers))
         log("[1/1] ok      00 world_tint coop seed 1  worker cpu 0  1.0 s  trained")
         return {"jobs": 1, "ok": 1, "seconds": 1.0, "summary": "1 jobs: 1 ok, 0 failed, 0 skipped"}
 
     monkeypatch.setattr(train, "planned_notebooks", lambda names: ["00"])
     monkeypatch.setattr(train, "train_plan", fake_train)
+    monkeypatch.setattr(train, "preflight_plan", lambda params, names: {})  # tests/test_preflight.py
     books, out = tmp_path / "books", tmp_path / "reports"
     books.mkdir()
     _notebook(books / "00_tiny.ipynb", "00 · tiny", "x = 1")

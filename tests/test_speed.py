@@ -107,6 +107,12 @@ def test_shape_comparison_rows_for_a_features_and_a_pixel_method(tmp_path, tiny_
     assert "| toy shape" in speed.shapes_markdown(rows)
 
 
+def first_component(module: str) -> str:
+    """``dpclab.lab.plan.x`` -> ``plan``; ``dpclab.pipeline`` -> ``pipeline`` (the layer prefix is not a module)."""
+    parts = module.split(".")[1:]
+    return parts[1] if parts[0] == "lab" and len(parts) > 1 else parts[0]
+
+
 def imported_modules(package: str) -> set[str]:
     """The dpclab modules (first component under dpclab) that the files of ``dpclab.<package>`` import."""
     import ast
@@ -115,16 +121,14 @@ def imported_modules(package: str) -> set[str]:
     import dpclab
 
     out = set()
-    for path in (Path(dpclab.__file__).parent / package).glob("*.py"):
+    for path in (Path(dpclab.__file__).parent / "lab" / package).glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                if node.level == 2 and node.module:  # from ..x import y
-                    out.add(node.module.split(".")[0])
-                elif node.level == 0 and (node.module or "").startswith("dpclab."):
-                    out.add(node.module.split(".")[1])
+                if node.level == 0 and (node.module or "").startswith("dpclab."):
+                    out.add(first_component(node.module))
             elif isinstance(node, ast.Import):
-                out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("dpclab.")}
-    return out
+                out |= {first_component(a.name) for a in node.names if a.name.startswith("dpclab.")}
+    return out - {package}  # its own modules
 
 
 TOOLS = {"speed", "estimate", "gpu_check", "grid", "cli", "benchmark", "dpc_study", "report"}

@@ -247,9 +247,13 @@ def test_import_depth_is_bounded():
 #: the only imports allowed inside functions: heavy optional dependencies, loaded where they are used (the notebook
 #: and report tooling, SLURM, widgets, plotting extras, open_clip's registry and the hub cache, psutil)
 FUNCTION_LEVEL_IMPORTS = {
+    "dpclab/backbones.py": {"huggingface_hub", "open_clip.constants"},
     "dpclab/lab/alttext.py": {"IPython", "matplotlib.figure"},
     "dpclab/lab/explorer.py": {"IPython.display"},
-    "dpclab/lab/jobs.py": {"submitit", "submitit.helpers"},
+    # the job machinery stays free of torch (a job process unpickles a Job before anything heavy; CUDA is never
+    # initialised in a driver that forks a pool): torch and dpclab.io (which imports torch) where they are used; fcntl
+    # where flock exists
+    "dpclab/lab/jobs.py": {"submitit", "submitit.helpers", "torch", "dpclab.io", "fcntl"},
     "dpclab/lab/plots/analysis.py": {"seaborn"},
     "dpclab/lab/report/headline.py": {"IPython.display"},
     "dpclab/lab/report/index.py": {"nbformat"},

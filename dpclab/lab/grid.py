@@ -12,12 +12,22 @@ one line per run as it finishes, failures reported at the end (exit status 1) wh
 Nothing is done twice: finished runs are reused (``if_exists="reuse"``), a run directory is locked while it trains
 (two workers asking for the same run: one trains, the other waits and reuses), and runs that need another run
 (DPC's step 2 needs its base's step 1) start after it has finished.
+
+Before anything starts or is submitted, a pre-flight (:mod:`dpclab.lab.preflight`) reads every planned dataset from
+the data root and resolves every pretrained tag to its local file, handed to the jobs (``--slurm`` refuses a tag
+with no local copy unless ``--allow-download``). With ``--slurm``, ``-p device cuda`` is the jobs' device (this
+host's is neither used nor checked); the start-up lines say what each job asks for, and every job writes its own to
+its log. The driver survives: refused submissions are retried with backoff, then recorded as failed while the rest
+goes on; its state (``runs/grid-state.json``: job ids, arrays, finished and failed runs) lets the same command,
+run again after a crash or a logout, re-attach to the SLURM jobs still queued or running and submit only what is
+missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,12 +36,17 @@ from pathlib import Path
 
 from dpclab.data.world import ensure_world
 from dpclab.io import atomic_write_text
-from dpclab.lab.jobs import local_executor, run_jobs, slurm_executor, summary
+from dpclab.lab.jobs import GridState, local_executor, run_jobs, slurm_executor, slurm_request, summary
 from dpclab.lab.notebook import resolve
 from dpclab.lab.options import add_parameter_args, notebook_parameters, parse_options, positive_int
 from dpclab.lab.plan import (NOTEBOOKS, grid_jobs,  # noqa: F401 - the plan and its jobs live in dpclab.lab.plan
                              report_plan, waves)
+from dpclab.lab.preflight import preflight
+from dpclab.lab.trainjobs import with_weights
 from dpclab.source import startup_lines
+
+#: the driver's state (job ids, arrays, finished and failed runs: dpclab.lab.jobs.GridState), under the runs folder
+STATE_FILE = "grid-state.json"
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -47,9 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "arrays with these parameters (e.g. cpus=8 mem_gb=32 timeout=720 partition=gpu gpus=1 parallel=16; "
                    "or submitit's names: cpus_per_task, timeout_min, slurm_partition...; dpclab.lab.jobs.SLURM_DEFAULTS)")
     p.add_argument("--slurm-folder", default="runs/slurm", help="submitit's log folder")
+    p.add_argument("--allow-download", action="store_true", help="let SLURM jobs download pretrained weights a tag "
+                   "names when this host has no local copy (only if the compute nodes have internet)")
+    p.add_argument("--no-preflight", action="store_true", help="skip the checks before the jobs start (data readable "
+                   "from the data root, weights resolved to a local file): jobs then fail one by one")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--out", help="write the per-run results as JSON here")
     return p
+
+
+def slurm_lines(request: dict) -> list[str]:
+    """What each SLURM job asks for, and what this host is (it only submits and follows the jobs)."""
+
+    r = request
+    part = r.get("slurm_partition", "the default partition")
+    return [f"jobs: SLURM job arrays on {part}, each {r.get('gpus_per_node', 0)} GPU(s), {r.get('cpus_per_task')} "
+            f"CPUs, {r.get('mem_gb')} GB, {r.get('timeout_min')} min (requeued at the limit)",
+            f"this host: {socket.gethostname()} submits and follows the jobs (its own device is not used or checked)"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,20 +95,37 @@ def main(argv: list[str] | None = None) -> int:
     if src.embedded:  # the world's datasets are generated, as the notebooks do
 
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))  # every planned dataset
+    slurm = parse_options(args.slurm, "--slurm") if args.slurm is not None else None
+    weights = {}
+    if not args.no_preflight:  # before any job starts or is submitted: the data and the weights, as the jobs see them
+        checked = preflight(src, [r.run_config(src, progress=False) for r in plan], remote=slurm is not None,
+                            allow_download=args.allow_download)
+        weights = checked.weights
+        for line in checked.lines:
+            print(f"pre-flight: {line}")
     threads = args.threads or (1 if src.embedded and src.device in ("auto", "cpu") and not args.gpus else None)
-    if args.slurm is not None:
-        executor = slurm_executor(args.slurm_folder, **parse_options(args.slurm, "--slurm"))
+    if slurm is not None:
+        request = slurm_request(**{k: v for k, v in slurm.items() if k != "cluster"})
+        executor = slurm_executor(args.slurm_folder, **slurm)
     elif args.gpus or args.workers > 1:
-        executor = local_executor(args.workers, args.gpus)
+        executor = local_executor(args.workers, args.gpus, device=src.device)
     else:
         executor = None
-    where = "SLURM" if args.slurm is not None else (f"GPUs {args.gpus}" if args.gpus else f"{args.workers} worker(s)")
+    where = "SLURM" if slurm is not None else (f"GPUs {args.gpus}" if args.gpus else f"{args.workers} worker(s)")
     print(f"grid: {len(plan)} runs of notebooks {', '.join(notebooks)} on {where}; {src.label}, {src.shots} shots")
-    for line in startup_lines(src, cpus=getattr(executor, "cpus_each", None)):
-        print(line)
+    if slurm is not None:  # the jobs' device and CPUs, not this login node's
+        lines = slurm_lines(request) + startup_lines(src, cpus=int(request["cpus_per_task"]), remote=True)
+    else:
+        lines = startup_lines(src, cpus=getattr(executor, "cpus_each", None))
+    for line in lines:
+        print(line, flush=True)
+    state = GridState(Path(src.runs_dir) / STATE_FILE)
+    print(f"grid state: {state.path} (run the same command again to re-attach, or after a failure to run only what "
+          f"is missing)", flush=True)
     t0 = time.perf_counter()
     try:
-        records = run_jobs(grid_jobs(plan, src, threads), executor)
+        with state.driving():  # one driver per runs folder
+            records = run_jobs(with_weights(grid_jobs(plan, src, threads), weights), executor, state=state)
     finally:
         if isinstance(executor, ProcessPoolExecutor):
             executor.shutdown()

@@ -19,6 +19,12 @@ it needs have finished, and:
     that reaches its time limit is requeued (submitit's checkpointing: :class:`Attempt` is checkpointable) and a
     training run then resumes from its last epoch checkpoint (``dpclab.train.fit``).
 
+A driver that lives for days on a login node survives: a refused submission is retried with backoff
+(:data:`SUBMIT_RETRIES`), then recorded as failed while the rest goes on; with a :class:`GridState` file every
+submission and end is written as it happens, and the same driver run again re-attaches to the SLURM jobs still
+running, reuses the finished ones and submits only the rest. Pools never fork once CUDA may be used
+(:func:`pool_start_method`).
+
 Training runs become jobs in :mod:`dpclab.lab.trainjobs` (one :func:`~dpclab.lab.trainjobs.train_run` per
 :class:`~dpclab.pipeline.RunConfig`); this module knows jobs only. The dependency waves (:func:`waves`), the start
 order (:func:`needed_first`) and :func:`makespan` (the wall time of the same schedule on N workers, for the cost
@@ -27,14 +33,18 @@ estimate) read the same ``needs``.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import json
 import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from dpclab.cpus import CPUS_ENV, allocated_cpus
@@ -186,12 +196,44 @@ def _init_worker(names, cpus: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = name[4:]
 
 
+def plainly_cpu(device: str = "cpu") -> bool:
+    """The jobs run on the CPU and nothing else: ``cpu``, or ``auto`` where torch sees no CUDA GPU."""
+    if str(device) == "cpu":
+        return True
+    if str(device) != "auto":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def cuda_initialised() -> bool:
+    """CUDA is initialised in this process (a fork of it could not use CUDA again)."""
+    torch = sys.modules.get("torch")  # never imported: never initialised
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def pool_start_method(device: str = "cpu", gpus: Sequence[int] | None = None,
+                      requested: str | None = None) -> str | None:
+    """How a pool starts its workers: ``spawn`` whenever CUDA may be used -- GPU workers, a device that is not plainly
+    the CPU (``cuda``, or ``auto`` on a machine with a GPU), or CUDA already initialised here (``startup_lines``
+    named the GPU) -- since a forked child cannot re-initialise CUDA; else the platform's default (``None``; fork on
+    Linux, cheap). ``requested`` (a test's choice) is kept unless it is ``fork`` where CUDA may be used (an error)."""
+    cuda = bool(gpus) or cuda_initialised() or not plainly_cpu(device)
+    if requested == "fork" and cuda:
+        raise ValueError("a pool cannot fork once CUDA may be used (CUDA cannot be re-initialised in a forked child): "
+                         "use start_method='spawn' or 'forkserver'.")
+    return requested or ("spawn" if cuda else None)
+
+
 class LocalPool(ProcessPoolExecutor):
     """A process pool that knows how it was made (:func:`run_jobs` starts a fresh one if a worker dies)."""
 
-    def __init__(self, workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None):
-        self.options = (workers, list(gpus) if gpus else None, start_method)
-        ctx = mp.get_context(start_method or ("spawn" if gpus else None))
+    def __init__(self, workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None,
+                 device: str = "cpu"):
+        self.options = (workers, list(gpus) if gpus else None, start_method, device)
+        ctx = mp.get_context(pool_start_method(device, gpus, start_method))
+        self.start_method = ctx.get_start_method()
         names = [f"gpu {g}" for g in gpus] if gpus else [f"cpu {i}" for i in range(workers)]
         queue = ctx.Queue()
         for n in names:
@@ -205,11 +247,13 @@ class LocalPool(ProcessPoolExecutor):
         return LocalPool(*self.options)
 
 
-def local_executor(workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None) -> LocalPool:
-    """``workers`` processes; with ``gpus``, one worker per GPU, each seeing only its own. GPU workers are spawned
-    (CUDA cannot be forked); CPU workers use the platform's default. Each worker's image loaders get an equal share
-    of the allocated CPUs (``DPCLAB_CPUS``)."""
-    return LocalPool(workers, gpus, start_method)
+def local_executor(workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None,
+                   device: str = "cpu") -> LocalPool:
+    """``workers`` processes; with ``gpus``, one worker per GPU, each seeing only its own. Workers are spawned
+    whenever CUDA may be used (:func:`pool_start_method`: GPUs, ``device`` not plainly the CPU, CUDA initialised here);
+    plain CPU workers use the platform's default. Each worker's image loaders get an equal share of the allocated
+    CPUs (``DPCLAB_CPUS``)."""
+    return LocalPool(workers, gpus, start_method, device)
 
 
 #: short names accepted by :func:`slurm_executor` (``grid --slurm cpus=8 mem_gb=32 timeout=720 partition=gpu``)
@@ -219,6 +263,15 @@ SLURM_ALIASES = {"cpus": "cpus_per_task", "mem": "mem_gb", "timeout": "timeout_m
 #: what a job asks for unless told otherwise: one GPU, and CPUs to decode images for it
 SLURM_DEFAULTS = {"gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 720, "nodes": 1,
                   "tasks_per_node": 1}
+
+
+def slurm_request(**parameters) -> dict:
+    """What each SLURM job asks for: :data:`SLURM_DEFAULTS` updated by ``parameters`` (short names in
+    :data:`SLURM_ALIASES` resolved to submitit's)."""
+    params = dict(SLURM_DEFAULTS)
+    for key, value in parameters.items():
+        params[SLURM_ALIASES.get(key, key)] = value
+    return params
 
 
 def slurm_executor(folder: str | os.PathLike, cluster: str | None = None, max_requeue: int = 3, **parameters):
@@ -233,9 +286,7 @@ def slurm_executor(folder: str | os.PathLike, cluster: str | None = None, max_re
     except ImportError as err:
         raise RuntimeError('The SLURM executor needs submitit: pip install -e ".[cluster]" (or pip install '
                            'submitit).') from err
-    params = dict(SLURM_DEFAULTS)
-    for key, value in parameters.items():
-        params[SLURM_ALIASES.get(key, key)] = value
+    params = slurm_request(**parameters)
     if cluster in ("local", "debug"):  # this machine: no GPUs asked for, nothing only SLURM understands
         params = {k: v for k, v in params.items() if not k.startswith("slurm_") and k != "gpus_per_node"}
         if cluster == "debug":
@@ -290,6 +341,17 @@ class _Backend:
                     self.executor = self.executor.fresh()
         return out
 
+    @property
+    def slurm(self) -> bool:
+        """Jobs that outlive this process and can be found again by id (SLURM; not the local or debug executors)."""
+        ex = getattr(self.executor, "_executor", self.executor)
+        return self.submitit and type(ex).__name__ == "SlurmExecutor"
+
+    def attach(self, job_id: str, folder: str):
+        """The handle of a job submitted earlier (by a driver that has since died): SLURM keeps running it."""
+        ex = getattr(self.executor, "_executor", self.executor)
+        return ex.job_class(folder=folder, job_id=job_id)
+
     @staticmethod
     def _submitit_outcome(handle) -> dict:
         worker = f"slurm {handle.job_id}"
@@ -308,7 +370,9 @@ def job_line(n: int, total: int, rec: JobRecord) -> str:
         return f"{head}  ({rec.error})"
     what = rec.error if rec.status == "failed" else (rec.result or {}).get("note", "")
     requeued = f" (requeued {rec.requeued}x)" if rec.requeued else ""
-    return f"{head}  worker {rec.worker}  {rec.seconds:.1f} s  {what}{requeued}".rstrip()
+    device = (rec.result or {}).get("device")
+    on = f" on {device}" if device else ""
+    return f"{head}  worker {rec.worker}{on}  {rec.seconds:.1f} s  {what}{requeued}".rstrip()
 
 
 def print_now(line: str) -> None:
@@ -316,11 +380,88 @@ def print_now(line: str) -> None:
     print(line, flush=True)
 
 
+#: waits (seconds) before the tries after a refused submission (QOS limits, a busy controller): 4 tries in ~6 min
+SUBMIT_RETRIES = (15.0, 60.0, 300.0)
+
+
+class GridState:
+    """The driver's state in a JSON file (``grid`` keeps it under the runs folder): per job key, its label and status
+    -- ``submitted`` (with the SLURM job id and log folder), ``ok`` (with the job's result), ``failed`` (with the
+    error) -- written atomically at every submission and every end. A driver started again on the same file reuses
+    the finished jobs, re-attaches to those still queued or running on SLURM, and runs only the rest."""
+
+    def __init__(self, path: str | os.PathLike):
+
+        self.path = Path(path)
+        self.jobs: dict[str, dict] = json.loads(self.path.read_text())["jobs"] if self.path.is_file() else {}
+
+    @contextlib.contextmanager
+    def driving(self):
+        """Held by the one driver of this state for its life: a second driver on the same runs folder (which would
+        submit the same jobs again) is refused in one line. Where ``flock`` is unavailable nothing is held."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".driver"), "a+") as handle:
+            try:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise RuntimeError(f"another grid driver is running on {self.path.parent} ({handle.read().strip()}); "
+                                   f"follow it (its log), or stop it before starting this one.") from None
+            except (ImportError, OSError):  # no flock here (Windows, some cluster file systems): not guarded
+                pass
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"host {__import__('socket').gethostname()} pid {os.getpid()}")
+            handle.flush()
+            yield self
+
+    def save(self) -> None:
+        from dpclab.io import atomic_write_json
+
+        atomic_write_json(self.path, {"jobs": self.jobs}, indent=1, default=str)
+
+    def submitted(self, job: Job, job_id: str, folder: str) -> None:
+        self.jobs[job.key] = {"label": job.title, "status": "submitted", "job_id": job_id,
+                              "array": job_id.split("_")[0], "folder": folder, "time": time.time()}
+
+    def ended(self, rec: JobRecord) -> None:
+        entry = {"label": rec.label, "status": rec.status, "worker": rec.worker, "seconds": rec.seconds,
+                 "requeued": rec.requeued, "time": time.time()}
+        entry.update(result=rec.result) if rec.ok else entry.update(error=rec.error)
+        self.jobs[rec.key] = {**self.jobs.get(rec.key, {}), **entry}
+
+    def finished(self, job: Job) -> JobRecord | None:
+        """The record of ``job`` finished ok by an earlier driver (its run directory still there), or None."""
+        e = self.jobs.get(job.key)
+        if not e or e.get("status") != "ok":
+            return None
+        run_dir = (e.get("result") or {}).get("run_dir")
+        if run_dir and not os.path.isdir(run_dir):
+            return None
+        result = {**(e.get("result") or {}), "note": "finished earlier (grid state)"}
+        return JobRecord(job.key, job.title, "ok", e.get("seconds", 0.0), e.get("worker", ""), result,
+                         requeued=e.get("requeued", 0))
+
+    def running(self, job: Job) -> tuple[str, str] | None:
+        """(job id, log folder) of ``job`` submitted by an earlier driver and not seen to end, or None."""
+        e = self.jobs.get(job.key)
+        return (e["job_id"], e["folder"]) if e and e.get("status") == "submitted" else None
+
+
 def run_jobs(jobs: Iterable[Job], executor=None, log: Callable[[str], None] | None = print_now,
-             poll_s: float = 2.0) -> list[JobRecord]:
+             poll_s: float = 2.0, state: GridState | None = None,
+             retries: Sequence[float] | None = None) -> list[JobRecord]:
     """Run every job whose needs finished, on ``executor`` (``None``: here; a :func:`local_executor` or any
     ``concurrent.futures`` executor; a :func:`slurm_executor`), one ``log`` line per job as it ends. Never raises
-    for a failed job: returns one :class:`JobRecord` per job, in the given order (see :func:`summary`)."""
+    for a failed job: returns one :class:`JobRecord` per job, in the given order (see :func:`summary`).
+
+    A refused submission (SLURM: QOS limits, a busy controller) is tried again after each wait of ``retries``
+    (default :data:`SUBMIT_RETRIES`), each refusal logged; refused for good, its jobs fail (their dependants are
+    skipped) and every other job goes on. With ``state`` (:class:`GridState`), jobs an earlier driver finished are
+    not run again, SLURM jobs it submitted are re-attached (never submitted twice), and every submission and end is
+    written to it as it happens."""
     jobs = list(jobs)
     check_jobs(jobs)
     waves(jobs)  # no cycles
@@ -337,6 +478,45 @@ def run_jobs(jobs: Iterable[Job], executor=None, log: Callable[[str], None] | No
     def finish(rec: JobRecord) -> None:
         records[rec.key] = rec
         log(job_line(len(records), len(jobs), rec))
+        if state is not None and rec.status != "skipped":
+            state.ended(rec)
+            state.save()
+
+    def submit(ready: list[Job]) -> None:
+        waits = list(SUBMIT_RETRIES if retries is None else retries) if backend.submitit else []
+        while True:
+            try:
+                handles = backend.start(ready)
+                break
+            except Exception as err:  # noqa: BLE001 - sbatch refused (QOS, limits, controller down): retry, then fail
+                what = f"submission of {len(ready)} job(s) refused ({one_line(err)})"
+                if not waits:
+                    log(f"{what}; giving up on them (the other jobs go on; run the same command again later to "
+                        f"submit only what is missing)")
+                    for j in ready:
+                        finish(JobRecord(j.key, j.title, "failed", error=f"not submitted: {one_line(err)}"))
+                    return
+                wait_s = waits.pop(0)
+                log(f"{what}; trying again in {wait_s:.0f} s ({len(waits) + 1} more tries)")
+                time.sleep(wait_s)
+        running.update(zip(handles, ready))
+        if state is not None and backend.submitit:
+            for h, j in zip(handles, ready):
+                state.submitted(j, str(h.job_id), str(h.paths.folder))
+            state.save()
+
+    if state is not None:  # what an earlier driver of this state finished or left running
+        for j in list(pending):
+            rec = state.finished(j)
+            earlier = state.running(j) if backend.slurm else None
+            if rec is not None:
+                finish(rec)
+            elif earlier is not None:
+                running[backend.attach(*earlier)] = j
+                log(f"re-attached to SLURM job {earlier[0]}: {j.title}")
+            else:
+                continue
+            pending.remove(j)
 
     while pending or running or isolate:
         ready, waiting = [], []
@@ -355,7 +535,7 @@ def run_jobs(jobs: Iterable[Job], executor=None, log: Callable[[str], None] | No
             ready = [isolate.pop(0)] if not running else []
             retried.update(j.key for j in ready)
         if ready:
-            running.update(zip(backend.start(ready), ready))
+            submit(ready)
         if not running:
             continue  # skipped jobs may have unblocked (skipped) others
         for handle, out in backend.finished(list(running), poll_s):
@@ -404,4 +584,5 @@ def needed_first(jobs: Sequence[Job]) -> list[Job]:
 
 
 __all__ = ["Job", "JobRecord", "run_jobs", "needed_first", "summary", "waves", "makespan", "local_executor",
-           "slurm_executor", "LocalPool", "Attempt", "job_line"]
+           "slurm_executor", "LocalPool", "Attempt", "GridState", "SUBMIT_RETRIES", "slurm_request", "job_line",
+           "pool_start_method", "plainly_cpu"]

@@ -14,7 +14,7 @@ studies later:
   positions after it never influence the features: training runs on sequences cut to the longest
   caption in the batch, which gives identical features to ``model.encode_text`` at a fraction of the cost.
 
-Run ``python -m dpclab.lab.pretrain --out data/embedded/dpclab-tiny.pt`` (see ``--help``). The checkpoint is
+Run ``python -m dpclab pretrain --out data/embedded/dpclab-tiny.pt`` (see ``--help``). The checkpoint is
 a plain fp16 state dict that ``open_clip.create_model_and_transforms("dpclab-tiny", pretrained=...)`` loads.
 """
 
@@ -342,10 +342,10 @@ def _write_manifest(manifest: dict, manifest_path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m dpclab.lab.pretrain --out data/embedded/dpclab-tiny.pt [--steps N ...]``."""
+    """CLI: ``python -m dpclab pretrain --out data/embedded/dpclab-tiny.pt [--steps N ...]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     d = PretrainConfig()
-    p = argparse.ArgumentParser(prog="python -m dpclab.lab.pretrain", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dpclab pretrain", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="checkpoint path (.pt); MANIFEST.json is written beside it")
     p.add_argument("--manifest", default=None, help="manifest path (default: <out dir>/MANIFEST.json)")
     p.add_argument("--steps", type=int, default=d.steps)
@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         manifest = pretrain(
             args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, manifest_path=args.manifest,
-            command="python -m dpclab.lab.pretrain " + shlex.join(argv), evaluate=not args.no_eval,
+            command="python -m dpclab pretrain " + shlex.join(argv), evaluate=not args.no_eval,
             progress=not args.no_progress, lr=args.lr, token_lr_scale=args.token_lr_scale, threads=args.threads,
         )
     print(json.dumps({k: manifest[k] for k in ("sha256", "duration_s", "loss_last_100")}, indent=2))

@@ -8,17 +8,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from dataclasses import replace
 from typing import Sequence
 
 import torch
 
-from dpclab.lab.jobs import Job, needed_first
+from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
+from dpclab.cpus import allocated_cpus
+from dpclab.lab.jobs import Job, needed_first, worker_name
 from dpclab.methods.spec import get_method
 from dpclab.pipeline import Experiment, RunConfig, plan_run
 from dpclab.pipeline import run as run_pipeline
 from dpclab.pipeline import step_configs, with_method_data
 from dpclab.runkey import job_key
+from dpclab.source import startup_lines
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -28,8 +34,34 @@ def run_key(cfg: RunConfig) -> str:
     return job_key(with_method_data(cfg))
 
 
-def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
-    """Train (or reuse, or resume) one run; its metrics, where it lives and what was done (``note``)."""
+def job_startup_lines(cfg, log=print) -> None:
+    """A job's own start-up lines (host, the device it really got, precision, loader workers from the CPUs it was
+    allocated), to ``log`` as they come (the host line first: a device the job cannot use raises after it), for the
+    job's log: on SLURM the driver's lines describe the login node and the request, not the node."""
+
+    cpus = allocated_cpus()
+    log(f"job {worker_name()} on host {socket.gethostname()} ({cpus} CPUs allocated), asked for device "
+        f"{cfg.source.device}")
+    try:
+        lines = startup_lines(cfg.source, cpus=cpus)
+    except ValueError:  # a device this node cannot give (no CUDA GPU visible): the job fails, in one line
+        raise
+    except Exception as err:  # noqa: BLE001 - the lines are for the log; they never fail a job themselves
+        lines = [f"(start-up lines incomplete: {type(err).__name__}: {err})"]
+    for line in lines:
+        log(line)
+
+
+def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dict | None = None) -> dict:
+    """Train (or reuse, or resume) one run; its metrics, where it lives, what was done (``note``) and the device it
+    ran on. ``weights``: the local weights files the driver resolved (``{"model/tag": file}``; loaded instead of a
+    download, the runs' keys unchanged). Under submitit (SLURM) the job first writes its start-up lines to its log."""
+
+
+    if weights:
+        os.environ[WEIGHTS_FILES_ENV] = json.dumps(weights)
+    if os.environ.get("SUBMITIT_EXECUTOR"):  # its own log (stdout of the job): what this node gave it
+        job_startup_lines(cfg, lambda line: print(line, flush=True))
     if threads:
         torch.set_num_threads(int(threads))
     exp = Experiment.prepare(cfg)
@@ -41,7 +73,14 @@ def train_run(cfg, curve: bool = False, threads: int | None = None) -> dict:
     resumed = [s.resume_epoch for s in steps if s.action == "resume"]
     note = "reused" if res.reused else (f"resumed from epoch {resumed[-1]}" if resumed else "trained")
     return {"metrics": res.metrics, "run_dir": str(res.run_dir), "reused": res.reused, "note": note,
-            "resumed_from": resumed[-1] if resumed else None}
+            "resumed_from": resumed[-1] if resumed else None, "device": device_label(exp.backbone.device)}
+
+
+def with_weights(jobs: Sequence[Job], weights: dict[str, str]) -> list[Job]:
+    """``jobs`` with the driver's resolved weights files handed to every :func:`train_run` (same keys and needs)."""
+    if not weights:
+        return list(jobs)
+    return [replace(j, args=tuple(j.args[:3]) + (dict(weights),)) if j.fn is train_run else j for j in jobs]
 
 
 def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None = None) -> list[Job]:
@@ -64,4 +103,4 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     return needed_first(jobs)
 
 
-__all__ = ["run_key", "train_run", "training_jobs"]
+__all__ = ["run_key", "train_run", "training_jobs", "with_weights", "job_startup_lines"]

@@ -23,6 +23,7 @@ from dpclab.lab.options import add_parameter_args, notebook_parameters, positive
 from dpclab.lab.plan import Scope
 from dpclab.lab.plan import grid_jobs as plan_jobs
 from dpclab.lab.plan import report_plan
+from dpclab.lab.preflight import PreflightError, check_data, resolve_weights
 from dpclab.lab.trainjobs import run_key
 from dpclab.source import Source
 
@@ -175,6 +176,22 @@ def measure_config(s: Settings, args: argparse.Namespace, counts: Sequence[int])
                          encode_images=32 if q else 128)
 
 
+def preflight_lines(args: argparse.Namespace, s: Settings, plan: Sequence) -> list[str]:
+    """The report's pre-flight, said before measuring (``dpclab.lab.preflight``): the planned datasets readable from
+    ``-p data_root`` when one is given, the report's pretrained tag resolved to a local file. Said, not refused: the
+    estimate itself measures on synthetic images with random weights."""
+
+    lines = []
+    root = notebook_parameters(args).get("data_root")
+    if root:
+        try:
+            lines += check_data(str(Path(str(root)).expanduser().resolve()), [r.dataset for r in plan])
+        except PreflightError as err:
+            lines.append(f"{err} (the estimate goes on: it measures on synthetic images)")
+    lines += resolve_weights([(s.source.model, s.source.pretrained)], remote=False)[1]
+    return [f"pre-flight: {line}" if not line.startswith("pre-flight") else line for line in lines]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -184,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = report_runs(s, args.methods)
+    for line in preflight_lines(args, s, plan):
+        print(line, flush=True)
     shapes = {d: COOP_SHAPES[d] for d in s.datasets}
     needed = class_counts_needed(plan, shapes)
     if args.check:

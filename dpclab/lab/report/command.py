@@ -10,7 +10,7 @@ from typing import Sequence
 
 from dpclab.lab.report.console import ReportConsole, expected_times, save_timings
 from dpclab.lab.report.run import NotebookResult, discover, report_parameters, run_report
-from dpclab.lab.report.train import PHASE, planned_notebooks, train_plan
+from dpclab.lab.report.train import PHASE, planned_notebooks, preflight_plan, train_plan
 
 
 def report_command(parameters: dict, quick: bool = False, only: Sequence[str] | None = None,
@@ -20,9 +20,11 @@ def report_command(parameters: dict, quick: bool = False, only: Sequence[str] | 
 
     With ``train``, the runs the notebooks will request are trained first over ``jobs`` workers (when
     :mod:`dpclab.lab.plan` knows the notebooks); the notebooks then run ``jobs`` at a time, the longest first."""
+
     t0 = time.perf_counter()
     names = [p.stem for p in discover(notebook_dir, only)]
     params = report_parameters(parameters, quick)
+    weights = preflight_plan(params, names)  # data and weights checked before anything starts (one-line error)
     phase = [PHASE] if train and planned_notebooks(names) else []
     last, source = expected_times(out_dir, params)
     first = sorted(names, key=lambda n: -last.get(n, 0.0))  # the longest first: the others fill the free worker
@@ -31,7 +33,7 @@ def report_command(parameters: dict, quick: bool = False, only: Sequence[str] | 
         if phase:
             console.started(PHASE)
             try:
-                training = train_plan(params, names, workers=jobs, log=console.note)
+                training = train_plan(params, names, workers=jobs, log=console.note, weights=weights)
                 error = "" if training.get("ok", 0) == training["jobs"] else \
                     f"{training['summary']}; the notebooks that need the failed runs train them again"
             except Exception as err:  # noqa: BLE001 - the notebooks still train what they need, and say so

@@ -126,7 +126,6 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
     """The provenance record of a report run with these notebook ``parameters`` in ``cwd``."""
     import open_clip
 
-
     p = {**NOTEBOOK_DEFAULTS, **parameters}
     src = Source.from_parameters(p)
     backend = src.backend

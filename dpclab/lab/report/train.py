@@ -14,6 +14,8 @@ from dpclab.data.world import ensure_world
 from dpclab.lab.jobs import local_executor, run_jobs, summary
 from dpclab.lab.notebook import resolve
 from dpclab.lab.plan import NOTEBOOKS, grid_jobs, report_plan
+from dpclab.lab.preflight import preflight
+from dpclab.lab.trainjobs import with_weights
 
 #: the training phase's name in the console and in ``timings.json``
 PHASE = "train"
@@ -24,11 +26,34 @@ def planned_notebooks(names: Sequence[str]) -> list[str]:
     return [nb for nb in NOTEBOOKS if any(name.startswith(nb + "_") or name == nb for name in names)]
 
 
+def preflight_plan(parameters: dict, names: Sequence[str], log: Callable[[str], None] = print) -> dict[str, str]:
+    """The report's pre-flight (:mod:`dpclab.lab.preflight`), before any notebook or training job starts: every
+    dataset the plan's notebooks use readable from the data root, every pretrained tag resolved to its local file
+    (returned, ``{"model/tag": file}``; a tag without one is said, the runs then download it). Raises a one-line
+    :class:`~dpclab.lab.preflight.PreflightError` naming the fix. Nothing to check when the plan is unavailable."""
+
+    notebooks = planned_notebooks(names)
+    if not notebooks:
+        return {}
+    setup = resolve(parameters)
+    src = setup.source
+    plan = report_plan(setup.scope, notebooks)
+    if src.embedded:  # the world's datasets are generated, as the notebooks do
+
+        ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
+    checked = preflight(src, [r.run_config(src, progress=False) for r in plan])
+    for line in checked.lines:
+        log(f"pre-flight: {line}")
+    return checked.weights
+
+
 def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
-               log: Callable[[str], None] = print) -> dict:
+               log: Callable[[str], None] = print, weights: dict[str, str] | None = None) -> dict:
     """Train the runs of the notebooks ``names`` (file stems) under the notebooks' ``parameters`` over ``workers``
     local processes (one torch thread each on the embedded model's CPU). Finished runs are reused. Never raises for
-    a failed run: a notebook that needs it trains it (or fails and says why). Returns counts and the wall time."""
+    a failed run: a notebook that needs it trains it (or fails and says why). ``weights``: the local weights files
+    :func:`preflight_plan` resolved, handed to the jobs. Returns counts and the wall time."""
+
     notebooks = planned_notebooks(names)
     if not notebooks:
         return {"jobs": 0, "seconds": 0.0}
@@ -40,12 +65,12 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
 
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
     threads = 1 if src.embedded and src.device in ("auto", "cpu") else None
-    jobs = grid_jobs(plan, src, threads)
+    jobs = with_weights(grid_jobs(plan, src, threads), weights or {})
     if not jobs:
         return {"jobs": 0, "seconds": time.perf_counter() - t0}
     log(f"training the {len(jobs)} runs of notebooks {', '.join(notebooks)} on {workers} worker(s) first "
         f"(the notebooks then reuse them)")
-    executor = local_executor(workers) if workers > 1 else None
+    executor = local_executor(workers, device=src.device) if workers > 1 else None  # spawned where CUDA may be used
     try:
         records = run_jobs(jobs, executor, log=log)
     finally:
@@ -58,4 +83,4 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
             "summary": lines[0]}
 
 
-__all__ = ["train_plan", "planned_notebooks", "PHASE"]
+__all__ = ["train_plan", "preflight_plan", "planned_notebooks", "PHASE"]
