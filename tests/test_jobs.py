@@ -270,6 +270,7 @@ def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
     ``local_executor``; a pool asked to fork is refused. Plain CPU work keeps the platform default."""
     import torch
 
+    from dpclab.lab import grid as grid_module
     from dpclab.lab import jobs
     from dpclab.lab.report import train as report_train
 
@@ -290,13 +291,12 @@ def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
             started.append(self.start_method)
 
     monkeypatch.setattr(jobs, "LocalPool", Recording)
-    monkeypatch.setattr(jobs, "run_jobs", lambda job_list, executor, **kw: [])  # the pools only, no training
-    monkeypatch.setattr("dpclab.data.world.ensure_world", lambda *a, **k: None)
+    for module in (report_train, grid_module):  # where the drivers read them (imported at their tops)
+        monkeypatch.setattr(module, "run_jobs", lambda job_list, executor, **kw: [])  # the pools only, no training
+        monkeypatch.setattr(module, "ensure_world", lambda *a, **k: None)
     for device in ("cpu", "auto"):
         report_train.train_plan({"quick": True, "device": device}, ["06_paper_numbers"], workers=2, log=lambda s: None)
-    from dpclab.lab.grid import main as grid
-
-    assert grid(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu", "--no-preflight"]) == 0
+    assert grid_module.main(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu", "--no-preflight"]) == 0
     assert started == ["spawn"] * 3, started
     assert "fork" not in started
 
