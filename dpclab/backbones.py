@@ -44,9 +44,9 @@ from torch import nn
 
 from dpclab.io import sha256_file
 from dpclab.precision import check_precision
+from dpclab.resources import REPO_DIR, embedded_checkpoint_file, is_packaged
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
 MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
 #: environment variable: extra open_clip model-config folders or .json files, separated by os.pathsep
 MODEL_CONFIGS_ENV = "DPCLAB_MODEL_CONFIGS"
@@ -57,8 +57,9 @@ EMBEDDED_REPRODUCE = "python -m dpclab pretrain  (see data/embedded/MANIFEST.jso
 
 
 def embedded_checkpoint() -> Path:
-    """Path of the committed tiny-CLIP checkpoint (override with the DPCLAB_EMBEDDED environment variable)."""
-    return Path(os.environ.get("DPCLAB_EMBEDDED", REPO_DIR / "data" / "embedded" / f"{EMBEDDED_MODEL}.pt"))
+    """Path of the tiny-CLIP checkpoint: the wheel's or the clone's (:mod:`dpclab.resources`); the DPCLAB_EMBEDDED
+    environment variable overrides it."""
+    return Path(os.environ.get("DPCLAB_EMBEDDED", embedded_checkpoint_file()))
 
 
 @dataclass
@@ -265,11 +266,11 @@ def _resolve_pretrained(model_name: str, pretrained: str | os.PathLike | None) -
             raise ValueError(f"pretrained='embedded' only exists for model {EMBEDDED_MODEL!r}, not {model_name!r}.")
         path = embedded_checkpoint()
         if not path.is_file():
-            raise FileNotFoundError(
-                f"The embedded checkpoint {path} is missing. It is committed to the repository; restore it with "
-                f"`git checkout -- {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}` "
-                f"or rebuild it with `{EMBEDDED_REPRODUCE}`."
-            )
+            restore = ("reinstall dpclab (its wheel carries it)" if is_packaged() else
+                       f"restore it with `git checkout -- "
+                       f"{path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}`")
+            raise FileNotFoundError(f"The embedded checkpoint {path} is missing. It ships with dpclab; {restore} "
+                                    f"or rebuild it with `{EMBEDDED_REPRODUCE}`.")
         return WeightsSource(str(path), _file_sha256(path))
     path = Path(pretrained).expanduser()
     if path.suffix in {".pt", ".pth", ".bin", ".safetensors"} or os.sep in str(pretrained):

@@ -75,8 +75,9 @@ class Experiment:
         labels = torch.tensor([d.label for d in items])
         name = "train" if train else "test"
         if kind == "features":
-            if train:
-                return Examples(labels, features=lambda v: self.features(items, "train", v))
+            if train:  # the images too: DPC's released mode crops each hard-negative draw afresh
+                return Examples(labels, features=lambda v: self.features(items, "train", v), items=items,
+                                transform=self.transforms["train"])
             return Examples(labels, features=lambda v: self.features(items, "test"))
         return Examples(labels, items=items, transform=self.transforms[name], num_workers=self.num_workers)
 

@@ -36,7 +36,7 @@ from dpclab.runkey import key_fields, run_key
 from dpclab.selection import BestBaseEpoch, wants_best_base
 from dpclab.source import Source
 from dpclab.train import RunDirError, checkpoint_action, fit
-from dpclab.trainconfig import TrainConfig
+from dpclab.trainconfig import CHECKPOINT_OPTIONS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,13 @@ class RunConfig:
     source: Source = field(default_factory=Source, metadata={"key": "nested"})
     #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's protocol defaults
     #: (docs/protocol.md#hyperparameters)
-    train: dict = field(default_factory=dict, metadata={"key": ("job", "options")})
+    train: dict = field(default_factory=dict, metadata={"key": ("job", "options"), "unkeyed": CHECKPOINT_OPTIONS})
     #: overrides of the method's config dataclass (for "base+plugin" methods: the plug-in's config)
     method_cfg: dict = field(default_factory=dict, metadata=_OPTION)
     #: for "base+plugin" methods: overrides of the base method's config
     base_method_cfg: dict = field(default_factory=dict, metadata=_OPTION)
     #: for two-step plug-ins (DPC): overrides of the base's step-1 training
-    base_train: dict = field(default_factory=dict, metadata=_OPTION)
+    base_train: dict = field(default_factory=dict, metadata={**_OPTION, "unkeyed": CHECKPOINT_OPTIONS})
     #: what to do when the run directory already holds a finished run: reuse | overwrite | error
     if_exists: str = "reuse"
     #: classes to train on: base (base-to-new protocol) or all (oracle, cross-dataset source)
@@ -121,8 +121,9 @@ def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
 
 def train_config(cfg: RunConfig, spec: MethodSpec | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, the dataset's exceptions to them
-    (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs), then ``cfg.train``, seed and progress."""
-    train = {**dataset_train(cfg.method, cfg.dataset), **cfg.train}
+    and shot count (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs, at 1 shot 50), then
+    ``cfg.train``, seed and progress."""
+    train = {**dataset_train(cfg.method, cfg.dataset, cfg.source.shots), **cfg.train}
     return _spec_of(cfg, spec).train_config(train, seed=cfg.seed, progress=cfg.progress)
 
 

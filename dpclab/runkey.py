@@ -3,7 +3,8 @@
 Each field of :class:`~dpclab.source.Source`, :class:`~dpclab.pipeline.RunConfig`,
 :class:`~dpclab.trainconfig.TrainConfig` and :class:`~dpclab.lab.plan.PlannedRun` says in
 ``field(metadata={"key": (...)})`` which identities it belongs to (:data:`ROLES`); a field holding another config
-(``RunConfig.source``) says ``{"key": "nested"}`` and its own fields are read. :func:`key_fields` is the only reader
+(``RunConfig.source``) says ``{"key": "nested"}`` and its own fields are read; a dict-valued field may name keys of
+its value that identify nothing (``"unkeyed"``: how often a run checkpoints). :func:`key_fields` is the only reader
 of that metadata; :func:`run_key` builds a run's directory and fingerprints from it, :func:`job_key` the key of a
 run in a job list (before its images are read). A leaf module: it imports nothing of dpclab.
 
@@ -36,7 +37,8 @@ def key_fields(config, role: str) -> dict:
         if roles == "nested" and is_dataclass(value):
             out.update(key_fields(value, role))
         elif role in roles:
-            out[f.name] = value
+            unkeyed = f.metadata.get("unkeyed", ())
+            out[f.name] = {k: v for k, v in value.items() if k not in unkeyed} if unkeyed else value
     return out
 
 

@@ -1,5 +1,6 @@
-"""The one training loop: SGD + momentum, 1 warm-up epoch at constant lr, cosine decay, a checkpoint per epoch,
-exact resume, NaN guard. Every method (and the DPC/DePT plug-ins) trains through :func:`fit`.
+"""The one training loop: SGD + momentum, 1 warm-up epoch at constant lr, cosine decay, a checkpoint per epoch (and
+every ``checkpoint_steps`` steps or ``checkpoint_minutes`` minutes inside one), exact resume, NaN guard. Every method
+(and the DPC/DePT plug-ins) trains through :func:`fit`.
 
 Every method is a :class:`~dpclab.methods.base.PromptMethod`; the loop calls its four hooks (no subclassing of
 a trainer; the base class's defaults are one parameter group, the plain shuffled batches, the SGD step and nothing):
@@ -14,7 +15,13 @@ The settings are :class:`~dpclab.trainconfig.TrainConfig`, the data :class:`~dpc
 :func:`checkpoint_action` alone (the pipeline's plan reads the same function).
 
 Determinism: the batch order of epoch ``e`` comes from a generator seeded by ``(seed, e)``, so a run resumed from
-its epoch checkpoint continues exactly as the uninterrupted run would (tested, including kill -9).
+its epoch checkpoint continues exactly as the uninterrupted run would (tested, including kill -9). A mid-epoch
+checkpoint also holds the steps done in its epoch and their loss sums: the resumed epoch draws its batches again from
+the same generator and skips those steps (the plain batches pass over them without loading their images,
+``Examples.skip_batches``; a method's own batches, DPC's, are rebuilt, not trained on: exact either way), then goes
+on as the uninterrupted run. (A method's
+``batches`` may depend on its frozen parts and the generator, never on what it has learned: DPC scores with P, PromptKD
+with its teacher.)
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from dpclab.methods.base import PromptMethod, learned_state, load_learned_state,
 from dpclab.precision import autocast, autocast_iter, grad_scaler
 from dpclab.progress import progress_bar
 from dpclab.runkey import full_fingerprint
-from dpclab.trainconfig import TrainConfig, lr_at_epoch
+from dpclab.trainconfig import CHECKPOINT_OPTIONS, TrainConfig, lr_at_epoch
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,8 @@ class RunDirError(RuntimeError):
 
 def checkpoint_action(ckpt_path: Path, fingerprint: str) -> tuple[str, int]:
     """What the epoch checkpoint at ``ckpt_path`` means for a run whose :func:`dpclab.runkey.full_fingerprint` is
-    ``fingerprint``: ``("train", 0)`` when there is none, ``("resume", next epoch)`` when it is this run's, and
+    ``fingerprint``: ``("train", 0)`` when there is none, ``("resume", the epoch to (re)start)`` when it is this run's
+    (an unfinished epoch's mid-epoch checkpoint resumes inside that epoch), and
     ``("refuse", 0)`` when it belongs to another configuration (never overwritten silently)."""
     if not ckpt_path.is_file():
         return "train", 0
@@ -63,7 +71,8 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         stop_after: int | None = None, precision: str = "fp32") -> list[dict]:
     """Train ``method`` on ``data`` for ``task``; return per-epoch history (loss, acc, lr, seconds, + on_epoch logs).
 
-    With ``run_dir``, a checkpoint is written atomically after every epoch and an unfinished run with the same
+    With ``run_dir``, a checkpoint is written atomically after every epoch (and every ``cfg.checkpoint_steps`` steps
+    or ``cfg.checkpoint_minutes`` minutes inside one) and an unfinished run with the same
     configuration (``cfg`` + ``fingerprint``) resumes from it. A checkpoint from a *different* configuration is
     never overwritten silently: that raises :class:`RunDirError`. ``stop_after`` ends early after that many epochs
     (to simulate an interruption in tests and notebooks). ``precision`` (:mod:`dpclab.precision`): ``amp`` runs
@@ -82,6 +91,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     scaler = grad_scaler(precision, device)
     history: list[dict] = []
     start = 0
+    partial: dict | None = None  # the unfinished epoch of a mid-epoch checkpoint: its epoch, steps done, loss sums
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     fp = full_fingerprint(cfg, fingerprint or {})
     if ckpt_path is not None:
@@ -98,8 +108,17 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
             opt.load_state_dict(ckpt["optimizer"])
             if "scaler" in ckpt:
                 scaler.load_state_dict(ckpt["scaler"])
-            history, start = ckpt["history"], ckpt["epoch"] + 1
-            log.info("resuming %s from epoch %d", ckpt_path, start)
+            history, start, partial = ckpt["history"], ckpt["epoch"] + 1, ckpt.get("partial")
+            log.info("resuming %s from epoch %d%s", ckpt_path, start,
+                     f", step {partial['steps']}" if partial else "")
+
+    def save(epoch_done: int, part: dict | None = None) -> None:
+        atomic_torch_save({"epoch": epoch_done, "state": learned_state(method), "optimizer": opt.state_dict(),
+                           "history": history, "fingerprint": fp,
+                           **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
+                           **({"partial": part} if part else {})}, ckpt_path)
+
+    every_s = 60.0 * cfg.checkpoint_minutes
     method.train()
     method.clip.eval()
     bar = progress_bar(range(start, cfg.epochs), enabled=cfg.progress, desc=f"train {type(method).__name__}",
@@ -111,10 +130,19 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         for g in opt.param_groups:
             g["lr"] = lr_at_epoch(epoch, g["base_lr"], cfg)
         gen = epoch_generator(cfg.seed, epoch)
-        batches = autocast_iter(method.batches(data, epoch, cfg, gen), precision, device)
         sums: dict[str, float] = {}
-        steps = 0
+        steps = skip = 0
+        if partial is not None and partial["epoch"] == epoch:  # resume inside this epoch: its first steps are done
+            sums, steps, skip = dict(partial["sums"]), partial["steps"], partial["steps"]
+        partial = None
+        # the plain batches pass over the done ones without loading them; a method's own batches are rebuilt
+        epoch_data = replace(data, skip_batches=skip) if skip else data
+        batches = autocast_iter(method.batches(epoch_data, epoch, cfg, gen), precision, device)
+        last_save = time.monotonic()
         for x, y in batches:
+            if skip:
+                skip -= 1
+                continue
             with autocast(precision, device):
                 loss, logs = method.loss(x.to(device, non_blocking=True), y.to(device, non_blocking=True), task)
             if not torch.isfinite(loss):
@@ -128,6 +156,11 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
             steps += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
+            due = (cfg.checkpoint_steps and steps % cfg.checkpoint_steps == 0) or \
+                (every_s and time.monotonic() - last_save >= every_s)
+            if ckpt_path is not None and due:
+                save(epoch - 1, {"epoch": epoch, "steps": steps, "sums": sums})
+                last_save = time.monotonic()
         method.on_epoch_end(epoch, cfg)
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - t0,
                **{k: v / max(steps, 1) for k, v in sums.items()}}
@@ -139,12 +172,10 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
         history.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "acc")})
         if ckpt_path is not None:
-            atomic_torch_save({"epoch": epoch, "state": learned_state(method), "optimizer": opt.state_dict(),
-                               "history": history, "fingerprint": fp,
-                               **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}, ckpt_path)
+            save(epoch)
     method.eval()
     return history
 
 
-__all__ = ["fit", "checkpoint_action", "epoch_generator", "RunDirError", "TrainConfig",
+__all__ = ["fit", "checkpoint_action", "epoch_generator", "RunDirError", "TrainConfig", "CHECKPOINT_OPTIONS",
            "Examples", "lr_at_epoch"]

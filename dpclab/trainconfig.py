@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 #: a training setting that changes a run's numbers: part of its fingerprint (:mod:`dpclab.runkey`)
 _FINGERPRINT = {"key": ("fingerprint",)}
+#: TrainConfig fields saying how often a run checkpoints: they change neither its fingerprint nor its run directory
+#: (not marked _FINGERPRINT, and never keyed among a run's ``train`` / ``base_train`` overrides)
+CHECKPOINT_OPTIONS = ("checkpoint_steps", "checkpoint_minutes")
 
 
 @dataclass
@@ -40,6 +43,17 @@ class TrainConfig:
     num_workers: int = 0
     #: show a progress bar (tqdm.auto); not part of a run's fingerprint
     progress: bool = True
+    #: also write a mid-epoch checkpoint every this many steps (0: at epoch ends only), so a run killed inside a long
+    #: epoch (PromptKD on ImageNet) resumes from that step exactly; not part of a run's fingerprint
+    checkpoint_steps: int = 0
+    #: also write a mid-epoch checkpoint when this many minutes have passed since the last one inside an epoch (0:
+    #: off; an epoch shorter than that writes none); not part of a run's fingerprint
+    checkpoint_minutes: float = 10.0
+
+    def __post_init__(self):
+        if self.checkpoint_steps < 0 or self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_steps and checkpoint_minutes must be >= 0 (0: off), got "
+                             f"{self.checkpoint_steps} and {self.checkpoint_minutes}.")
 
     def views(self) -> int:
         """How many distinct augmented views the epochs cycle through: ``n_views``, or one per epoch."""
@@ -54,4 +68,4 @@ def lr_at_epoch(epoch: int, base_lr: float, cfg: TrainConfig) -> float:
     return 0.5 * base_lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
 
 
-__all__ = ["TrainConfig", "lr_at_epoch"]
+__all__ = ["TrainConfig", "lr_at_epoch", "CHECKPOINT_OPTIONS"]

@@ -34,12 +34,21 @@ from dpclab.data.coop import load_dataset
 from dpclab.evaluate import accuracy, append_result, predict_logits
 from dpclab.methods.base import Task
 from dpclab.pipeline import Experiment, RunConfig, RunResult, dataset_specs, run
+from dpclab.protocol import setting_overrides
 
 
-def train_source(cfg: RunConfig, backbone: Backbone | None = None) -> RunResult:
-    """Train (or reuse) ``cfg.method`` on all classes of ``cfg.dataset``; its row in ``cfg.source.results`` says
-    ``train_classes="all"``."""
-    return run(replace(cfg, train_classes="all"), backbone=backbone)
+def source_config(cfg: RunConfig, setting: str | None = None) -> RunConfig:
+    """``cfg`` trained on all classes, with ``setting``'s released configuration of its method
+    (:func:`dpclab.protocol.setting_overrides`: MaPLe 2 epochs, lr 0.0026, depth 3; PromptSRC depth 3, GPA 6/10)
+    under the run's own ``train`` / ``method_cfg``."""
+    train, method_cfg = setting_overrides(setting, cfg.method, cfg.dataset) if setting else ({}, {})
+    return replace(cfg, train_classes="all", train={**train, **cfg.train}, method_cfg={**method_cfg, **cfg.method_cfg})
+
+
+def train_source(cfg: RunConfig, backbone: Backbone | None = None, setting: str | None = None) -> RunResult:
+    """Train (or reuse) ``cfg.method`` on all classes of ``cfg.dataset`` (:func:`source_config`); its row in
+    ``cfg.source.results`` says ``train_classes="all"``."""
+    return run(source_config(cfg, setting), backbone=backbone)
 
 
 def target_experiment(cfg: RunConfig, dataset: str, backbone: Backbone) -> Experiment:
@@ -57,7 +66,7 @@ def _evaluate_targets(setting: str, cfg: RunConfig, targets: Sequence[str], back
                       results: str | os.PathLike | None) -> pd.DataFrame:
     if not targets:
         raise ValueError(f"{setting}: give at least one target dataset.")
-    src = train_source(cfg, backbone)
+    src = train_source(cfg, backbone, setting)
     method, src_exp = src.method, src.experiment
     source_task = src_exp.tasks["all"]
     row = {"setting": setting, "method": cfg.method, "source": cfg.dataset, "model": cfg.source.model,
@@ -104,5 +113,5 @@ def summarize_transfer(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([per, avg], ignore_index=True)
 
 
-__all__ = ["train_source", "cross_dataset", "domain_generalization", "target_experiment", "task_accuracy",
-           "summarize_transfer"]
+__all__ = ["source_config", "train_source", "cross_dataset", "domain_generalization", "target_experiment",
+           "task_accuracy", "summarize_transfer"]

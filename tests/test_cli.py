@@ -57,7 +57,10 @@ def _train_args(root, tmp_path, model, *extra):
 def test_two_step_method_prints_each_step_before_it_starts(json_root, tmp_path, tiny_model_name, capsys):
     from dpclab.methods import PLUGINS, get_method
 
-    coop = get_method("coop").train
+    from dpclab.protocol import dataset_train
+
+    coop = {**get_method("coop").train, **dataset_train("coop", "eurosat", shots=2)}  # CoOp's rule: 2 shots, 100 epochs
+    assert coop["epochs"] == 100
     # --epochs reaches step 2 only: the plan says step 1 trains coop's own default epochs, and a note says why.
     # (omega_b=2 is refused before step 1 starts, so nothing trains here)
     assert main(_train_args(json_root, tmp_path, tiny_model_name, "--method", "coop+dpc", "--epochs", "3",

@@ -395,3 +395,52 @@ def test_dpc_covers_every_prompt_tensor_of_deep_prompt_bases(tiny_backbone, name
     with torch.no_grad():
         assert torch.equal(dpc(x, NEW).logits, dpc.base(x, NEW).logits)
         assert not torch.allclose(dpc(x, BASE).logits, dpc.base(x, BASE).logits)
+
+
+# ------------------------------------------------------------------------ released code's protocol details
+@pytest.mark.parametrize("mode", ["paper", "released"])
+def test_all_split_takes_the_new_class_rule_except_on_imagenet_as_released(tiny_backbone, mode):
+    """sple_coop.py l.689: the ω_n prompt for "new" and for "all" on every dataset but ImageNet (the source)."""
+    dpc = _dpc(tiny_backbone, mode=mode, omega_b=0.2, omega_n=0.0)
+    x = _features(8)
+    names = NAMES[:6]
+    with torch.no_grad():
+        step1 = dpc.base(x, Task(names, split="all", name="imagenet_sketch")).logits
+        assert torch.equal(dpc(x, Task(names, split="all", name="imagenet_sketch")).logits, step1)  # ω_n = 0
+        assert torch.equal(dpc(x, Task(names, split="new", name="imagenet")).logits, step1)
+        on_imagenet = dpc(x, Task(names, split="all", name="imagenet")).logits
+        assert torch.equal(on_imagenet, dpc(x, Task(names, split="base", name="imagenet")).logits)
+    assert not torch.allclose(on_imagenet, step1)
+    assert dpc.omega_for("all", "imagenet") == dpc.base_omega and dpc.omega_for("all", "caltech101") == 0.0
+
+
+def test_released_mode_crops_every_hard_negative_draw_afresh_and_other_modes_read_the_epoch_view(
+        json_root, tmp_path, tiny_backbone):
+    cfg = RunConfig.of(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+                    cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
+    exp = Experiment.prepare(cfg, tiny_backbone)
+    data = exp.train_examples("features")
+    data.task = exp.train_task
+    tcfg = TrainConfig(epochs=20, batch_size=2, progress=False)
+    from dpclab.methods.dpc import step2_view
+
+    view = data.features(step2_view(3, tcfg))  # the epoch's step-2 view of every training image
+    found = {}
+    for mode in ("paper", "released"):
+        dpc = _dpc(tiny_backbone, mode=mode, top_k=3, min_negatives=2).train()
+        batches = [x for x, _ in dpc.batches(data, 3, tcfg, torch.Generator().manual_seed(3))]
+        again = [x for x, _ in dpc.batches(data, 3, tcfg, torch.Generator().manual_seed(3))]
+        assert all(torch.equal(a, b) for a, b in zip(batches, again))  # reproducible (a resumed run rebuilds them)
+        rows = torch.cat(batches)
+        in_view = [bool((view == r).all(1).any()) for r in rows]
+        found[mode] = (rows, in_view)
+    rows, in_view = found["paper"]
+    assert all(in_view)  # paper (and reparam): anchors and negatives all read the epoch's view, as before
+    rows, in_view = found["released"]
+    anchors = [i for i, hit in enumerate(in_view) if hit]
+    assert 0 < len(anchors) < len(rows)  # anchors keep the epoch's view, negatives are crops of their own
+    negatives = rows[[i for i, hit in enumerate(in_view) if not hit]]
+    assert len({tuple(r.tolist()) for r in negatives}) == len(negatives)  # every draw its own crop
+    # a negative is that image's own crop through the frozen encoder: the same size and scale as the cached views
+    assert negatives.shape[1] == view.shape[1]
+    assert 0.5 < negatives.norm(dim=1).mean() / view.norm(dim=1).mean() < 2.0

@@ -33,11 +33,15 @@ def test_notebook_06_has_its_own_embedded_default_and_02_03_compare_two_datasets
     # deduplicated with the notebooks' other requests: 02's main coop+dpc is the side-by-side world_tint one
     keys = [r.key for r in plan.report_plan({}, ["02", "03"])]
     assert len(keys) == len(set(keys))
-    # the dataset where DPC lifts base is 06's, world_tint is 00-05's: the side-by-side adds two runs to the report
+    # the dataset where DPC lifts base is 06's and 03's sliders' (their paper-mode DPC run is the side-by-side one),
+    # world_tint is 00-02's, 04's and 05's: the side-by-side adds one run to the report, world_tint's released DPC
+    assert scope.for_notebook("03").datasets == plan.EMBEDDED_NOTEBOOK_DATASETS["03"] == ("world_shapes",)
+    sliders = [r for r in plan.requests("03", scope) if ": " not in r.label]
+    assert [(r.dataset, r.method, r.method_cfg) for r in sliders] == [("world_shapes", "coop+dpc", ())]
     side = [r for nb in ("02", "03") for r in plan.requests(nb, scope) if ": " in r.label]
     others = {r.key for nb in plan.NOTEBOOKS for r in plan.requests(nb, scope) if ": " not in r.label}
     assert {(r.dataset, r.method, r.method_cfg) for r in side if r.key not in others} == {
-        ("world_shapes", "coop+dpc", ()), ("world_tint", "coop+dpc", (("mode", "released"),))}
+        ("world_tint", "coop+dpc", (("mode", "released"),))}
 
 
 def test_side_by_side_tables(json_root, tmp_path, tiny_backbone):

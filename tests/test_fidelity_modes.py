@@ -7,7 +7,7 @@ import torch
 
 from dpclab.methods.base import Task
 from dpclab.methods.dept import DePT, DePTConfig
-from dpclab.lab.paper_numbers import DEPT_COOP_BASELINE, released_setting, reproduction_runs
+from dpclab.lab.paper_numbers import DEPT_COOP_BASELINE, DEPT_KGCOOP_BASELINE, released_setting, reproduction_runs
 from dpclab.methods.dpc import DPC, DPCConfig, duplicate_row_infonce
 from dpclab.pipeline import build_method
 
@@ -136,7 +136,7 @@ def test_dept_released_prompt_setting():
 def test_reproduction_runs_are_the_released_settings_as_data():
     runs = reproduction_runs(["coop", "coop+dpc", "promptsrc+dpc", "coop+dept", "kgcoop+dept", "promptsrc+dept"])
     assert list(runs) == ["coop", "coop+dpc", "promptsrc+dpc", "coop+dept", DEPT_COOP_BASELINE, "kgcoop+dept",
-                          "promptsrc+dept"]
+                          DEPT_KGCOOP_BASELINE, "promptsrc+dept"]
     assert runs["coop"] == ("coop", {}) and runs["promptsrc+dept"] == ("promptsrc+dept", {})
     assert runs["promptsrc+dpc"] == ("promptsrc+dpc", {"method_cfg": {"mode": "released"}})
     assert runs["coop+dept"] == ("coop+dept", {"base_method_cfg": {"n_ctx": 16, "ctx_init": None}})

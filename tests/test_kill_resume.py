@@ -1,6 +1,8 @@
-"""kill -9 in the middle of ``python -m dpclab train``, then the same command again: the resumed run ends with exactly
-the metrics and learned context of an uninterrupted run. Plus the ways to make your own model loadable by name
-(``DPCLAB_MODEL_CONFIGS``, a config-file path as the model name) that such a subprocess needs."""
+"""kill -9 in the middle of an epoch of ``python -m dpclab train`` (a mid-epoch checkpoint, ``--train
+checkpoint_steps=1``), then the same command again: the resumed run ends with exactly the metrics and learned context
+of an uninterrupted run; in-process, a run interrupted between two mid-epoch checkpoints resumes exactly too. Plus
+the ways to make your own model loadable by name (``DPCLAB_MODEL_CONFIGS``, a config-file path as the model name)
+that such a subprocess needs."""
 
 from __future__ import annotations
 
@@ -82,12 +84,19 @@ def setup(tmp_path):
     return tmp_path, weights, env
 
 
-def _command(tmp_path: Path, weights: Path, name: str) -> list[str]:
+def _command(tmp_path: Path, weights: Path, name: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "dpclab", "train", "--dataset", "eurosat", "--data-root", str(tmp_path / "data"),
             "--model", MODEL, "--pretrained", str(weights), "--shots", "4", "--seeds", "1",
             "--epochs", str(EPOCHS), "--batch-size", "4", "--lr", "0.05", "--device", "cpu",
             "--cache-dir", str(tmp_path / f"cache-{name}"), "--runs-dir", str(tmp_path / f"runs-{name}"),
-            "--results", str(tmp_path / f"runs-{name}" / "results.csv"), "--no-progress"]
+            "--results", str(tmp_path / f"runs-{name}" / "results.csv"), "--no-progress", *extra]
+
+
+def _load(ckpt: Path) -> dict | None:
+    try:
+        return torch.load(ckpt, weights_only=True)
+    except (OSError, RuntimeError, EOFError):  # not there yet
+        return None
 
 
 def _finished(runs: Path) -> tuple[dict, torch.Tensor]:
@@ -101,39 +110,109 @@ def _trajectory(history: list[dict]) -> list[tuple]:
     return [(h["epoch"], h["lr"], h["steps"], h["loss"], h["acc"]) for h in history]
 
 
-def test_kill_9_then_resume_equals_uninterrupted_run(setup, monkeypatch):
+def test_kill_9_mid_epoch_then_resume_equals_uninterrupted_run(setup, monkeypatch):
     from dpclab.lab.cli import main
 
     tmp_path, weights, env = setup
-    # the uninterrupted run: the same command, in this process (saves a slow interpreter start)
+    # the uninterrupted run: the same command, in this process (saves a slow interpreter start); checkpoint_steps is
+    # not part of the run's configuration, so it runs without it
     monkeypatch.setenv(MODEL_CONFIGS_ENV, env[MODEL_CONFIGS_ENV])
     assert main(_command(tmp_path, weights, "full")[3:]) == 0
 
-    cmd = _command(tmp_path, weights, "killed")
+    cmd = _command(tmp_path, weights, "killed", "--train", "checkpoint_steps=1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = tmp_path / "runs-killed"
     deadline = time.monotonic() + 240
-    ckpt = None
-    while ckpt is None and proc.poll() is None and time.monotonic() < deadline:
+    ckpt = state = None
+    while state is None and proc.poll() is None and time.monotonic() < deadline:
         found = list(runs.rglob("checkpoint.pt"))
-        ckpt = found[0] if found else None
-        time.sleep(0.02)
-    assert ckpt is not None, f"no checkpoint appeared: {proc.communicate()[1] if proc.poll() is not None else ''}"
+        seen = _load(found[0]) if found else None
+        if seen is not None and "partial" in seen and seen["epoch"] >= 0:  # inside an epoch after a finished one
+            proc.send_signal(signal.SIGSTOP)  # freeze it, then make sure the checkpoint on disk is still mid-epoch
+            state = _load(found[0])
+            if state is None or "partial" not in state:
+                state = None
+                proc.send_signal(signal.SIGCONT)
+            ckpt = found[0]
+        time.sleep(0.01)
+    assert state is not None, f"no mid-epoch checkpoint appeared: {proc.communicate()[1] if proc.poll() else ''}"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    interrupted_at = torch.load(ckpt, weights_only=True)["epoch"]
-    assert interrupted_at < EPOCHS - 1 and not list(runs.rglob("result.json"))  # it really was cut short
+    assert torch.load(ckpt, weights_only=True)["partial"] == state["partial"]  # killed exactly there
+    epoch, steps = state["partial"]["epoch"], state["partial"]["steps"]
+    assert 1 <= epoch < EPOCHS and steps >= 1 and not list(runs.rglob("result.json"))  # it really was cut short
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     full, full_ctx = _finished(tmp_path / "runs-full")
     resumed, resumed_ctx = _finished(runs)
-    # bit-identical on CPU: same metrics, same loss trajectory, same learned context
+    # bit-identical on CPU: same metrics, same loss trajectory (the resumed epoch's too), same learned context
     assert resumed["metrics"] == full["metrics"]
     assert _trajectory(resumed["history"]) == _trajectory(full["history"])
     assert torch.equal(resumed_ctx, full_ctx)
     assert resumed["config_fingerprint"] == full["config_fingerprint"]
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["coop", "coop+dpc", "maple"])
+def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_path, tiny_backbone, monkeypatch):
+    """Interrupted after step 7 of epoch 1 (of 2) with a checkpoint every 3 steps: the resumed fit redraws epoch 1's
+    batches (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps, ends bit-identical;
+    a pixel method (MaPLe) decodes none of the skipped images."""
+    from dpclab.methods.dpc import DPC
+    from dpclab.pipeline import Experiment, RunConfig, build_method
+    from dpclab.train import TrainConfig, fit
+
+    cfg = RunConfig.of(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+                    cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
+    exp = Experiment.prepare(cfg, tiny_backbone)
+    data, task = exp.train_examples("pixels" if method == "maple" else "features"), exp.train_task
+    tcfg = TrainConfig(epochs=2, batch_size=1, lr=0.05, seed=1, progress=False, checkpoint_steps=3)
+
+    def fresh():
+        if method != "coop+dpc":
+            return build_method(method, tiny_backbone, seed=1)
+        base = build_method("coop", tiny_backbone)
+        with torch.no_grad():
+            base.ctx.add_(0.01 * torch.randn(base.ctx.shape, generator=torch.Generator().manual_seed(0)))
+        return DPC(base)
+
+    whole = fresh()
+    full = fit(whole, data, task, tcfg)
+    per_epoch = full[0]["steps"]
+    assert per_epoch > 7
+
+    cut = fresh()
+    done = [0]
+    real_step = cut.step
+
+    def step(loss, opt, scaler):
+        real_step(loss, opt, scaler)
+        done[0] += 1
+        if done[0] == per_epoch + 7:
+            raise _Killed
+
+    cut.step = step
+    with pytest.raises(_Killed):
+        fit(cut, data, task, tcfg, tmp_path / "rd")
+    saved = torch.load(tmp_path / "rd" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 0 and saved["partial"]["epoch"] == 1 and saved["partial"]["steps"] == 6
+
+    resumed_method = fresh()
+    from dpclab.data.features import ImageList
+
+    decoded, real_get = [], ImageList.__getitem__
+    monkeypatch.setattr(ImageList, "__getitem__", lambda self, i: decoded.append(i) or real_get(self, i))
+    resumed = fit(resumed_method, data, task, tcfg, tmp_path / "rd")
+    if method == "maple":
+        assert len(decoded) == per_epoch - 6  # batch 1: only the steps of epoch 1 not yet done
+    assert _trajectory(resumed) == _trajectory(full)
+    assert all(torch.equal(a, b) for a, b in zip(resumed_method.parameters(), whole.parameters()))
+    assert "partial" not in torch.load(tmp_path / "rd" / "checkpoint.pt", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------- determinism
@@ -156,3 +235,25 @@ def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json
 
     other_seed = run(replace(cfg, seed=2), experiment=exp)
     assert not torch.equal(other_seed.method.ctx, first.method.ctx)
+
+
+def test_checkpoint_options_change_neither_the_run_directory_nor_the_fingerprint(tiny_backbone, tmp_path):
+    """A run interrupted without ``checkpoint_minutes`` and resumed with it (or the other way round) resumes in its
+    own directory: how often a run checkpoints is not part of what it is."""
+    from dpclab.pipeline import RunConfig, train_config
+    from dpclab.runkey import full_fingerprint, run_key
+    from dpclab.train import TrainConfig
+
+    def key(cfg):
+        return run_key(cfg, train_config(cfg), tiny_backbone.key, "x", (0.08, 1.0))
+
+    plain = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 3})
+    often = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path),
+                         train={"epochs": 3, "checkpoint_minutes": 1.5}, base_train={"checkpoint_steps": 10})
+    assert key(plain).run_dir == key(often).run_dir and key(plain).fingerprint == key(often).fingerprint
+    other = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 4})
+    assert key(other).run_dir != key(plain).run_dir
+    assert full_fingerprint(TrainConfig(checkpoint_steps=5, checkpoint_minutes=0), {}) == \
+        full_fingerprint(TrainConfig(), {})
+    with pytest.raises(ValueError, match="checkpoint_steps and checkpoint_minutes must be >= 0"):
+        TrainConfig(checkpoint_steps=-1)

@@ -1,4 +1,5 @@
-"""The live ω sliders where they live: notebook 03 in a running JupyterLab, driven in headless Chromium.
+"""The live ω sliders where they live: notebook 03 in a running JupyterLab, driven in headless Chromium, on its
+embedded dataset world_shapes (world_tint, the contrast, is only in its side-by-side section).
 
 JupyterLab is started on 127.0.0.1 with a token in a temporary folder holding a copy of notebook 03 (quick mode);
 the test opens it, runs all cells, drags the ω_b slider with the mouse, types an ω_n value into the other slider's
@@ -166,11 +167,14 @@ def test_live_omega_sliders_in_jupyterlab(tmp_path):
         sliders[0].scroll_into_view_if_needed()
         _shot(page, tmp_path, "lab_2_sliders")
 
-        # the sliders read the grid of the notebook's own dataset (the side-by-side section builds others' too)
-        from dpclab.lab.plan import EMBEDDED_DEFAULT_DATASET
-        grids = sorted(tmp_path.glob(f"runs/*/{EMBEDDED_DEFAULT_DATASET}/coop+dpc/*/omega_grid_*.pt"))
-        assert len(grids) == 1, grids
-        grid = OmegaGrid.load(grids[0])
+        # the sliders read the grid of the notebook's own dataset, world_shapes (where P′ changes base accuracy);
+        # the side-by-side section builds world_tint's too, the contrast: the read-out must be world_shapes' own
+        from dpclab.lab.plan import DPC_SIDE_BY_SIDE, EMBEDDED_NOTEBOOK_DATASETS
+        (dataset,) = EMBEDDED_NOTEBOOK_DATASETS["03"]
+        assert dataset == "world_shapes" and set(DPC_SIDE_BY_SIDE) == {"world_shapes", "world_tint"}
+        grids = {d: sorted(tmp_path.glob(f"runs/*/{d}/coop+dpc/*/omega_grid_*.pt")) for d in DPC_SIDE_BY_SIDE}
+        assert all(len(g) == 1 for g in grids.values()), grids
+        grid, contrast = (OmegaGrid.load(grids[d][0]) for d in ("world_shapes", "world_tint"))
         lo, hi = float(grid.omegas[0]), float(grid.omegas[-1])
 
         def shown() -> str:
@@ -197,6 +201,7 @@ def test_live_omega_sliders_in_jupyterlab(tmp_path):
         page.keyboard.press("Enter")
         page.wait_for_function("t => document.body.innerText.includes(t)", arg=f"ω_n = {wn:.2f} →")
         assert shown() == expected(0.8, wn), (shown(), expected(0.8, wn))
+        assert shown() != omega_summary(contrast, 0.8, wn).replace("**", "")  # not world_tint's grid
         _shot(page, tmp_path, "lab_3_moved")
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         assert "Traceback" not in " ".join(errors.all_inner_texts())

@@ -7,6 +7,7 @@ import ast
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -116,6 +117,49 @@ def test_notebooks_hold_no_logic_of_their_own(path):
             continue
         problems = logic_problems(cell.source)
         assert not problems, f"{path.name} cell {i} {'; '.join(problems)}: move the code into dpclab"
+
+
+#: a number that reads as a measured result: a decimal (87.6, 0.36), a signed change (+1.75, −0.6, ±18), a percentage
+#: or a number of points
+RESULT_NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?\s?(?:%|points?\b)|(?<![\w.])[+−±]\d+(?:\.\d+)?"
+                           r"|(?<![\w.])\d+\.\d+")
+#: what is not a result: code spans, settings (ω_b = 0.2, lr=0.0002, 1e-5), factors (5·lr, 10×), one-digit ω values,
+#: an interval's confidence level
+NOT_RESULTS = re.compile(r"`[^`]*`|[=≈]\s*[+−-]?\d+(?:\.\d+)?|\d+(?:\.\d+)?\s*[·×]|\d+e-\d+|\b[01]\.\d\b(?!\d)"
+                         r"|\b95 % (?:paired )?(?:t )?interval")
+#: a quote of the documented benchmark: the doc, the date of its run and the commit, said not to be this run
+CITATION = re.compile(r"docs/[\w/.-]+\.md.*\d{4}-\d\d-\d\d.*commit [0-9a-f]{7}", re.S)
+
+
+def uncited_numbers(markdown: str) -> list[str]:
+    """The result-like numbers of a Markdown cell that neither this run computed (a notebook's markdown cannot) nor
+    a quote of the documented benchmark gives its source for (doc, date, commit, "not this run")."""
+    if CITATION.search(markdown) and "not this run" in markdown:
+        return []
+    return RESULT_NUMBER.findall(NOT_RESULTS.sub(" ", markdown))
+
+
+def test_uncited_numbers_finds_results_in_prose_and_accepts_settings_and_quotes():
+    assert uncited_numbers("seed 1, full protocol: CoOp 99.44, `released` 98.89; +1.25 on seed 1, ~90 % of its "
+                           "shots, about 15 points, ±18 over seeds") == ["99.44", "98.89", "+1.25", "90 %",
+                                                                          "15 points", "±18"]
+    assert uncited_numbers("ω_b = 0.2 of P′ (5·lr, 10× smaller, `lr=0.0002`, 1e-5, ω = 1, 16 shots, "
+                           "11 datasets), its ω_b sweep at 0.2, a paired 95 % interval") == []
+    quote = "**From the documented benchmark, not this run** (`docs/benchmark/x.md`, run 2026-12-02, commit 0691583): "
+    assert uncited_numbers(quote + "+1.75") == [] and uncited_numbers(quote.replace("not this run", "") + "+1.75")
+    assert uncited_numbers(quote.replace("commit 0691583", "") + "+1.75") == ["+1.75"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_markdown_numbers_are_computed_or_quoted_with_their_source(path):
+    """Prose cannot contradict its outputs: a number that describes this run is computed
+    (``display(Markdown(f"..."))`` from the runs); a number from the documented benchmark is quoted with its source
+    (doc, date, commit) and said not to be this run."""
+    nb = nbformat.read(str(path), as_version=4)
+    bad = {c.get("id", i): found for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+           and (found := uncited_numbers(c.source))}
+    assert not bad, (f"{path.name}: numbers in markdown without a source {bad}; compute them in a code cell "
+                     f"(display(Markdown(f'...'))) or quote the benchmark with doc, date, commit and 'not this run'")
 
 
 def test_parse_value_follows_papermill_cli():
@@ -268,7 +312,9 @@ def test_quick_report_has_the_headline_raw_runs_as_a_file_and_provenance(quick_r
     out = work / "reports"
     index = (out / "index.html").read_text()
     head = index.split("<h2>Headline</h2>")[1].split("<h2>")[0]
-    assert "coop+dpc" in head and "coop+dept" in head and "Δbase paper" in head
+    assert "coop+dpc" in head and "coop+dept" in head and "here (embedded)" in head and "paper" in head
+    # one seed: each verdict is direction only unless |Δ| exceeds the shipped benchmark's spread, which it names
+    assert "verdict" in head and "One seed: no interval" in head and "shapes10_gains.csv" in head
     page = (out / "06_reproducibility_report.html").read_text()
     assert page.index("dpclab-headline") < page.index("mean ± std over seeds, HM of the means")
     assert 'download="summary_embedded_runs.csv" href="data:text/csv;base64,' in page
@@ -281,6 +327,24 @@ def test_quick_report_has_the_headline_raw_runs_as_a_file_and_provenance(quick_r
     assert tint["split_sha256"] == sha256_file(tint["split_file"]) and tint["images"]["test"] > 0
     assert prov["dpclab"]["version"] and "commit" in prov["dpclab"] and prov["versions"]["torch"]
     assert "<h2>Provenance</h2>" in index and tint["split_sha256"] in index
+
+
+def test_quick_report_prose_states_this_runs_numbers(quick_report):
+    """Notebook 03's sentence about this run's ω_b sweep is computed from the grid the notebook saved (world_shapes,
+    its embedded dataset), not written in advance."""
+    import torch
+
+    from dpclab.omega import OmegaGrid
+
+    work, results, _ = quick_report
+    nb = nbformat.read(str(results["03_omega_sliders"].executed), as_version=4)
+    said = [o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+            if "text/markdown" in o.get("data", {}) and "**This run** (`" in o["data"]["text/markdown"]]
+    (grid_path,) = sorted(work.glob("runs/*/world_shapes/coop+dpc/*/omega_grid_*.pt"))
+    base = OmegaGrid.load(grid_path).accuracy["base"]
+    assert len(said) == 1 and said[0].startswith("**This run** (`world_shapes`, seed 1, `paper` mode)")
+    assert f"{float(base[0]):.2f} at ω_b = 0 (P)" in said[0] and f"{float(base[-1]):.2f} at ω_b = 1" in said[0]
+    assert f"highest {float(torch.max(base)):.2f}" in said[0]
 
 
 def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbone):

@@ -1,5 +1,6 @@
-"""The report reads like one: ``index.html`` with the headline (notebook 06's plug-ins beside the papers'
-directions), the real wall time, figure thumbnails with their alt text, pages titled by their notebook, and the
+"""The report reads like one: ``index.html`` with the headline (notebook 06's plug-ins beside the papers', with
+verdicts that know their noise), the real wall time, figure thumbnails with their alt text, pages titled by their
+notebook, and the
 provenance, also as ``reports/provenance.json``."""
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import pytest
 
 from dpclab.lab.notebook import PARAMETER_KEYS
 from dpclab.lab.report import NotebookResult, run_report, write_index
-from dpclab.lab.report.headline import directions, find_headline
+from dpclab.lab.report.headline import (SPREAD_FILE, benchmark_spread, find_headline, load_spread, spread_threshold,
+                                        verdict_note, verdicts)
 from dpclab.lab.report.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,20 +34,86 @@ def _notebook(path: Path, title: str, body: str) -> None:
     nbformat.write(nb, str(path))
 
 
-def _average(**rows) -> pd.DataFrame:
-    return pd.DataFrame([{"method": m, "base": b, "new": n, "hm": 2 * b * n / (b + n)} for m, (b, n) in rows.items()])
+def _runs(dataset: str = "world_x", **rows) -> pd.DataFrame:
+    """A runs table: ``label=[(base, new) per seed 1, 2, ...]``."""
+    return pd.DataFrame([{"dataset": dataset, "method": m, "seed": seed, "base": b, "new": n}
+                         for m, values in rows.items() for seed, (b, n) in enumerate(values, 1)])
 
 
-def test_directions_set_each_plugin_beside_its_paper():
-    table = directions(_average(coop=(80.0, 70.0), **{"coop+dpc": (83.0, 70.0), "maple": (85.0, 75.0),
-                                                      "maple+dpc": (84.0, 75.0)}), "embedded")
-    assert list(table.index) == ["coop+dpc", "maple+dpc"]
-    row = table.loc["coop+dpc"]
-    assert row["vs"] == "coop" and row["Δbase here (embedded)"] == "↑ +3.00" and row["Δnew here (embedded)"] == "= +0.00"
-    assert row["Δbase paper"] == "↑ +3.17" and row["Δnew paper"] == "= +0.00"  # DPC: 81.98 -> 85.15, 68.84 both
-    assert row["HM direction"] == "agrees"
-    assert table.loc["maple+dpc", "Δbase here (embedded)"] == "↓ -1.00"
-    assert table.loc["maple+dpc", "HM direction"] == "differs"  # the paper's MaPLe+DPC raises HM (78.08 -> 79.12)
+#: a benchmark spread of 1.0 point on world_x: the one-seed threshold is 2.0 (SPREAD_SDS sd)
+_SPREAD = {"world_x": {"sd": 1.0, "seeds": 3, "rows": ["coop+dpc - coop"], "metric": "base",
+                       "source": "docs/benchmark/x_gains.csv", "date": "2026-12-02 17:14"}}
+
+
+def test_verdicts_with_seeds_say_agrees_or_differs_only_beyond_the_paired_interval():
+    runs = _runs(coop=[(80.0, 70.0), (82.0, 71.0), (78.0, 69.0)],
+                 **{"coop+dpc": [(83.0, 70.0), (85.2, 71.0), (80.8, 69.0)],  # +3.0 +3.2 +2.8: a clear gain
+                    "maple": [(85.0, 75.0), (85.0, 75.0), (85.0, 75.0)],
+                    "maple+dpc": [(84.0, 75.0), (87.0, 75.0), (82.0, 75.0)],  # -1 +2 -3: noise
+                    "cocoop": [(80.0, 70.0)] * 3, "cocoop+dept": [(75.0, 70.0), (74.0, 70.0), (76.0, 70.0)]})
+    table = verdicts(runs, "embedded", spread={})
+    assert list(dict.fromkeys(table.index.get_level_values("method"))) == ["coop+dpc", "maple+dpc", "cocoop+dept"]
+    assert table.index.names == ["method", "vs", "seeds", "Δ"] and list(table.columns) == [
+        "here (embedded)", "paper", "verdict"]
+    t = table.reset_index().set_index(["method", "Δ"])
+    row = t.loc[("coop+dpc", "base")]
+    # mean of the paired differences +3.00, t(2) interval 3.0 ± 4.303 * 0.2 / sqrt(3)
+    assert row["vs"] == "coop" and row["seeds"] == 3
+    assert row["here (embedded)"] == "↑ +3.00 [+2.50, +3.50]" and row["paper"] == "↑ +3.17"
+    assert row["verdict"] == "agrees"
+    assert t.loc[("coop+dpc", "new"), "here (embedded)"] == "= +0.00 [+0.00, +0.00]"
+    assert t.loc[("coop+dpc", "new"), "verdict"] == "within noise"
+    assert t.loc[("maple+dpc", "base"), "verdict"] == "within noise"  # -0.67, interval spans 0
+    assert t.loc[("cocoop+dept", "base"), "verdict"] == "differs"  # -5.0 [-7.48, -2.52]; DePT's paper raises base
+    assert "3 seeds" in verdict_note(runs, spread={}) and "interval excludes 0" in verdict_note(runs, spread={})
+
+
+def test_verdicts_with_one_seed_say_direction_only_within_the_benchmark_spread():
+    runs = _runs(coop=[(80.0, 70.0)], maple=[(85.0, 75.0)], cocoop=[(80.0, 70.0)],
+                 **{"coop+dpc": [(83.0, 70.0)], "maple+dpc": [(84.0, 75.0)], "cocoop+dept": [(75.0, 70.0)]})
+    t = verdicts(runs, "embedded", spread=_SPREAD).reset_index().set_index(["method", "Δ"])
+    assert t.loc[("coop+dpc", "base"), "here (embedded)"] == "↑ +3.00"  # no interval from one seed
+    assert t.loc[("coop+dpc", "base"), "verdict"] == "agrees"  # |+3.00| > 2 x 1.0
+    assert t.loc[("maple+dpc", "base"), "verdict"] == "one seed: direction only"  # |-1.00| <= 2.0
+    assert t.loc[("cocoop+dept", "base"), "verdict"] == "differs"  # -5.00, the paper +
+    note = verdict_note(runs, spread=_SPREAD)
+    assert "|Δ| > 2.00" in note and "x_gains.csv, run 2026-12-02" in note
+    assert "world_x: sd 1.00 of one seed's base difference, the largest of its 1 DPC rows against CoOp over 3" in note
+    # a dataset the benchmark did not measure: every one-seed word is direction only, and the note says why
+    other = verdicts(runs.assign(dataset="eurosat"), "embedded", spread=_SPREAD)
+    assert len(other) == 9 and set(other["verdict"]) == {"one seed: direction only"}
+    assert "no paired spread on eurosat" in verdict_note(runs.assign(dataset="eurosat"), spread=_SPREAD)
+    # two datasets: the spread of their mean, 2 x sqrt(1 + 1) / 2
+    assert spread_threshold(["world_x", "world_y"], {**_SPREAD, "world_y": _SPREAD["world_x"]}) == \
+        pytest.approx(2 ** 0.5)
+
+
+def test_shipped_benchmark_spread_matches_docs_benchmark():
+    shipped = load_spread()
+    assert shipped == benchmark_spread(ROOT / "docs" / "benchmark"), \
+        "regenerate: python -c 'from dpclab.lab.report.headline import *; write_benchmark_spread(\"docs/benchmark\")'"
+    # world_shapes comes from the 10-seed run, the others from the six-dataset benchmark (3 seeds)
+    assert shipped["world_shapes"]["seeds"] == 10 and shipped["world_shapes"]["source"].endswith("shapes10_gains.csv")
+    assert shipped["world_tint"]["seeds"] == 3 and shipped["world_shapes"]["date"] == "2026-12-02 17:52"
+    assert SPREAD_FILE.parent.name == "report" and "lab/report/*.json" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_method_bars_label_n_and_draw_no_error_bar_for_one_run():
+    from dpclab.lab.plots.report import method_bars
+
+    def bars(runs):
+        runs = runs.assign(hm=2 * runs["base"] * runs["new"] / (runs["base"] + runs["new"]))
+        summary = pd.DataFrame([{"dataset": "average", "method": m, "hm": 70.0} for m in runs["method"].unique()])
+        fig = method_bars(runs, summary, list(runs["method"].unique()), "t", "acc")
+        return fig.axes[0]
+
+    one = bars(_runs(coop=[(80.0, 70.0)], **{"coop+dpc": [(83.0, 70.0)]}))
+    assert "n = 1" in one.get_title() and "no error bars" in one.get_title() and not one.collections
+    three = bars(_runs(coop=[(80.0, 70.0), (82.0, 71.0), (78.0, 69.0)], **{"coop+dpc": [(83.0, 70.0)]}))
+    assert "mean ± sample std over n = 1/3 runs" in three.get_title()
+    assert [t.get_text() for t in three.get_xticklabels()] == ["coop (n=3)", "coop+dpc (n=1)"]
+    (bar_lines,) = three.collections  # one error bar: coop's, none for the single coop+dpc run
+    assert len(bar_lines.get_segments()) == 1
 
 
 def test_index_has_the_headline_real_wall_time_thumbnails_titles_and_provenance(tmp_path):
@@ -57,16 +126,20 @@ def test_index_has_the_headline_real_wall_time_thumbnails_titles_and_provenance(
               "plots.save_figure(fig, 'a_line', alt='A rising line, for the test.')")
     _notebook(books / "b_headline.ipynb", "B · the headline",
               "import pandas as pd\nfrom dpclab.lab.report import headline\n"
-              "avg = pd.DataFrame([{'method': 'coop', 'base': 80.0, 'new': 70.0, 'hm': 74.67},\n"
-              "                    {'method': 'coop+dpc', 'base': 83.0, 'new': 70.0, 'hm': 75.95}])\n"
-              "headline.show_headline(headline.directions(avg, 'embedded'), 'test caption')\n"
+              "runs = pd.DataFrame([{'dataset': 'world_shapes', 'method': m, 'seed': 1, 'base': b, 'new': 70.0}\n"
+              "                     for m, b in (('coop', 80.0), ('coop+dpc', 83.0), ('maple', 80.0),\n"
+              "                                  ('maple+dpc', 90.0))])\n"
+              "headline.show_headline(headline.verdicts(runs, 'embedded'),\n"
+              "                       'test caption ' + headline.verdict_note(runs))\n"
               "print('raw table would be here')")
     results = run_report(notebook_dir=books, out_dir=out, cwd=tmp_path, jobs=2)
     assert all(r.ok for r in results), [r.error for r in results]
     index = (out / "index.html").read_text()
     # the headline: notebook b's marked output, copied
     head = index.split("<h2>Headline</h2>")[1].split("<h2>")[0]
-    assert "test caption" in head and "coop+dpc" in head and "↑ +3.00" in head and "agrees" in head
+    assert "test caption" in head and "coop+dpc" in head and "↑ +3.00" in head
+    # one seed on world_shapes: +3.00 is within the shipped benchmark's spread there (2 x 2.47), +10.00 is not
+    assert "one seed: direction only" in head and "agrees" in head and "shapes10_gains.csv" in head
     assert find_headline(nbformat.read(str(out / "b_headline.ipynb"), as_version=4)) in index
     # the figure as a thumbnail with its alt text, linking to the full figure
     thumbs = re.findall(r'<a href="([^"]+)"><img src="([^"]+)" alt="([^"]*)"></a>', index)

@@ -13,9 +13,9 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from dpclab.trainconfig import TrainConfig
 from dpclab.data.coop import Datum
 from dpclab.data.features import ImageList, loader_options
+from dpclab.trainconfig import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class Examples:
     task: Task | None = None
     #: DataLoader workers decoding images for evaluation (pixel methods); training uses ``TrainConfig.num_workers``
     num_workers: int = 0
+    #: leading batches of an epoch :meth:`batches` passes over without loading them, yielded as ``(None, None)``
+    #: (a run resumed mid-epoch: :func:`dpclab.train.fit` skips the steps it has done)
+    skip_batches: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -103,10 +106,16 @@ class Examples:
         """The plain shuffled training batches ``(x, y)`` of ``epoch`` in its augmented view."""
         chunks = self.index_batches(cfg.batch_size, generator)
         view = self.epoch_view(epoch, cfg)
+        skip = min(self.skip_batches, len(chunks))
+        for _ in range(skip):
+            yield None, None
+        chunks = chunks[skip:]
         if self.features is not None:
             take = self.take(view, cfg)
             for idx in chunks:
                 yield take(idx), self.labels[idx]
+            return
+        if not chunks:
             return
         loader = DataLoader(self._images(view, cfg), batch_sampler=[c.tolist() for c in chunks],
                             **loader_options(cfg.num_workers))

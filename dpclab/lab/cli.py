@@ -1,5 +1,6 @@
 """``python -m dpclab <command>``: train/evaluate methods, write the embedded world, pretrain the tiny CLIP,
-run the notebooks as a report, strip notebook outputs. Every command is a thin wrapper over a dpclab function."""
+run the notebooks as a report, copy the notebooks out, strip notebook outputs. Every command is a thin wrapper over
+a dpclab function."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+import dpclab
 from dpclab.backbones import EMBEDDED_MODEL
 from dpclab.cpus import allocated_cpus
 from dpclab.data.world import ensure_world, rewrite_world, world_datasets, world_stamp
@@ -31,6 +33,7 @@ from dpclab.lab.options import add_source_args, parse_options, source_from_args
 from dpclab.lab.pretrain import main as pretrain_main
 from dpclab.lab.report import check_parameters, report_parameters, strip_outputs
 from dpclab.lab.report.command import report_command
+from dpclab.lab.report.run import copy_notebooks, notebook_source
 from dpclab.lab.targets import check_targets, markdown_targets
 from dpclab.methods.table import METHODS, PLUGINS
 from dpclab.pipeline import Experiment, RunConfig, cached_backbone, plan_run, run
@@ -100,8 +103,19 @@ def _two_step_note(args, spec) -> str | None:
             f"given --base-train, e.g. --base-train {example}")
 
 
+def write_missing_world(data_root, datasets) -> None:
+    """Write the embedded world's datasets among ``datasets`` that are missing under ``data_root``
+    (:func:`dpclab.data.world.ensure_world`), with one line saying so; other datasets are left alone."""
+
+    world = [name for name in datasets if name in world_datasets()]  # others: not even the lock file is written
+    written = ensure_world(data_root, world) if world else []
+    if written:
+        print(f"wrote embedded world dataset(s) {', '.join(written)} under {data_root}", flush=True)
+
+
 def cmd_train(args) -> int:
     src, train = source_from_args(args), _train_overrides(args)
+    write_missing_world(src.data_root, [args.dataset])
     base_train = opt.check_train(parse_options(args.base_train, "--base-train"), "--base-train")
     rows = []
     for seed in args.seeds:
@@ -131,6 +145,7 @@ def cmd_train(args) -> int:
 
 def cmd_transfer(args) -> int:
     src, train = source_from_args(args), _train_overrides(args)
+    write_missing_world(src.data_root, [args.dataset, *args.targets])
     evaluate = domain_generalization if args.setting == "dg" else cross_dataset
     tables = []
     for seed in args.seeds:
@@ -151,9 +166,7 @@ def _grid_setup(args, datasets) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     src = source_from_args(args)
-    written = ensure_world(src.data_root, datasets)
-    if written:
-        print(f"wrote embedded world dataset(s) {', '.join(written)} under {src.data_root}")
+    write_missing_world(src.data_root, datasets)
     return dict(source=src, if_exists="overwrite" if args.overwrite else "reuse")
 
 
@@ -228,8 +241,16 @@ def cmd_report(args) -> int:
     jobs = args.jobs
     if jobs is None:  # the embedded model runs one CPU thread per kernel: two notebooks at once use both cores
         jobs = 2 if params.get("model", EMBEDDED_MODEL) == EMBEDDED_MODEL and allocated_cpus() > 1 else 1
-    return report_command(params, args.quick, args.only, args.notebooks, args.out, args.timeout, jobs,
+    folder, which = notebook_source(args.notebooks)
+    print(which)
+    return report_command(params, args.quick, args.only, folder, args.out, args.timeout, jobs,
                           train=not args.no_train)
+
+
+def cmd_notebooks(args) -> int:
+    for line in copy_notebooks(args.dir, overwrite=args.overwrite):
+        print(line)
+    return 0
 
 
 def cmd_strip(args) -> int:
@@ -249,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpclab", description=__doc__)
     verbose_help = "show the full traceback of an error (instead of one line) and info log messages"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    parser.add_argument("--version", action="version", version=f"dpclab {dpclab.__version__}")
     # -v also after the command name (python -m dpclab train ... -v); SUPPRESS keeps a -v given before it
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
@@ -324,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (prefixes: 00 03)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="override a notebook parameter, as papermill -p (e.g. -p model ViT-B-16 -p pretrained openai)")
-    p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks")
+    p.add_argument("--notebooks", help="folder of the notebooks (default: ./notebooks when it holds notebooks, "
+                   "else the ones installed with dpclab)")
     p.add_argument("--out", default="reports", help="where executed notebooks, HTML and index.html go")
     p.add_argument("--timeout", type=opt.positive_float, help="per-cell timeout in seconds (none by default)")
     p.add_argument("--jobs", type=opt.positive_int, help="notebooks run at once (default: 2 for the embedded model "
@@ -332,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-train", action="store_true", help="do not train the notebooks' runs over the workers "
                    "first (dpclab.lab.plan); each notebook then trains its own as it goes")
     p.set_defaults(func=cmd_report)
+    p = command("notebooks", help="copy the notebooks shipped with dpclab into a folder, to open and edit them")
+    p.add_argument("dir", nargs="?", default="notebooks", help="where to (default: ./notebooks)")
+    p.add_argument("--overwrite", action="store_true", help="replace notebooks already there that differ")
+    p.set_defaults(func=cmd_notebooks)
     p = command("strip", help="remove outputs from notebooks before committing them")
     p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")
     p.set_defaults(func=cmd_strip)

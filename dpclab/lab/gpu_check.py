@@ -10,19 +10,30 @@ one H100/H200), written as a markdown table.
 3. the estimate (``dpclab.lab.estimate``) against a short measured run: a reduced ImageNet-shaped dataset (its class
    count, fewer shots and test images) end to end through the real pipeline, measured against its projection.
 
+4. PromptKD with its released teacher's shape: a ViT-L/14 PromptSRC teacher (random weights) scoring a ViT-B/16
+   student's training batches, where the GPU's free memory allows (else said so).
+
+It refuses to start without a CUDA GPU (a driver older than the torch wheel needs would otherwise run every fit on
+the CPU, silently): ``--allow-cpu`` runs it on the CPU anyway (tests, smoke runs). It prints the start-up lines
+(device, precision, loader workers), then writes the markdown as it goes: the header first, each phase's section as
+soon as that phase finishes; a phase that fails is recorded in its section (the error, one line) and the next one
+runs; the time budget (``--budget-min``, :data:`BUDGET_S`) is enforced between phases and between precisions (a phase
+that has started runs to its end): what is left when it runs out is skipped, and the file says so.
+
 It composes the two measuring tools (the one module that imports both); ``--model/--classes/--steps`` make it small
 enough for a test on a CPU.
 
     python -m dpclab gpu-check --out docs/gpu_check.md                  # on the GPU
-    python -m dpclab gpu-check --model small --classes 4 --shots 2 --steps 1 --check-test 16   # a CPU smoke run
+    python -m dpclab gpu-check --allow-cpu --model small --classes 4 --shots 2 --steps 1 --check-test 16  # CPU smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -35,9 +46,14 @@ from dpclab.lab.estimate.check import check_end_to_end
 from dpclab.lab.estimate.measuring import MeasureConfig, measure, measure_inputs, measure_method
 from dpclab.lab.estimate.price import EVAL_BATCH
 from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
-from dpclab.lab.timing import device_name
+from dpclab.lab.synthetic import class_names
+from dpclab.lab.timing import Repeat, device_name, peak_memory, probe_examples
+from dpclab.methods.base import Task
 from dpclab.methods.spec import method_names
+from dpclab.pipeline import RunConfig, build_method, train_config
 from dpclab.precision import PRECISIONS
+from dpclab.source import Source, startup_lines
+from dpclab.train import fit
 
 #: the check's time budget on one H100/H200 (the issue's)
 BUDGET_S = 8 * 60
@@ -65,6 +81,11 @@ class CheckConfig:
     check_shots: int = 2
     check_test: int = 2000
     image_px: int = 400
+    #: PromptKD's teacher model (released: a ViT-L/14 PromptSRC; random weights here) and the free GPU memory it needs
+    teacher_model: str = "ViT-L-14"
+    teacher_min_free_gib: float = 8.0
+    #: the time budget in seconds: phases (and precisions) left when it runs out are skipped
+    budget_s: float = BUDGET_S
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,10 @@ class Result:
     ratios: dict = field(default_factory=dict)
     check: object = None
     seconds: float = 0.0
+    #: PromptKD with the ViT-L/14-shaped teacher: step_s, peak_mib, teacher (or ``error``)
+    teacher: dict = field(default_factory=dict)
+    #: phase title -> why it did not give its figures ("failed: ...", "skipped: ...")
+    problems: dict = field(default_factory=dict)
 
 
 def fits_in(precision: str, methods: Sequence[str], cfg: CheckConfig, workdir: Path, log=print) -> list[Fit]:
@@ -135,18 +160,115 @@ def estimate_check(cfg: CheckConfig, workdir: Path, log=print):
                             cfg.check_shots, log)
 
 
-def run_check(cfg: CheckConfig, workdir: Path, log=print) -> Result:
+def promptkd_teacher(cfg: CheckConfig, workdir: Path, log=print) -> dict:
+    """PromptKD's training step with a ``cfg.teacher_model`` PromptSRC teacher (the released ViT-L/14 shape, random
+    weights) over a ``cfg.model`` student, at ``cfg.classes`` classes: ``{"step_s", "peak_mib", "teacher", "batch"}``,
+    or ``{"skipped": why}`` when the GPU's free memory is under ``cfg.teacher_min_free_gib``."""
+
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0] / 2**30
+        if free < cfg.teacher_min_free_gib:
+            return {"skipped": f"{free:.1f} GiB free on the GPU, the {cfg.teacher_model} teacher needs "
+                               f"{cfg.teacher_min_free_gib:.0f}"}
+    bb = load_clip(cfg.model, cfg.pretrained, cfg.device)
+    teacher_bb = load_clip(cfg.teacher_model, None, cfg.device)
+    mcfg = MeasureConfig(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, steps=cfg.steps,
+                         repeats=cfg.repeats, image_px=cfg.image_px, encode_images=8)
+    pixels = measure_inputs(bb, mcfg, workdir).pixels
+    task = Task(tuple(class_names(cfg.classes)), "a photo of a {}.", "base", "synthetic")
+    teacher = build_method("promptsrc", teacher_bb, {}, cfg.classes, seed=1).to(device)
+    student = build_method("promptkd", bb, {}, cfg.classes, seed=1, teacher=teacher).to(device)
+    tcfg = replace(train_config(RunConfig(method="promptkd", progress=False)), epochs=1 + cfg.repeats,
+                   warmup_epochs=0, num_workers=0, progress=False)
+    n = max(cfg.classes, tcfg.batch_size * cfg.steps)
+    data = probe_examples(cfg.steps)(labels=torch.arange(n) % cfg.classes, features=lambda v, r=Repeat(pixels): r)
+    with peak_memory(device) as mem:
+        hist = fit(student, data, task, tcfg)
+    step = statistics.median(h["seconds"] / max(1, h["steps"]) for h in hist[1:])
+    log(f"  promptkd with a {cfg.teacher_model} teacher: {1000 * step:.1f} ms per step (batch {tcfg.batch_size})")
+    del student, teacher, teacher_bb, bb
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"step_s": step, "peak_mib": mem.cuda_mib if device.type == "cuda" else mem.rss_mib,
+            "teacher": cfg.teacher_model, "batch": tcfg.batch_size}
+
+
+def require_cuda(device: str, allow_cpu: bool) -> torch.device:
+    """The device the check runs on: a CUDA GPU, or with ``allow_cpu`` whatever ``device`` resolves to; without a
+    GPU a ValueError in one line naming the check (the driver against the torch wheel's CUDA)."""
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return dev
+    if allow_cpu:
+        return dev if dev.type != "cuda" else torch.device("cpu")
+    raise ValueError(f"gpu-check needs a CUDA GPU and torch sees none (device={device!r}, torch {torch.__version__}, "
+                     f"built for CUDA {torch.version.cuda or 'none'}): check `nvidia-smi` (its driver must support "
+                     f"that CUDA version) and `python -c \"import torch; print(torch.cuda.is_available())\"`, install "
+                     f"the torch wheel matching the driver, or pass --allow-cpu to time the CPU.")
+
+
+#: the phases, in order: (title, what ``run_check`` calls)
+PHASES = ("Every method x precision", "CoOp against the reference-style loop", "The estimate against a short measured "
+          "run", "PromptKD with a ViT-L/14-shaped teacher")
+
+
+def run_check(cfg: CheckConfig, workdir: Path, log=print, out: Path | None = None,
+              startup: Sequence[str] = ()) -> Result:
+    """Every phase in order; with ``out``, the markdown is (re)written after each (header first). A phase that
+    raises is recorded in ``Result.problems`` and the next one runs; once ``cfg.budget_s`` has passed, what is left
+    is skipped (said in ``problems``)."""
     t0 = time.perf_counter()
     methods = list(cfg.methods or method_names())
-    fits: list[Fit] = []
-    for p in cfg.precisions:
-        log(f"== {p}: {len(methods)} methods, one short fit each at {cfg.classes} classes")
-        fits += fits_in(p, methods, cfg, workdir / p, log)
-    log("== CoOp against the reference-style loop")
-    ratios = coop_ratios(cfg, workdir / "ratios", log)
-    log("== the estimate against a short measured run")
-    check = estimate_check(cfg, workdir / "estimate", log)
-    return Result(device_name(resolve_device(cfg.device)), tuple(fits), ratios, check, time.perf_counter() - t0)
+    state = {"device": device_name(resolve_device(cfg.device)), "fits": [], "ratios": {}, "check": None,
+             "teacher": {}, "problems": {}}
+
+    def result() -> Result:
+        return Result(state["device"], tuple(state["fits"]), state["ratios"], state["check"],
+                      time.perf_counter() - t0, state["teacher"], dict(state["problems"]))
+
+    def write() -> None:
+        if out is not None:
+            atomic_write_text(out, markdown(result(), cfg, startup))
+
+    def over_budget() -> str:
+        spent = time.perf_counter() - t0
+        return (f"skipped: the {cfg.budget_s / 60:g}-minute budget ran out ({spent / 60:.1f} min spent)"
+                if spent > cfg.budget_s else "")
+
+    def fits_phase() -> None:
+        for p in cfg.precisions:
+            why = over_budget()
+            if why:
+                state["fits"] += [Fit(m, p, error=why) for m in methods]
+                continue
+            log(f"== {p}: {len(methods)} methods, one short fit each at {cfg.classes} classes")
+            state["fits"] += fits_in(p, methods, cfg, workdir / p, log)
+            write()
+
+    def set_(key, fn):
+        return lambda: state.__setitem__(key, fn())
+
+    phases = (fits_phase, set_("ratios", lambda: coop_ratios(cfg, workdir / "ratios", log)),
+              set_("check", lambda: estimate_check(cfg, workdir / "estimate", log)),
+              set_("teacher", lambda: promptkd_teacher(cfg, workdir / "teacher", log)))
+    write()
+    for title, phase in zip(PHASES, phases):
+        why = over_budget()
+        if why:
+            log(f"== {title}: {why}")
+            state["problems"][title] = why
+        else:
+            log(f"== {title}")
+            try:
+                phase()
+            except Exception as err:  # noqa: BLE001 - any failure: recorded in the table, the next phase runs
+                msg = f"failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+                log(f"   {msg}")
+                state["problems"][title] = msg
+        write()
+    return result()
 
 
 # ------------------------------------------------------------------------------------------------ markdown
@@ -161,37 +283,57 @@ def _cell(f: Fit) -> str:
     return f"{_ms(f.step_s)} / {_ms(f.eval_s)}{peak}"
 
 
-def markdown(r: Result, cfg: CheckConfig) -> str:
+def _problem(r: Result, title: str) -> list[str]:
+    why = r.problems.get(title)
+    return [f"**{why}**", ""] if why else []
+
+
+def markdown(r: Result, cfg: CheckConfig, startup: Sequence[str] = ()) -> str:
+    """The check's markdown: the header (with ``startup``, the start-up lines) and every phase's section so far (a
+    failed or skipped phase says so)."""
     cuda = "cuda" in r.device or "(cuda" in r.device
     mem = "peak `torch.cuda.max_memory_allocated` (MiB)" if cuda else "peak process RSS (MiB; a CPU: not per method)"
-    precisions = list(dict.fromkeys(f.precision for f in r.fits))
+    precisions = list(dict.fromkeys(f.precision for f in r.fits)) or list(cfg.precisions)
     lines = [f"GPU check on **{r.device}**, {cfg.model} (random weights), torch {torch.__version__}, "
-             f"{time.strftime('%Y-%m-%d')}; took {r.seconds / 60:.1f} min (budget {BUDGET_S // 60} min).", "",
-             f"### Every method x precision: one short fit at {cfg.classes} classes ({cfg.steps} timed steps)", "",
-             f"Each cell: ms per training step (the method's batch) / ms per evaluation batch of 256 / {mem}. "
-             f"A precision the device refuses (`dpclab.precision.check_precision`) says so"
-             + ("." if cuda else "; on a CPU, amp autocasts to bfloat16 and fp16 runs where torch has the CPU half "
-                "kernels (a CPU's fp16 times say nothing about a GPU's)."), "",
-             "| method | " + " | ".join(precisions) + " |", "|---|" + "---|" * len(precisions)]
+             f"{time.strftime('%Y-%m-%d')}; {r.seconds / 60:.1f} min so far (budget {cfg.budget_s / 60:g} min).", ""]
+    if startup:
+        lines += ["Start-up: " + "; ".join(startup) + ".", ""]
+    lines += [f"### {PHASES[0]}: one short fit at {cfg.classes} classes ({cfg.steps} timed steps)", "",
+              *_problem(r, PHASES[0]),
+              f"Each cell: ms per training step (the method's batch) / ms per evaluation batch of 256 / {mem}. "
+              f"A precision the device refuses (`dpclab.precision.check_precision`) says so"
+              + ("." if cuda else "; on a CPU, amp autocasts to bfloat16 and fp16 runs where torch has the CPU half "
+                 "kernels (a CPU's fp16 times say nothing about a GPU's)."), "",
+              "| method | " + " | ".join(precisions) + " |", "|---|" + "---|" * len(precisions)]
     for m in dict.fromkeys(f.method for f in r.fits):
         cells = {f.precision: _cell(f) for f in r.fits if f.method == m}
         lines.append(f"| {m} | " + " | ".join(cells.get(p, "") for p in precisions) + " |")
+    lines += ["", f"### {PHASES[1]} (ImageNet's shape: {cfg.classes} classes x {cfg.shots} shots, fp32)", "",
+              *_problem(r, PHASES[1])]
     q = r.ratios
-    lines += ["", f"### CoOp against the reference-style loop (ImageNet's shape: {cfg.classes} classes x {cfg.shots} "
-              f"shots, fp32)", "",
-              "| reference ms/step | dpclab ms/step | **epoch speed-up, fresh view** | epoch speed-up, cached view |",
-              "|---|---|---|---|",
-              f"| {_ms(q.get('reference_step'))} | {_ms(q.get('dpclab_step'))} | "
-              f"**{q.get('speedup_fresh_view', float('nan')):.1f}x** | {q.get('speedup_cached_view', float('nan')):.1f}x |"]
+    if q:
+        lines += ["| reference ms/step | dpclab ms/step | **epoch speed-up, fresh view** | epoch speed-up, cached "
+                  "view |", "|---|---|---|---|",
+                  f"| {_ms(q.get('reference_step'))} | {_ms(q.get('dpclab_step'))} | "
+                  f"**{q.get('speedup_fresh_view', float('nan')):.1f}x** | "
+                  f"{q.get('speedup_cached_view', float('nan')):.1f}x |"]
+    lines += ["", f"### {PHASES[2]} ({2 * cfg.classes} classes, {cfg.check_shots} shots, {cfg.check_test} test "
+              f"images, {cfg.check_epochs} epoch(s), fp32)", "", *_problem(r, PHASES[2])]
     c = r.check
     if c is not None:
-        lines += ["", f"### The estimate against a short measured run ({2 * cfg.classes} classes, {cfg.check_shots} "
-                  f"shots, {cfg.check_test} test images, {cfg.check_epochs} epoch(s), fp32)", "",
-                  "| run | measured (s) | projected (s) |", "|---|---|---|"]
+        lines += ["| run | measured (s) | projected (s) |", "|---|---|---|"]
         lines += [f"| {m} | {c.per_run_measured[m]:.1f} | {c.per_run_projected.get(m, 0.0):.1f} |"
                   for m in c.per_run_measured]
         lines.append(f"| **all, end to end** | **{c.measured:.1f}** | **{c.projected:.1f}** (measured / projected = "
                      f"{c.ratio:.2f}) |")
+    lines += ["", f"### {PHASES[3]} ({cfg.teacher_model} PromptSRC teacher, {cfg.model} student, {cfg.classes} "
+              f"classes, fp32)", "", *_problem(r, PHASES[3])]
+    k = r.teacher
+    if k.get("skipped"):
+        lines.append(f"**skipped: {k['skipped']}**")
+    elif k:
+        lines += ["| teacher | student batch | ms per step | peak MiB |", "|---|---|---|---|",
+                  f"| {k['teacher']} | {k['batch']} | {_ms(k['step_s'])} | {k['peak_mib']:,.0f} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -215,30 +357,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-test", type=int, default=d.check_test)
     p.add_argument("--image-px", type=int, default=d.image_px, help="side of the synthetic JPEGs (decode cost)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--out", default="reports/gpu_check.md", help="where the markdown table goes")
+    p.add_argument("--teacher-model", default=d.teacher_model, help="PromptKD's teacher (released: ViT-L/14; random "
+                   "weights)")
+    p.add_argument("--budget-min", type=float, default=BUDGET_S / 60, help="time budget in minutes: what is left "
+                   "when it runs out is skipped")
+    p.add_argument("--allow-cpu", action="store_true", help="run without a CUDA GPU (tests, smoke runs); otherwise "
+                   "refused")
+    p.add_argument("--out", default="reports/gpu_check.md", help="where the markdown table goes (written as it goes)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    device = require_cuda(args.device, args.allow_cpu)  # before anything else: no silent CPU run
     if args.threads:
         torch.set_num_threads(args.threads)
     model, pretrained = (EMBEDDED_MODEL, EMBEDDED_PRETRAINED) if args.model == "small" else (args.model, None)
-    cfg = CheckConfig(model=model, pretrained=pretrained, device=args.device, classes=args.classes,
+    cfg = CheckConfig(model=model, pretrained=pretrained, device=str(device), classes=args.classes,
                       precisions=tuple(args.precisions), methods=tuple(args.methods) if args.methods else None,
                       steps=args.steps, repeats=args.repeats, shots=args.shots,
                       check_methods=tuple(args.check_methods), check_epochs=args.check_epochs,
-                      check_shots=args.check_shots, check_test=args.check_test, image_px=args.image_px)
-    with tempfile.TemporaryDirectory(prefix="dpclab-gpu-check-") as tmp:
-        result = run_check(cfg, Path(tmp))
-    text = markdown(result, cfg)
+                      check_shots=args.check_shots, check_test=args.check_test, image_px=args.image_px,
+                      teacher_model=args.teacher_model, budget_s=60.0 * args.budget_min)
+    startup = startup_lines(Source(model=model, pretrained=pretrained or "random", device=str(device)), workers=0)
+    for line in startup:
+        print(line)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dpclab-gpu-check-") as tmp:
+        result = run_check(cfg, Path(tmp), out=out, startup=startup)
+    text = markdown(result, cfg, startup)
     atomic_write_text(out, text)
-    print(f"\n{text}\nwrote {out} ({result.seconds / 60:.1f} min"
-          f"{'; over the ' + str(BUDGET_S // 60) + '-minute budget' if result.seconds > BUDGET_S else ''})")
-    return 0 if not any(f.error.startswith("failed") for f in result.fits) else 1
+    skipped = any(w.startswith("skipped") for w in result.problems.values()) or \
+        any(f.error.startswith("skipped") for f in result.fits)
+    over = (f"; over the {cfg.budget_s / 60:g}-minute budget" + (": what was left is skipped" if skipped else
+                                                                 " (the last phase ran to its end)")) \
+        if result.seconds > cfg.budget_s else ""
+    print(f"\n{text}\nwrote {out} ({result.seconds / 60:.1f} min{over})")
+    failed = any(why.startswith("failed") for why in result.problems.values()) or \
+        any(f.error.startswith("failed") for f in result.fits)
+    return 1 if failed else 0
 
 
-__all__ = ["CheckConfig", "Fit", "Result", "fits_in", "coop_ratios", "estimate_check", "run_check", "markdown",
-           "build_parser", "main"]
+__all__ = ["CheckConfig", "Fit", "Result", "PHASES", "fits_in", "coop_ratios", "estimate_check", "promptkd_teacher",
+           "require_cuda", "run_check", "markdown", "build_parser", "main"]

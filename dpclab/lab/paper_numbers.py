@@ -120,6 +120,14 @@ def comparison(ours: pd.DataFrame, backend: str) -> pd.DataFrame:
 
 #: label of CoOp+DePT's own CoOp baseline in the reproducibility report (16 random tokens, 10 epochs)
 DEPT_COOP_BASELINE = "coop (DePT setting)"
+#: labels of KgCoOp+DePT's and MaPLe+DePT's own baselines: KgCoOp and MaPLe as DePT's configs train them
+DEPT_KGCOOP_BASELINE = "kgcoop (DePT setting)"
+DEPT_MAPLE_BASELINE = "maple (DePT setting)"
+
+#: DePT's baselines (Koorye/DePT configs.py l.79-99 ``kgcoop``, l.101-121 ``maple``): 10 epochs, batch 4, lr 0.0035,
+#: KgCoOp at W = 2 (configs/trainers/KgCoOp/vit_b16_ep10_ctxv1_bs4_lr35.yaml l.3, l.17-18, l.38;
+#: configs/trainers/ExtrasLinearProbeMaPLe/vit_b16_c2_ep10_batch4_2ctx.yaml l.3, l.17-18)
+DEPT_TRAIN = {"epochs": 10, "batch_size": 4, "lr": 0.0035}
 
 #: RunConfig overrides that run a method as its paper's released code does (docs/fidelity.md), by method name; a key
 #: "+<plug-in>" applies to that plug-in on every base. DPC runs as JREion/DPC does (``mode="released"``). Each DePT row
@@ -131,19 +139,39 @@ RELEASED_SETTINGS: dict[str, dict] = {
     "coop+dept": {"base_method_cfg": {"n_ctx": 16, "ctx_init": None}},
     "cocoop+dept": {}, "kgcoop+dept": {}, "maple+dept": {},
     # CoOp+DePT's own CoOp baseline: CoOp's train.py defaults (16 random tokens), 10 epochs, batch 4, lr 0.0035 as DePT
-    DEPT_COOP_BASELINE: {"method_cfg": {"n_ctx": 16, "ctx_init": None},
-                         "train": {"epochs": 10, "batch_size": 4, "lr": 0.0035}},
+    DEPT_COOP_BASELINE: {"method_cfg": {"n_ctx": 16, "ctx_init": None}, "train": dict(DEPT_TRAIN)},
+    # KgCoOp+DePT's and MaPLe+DePT's own baselines, as DePT's configs.py trains them
+    DEPT_KGCOOP_BASELINE: {"method_cfg": {"weight": 2.0}, "train": dict(DEPT_TRAIN)},
+    DEPT_MAPLE_BASELINE: {"train": dict(DEPT_TRAIN)},
+}
+
+#: method config of a method (and of a plug-in's base: ``base_method_cfg``) in its released setting on real CLIP only
+#: (a larger model the embedded backend does not have). PromptKD's released teacher is a ViT-L/14 PromptSRC
+#: (zhengli97/PromptKD configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml l.4 batch 8, l.18 lr 0.005,
+#: l.30 ViT-L/14); offline the teacher stays the run's own backbone (docs/protocol.md#promptkd)
+REAL_CLIP_SETTINGS: dict[str, dict] = {
+    "promptkd": {"teacher_model": "ViT-L-14-quickgelu", "teacher_pretrained": "openai",
+                 "teacher_train": {"batch_size": 8, "lr": 0.005}},
 }
 
 #: rows compared with a baseline of their own instead of their plain base: row -> (baseline label, its method)
-RELEASED_BASELINES: dict[str, tuple[str, str]] = {"coop+dept": (DEPT_COOP_BASELINE, "coop")}
+RELEASED_BASELINES: dict[str, tuple[str, str]] = {"coop+dept": (DEPT_COOP_BASELINE, "coop"),
+                                                  "kgcoop+dept": (DEPT_KGCOOP_BASELINE, "kgcoop"),
+                                                  "maple+dept": (DEPT_MAPLE_BASELINE, "maple")}
 
 
-def _released(method: str) -> dict | None:
+def _released(method: str, real_clip: bool = False) -> dict | None:
     entry = RELEASED_SETTINGS.get(method)
     if entry is None and "+" in method:
         entry = RELEASED_SETTINGS.get("+" + method.partition("+")[2])
-    return None if entry is None else {k: dict(v) for k, v in entry.items()}
+    out = None if entry is None else {k: dict(v) for k, v in entry.items()}
+    base, _, plugin = method.partition("+")
+    real = REAL_CLIP_SETTINGS.get(base) if real_clip else None
+    if real:
+        key = "base_method_cfg" if plugin else "method_cfg"
+        out = out or {}
+        out[key] = {**real, **out.get(key, {})}
+    return out
 
 
 def released_setting(method: str) -> dict:
@@ -152,17 +180,19 @@ def released_setting(method: str) -> dict:
     found = _released(method)
     if found is None:
         raise ValueError(f"There is no released setting for {method!r}; known: {sorted(RELEASED_SETTINGS)} "
-                         f"({DEPT_COOP_BASELINE!r} is CoOp+DePT's 10-epoch CoOp baseline).")
+                         f"({DEPT_COOP_BASELINE!r}, {DEPT_KGCOOP_BASELINE!r}, {DEPT_MAPLE_BASELINE!r} are DePT's "
+                         f"10-epoch baselines).")
     return found
 
 
-def reproduction_runs(methods) -> dict[str, tuple[str, dict]]:
+def reproduction_runs(methods, real_clip: bool = False) -> dict[str, tuple[str, dict]]:
     """How the reproducibility report runs each method to reproduce the papers: ``{label: (method, RunConfig
-    overrides)}``: each method with its :func:`released_setting` (none: the defaults), and after a row of
-    :data:`RELEASED_BASELINES` its own baseline (docs/fidelity.md)."""
+    overrides)}``: each method with its :func:`released_setting` (none: the defaults; ``real_clip``: with
+    :data:`REAL_CLIP_SETTINGS` too, PromptKD's ViT-L/14 teacher), and after a row of :data:`RELEASED_BASELINES` its
+    own baseline (docs/fidelity.md)."""
     runs: dict[str, tuple[str, dict]] = {}
     for m in methods:
-        runs[m] = (m, _released(m) or {})
+        runs[m] = (m, _released(m, real_clip) or {})
         if m in RELEASED_BASELINES:
             label, method = RELEASED_BASELINES[m]
             runs[label] = (method, released_setting(label))
@@ -173,11 +203,12 @@ def reproduction_runs(methods) -> dict[str, tuple[str, dict]]:
 PAPER_BASES = {"dpc": ("coop", "maple", "promptsrc", "promptkd"), "dept": ("coop", "cocoop", "kgcoop", "maple")}
 
 
-def report_spec() -> dict[str, tuple[str, dict]]:
-    """:func:`reproduction_runs` of every method of this installation plus each plug-in on its papers' bases."""
+def report_spec(real_clip: bool = False) -> dict[str, tuple[str, dict]]:
+    """:func:`reproduction_runs` of every method of this installation plus each plug-in on its papers' bases
+    (``real_clip``: on the 11 CoOp datasets with real CLIP, where PromptKD takes its released ViT-L/14 teacher)."""
     methods = list(METHODS) + [f"{b}+{p}" for p, bases in PAPER_BASES.items() if p in PLUGINS
                                for b in bases if b in METHODS]
-    return reproduction_runs(methods)
+    return reproduction_runs(methods, real_clip)
 
 
 def baseline_of(label: str) -> str:
@@ -187,4 +218,5 @@ def baseline_of(label: str) -> str:
 
 __all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows",
            "comparison", "reproduction_runs", "report_spec", "baseline_of", "DEPT_COOP_BASELINE", "PAPER_BASES",
-           "RELEASED_SETTINGS", "RELEASED_BASELINES", "released_setting"]
+           "RELEASED_SETTINGS", "RELEASED_BASELINES", "released_setting", "DEPT_KGCOOP_BASELINE", "DEPT_MAPLE_BASELINE",
+           "DEPT_TRAIN", "REAL_CLIP_SETTINGS"]

@@ -57,7 +57,6 @@ def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dic
     ran on. ``weights``: the local weights files the driver resolved (``{"model/tag": file}``; loaded instead of a
     download, the runs' keys unchanged). Under submitit (SLURM) the job first writes its start-up lines to its log."""
 
-
     if weights:
         os.environ[WEIGHTS_FILES_ENV] = json.dumps(weights)
     if os.environ.get("SUBMITIT_EXECUTOR"):  # its own log (stdout of the job): what this node gave it

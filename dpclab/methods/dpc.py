@@ -43,12 +43,19 @@ Three modes (``DPCConfig.mode``), all documented because they give different num
     draws); ``tests/test_dpc_batches.py`` checks it on hand-worked examples.
 
 In every mode step 2 sees **fresh augmentations** of anchors and negatives (views from :data:`STEP2_FIRST_VIEW` on),
-never the crops step 1 trained on, as the released code augments every image it loads (docs/fidelity.md, D4).
+never the crops step 1 trained on, as the released code augments every image it loads (docs/fidelity.md, D4). In
+``"released"`` mode every hard-negative *draw* is cropped afresh, as the released code reads and transforms each drawn
+image anew (``sple_coop.py`` l.393, l.614-617): a view per epoch and draw (:func:`draw_view_seed`; features-kind bases
+encode that crop with the frozen image encoder), while the anchor keeps its batch's view; the other modes read each
+image's step-2 view of the epoch for all its uses (same distribution, fewer encoder passes).
 
 Ablation switches (the paper's Table 4): ``loss="ce"`` (cross-entropy over all base classes instead of InfoNCE),
 ``negatives="random"`` (random instead of hard negative classes), ``decouple=False`` (new classes use the base
-prompt too). A task with ``split="all"`` (a mixed base ∪ new test set) uses the new-class rule, the prompt that
-generalises; :mod:`dpclab.omega` routes images automatically instead.
+prompt too). A task with ``split="all"`` (every class of a dataset evaluated together: the source of cross-dataset
+transfer and domain generalisation, the domain-generalisation targets) uses the new-class rule, the prompt that
+generalises, except on ImageNet, where it uses the base rule: the released code's ``load_model`` (``sple_coop.py``
+l.689) loads the ω_n prompt for ``"new"`` and for ``"all"`` on every dataset but ImageNet (:data:`ALL_SPLIT_BASE_RULE`);
+:mod:`dpclab.omega` routes images automatically instead.
 """
 
 from __future__ import annotations
@@ -62,10 +69,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from dpclab.data.features import ImageList
 from dpclab.diagnostics import dpc_diagnostics
 from dpclab.methods.base import Output, Plugin, PromptMethod, Task, batch_accuracy, cosine_logits, trainable_parameters
 
 MODES = ("paper", "reparam", "released")
+#: datasets whose ``split="all"`` task takes the base-class rule (ω_b) rather than the new-class one: the released
+#: code's exception (``sple_coop.py`` l.689: ``base2new == "all" and DATASET.NAME != "ImageNet"`` loads the ω_n prompt),
+#: ImageNet being the source its cross-dataset and domain-generalisation runs train on
+ALL_SPLIT_BASE_RULE = ("imagenet",)
 
 
 def check_omega(value: float, name: str = "omega") -> float:
@@ -252,6 +264,12 @@ def _is_running_stat(module: nn.Module, buffer_name: str) -> bool:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def draw_view_seed(seed: int, epoch: int, draw: int) -> int:
+    """The view seed of ``mode="released"``'s hard-negative draw ``draw`` (0, 1, ... within the epoch) of step-2
+    epoch ``epoch``: a crop of its own, apart from every numbered view (``seed * 7919 + view``, views < 2**40)."""
+    return 2**40 + (seed * 100_003 + epoch) * 10_000_019 + draw
+
+
 #: step 2's first augmented view. Step 1 of any protocol reads views 0 .. epochs-1 (200 for CoOp); step 2 starts
 #: far above, so its anchors and negatives are never the crops P was trained on (docs/fidelity.md, D4)
 STEP2_FIRST_VIEW = 100_000
@@ -319,8 +337,9 @@ class DPC(Plugin):
         """Weight of P' used for base classes at inference: ω_b ("paper") or 1, P' itself ("reparam", "released")."""
         return self.cfg.omega_b if self.cfg.mode == "paper" else 1.0
 
-    def omega_for(self, split: str) -> float:
-        if split == "base" or not self.cfg.decouple:
+    def omega_for(self, split: str, dataset: str = "") -> float:
+        """ω of a task's ``split`` (and ``dataset``, for the "all" split: :data:`ALL_SPLIT_BASE_RULE`)."""
+        if split == "base" or not self.cfg.decouple or (split == "all" and dataset in ALL_SPLIT_BASE_RULE):
             return self.base_omega
         return self.cfg.omega_n
 
@@ -352,7 +371,7 @@ class DPC(Plugin):
         return out
 
     def forward(self, x: torch.Tensor, task: Task) -> Output:
-        return self.forward_at(x, task, self.omega_for(task.split))
+        return self.forward_at(x, task, self.omega_for(task.split, task.name))
 
     # ---- DHNO ------------------------------------------------------------------------------------------------
 
@@ -401,14 +420,43 @@ class DPC(Plugin):
             raise ValueError("DPC's hard-negative batches need to know the training classes: pass Examples with "
                              "task=... (dpclab.train.fit does this).")
         take = data.take(step2_view(epoch, cfg), cfg)  # a fresh view: never one step 1 trained on
+        negatives = self.released_crops(data, epoch, cfg) if self.cfg.mode == "released" else None
         for anchors in data.index_batches(cfg.batch_size, generator):
-            x, y, _ = self.build_batch(take(anchors), data.labels[anchors], data.labels, take, task, generator)
+            x, y, _ = self.build_batch(take(anchors), data.labels[anchors], data.labels, negatives or take, task,
+                                       generator)
             yield x, y
+
+    def released_crops(self, data, epoch: int, cfg) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``take(idx)`` for ``mode="released"``'s hard negatives: every call is a new draw, each image cropped afresh
+        by the training transform seeded by :func:`draw_view_seed` ``(seed, epoch, draw)`` (features-kind data: that
+        crop through the frozen image encoder, as the cached views are made). ``None`` for data without images
+        (features given directly): the negatives then read the epoch's view."""
+
+        if data.items is None or data.transform is None:
+            return None
+        images = ImageList(data.items, data.transform)
+        draws = iter(range(2**62))
+        device = next(self.clip.parameters()).device
+
+        def take(idx: torch.Tensor) -> torch.Tensor:
+            crops = []
+            for i in idx:
+                images.view_seed = draw_view_seed(cfg.seed, epoch, next(draws))
+                crops.append(images[int(i)][0])
+            x = torch.stack(crops)
+            if data.features is None:
+                return x
+            with torch.no_grad():
+                dtype = self.clip.visual.conv1.weight.dtype if hasattr(self.clip.visual, "conv1") else x.dtype
+                return self.clip.encode_image(x.to(device, dtype)).float().cpu()
+
+        return take
 
     def build_batch(self, x_anchor: torch.Tensor, y_anchor: torch.Tensor, labels: torch.Tensor, take,
                     task: Task, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
         """One DHNO batch from its anchors: ``(x, y, negative classes per anchor)``. ``take(idx)`` returns the
-        inputs of training examples ``idx``; ``labels`` are all training labels (to find images of a class)."""
+        inputs of training examples ``idx`` (cast to the anchors' dtype); ``labels`` are all training labels (to find
+        images of a class)."""
         scores = None
         if self.cfg.negatives == "hard":
             device = next(self.clip.parameters()).device
@@ -425,7 +473,7 @@ class DPC(Plugin):
             xs.append(x_anchor[i:i + 1])
             ys.append(y_anchor[i:i + 1])
             if len(idx):
-                xs.append(take(idx))
+                xs.append(take(idx).to(x_anchor.dtype))
                 ys.append(labels[idx])
         return torch.cat(xs), torch.cat(ys), negatives
 
@@ -444,6 +492,6 @@ class DPC(Plugin):
         return loss, {"loss": loss.item(), "acc": batch_accuracy(out.logits, y), "batch_images": float(len(y))}
 
 
-__all__ = ["DPC", "DPCConfig", "MODES", "FILL_RULES", "STEP2_FIRST_VIEW", "check_omega", "sample_negative_classes",
-           "released_fill", "step2_view", "pick_one_per_class",
+__all__ = ["DPC", "DPCConfig", "MODES", "FILL_RULES", "STEP2_FIRST_VIEW", "ALL_SPLIT_BASE_RULE", "check_omega",
+           "sample_negative_classes", "released_fill", "step2_view", "draw_view_seed", "pick_one_per_class",
            "symmetric_infonce", "duplicate_row_infonce"]

@@ -4,8 +4,10 @@ for N GPUs.
 Per planned run (the first request of a run key pays for it; later requests reuse it):
 
 * training: ``epochs x steps x step(C_train)``, ``steps = train images // batch`` (the method's own data when its
-  protocol fixes it: PromptKD trains on every training image of all classes); pixel methods add the decode +
-  augment time of their batch over the DataLoader workers (``max(compute, decode / workers)``);
+  protocol fixes it: PromptKD trains on every training image of all classes; the batch after the protocol's rules,
+  e.g. PromptKD on ImageNet 256, a pixel method's step scaled from its timed batch by :func:`step_cost`); pixel
+  methods add the decode + augment time of their batch over the DataLoader workers (``max(compute, decode /
+  workers)``);
 * feature caches (features-kind methods): each augmented view of a training set is encoded once per dataset, seed
   and class set (the first run that needs view ``v`` pays for it), the test set once per dataset;
 * evaluation: base and new test sets in batches of :data:`EVAL_BATCH`, ``fixed(C) + B x per_image(C)`` per batch;
@@ -143,11 +145,13 @@ def as_dict(value) -> dict:
     return dict(value or ())
 
 
-def run_train_config(run, epochs: int | None = None):
-    """The :class:`~dpclab.train.TrainConfig` ``run`` trains with: the method's defaults, the dataset's protocol
-    exceptions and the run's own overrides (``pipeline.train_config``), ``epochs`` on top when given."""
+def run_train_config(run, epochs: int | None = None, shots: int = 16):
+    """The :class:`~dpclab.train.TrainConfig` ``run`` trains with: the method's defaults, the dataset's and shot
+    count's protocol exceptions and the run's own overrides (``pipeline.train_config``), ``epochs`` on top when
+    given."""
+
     train = {**as_dict(getattr(run, "train", ())), **({} if epochs is None else {"epochs": int(epochs)})}
-    return train_config(RunConfig(method=run.method, dataset=run.dataset, train=train, progress=False))
+    return train_config(RunConfig.of(method=run.method, dataset=run.dataset, shots=shots, train=train, progress=False))
 
 
 def _like(template, d: dict):
@@ -171,6 +175,17 @@ def step_one(run):
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
     """Full batches only (``Examples.index_batches``), one short batch when fewer images."""
     return n_images // batch_size if n_images >= batch_size else 1
+
+
+def step_cost(m: MethodTimings, classes: float, batch_size: int) -> float:
+    """Seconds of one training step at ``batch_size``: the timed step (at ``m.batch_size``), scaled by the batch
+    ratio for pixel methods (their step is the image encoder's forward and backward, linear in the images: PromptKD
+    on ImageNet at batch 256, timed at 8); a features method's step is dominated by its text encoding, whatever the
+    batch, and is taken as timed."""
+    step = m.step(classes)
+    if m.kind == "pixels" and batch_size != m.batch_size and m.batch_size > 0:
+        return step * batch_size / m.batch_size
+    return step
 
 
 def eval_cost(t: DeviceTimings, m: MethodTimings, n_images: int, classes: int) -> float:
@@ -230,10 +245,10 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
             test = t.decode(shape.test, shape.test * t.encode, train=False)
         trainable = get_method(run.method).trainable
         if trainable:
-            tcfg = run_train_config(run, epochs)
+            tcfg = run_train_config(run, epochs, shots)
             n = shape.train if n_shots == 0 else shape.train_images(n_shots, classes)
             steps = steps_per_epoch(n, tcfg.batch_size)
-            compute = steps * m.step(c_train)
+            compute = steps * step_cost(m, c_train, tcfg.batch_size)
             n_epochs = tcfg.epochs
             train = n_epochs * (t.decode(steps * tcfg.batch_size, compute, train=True) if m.kind == "pixels"
                                 else compute)
@@ -268,5 +283,5 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
 
 
 __all__ = ["EVAL_BATCH", "NotebookWork", "NOTEBOOK_WORK", "RunCost", "WallTime", "Projection",
-           "run_train_config", "step_one", "steps_per_epoch", "eval_cost", "work_cost", "per_notebook",
+           "run_train_config", "step_one", "steps_per_epoch", "step_cost", "eval_cost", "work_cost", "per_notebook",
            "project"]

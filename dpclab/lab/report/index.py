@@ -1,6 +1,6 @@
-"""``reports/index.html``: the report's front page. The headline (notebook 06's plug-ins beside the papers'
-directions), the real wall time, one row per notebook (titled, linked, status, time, the failing cell and
-warnings), the figures as thumbnails with their alt text, and the provenance (:mod:`dpclab.lab.report.provenance`)."""
+"""``reports/index.html``: the report's front page. The headline (notebook 06's plug-ins beside the papers', each
+verdict judged against its noise: :func:`dpclab.lab.report.headline.verdicts`), the real wall time, one row per
+notebook (titled, linked, status, time, the failing cell and warnings), the figures as thumbnails with their alt text, and the provenance (:mod:`dpclab.lab.report.provenance`)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ PROVENANCE_FILE = "provenance.json"
 THUMB_DIR = "thumbs"
 THUMB_WIDTH = 320
 
-_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1f2328}
+_STYLE = """body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#1f2328}
 td,th{padding:4px 10px;border-bottom:1px solid #ddd;vertical-align:top;text-align:left}
 .ok{color:#1a7f37;font-weight:bold}.failed{color:#cf222e;font-weight:bold}.num{text-align:right}
 .figs{display:flex;flex-wrap:wrap;gap:14px}.figs figure{width:330px;margin:0;border:1px solid #d0d7de;
 border-radius:6px;padding:6px}.figs img{width:100%;max-height:260px;object-fit:contain}.figs figcaption{font-size:85%;color:#57606a}
-.dpclab-headline-table td,.dpclab-headline-table th{font-family:monospace}.note{color:#57606a}"""
+.dpclab-headline-table td,.dpclab-headline-table th{font-family:monospace;font-size:85%;white-space:nowrap}
+.dpclab-headline{overflow-x:auto}.dpclab-headline p{color:#57606a}.note{color:#57606a}"""
 
 
 def notebook_title(nb, name: str) -> str:

@@ -1,6 +1,7 @@
 """Run the notebooks headless and publish them: ``python -m dpclab report``.
 
-Each notebook in ``notebooks/`` is executed with papermill (its ``parameters`` cell overridden the way
+Each notebook in ``notebooks/`` (``./notebooks`` when it holds notebooks, else those installed with dpclab:
+:func:`notebook_source`) is executed with papermill (its ``parameters`` cell overridden the way
 ``papermill -p key value`` does, plus ``interactive=False`` and ``quick``), the executed copy is stored as
 ``reports/<name>.ipynb`` and converted to ``reports/<name>.html`` with nbconvert, and ``reports/index.html`` links
 every report (:mod:`dpclab.lab.report.index`: the headline, wall time, figures and provenance). A notebook that fails still gets its HTML (papermill marks the failing
@@ -31,6 +32,7 @@ from dpclab.lab.notebook import PARAMETER_KEYS
 from dpclab.lab.report.console import save_timings
 from dpclab.lab.report.index import notebook_title, write_index
 from dpclab.lab.report.provenance import provenance, write_provenance
+from dpclab.resources import notebooks_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +56,56 @@ class NotebookResult:
         return "ok" if self.ok else "failed"
 
 
+def notebook_source(folder: str | Path | None = None) -> tuple[Path, str]:
+    """The notebooks the report runs, and one line saying which: ``folder`` when given; else ``./notebooks`` when
+    it holds dpclab's notebooks (a clone, or a copy made by ``python -m dpclab notebooks``; a folder of other
+    notebooks is not run); else the ones shipped with dpclab (:func:`dpclab.resources.notebooks_dir`)."""
+
+    if folder is not None:
+        return Path(folder), f"notebooks: {folder} (--notebooks)"
+    local, shipped = Path(DEFAULT_NOTEBOOK_DIR), notebooks_dir()
+    if any((local / book.name).is_file() for book in shipped.glob("*.ipynb")):
+        return local, f"notebooks: ./{DEFAULT_NOTEBOOK_DIR} (found here)"
+    return shipped, (f"notebooks: the ones shipped with dpclab ({shipped}); `python -m dpclab notebooks` copies "
+                     f"them to ./notebooks for editing")
+
+
+def copy_notebooks(dest: str | Path = DEFAULT_NOTEBOOK_DIR, overwrite: bool = False) -> list[str]:
+    """Copy the notebooks shipped with dpclab into ``dest`` (created); one line per notebook. A notebook already
+    there is kept when it differs (your edits), unless ``overwrite``; the last line says what happened."""
+
+    source, dest = notebooks_dir(), Path(dest)
+    books = sorted(source.glob("*.ipynb"))
+    if not books:
+        raise FileNotFoundError(f"No notebooks found in {source}: reinstall dpclab (its wheel carries them).")
+    if dest.resolve() == source.resolve():
+        raise ValueError(f"{dest} is where the notebooks already are: pass another folder.")
+    dest.mkdir(parents=True, exist_ok=True)
+    lines, kept = [], []
+    for book in books:
+        target = dest / book.name
+        if target.is_file() and target.read_bytes() == book.read_bytes():
+            lines.append(f"{target}: already there")
+        elif target.exists() and not overwrite:
+            kept.append(target.name)
+            lines.append(f"{target}: kept (it differs from the shipped one; --overwrite replaces it)")
+        else:
+            shutil.copyfile(book, target)
+            lines.append(f"{target}: copied")
+    run = "python -m dpclab report" + ("" if dest == Path(DEFAULT_NOTEBOOK_DIR) else f" --notebooks {dest}")
+    lines.append(f"{len(books) - len(kept)} of {len(books)} notebooks in {dest} as shipped; open them in Jupyter "
+                 f"(they run in the folder they are opened in), or `{run}` runs them all")
+    return lines
+
+
 def discover(notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, only: Sequence[str] | None = None) -> list[Path]:
     """The notebooks to run, in name order. ``only`` keeps those whose name starts with one of the prefixes
     (``["00", "03"]``) or equals a stem; an ``only`` entry that matches nothing is an error."""
     folder = Path(notebook_dir)
     books = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     if not books:
-        raise FileNotFoundError(f"No notebooks found in {folder.resolve()}. Run from the repository root or pass "
-                                f"--notebooks <folder>.")
+        raise FileNotFoundError(f"No notebooks found in {folder.resolve()}. Pass --notebooks <folder>, or leave it "
+                                f"out to run the notebooks installed with dpclab.")
     if not only:
         return books
     chosen = []
@@ -263,5 +307,5 @@ def start_order(books: Sequence[Path], first: Sequence[str] = ()) -> list[Path]:
     return front + [b for b in books if b not in front]
 
 
-__all__ = ["NotebookResult", "run_report", "run_notebook", "discover", "to_html", "notebook_title",
-           "notebook_warnings", "kernel_config", "report_parameters", "check_parameters", "start_order"]
+__all__ = ["NotebookResult", "notebook_source", "copy_notebooks", "run_report", "run_notebook", "discover", "to_html",
+           "notebook_title", "notebook_warnings", "kernel_config", "report_parameters", "check_parameters", "start_order"]
