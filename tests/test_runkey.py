@@ -37,8 +37,9 @@ def _old_fingerprint(cfg, backbone_key, inputs_key, crop_scale, revision=None): 
             "train_classes": cfg["train_classes"], "crop_scale": list(crop_scale)}
 
 
-def _old_config_fingerprint(tcfg, extra):  # train.config_fingerprint
-    d = {k: v for k, v in asdict(tcfg).items() if k not in ("progress", "num_workers")}
+def _old_config_fingerprint(tcfg, extra):  # train.config_fingerprint (with main's checkpoint options left out)
+    d = {k: v for k, v in asdict(tcfg).items()
+         if k not in ("progress", "num_workers", "checkpoint_steps", "checkpoint_minutes")}
     return json.dumps({"train": d, **extra}, sort_keys=True, default=str)
 
 
@@ -104,7 +105,7 @@ def test_same_data_reads_the_data_fields():
 def test_training_settings_outside_the_fingerprint():
     t = TrainConfig()
     fp = json.loads(run_key(CONFIGS[0], replace(t, progress=False, num_workers=4), BACKBONE, INPUTS, CROP).full)
-    assert set(fp["train"]) == set(asdict(t)) - {"progress", "num_workers"}
+    assert set(fp["train"]) == set(asdict(t)) - {"progress", "num_workers", "checkpoint_steps", "checkpoint_minutes"}
 
 
 def test_planned_run_key_reads_the_job_fields():
