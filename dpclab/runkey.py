@@ -2,7 +2,8 @@
 
 Each field of :class:`~dpclab.source.Source`, :class:`~dpclab.pipeline.RunConfig`,
 :class:`~dpclab.trainconfig.TrainConfig` and :class:`~dpclab.lab.plan.PlannedRun` says in
-``field(metadata={"key": (...)})`` which identities it belongs to (:data:`ROLES`); a field holding another config
+``field(metadata={"key": (...)})`` which identities it belongs to (:data:`ROLES`; a config class may name a default,
+``KEY_DEFAULT``: every TrainConfig field is fingerprinted unless it says ``{"key": ()}``); a field holding another config
 (``RunConfig.source``) says ``{"key": "nested"}`` and its own fields are read; a dict-valued field may name keys of
 its value that identify nothing (``"unkeyed"``: how often a run checkpoints). :func:`key_fields` is the only reader
 of that metadata; :func:`run_key` builds a run's directory and fingerprints from it, :func:`job_key` the key of a
@@ -31,8 +32,9 @@ def key_fields(config, role: str) -> dict:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}.")
     out = {}
+    default = getattr(type(config), "KEY_DEFAULT", ())  # a config may put its fields in a role unless they opt out
     for f in fields(config):
-        roles = f.metadata.get("key", ())
+        roles = f.metadata.get("key", default)
         value = getattr(config, f.name)
         if roles == "nested" and is_dataclass(value):
             out.update(key_fields(value, role))
