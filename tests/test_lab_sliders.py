@@ -117,6 +117,7 @@ def _slider(page, label: str):
 def _drag_to(page, slider, value: float, lo: float, hi: float) -> None:
     """Drag the slider's handle with the mouse to the track position of ``value``."""
     handle = slider.locator(".noUi-handle").first
+    handle.hover()  # scrolled into view, and stable: outputs above it may still be moving the page
     track = slider.locator(".noUi-target").first.bounding_box()
     start = handle.bounding_box()
     x0, y0 = start["x"] + start["width"] / 2, start["y"] + start["height"] / 2
@@ -164,6 +165,11 @@ def test_live_omega_sliders_in_jupyterlab(tmp_path):
         sliders[0].wait_for(timeout=CELLS_S * 1000)
         readout = page.locator(".widget-output", has_text="→ base").first
         readout.wait_for(timeout=UI_MS)
+        # the cells after the sliders (the side-by-side trains its runs) must finish first: until then the kernel
+        # is busy (a slider's callback waits) and their outputs move the sliders under the mouse
+        page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-InputPrompt')];"
+                               " return p.length > 0 && !p.some(e => e.innerText.includes('*')); }",
+                               timeout=CELLS_S * 1000)
         sliders[0].scroll_into_view_if_needed()
         _shot(page, tmp_path, "lab_2_sliders")
 

@@ -123,10 +123,10 @@ def test_notebooks_hold_no_logic_of_their_own(path):
 #: or a number of points
 RESULT_NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?\s?(?:%|points?\b)|(?<![\w.])[+−±]\d+(?:\.\d+)?"
                            r"|(?<![\w.])\d+\.\d+")
-#: what is not a result: code spans, settings (ω_b = 0.2, lr=0.0002, 1e-5), factors (5·lr, 10×), one-digit ω values,
-#: an interval's confidence level
+#: what is not a result: code spans, settings (ω_b = 0.2, lr=0.0002, lr 0.0035, 1e-5), factors (5·lr, 10×), one-digit
+#: ω values, an interval's confidence level
 NOT_RESULTS = re.compile(r"`[^`]*`|[=≈]\s*[+−-]?\d+(?:\.\d+)?|\d+(?:\.\d+)?\s*[·×]|\d+e-\d+|\b[01]\.\d\b(?!\d)"
-                         r"|\b95 % (?:paired )?(?:t )?interval")
+                         r"|\b(?:lr|batch|epochs|weight decay)\s+\d+(?:\.\d+)?|\b95 % (?:paired )?(?:t )?interval")
 #: a quote of the documented benchmark: the doc, the date of its run and the commit, said not to be this run
 CITATION = re.compile(r"docs/[\w/.-]+\.md.*\d{4}-\d\d-\d\d.*commit [0-9a-f]{7}", re.S)
 
@@ -144,7 +144,7 @@ def test_uncited_numbers_finds_results_in_prose_and_accepts_settings_and_quotes(
                            "shots, about 15 points, ±18 over seeds") == ["99.44", "98.89", "+1.25", "90 %",
                                                                           "15 points", "±18"]
     assert uncited_numbers("ω_b = 0.2 of P′ (5·lr, 10× smaller, `lr=0.0002`, 1e-5, ω = 1, 16 shots, "
-                           "11 datasets), its ω_b sweep at 0.2, a paired 95 % interval") == []
+                           "11 datasets), its ω_b sweep at 0.2, a paired 95 % interval, lr 0.0035") == []
     quote = "**From the documented benchmark, not this run** (`docs/benchmark/x.md`, run 2026-12-02, commit 0691583): "
     assert uncited_numbers(quote + "+1.75") == [] and uncited_numbers(quote.replace("not this run", "") + "+1.75")
     assert uncited_numbers(quote.replace("commit 0691583", "") + "+1.75") == ["+1.75"]

@@ -61,8 +61,10 @@ def test_verdicts_with_seeds_say_agrees_or_differs_only_beyond_the_paired_interv
     assert row["vs"] == "coop" and row["seeds"] == 3
     assert row["here (embedded)"] == "↑ +3.00 [+2.50, +3.50]" and row["paper"] == "↑ +3.17"
     assert row["verdict"] == "agrees"
+    # DPC's new classes: exactly unchanged on every seed, as in its paper (no spread: not "within noise")
     assert t.loc[("coop+dpc", "new"), "here (embedded)"] == "= +0.00 [+0.00, +0.00]"
-    assert t.loc[("coop+dpc", "new"), "verdict"] == "within noise"
+    assert t.loc[("coop+dpc", "new"), "verdict"] == "agrees"
+    assert t.loc[("cocoop+dept", "new"), "verdict"] == "differs"  # exactly +0.00 on every seed; DePT's paper +0.71
     assert t.loc[("maple+dpc", "base"), "verdict"] == "within noise"  # -0.67, interval spans 0
     assert t.loc[("cocoop+dept", "base"), "verdict"] == "differs"  # -5.0 [-7.48, -2.52]; DePT's paper raises base
     assert "3 seeds" in verdict_note(runs, spread={}) and "interval excludes 0" in verdict_note(runs, spread={})

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
@@ -40,18 +42,84 @@ class ToRGB:
         return "ToRGB()"
 
 
+class PILRandomResizedCrop(T.RandomResizedCrop):
+    """torchvision's ``RandomResizedCrop`` with the same random draws and the same pixels, in fewer operations per
+    PIL image (the ratio's logarithm computed once, PIL's crop and resize called directly): the embedded world's
+    32-px views cost ~0.16 ms each in torchvision's, ~0.07 ms here. Tensors go to torchvision's own."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        log_ratio = torch.log(torch.tensor(self.ratio))
+        self._log_ratio = (float(log_ratio[0]), float(log_ratio[1]))  # what uniform_ receives in torchvision's
+        self._resample = T.functional.pil_modes_mapping[self.interpolation]
+
+    def forward(self, img):
+        if not isinstance(img, Image.Image):
+            return super().forward(img)
+        i, j, h, w = self._params(img.size)
+        return img.crop((j, i, j + w, i + h)).resize((self.size[1], self.size[0]), self._resample)
+
+    def _params(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """``RandomResizedCrop.get_params`` for a PIL image of ``size`` (width, height): the same calls on the
+        default generator, in the same order."""
+        width, height = size
+        area = height * width
+        (lo, hi), scale = self._log_ratio, self.scale
+        for _ in range(10):
+            target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+            aspect_ratio = torch.exp(torch.empty(1).uniform_(lo, hi)).item()
+            w = int(round(math.sqrt(target_area * aspect_ratio)))
+            h = int(round(math.sqrt(target_area / aspect_ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                i = torch.randint(0, height - h + 1, size=(1,)).item()
+                j = torch.randint(0, width - w + 1, size=(1,)).item()
+                return i, j, h, w
+        in_ratio = float(width) / float(height)  # torchvision's fallback: the central crop
+        if in_ratio < min(self.ratio):
+            w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            h, w = height, int(round(height * max(self.ratio)))
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+
+class ToNormalizedTensor:
+    """``ToTensor()`` then ``Normalize(mean, std)`` in one step, with the same float32 operations in the same order
+    (/255, -mean, /std: the same numbers bit for bit) on an RGB PIL image: ~0.03 ms against ~0.06 ms for a 32-px
+    image. Any other input (another mode, a tensor, another default dtype) goes through torchvision's two."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).numpy().reshape(1, 1, -1)
+        self._std = torch.tensor(self.std, dtype=torch.float32).numpy().reshape(1, 1, -1)
+        self._reference = T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+    def __call__(self, pic) -> torch.Tensor:
+        if not isinstance(pic, Image.Image) or pic.mode != "RGB" or torch.get_default_dtype() != torch.float32:
+            return self._reference(pic)
+        x = np.asarray(pic, dtype=np.uint8).astype(np.float32)
+        x /= np.float32(255)
+        x -= self._mean
+        x /= self._std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+    def __repr__(self) -> str:
+        return f"ToNormalizedTensor(mean={list(self.mean)}, std={list(self.std)})"
+
+
 def build_transforms(image_size: int, mean: Sequence[float], std: Sequence[float],
                      crop_scale: tuple[float, float] = (0.08, 1.0)) -> dict[str, Callable]:
     """The protocol's transforms (docs/protocol.md#transforms): train = RandomResizedCrop(scale .08-1, bicubic) +
-    flip; test = resize + center crop."""
+    flip; test = resize + center crop. The crop and the final ToTensor + Normalize are :class:`PILRandomResizedCrop`
+    and :class:`ToNormalizedTensor`: torchvision's numbers, faster."""
     bicubic = T.InterpolationMode.BICUBIC
     to_rgb = ToRGB()
-    norm = T.Normalize(mean, std)
     return {
-        "train": T.Compose([to_rgb, T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=bicubic),
-                            T.RandomHorizontalFlip(), T.ToTensor(), norm]),
+        "train": T.Compose([to_rgb, PILRandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=bicubic),
+                            T.RandomHorizontalFlip(), ToNormalizedTensor(mean, std)]),
         "test": T.Compose([to_rgb, T.Resize(image_size, interpolation=bicubic), T.CenterCrop(image_size),
-                           T.ToTensor(), norm]),
+                           ToNormalizedTensor(mean, std)]),
     }
 
 
@@ -85,27 +153,43 @@ def load_image(path: str) -> Image.Image:
     return im
 
 
+#: an augmented view's tensors are kept per :class:`ImageList` (one view) up to this many bytes, when small (at most
+#: :data:`SMALL_IMAGE_PIXELS` pixels): DPC's hard-negative batches read each image of a view ~8 times per epoch
+#: (as an anchor, then as other anchors' negatives) and would otherwise transform it afresh each time
+MAX_VIEW_BYTES = 256 * 2 ** 20
+
+
 class ImageList(Dataset):
     """(image tensor, label, index) for a list of :class:`Datum`. With ``view_seed`` set, the random transform of
-    item ``i`` is drawn from the CPU generator seeded with ``hash(view_seed, i)`` so an augmented view is reproducible."""
+    item ``i`` is drawn from the CPU generator seeded with ``hash(view_seed, i)`` so an augmented view is reproducible;
+    a small image's view is then transformed once and the same tensor returned again (:data:`MAX_VIEW_BYTES`):
+    callers must not modify it in place (batches stack copies)."""
 
     def __init__(self, items: Sequence[Datum], transform: Callable, view_seed: int | None = None):
         self.items, self.transform, self.view_seed = list(items), transform, view_seed
+        self._views: dict[int, torch.Tensor] = {}
+        self._view_bytes = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         d = self.items[i]
-        img = load_image(d.impath)
         if self.view_seed is None:
-            x = self.transform(img)
-        else:
+            return self.transform(load_image(d.impath)), d.label, i
+        x = self._views.get(int(i))
+        if x is None:
+            img = load_image(d.impath)
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator only: transforms run on the CPU, and torch.manual_seed would also queue a
                 # seed for every accelerator backend (with a captured stack each: ~40% of the view cost here)
                 torch.default_generator.manual_seed((self.view_seed * 1_000_003 + i) % (2 ** 63))
                 x = self.transform(img)
+            size = x.numel() * x.element_size() if isinstance(x, torch.Tensor) else None
+            if size is not None and x.dim() >= 2 and x.shape[-1] * x.shape[-2] <= SMALL_IMAGE_PIXELS and \
+                    self._view_bytes + size <= MAX_VIEW_BYTES:
+                self._views[int(i)] = x
+                self._view_bytes += size
         return x, d.label, i
 
 

@@ -114,14 +114,14 @@ def _per_seed(runs: pd.DataFrame, label: str) -> pd.DataFrame:
 
 def _verdict(d: float, low: float, high: float, n: int, paper: float | None, threshold: float | None) -> str:
     if n >= 2:
-        beyond = low > 0 or high < 0
-        if not beyond:
+        exact = low == high == d  # the same difference on every seed (DPC's new classes: exactly 0, by design)
+        if not (low > 0 or high < 0 or exact):
             return NOISE
     elif threshold is None or abs(d) <= threshold:
         return ONE_SEED
     if paper is None:
         return NO_PAPER
-    return AGREES if _sign(d) == _sign(paper) and _sign(d) != "=" else DIFFERS
+    return AGREES if _sign(d) == _sign(paper) else DIFFERS
 
 
 def verdicts(runs: pd.DataFrame, backend: str, spread: dict | None = None) -> pd.DataFrame:
@@ -132,10 +132,11 @@ def verdicts(runs: pd.DataFrame, backend: str, spread: dict | None = None) -> pd
 
     Here, Δ is the mean over seeds of the paired differences (the plug-in's run minus its base run of the same seed;
     HM: of each seed's HM); with two or more seeds its paired 95 % t interval
-    (:func:`dpclab.lab.targets.paired_interval`) follows, and the verdict is "agrees" / "differs" (with the paper's direction) only when the interval excludes 0,
-    else "within noise". With one seed it is "one seed: direction only" unless ``|Δ|`` exceeds the paired spread of
-    the shipped benchmark on these datasets (:func:`spread_threshold` of ``spread``, default :func:`load_spread`)."""
-
+    (:func:`dpclab.lab.targets.paired_interval`) follows, and the verdict is "agrees" / "differs" (with the paper's
+    direction) only when the interval excludes 0 or the difference is the same on every seed (DPC's new classes:
+    exactly 0, as in its paper), else "within noise". With one seed it is "one seed: direction only" unless ``|Δ|``
+    exceeds the paired spread of the shipped benchmark on these datasets (:func:`spread_threshold` of ``spread``,
+    default :func:`load_spread`)."""
     spread = load_spread() if spread is None else spread
     threshold = spread_threshold(sorted(runs["dataset"].unique()), spread)
     papers = {"DPC": dpc_average().set_index("method"), "DePT": dept_average().set_index("method")}
@@ -176,7 +177,8 @@ def verdict_note(runs: pd.DataFrame, spread: dict | None = None) -> str:
     if n >= 2:
         return (f"{n} seeds: each Δ here is the mean of the paired per-seed differences (a plug-in's run minus its "
                 f"base run of the same seed) with its paired 95 % t interval; \"{AGREES}\" / \"{DIFFERS}\" (with "
-                f"the paper's direction) only where the interval excludes 0, else \"{NOISE}\".")
+                f"the paper's direction) only where the interval excludes 0 or the difference is the same on every "
+                f"seed, else \"{NOISE}\".")
     threshold = spread_threshold(datasets, spread)
     if threshold is None:
         missing = [d for d in datasets if d not in spread]

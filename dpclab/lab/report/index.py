@@ -1,6 +1,7 @@
 """``reports/index.html``: the report's front page. The headline (notebook 06's plug-ins beside the papers', each
 verdict judged against its noise: :func:`dpclab.lab.report.headline.verdicts`), the real wall time, one row per
-notebook (titled, linked, status, time, the failing cell and warnings), the figures as thumbnails with their alt text, and the provenance (:mod:`dpclab.lab.report.provenance`)."""
+notebook (titled, linked, status, time, the failing cell and warnings), the figures as thumbnails with their alt
+text, and the provenance (:mod:`dpclab.lab.report.provenance`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ PROVENANCE_FILE = "provenance.json"
 THUMB_DIR = "thumbs"
 THUMB_WIDTH = 320
 
-_STYLE = """body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#1f2328}
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1f2328}
 td,th{padding:4px 10px;border-bottom:1px solid #ddd;vertical-align:top;text-align:left}
 .ok{color:#1a7f37;font-weight:bold}.failed{color:#cf222e;font-weight:bold}.num{text-align:right}
 .figs{display:flex;flex-wrap:wrap;gap:14px}.figs figure{width:330px;margin:0;border:1px solid #d0d7de;
