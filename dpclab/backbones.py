@@ -31,6 +31,7 @@ tensors are used (the archive's TorchScript graph is never run), and the model i
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -222,7 +223,6 @@ def cached_weights(model_name: str, tag: str) -> Path | None:
 def weights_file(model_name: str, tag: str) -> Path | None:
     """The local file of pretrained ``tag``: the one a driver handed this job (:data:`WEIGHTS_FILES_ENV`), else
     open_clip's cached copy (:func:`cached_weights`); None when only a download would give it."""
-    import json
 
     handed = json.loads(os.environ.get(WEIGHTS_FILES_ENV) or "{}").get(f"{model_name}/{tag}")
     if handed:

@@ -10,9 +10,10 @@ from torch import nn
 from torchvision import transforms as T
 
 from dpclab.backbones import Backbone, load_clip
-from dpclab.data.coop import DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
+from dpclab.data.coop import DATASETS, DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
 from dpclab.data.examples import Examples, Task
 from dpclab.data.features import build_transforms, cached_features, default_num_workers, items_digest
+from dpclab.data.world import WORLD_SPECS
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits
 from dpclab.precision import autocast, input_dtype
 
@@ -50,10 +51,11 @@ class Experiment:
     @classmethod
     def prepare(cls, cfg, backbone: Backbone | None = None, specs: dict | None = None) -> "Experiment":
         """The experiment of a :class:`~dpclab.pipeline.RunConfig` ``cfg`` (its dataset, shots, seed, backbone)."""
-        backbone = backbone or cached_backbone(cfg.model, str(cfg.pretrained), cfg.device, cfg.precision)
-        data = load_dataset(cfg.data_root, cfg.dataset, specs=specs or dataset_specs())
-        data = few_shot(data, cfg.shots, cfg.seed, cfg.cache_dir)
-        return cls(backbone, data, cfg.seed, cfg.cache_dir, cfg.train_classes, cfg.progress)
+        src = cfg.source
+        backbone = backbone or cached_backbone(src.model, src.pretrained, src.device, src.precision)
+        data = load_dataset(src.data_root, cfg.dataset, specs=specs or dataset_specs())
+        data = few_shot(data, src.shots, cfg.seed, src.cache_dir)
+        return cls(backbone, data, cfg.seed, src.cache_dir, cfg.train_classes, cfg.progress)
 
     def inputs_key(self) -> str:
         """Identifies the images a run reads: its training items and the base and new test items, by path, label
@@ -98,16 +100,8 @@ class Experiment:
 
 
 def dataset_specs() -> dict:
-    """The 11 CoOp datasets plus the embedded world's datasets (when the world module is present)."""
-    from dpclab.data.coop import DATASETS
-
-    specs = dict(DATASETS)
-    try:
-        from dpclab.data.world import WORLD_SPECS
-    except ImportError:
-        return specs
-    specs.update(WORLD_SPECS)
-    return specs
+    """The 11 CoOp datasets plus the embedded world's datasets."""
+    return {**DATASETS, **WORLD_SPECS}
 
 
 __all__ = ["Experiment", "cached_backbone", "dataset_specs"]

@@ -22,11 +22,16 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
+import threading
 import time
+import uuid
 import warnings
 import zipfile
 from pathlib import Path
+
+import torch
 
 try:
     import fcntl
@@ -76,8 +81,6 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     The object is serialised to memory first: ``torch.save`` names the archive's records after the file it writes
     to, so saving to a randomly named temporary file would make two identical objects differ in their bytes (and
     sha256). Through a buffer, the same object always gives the same bytes."""
-    import torch
-
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
@@ -139,10 +142,6 @@ def lock_file(path: str | os.PathLike, heartbeat_s: float = LOCK_HEARTBEAT_S, st
     NFSv3+ and Lustre) holding a token (host, pid, random), its mtime renewed every ``heartbeat_s`` by a thread while
     held, removed on release. A lock file not renewed for ``stale_s`` (its holder was killed or lost its node) is
     taken over: renamed aside under a unique name (one taker wins), checked to be the stale one, then removed."""
-    import socket
-    import threading
-    import time
-    import uuid
 
     path = Path(path)
     token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}\n"
@@ -179,8 +178,6 @@ def lock_file(path: str | os.PathLike, heartbeat_s: float = LOCK_HEARTBEAT_S, st
 def _break_stale(path: Path, stale_s: float) -> None:
     """Remove the lock file ``path`` if its heartbeat stopped more than ``stale_s`` ago; safe when several waiters
     try at once (each renames it to its own name first; only the one that got the stale file removes it)."""
-    import time
-    import uuid
 
     try:
         before = path.read_text()

@@ -14,7 +14,7 @@ exactly those steps: the plan ``python -m dpclab train`` prints is the one that 
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -24,82 +24,96 @@ from pathlib import Path
 
 from torch import nn
 
-from dpclab import methods
 from dpclab.backbones import Backbone, check_teacher_inputs, device_label
-from dpclab.data.coop import normalise_root
 from dpclab.evaluate import append_result, ensure_result
 from dpclab.experiment import Experiment, cached_backbone, dataset_specs
 from dpclab.io import (DamagedFileError, archive_damage, atomic_torch_save, atomic_write_json, check_folder,
                        file_lock, move_aside, read_json, set_aside, torch_load)
-from dpclab.methods import MethodSpec
 from dpclab.methods.base import learned_state, load_learned_state
-from dpclab.precision import PRECISIONS
+from dpclab.methods import MethodSpec, resolve
 from dpclab.protocol import dataset_train
+from dpclab.runkey import key_fields, run_key
 from dpclab.selection import BestBaseEpoch, wants_best_base
-from dpclab.train import CHECKPOINT_OPTIONS, RunDirError, checkpoint_action, config_fingerprint, fit
-from dpclab.trainconfig import TrainConfig
+from dpclab.source import Source
+from dpclab.train import RunDirError, checkpoint_action, fit
+from dpclab.trainconfig import CHECKPOINT_OPTIONS, TrainConfig
 
 log = logging.getLogger(__name__)
 
 
+#: metadata of a RunConfig field by the run identities it is part of (:mod:`dpclab.runkey`)
+_RUN = {"key": ("job", "dir", "fingerprint")}
+_OPTION = {"key": ("job", "options", "fingerprint")}
+
+
 @dataclass
 class RunConfig:
+    """One run: a method on a dataset and seed, from a :class:`~dpclab.source.Source` (model, weights, data root,
+    shots, precision, device, caches, runs folder, results table: spelled and validated there only), with its options.
+    :meth:`of` takes the source's fields flat: ``RunConfig.of(method="coop", dataset="eurosat", data_root="~/data")``.
+    """
+
     #: a method name: "coop", or a base with a plug-in, "coop+dpc" (dpclab.methods.method_names())
-    method: str = "coop"
+    method: str = field(default="coop", metadata=_RUN)
     #: a dataset name (CoOp's eleven or the embedded world's, dpclab.experiment.dataset_specs())
-    dataset: str = "eurosat"
-    #: folder holding the dataset folders (CoOp layout); normalised (absolute, resolved)
-    data_root: str = "data/world"
-    #: open_clip model name (ViT-B-16), or the embedded tiny CLIP (dpclab-tiny)
-    model: str = "dpclab-tiny"
-    #: open_clip tag (openai), a checkpoint path, "embedded" or "random"
-    pretrained: str = "embedded"
-    #: training images per class (K-shot); 0 = all training images
-    shots: int = 16
+    dataset: str = field(default="eurosat", metadata={"key": ("data", "job", "dir", "fingerprint")})
     #: seeds the few-shot split, the random initialisations and the batch order
-    seed: int = 1
-    #: torch device; auto = cuda when there is one, else cpu
-    device: str = "auto"
-    #: fp32 | fp16 (the reference's half precision) | amp (autocast); see dpclab.precision
-    precision: str = "fp32"
-    #: where few-shot splits and frozen features are cached (None = no cache)
-    cache_dir: str | None = "data/cache"
-    #: root of the run directories (dpclab.pipeline.run_dir_for)
-    runs_dir: str = "runs"
-    #: CSV results table to append to (None = don't)
-    results: str | None = "runs/results.csv"
+    seed: int = field(default=1, metadata={"key": ("data", "job", "dir")})
+    #: what every run of a command shares: model, weights, data, shots, precision, device, where things go
+    source: Source = field(default_factory=Source, metadata={"key": "nested"})
     #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's protocol defaults
     #: (docs/protocol.md#hyperparameters)
-    train: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict, metadata={"key": ("job", "options"), "unkeyed": CHECKPOINT_OPTIONS})
     #: overrides of the method's config dataclass (for "base+plugin" methods: the plug-in's config)
-    method_cfg: dict = field(default_factory=dict)
+    method_cfg: dict = field(default_factory=dict, metadata=_OPTION)
     #: for "base+plugin" methods: overrides of the base method's config
-    base_method_cfg: dict = field(default_factory=dict)
+    base_method_cfg: dict = field(default_factory=dict, metadata=_OPTION)
     #: for two-step plug-ins (DPC): overrides of the base's step-1 training
-    base_train: dict = field(default_factory=dict)
+    base_train: dict = field(default_factory=dict, metadata={**_OPTION, "unkeyed": CHECKPOINT_OPTIONS})
     #: what to do when the run directory already holds a finished run: reuse | overwrite | error
     if_exists: str = "reuse"
     #: classes to train on: base (base-to-new protocol) or all (oracle, cross-dataset source)
-    train_classes: str = "base"
+    train_classes: str = field(default="base", metadata={"key": ("data", "job", "options", "fingerprint")})
     #: show progress bars (tqdm.auto)
     progress: bool = True
 
     def __post_init__(self):
-        self.data_root = normalise_root(self.data_root)  # one run key for a relative and an absolute path
+        if not isinstance(self.source, Source):
+            raise TypeError(f"RunConfig.source must be a dpclab.source.Source, not {type(self.source).__name__}; "
+                            f"RunConfig.of(...) takes the source's fields flat.")
         if self.if_exists not in ("reuse", "overwrite", "error"):
             raise ValueError(f"if_exists must be reuse, overwrite or error, not {self.if_exists!r}")
         if self.train_classes not in ("base", "all"):
             raise ValueError(f"train_classes must be 'base' or 'all', not {self.train_classes!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
-        if self.shots < 0:
-            raise ValueError(f"shots must be >= 0 (K images per class; 0 = all training images), not {self.shots}")
+
+    @classmethod
+    def of(cls, source: Source | None = None, **fields_) -> "RunConfig":
+        """A RunConfig from its own fields and the :class:`Source`'s fields flat (on top of ``source``, when given)."""
+        return (cls(source=source) if source is not None else cls()).replace(**fields_)
+
+    def replace(self, **fields_) -> "RunConfig":
+        """A copy with some fields changed, the source's fields included (``cfg.replace(shots=0)``); a new
+        ``pretrained`` resolves the backend again unless ``backend`` is given too."""
+        own = {f.name for f in dataclasses.fields(self)}
+        unknown = set(fields_) - own - SOURCE_FIELDS
+        if unknown:
+            raise TypeError(f"RunConfig has no field(s) {', '.join(sorted(unknown))}; its fields are "
+                            f"{', '.join(sorted(own | SOURCE_FIELDS))}.")
+        src = {k: v for k, v in fields_.items() if k in SOURCE_FIELDS}
+        if "pretrained" in src:  # the backend follows the weights unless given
+            src.setdefault("backend", "auto")
+        source = dataclasses.replace(self.source, **src) if src else self.source
+        return dataclasses.replace(self, source=source, **{k: v for k, v in fields_.items() if k in own})
+
+
+#: the fields a RunConfig reads from its source
+SOURCE_FIELDS = frozenset(f.name for f in dataclasses.fields(Source))
 
 
 def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
     """``spec`` when given (it must be ``cfg.method``'s), else :func:`dpclab.methods.resolve` of ``cfg.method``."""
     if spec is None:
-        return methods.resolve(cfg.method)
+        return resolve(cfg.method)
     if spec.name != cfg.method:
         raise ValueError(f"The method spec is {spec.name!r} but the run config names {cfg.method!r}.")
     return spec
@@ -109,7 +123,7 @@ def train_config(cfg: RunConfig, spec: MethodSpec | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, the dataset's exceptions to them
     and shot count (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs, at 1 shot 50), then
     ``cfg.train``, seed and progress."""
-    train = {**dataset_train(cfg.method, cfg.dataset, cfg.shots), **cfg.train}
+    train = {**dataset_train(cfg.method, cfg.dataset, cfg.source.shots), **cfg.train}
     return _spec_of(cfg, spec).train_config(train, seed=cfg.seed, progress=cfg.progress)
 
 
@@ -123,7 +137,12 @@ def with_method_data(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfi
     """``cfg`` with the training data its method's protocol fixes (:attr:`MethodSpec.data`, e.g. every training image
     of all classes); ``cfg`` itself when there is none or it already has it."""
     data = _spec_of(cfg, spec).data
-    return replace(cfg, **data) if any(getattr(cfg, k) != v for k, v in data.items()) else cfg
+    return cfg.replace(**data) if any(_field(cfg, k) != v for k, v in data.items()) else cfg
+
+
+def _field(cfg: RunConfig, name: str):
+    """``cfg``'s field ``name``, the source's fields included."""
+    return getattr(cfg.source, name) if name in SOURCE_FIELDS else getattr(cfg, name)
 
 
 def teacher_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig | None:
@@ -163,31 +182,6 @@ def effective_epochs(cfg: RunConfig, spec: MethodSpec | None = None) -> dict:
     for c, s, feeds in before:
         out["step1_epochs" if feeds == "base_method" else "teacher_epochs"] = train_config(c, s).epochs
     return out
-
-
-def run_dir_for(cfg: RunConfig, backbone: Backbone, inputs_key: str, revision: dict | None = None) -> Path:
-    """runs/<backbone>/<dataset>/<method>/shots<K>-seed<S>-<hash of the images read and non-default options>
-
-    ``inputs_key`` is :meth:`Experiment.inputs_key`: a run made from other image files is never reused;
-    ``revision`` (:attr:`MethodSpec.revision`, when not empty): a run made by an older revision of the method's code
-    is kept in its own directory, never reused."""
-    extra = {"inputs": inputs_key, **({"revision": revision} if revision else {})}
-    # how often a run checkpoints never changes it: an interrupted run resumes in its directory whatever they are
-    train, base_train = ({k: v for k, v in t.items() if k not in CHECKPOINT_OPTIONS}
-                         for t in (cfg.train, cfg.base_train))
-    if train or cfg.method_cfg or cfg.train_classes != "base" or cfg.base_method_cfg or base_train:
-        extra.update(train=train, method_cfg=cfg.method_cfg, train_classes=cfg.train_classes,
-                     base_method_cfg=cfg.base_method_cfg, base_train=base_train)
-    tag = hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return Path(cfg.runs_dir) / backbone.key / cfg.dataset / cfg.method / f"shots{cfg.shots}-seed{cfg.seed}-{tag}"
-
-
-def _fingerprint(cfg: RunConfig, backbone: Backbone, exp: Experiment, inputs_key: str | None = None,
-                 revision: dict | None = None) -> dict:
-    return {**({"revision": revision} if revision else {}), "method": cfg.method, "method_cfg": cfg.method_cfg,
-            "base_method_cfg": cfg.base_method_cfg, "base_train": cfg.base_train, "dataset": cfg.dataset,
-            "inputs": inputs_key or exp.inputs_key(), "backbone": backbone.key, "shots": cfg.shots,
-            "train_classes": cfg.train_classes, "crop_scale": list(exp.data.crop_scale)}
 
 
 def run_action(run_dir: Path, full_fingerprint: str, if_exists: str) -> tuple[str, int]:
@@ -299,26 +293,21 @@ def plan_run(cfg: RunConfig, experiment: Experiment, spec: MethodSpec | None = N
         if id(exp) not in keys:
             keys[id(exp)] = exp.inputs_key()
         inputs, backbone = keys[id(exp)], exp.backbone
-        run_dir = run_dir_for(c, backbone, inputs, s.revision)
-        fp = _fingerprint(c, backbone, exp, inputs, s.revision)
-        full_fp = config_fingerprint(tcfg, fp)
+        key = run_key(c, tcfg, backbone.key, inputs, exp.data.crop_scale, s.revision)
+        run_dir, fp, full_fp = key.run_dir, key.fingerprint, key.full
         action, epoch = run_action(run_dir, full_fp, c.if_exists)
         plans.append(StepPlan(step, c.method, s, c, tcfg, run_dir, action, epoch, fp, full_fp, feeds, own))
     return plans
 
 
-#: RunConfig fields that decide which images a run reads and how (one Experiment serves runs equal in these)
-DATA_FIELDS = ("dataset", "data_root", "model", "pretrained", "shots", "seed", "device", "precision", "cache_dir",
-               "train_classes")
-
-
 def _same_data(a: RunConfig, b: RunConfig) -> bool:
-    return all(getattr(a, k) == getattr(b, k) for k in DATA_FIELDS)
+    """Whether runs ``a`` and ``b`` read the same images the same way (one Experiment serves both)."""
+    return key_fields(a, "data") == key_fields(b, "data")
 
 
 def _same_backbone(a: RunConfig, b: RunConfig, experiment: Experiment) -> Backbone | None:
     """``experiment``'s backbone when run ``a`` uses the same model as ``b`` (else None: ``a`` loads its own)."""
-    same = all(getattr(a, k) == getattr(b, k) for k in ("model", "pretrained", "device", "precision"))
+    same = all(getattr(a.source, k) == getattr(b.source, k) for k in ("model", "pretrained", "device", "precision"))
     return experiment.backbone if same else None
 
 
@@ -343,9 +332,10 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
     check_output_folders(cfg)
     exp = experiment or Experiment.prepare(cfg, backbone)
     backbone = exp.backbone
-    if backbone.precision != cfg.precision:
-        raise ValueError(f"RunConfig.precision={cfg.precision!r} but the backbone was loaded with "
-                         f"precision={backbone.precision!r}; load it with load_clip(..., precision={cfg.precision!r}).")
+    if backbone.precision != cfg.source.precision:
+        raise ValueError(f"RunConfig.precision={cfg.source.precision!r} but the backbone was loaded with "
+                         f"precision={backbone.precision!r}; load it with load_clip(..., "
+                         f"precision={cfg.source.precision!r}).")
     steps = plan if plan is not None else plan_run(cfg, exp, spec)
     if steps[-1].cfg != with_method_data(cfg, steps[-1].spec):
         raise ValueError(f"The plan is for {steps[-1].cfg.method!r} with other settings than this run's; make it "
@@ -442,9 +432,9 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
                           {"metrics": metrics, "history": history, "config_fingerprint": step.full_fingerprint,
                            "train": asdict(tcfg), "config": asdict(cfg), "seconds": time.time() - t0},
                           indent=1, default=str)
-    if cfg.results:
-        append_result(cfg.results, _result_row(step, tcfg, metrics, time.strftime("%Y-%m-%d %H:%M:%S"),
-                                               device_label(exp.backbone.device)))
+    if cfg.source.results:
+        append_result(cfg.source.results, _result_row(step, tcfg, metrics, time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                      device_label(exp.backbone.device)))
     return RunResult(metrics, history, run_dir, method, exp)
 
 
@@ -454,15 +444,15 @@ RESTORED_DEVICE = "unknown (row restored on reuse)"
 
 def _result_row(step: StepPlan, tcfg: TrainConfig, metrics: dict, when: str, device: str) -> dict:
     """The results-table row of a step's run, made at ``when`` on ``device``."""
-    cfg = step.cfg
-    return {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "pretrained": cfg.pretrained,
-            "shots": cfg.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
-            "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": cfg.precision,
+    cfg, src = step.cfg, step.cfg.source
+    return {"dataset": cfg.dataset, "method": cfg.method, "model": src.model, "pretrained": src.pretrained,
+            "shots": src.shots, "train_classes": cfg.train_classes, "seed": cfg.seed, **metrics,
+            "epochs": tcfg.epochs if step.spec.trainable else 0, "precision": src.precision,
             "device": device,  # the device it really ran on (auto resolved, GPU named)
-            "run_dir": str(step.run_dir or ""), "backend": "embedded" if cfg.pretrained == "embedded" else "open_clip",
+            "run_dir": str(step.run_dir or ""), "backend": "embedded" if src.pretrained == "embedded" else "open_clip",
             "time": when}
 
 
 __all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",
-           "step1_config", "step_configs", "with_method_data", "teacher_config", "effective_epochs", "run_dir_for",
-           "dataset_specs", "cached_backbone", "FEEDS", "DATA_FIELDS"]
+           "step1_config", "step_configs", "with_method_data", "teacher_config", "effective_epochs", "SOURCE_FIELDS",
+           "dataset_specs", "cached_backbone", "FEEDS", "RESTORED_DEVICE"]

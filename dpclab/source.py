@@ -2,24 +2,30 @@
 
 The command line (train, eval, transfer, benchmark, dpc-study, grid, estimate), the notebooks' :class:`Setup
 <dpclab.lab.notebook.Setup>` and the report's plan all hold one :class:`Source` instead of their own spellings of these
-fields, and build their :class:`~dpclab.pipeline.RunConfig` objects from it (:meth:`Source.run_config`)::
+fields, and every :class:`~dpclab.pipeline.RunConfig` holds one (``cfg.source``): the fields are spelled and validated
+here only::
 
     >>> src = Source.from_parameters({"precision": "amp"})     # the notebooks' parameters (report -p key value)
-    >>> cfg = src.run_config("coop", "world_tint", seed=1, train={"epochs": 2})
+    >>> cfg = RunConfig("coop", "world_tint", seed=1, source=src, train={"epochs": 2})
 
+Each field's metadata says which of a run's identities it is part of (:mod:`dpclab.runkey`).
 ``data_root`` is normalised (``~`` expanded, absolute, resolved): ``data/world`` and ``/abs/path/data/world`` are
 the same source and give the same run keys.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+import torch
+
+from dpclab.backbones import (EMBEDDED_MODEL, EMBEDDED_PRETRAINED, MODEL_CONFIG_DIR, register_model_configs,
+                              resolve_device)
 from dpclab.data.coop import normalise_root
-from dpclab.precision import PRECISIONS
+from dpclab.data.features import default_num_workers
+from dpclab.precision import PRECISIONS, amp_dtype, input_dtype
 
 #: the embedded world is written here when missing
 EMBEDDED_DATA_ROOT = "data/world"
@@ -42,21 +48,21 @@ class Source:
     #: embedded (tiny CLIP + generated world) | open_clip (real CLIP); "auto" is resolved from ``pretrained``
     backend: str = "auto"
     #: open_clip model name, e.g. ViT-B-16 (dpclab-tiny: the embedded model)
-    model: str = EMBEDDED_MODEL
+    model: str = field(default=EMBEDDED_MODEL, metadata={"key": ("data", "job")})
     #: open_clip tag (openai), a checkpoint path, "embedded" or "random"
-    pretrained: str = EMBEDDED_PRETRAINED
+    pretrained: str = field(default=EMBEDDED_PRETRAINED, metadata={"key": ("data", "job")})
     #: folder holding the dataset folders (CoOp layout); stored normalised (absolute, resolved)
-    data_root: str = EMBEDDED_DATA_ROOT
+    data_root: str = field(default=EMBEDDED_DATA_ROOT, metadata={"key": ("data", "job")})
     #: training images per class (K-shot); 0 = all training images
-    shots: int = 16
+    shots: int = field(default=16, metadata={"key": ("data", "job", "dir", "fingerprint")})
     #: fp32 | fp16 | amp
-    precision: str = "fp32"
+    precision: str = field(default="fp32", metadata={"key": ("data", "job")})
     #: auto (CUDA when present), cpu, cuda, cuda:1...
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"key": ("data",)})
     #: where few-shot splits and frozen features are cached (None = no cache)
-    cache_dir: str | None = "data/cache"
+    cache_dir: str | None = field(default="data/cache", metadata={"key": ("data",)})
     #: where run directories go
-    runs_dir: str = "runs"
+    runs_dir: str = field(default="runs", metadata={"key": ("job", "dir")})
     #: CSV results table every run appends to (None = none)
     results: str | None = "runs/results.csv"
 
@@ -87,14 +93,6 @@ class Source:
             return f"embedded backend ({self.model}, generated world)"
         return f"open_clip backend ({self.model} / {self.pretrained})"
 
-    def run_config(self, method: str, dataset: str, seed: int, **overrides):
-        """A :class:`~dpclab.pipeline.RunConfig` of ``method`` on ``dataset`` / ``seed`` from this source;
-        ``overrides`` are its other fields (train, method_cfg, train_classes, progress, if_exists...)."""
-        from dpclab.pipeline import RunConfig
-
-        fields = {k: v for k, v in asdict(self).items() if k != "backend"}
-        return RunConfig(method=method, dataset=dataset, seed=int(seed), **{**fields, **overrides})
-
     @classmethod
     def from_parameters(cls, parameters: Mapping, runs_dir: str = "runs", cache_dir: str | None = "data/cache") \
             -> "Source":
@@ -120,8 +118,6 @@ def model_image_size(model: str) -> int | None:
     """The input size of open_clip model ``model`` from its config (no weights loaded); None when unknown."""
     import open_clip
 
-    from dpclab.backbones import MODEL_CONFIG_DIR, register_model_configs
-
     if MODEL_CONFIG_DIR.is_dir():  # dpclab's own configs (the embedded model)
         register_model_configs(MODEL_CONFIG_DIR)
     size = ((open_clip.get_model_config(model) or {}).get("vision_cfg") or {}).get("image_size")
@@ -137,11 +133,6 @@ def startup_lines(source: Source, cpus: int | None = None, workers: int | None =
     ``remote``: the runs happen elsewhere (SLURM jobs): ``source.device`` is the jobs' device, not this host's, so
     it is named as asked and not checked here (a login node has no GPU; CUDA is not touched); each job checks it on
     its node and writes its own start-up lines."""
-    import torch
-
-    from dpclab.backbones import resolve_device
-    from dpclab.data.features import default_num_workers
-    from dpclab.precision import amp_dtype, input_dtype
 
     if remote:
         dev = torch.device("cpu" if source.device == "cpu" else "cuda" if source.device == "auto" else source.device)

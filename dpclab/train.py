@@ -27,11 +27,10 @@ with its teacher.)
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -42,15 +41,11 @@ from dpclab.data.examples import Examples, Task
 from dpclab.io import DamagedFileError, atomic_torch_save, set_aside, torch_load
 from dpclab.methods.base import Loss, PromptMethod, learned_state, load_learned_state, trainable_parameters
 from dpclab.precision import autocast, autocast_iter, grad_scaler
-from dpclab.trainconfig import TrainConfig, lr_at_epoch
+from dpclab.progress import progress_bar
+from dpclab.runkey import full_fingerprint
+from dpclab.trainconfig import CHECKPOINT_OPTIONS, TrainConfig, lr_at_epoch
 
 log = logging.getLogger(__name__)
-
-
-#: TrainConfig fields saying how often a run checkpoints (nor its fingerprint nor its run directory depend on them)
-CHECKPOINT_OPTIONS = ("checkpoint_steps", "checkpoint_minutes")
-#: TrainConfig fields that never change a run's numbers (left out of its fingerprint)
-NOT_FINGERPRINTED = ("progress", "num_workers", *CHECKPOINT_OPTIONS)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -61,18 +56,12 @@ class RunDirError(RuntimeError):
     pass
 
 
-def config_fingerprint(cfg: TrainConfig, extra: dict) -> str:
-    """A JSON string identifying a run's configuration (everything that changes its numbers)."""
-    d = {k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}
-    return json.dumps({"train": d, **extra}, sort_keys=True, default=str)
-
-
 #: what an epoch checkpoint holds (checked when it is read back)
 CHECKPOINT_KEYS = ("epoch", "state", "optimizer", "history", "fingerprint")
 
 
 def checkpoint_action(ckpt_path: Path, fingerprint: str) -> tuple[str, int]:
-    """What the epoch checkpoint at ``ckpt_path`` means for a run whose :func:`config_fingerprint` is
+    """What the epoch checkpoint at ``ckpt_path`` means for a run whose :func:`dpclab.runkey.full_fingerprint` is
     ``fingerprint``: ``("train", 0)`` when there is none, ``("resume", the epoch to (re)start)`` when it is this run's
     (an unfinished epoch's mid-epoch checkpoint resumes inside that epoch), and
     ``("refuse", 0)`` when it belongs to another configuration (never overwritten silently). A damaged one (cut
@@ -100,8 +89,6 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     batch building and the loss under autocast (with a gradient scaler for float16); fp16 needs nothing here (the
     model, the prompts and the inputs are already half).
     """
-    from dpclab.progress import progress_bar
-
     device = next(method.clip.parameters()).device
     data = replace(data, task=task)
     params = trainable_parameters(method)
@@ -116,7 +103,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     start = 0
     partial: dict | None = None  # the unfinished epoch of a mid-epoch checkpoint: its epoch, steps done, loss sums
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
-    fp = config_fingerprint(cfg, fingerprint or {})
+    fp = full_fingerprint(cfg, fingerprint or {})
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         action, _ = checkpoint_action(ckpt_path, fp)
@@ -204,6 +191,5 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
     return history
 
 
-__all__ = ["fit", "checkpoint_action", "config_fingerprint", "epoch_generator", "RunDirError", "TrainConfig",
-           "NOT_FINGERPRINTED", "CHECKPOINT_OPTIONS",
+__all__ = ["fit", "checkpoint_action", "epoch_generator", "RunDirError", "TrainConfig", "CHECKPOINT_OPTIONS",
            "Examples", "lr_at_epoch"]

@@ -11,13 +11,13 @@ same learned model elsewhere, on all classes of each target's test split:
   head (the rows of the target's classes) with the ITM head, as the reference code does.
 
 Each returns a table: setting, method, source, target, role (source | target), seed, accuracy. The source run
-itself goes through :func:`dpclab.pipeline.run` (reused when finished) and is recorded in ``cfg.results`` with
+itself goes through :func:`dpclab.pipeline.run` (reused when finished) and is recorded in ``cfg.source.results`` with
 ``train_classes="all"`` (it has seen all classes: never averaged with base-to-new rows).
 
 >>> from dpclab.pipeline import RunConfig
 >>> from dpclab.transfer import cross_dataset
->>> cross_dataset(RunConfig(method="coop+dept", dataset="imagenet", data_root="~/data", model="ViT-B-16",
-...                         pretrained="openai"), targets=["caltech101", "oxford_pets"])
+>>> cross_dataset(RunConfig.of(method="coop+dept", dataset="imagenet", data_root="~/data", model="ViT-B-16",
+...                            pretrained="openai"), targets=["caltech101", "oxford_pets"])
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ def source_config(cfg: RunConfig, setting: str | None = None) -> RunConfig:
 
 def train_source(cfg: RunConfig, backbone: Backbone | None = None, setting: str | None = None) -> RunResult:
     """Train (or reuse) ``cfg.method`` on all classes of ``cfg.dataset`` (:func:`source_config`); its row in
-    ``cfg.results`` says ``train_classes="all"``."""
+    ``cfg.source.results`` says ``train_classes="all"``."""
     return run(source_config(cfg, setting), backbone=backbone)
 
 
 def target_experiment(cfg: RunConfig, dataset: str, backbone: Backbone) -> Experiment:
     """A target dataset's test data (no few-shot sampling: only its test split is used)."""
-    data = load_dataset(cfg.data_root, dataset, specs=dataset_specs())
-    return Experiment(backbone, data, cfg.seed, cfg.cache_dir, "all", cfg.progress)
+    data = load_dataset(cfg.source.data_root, dataset, specs=dataset_specs())
+    return Experiment(backbone, data, cfg.seed, cfg.source.cache_dir, "all", cfg.progress)
 
 
 def task_accuracy(method: nn.Module, exp: Experiment, task: Task) -> float:
@@ -69,8 +69,8 @@ def _evaluate_targets(setting: str, cfg: RunConfig, targets: Sequence[str], back
     src = train_source(cfg, backbone, setting)
     method, src_exp = src.method, src.experiment
     source_task = src_exp.tasks["all"]
-    row = {"setting": setting, "method": cfg.method, "source": cfg.dataset, "model": cfg.model,
-           "pretrained": cfg.pretrained, "shots": cfg.shots, "seed": cfg.seed}
+    row = {"setting": setting, "method": cfg.method, "source": cfg.dataset, "model": cfg.source.model,
+           "pretrained": cfg.source.pretrained, "shots": cfg.source.shots, "seed": cfg.seed}
     rows = [{**row, "target": cfg.dataset, "role": "source",
              "accuracy": task_accuracy(method, src_exp, source_task)}]
     for name in targets:

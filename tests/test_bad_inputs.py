@@ -112,7 +112,7 @@ def test_unreadable_image_met_while_encoding_names_the_file(json_root, tmp_path,
     split = json.loads((json_root / "eurosat" / "split_zhou_EuroSAT.json").read_text())
     bad = json_root / "eurosat" / "2750" / split["test"][0][0]
     bad.write_bytes(b"\x89PNG truncated")
-    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, device="cpu", cache_dir=None,
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, device="cpu", cache_dir=None,
                     runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1, "batch_size": 4},
                     progress=False)
     with pytest.raises(DatasetError, match=f"cannot be read: {bad}.*Re-download or remove it"):
@@ -235,7 +235,7 @@ def test_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch, writer):
 def test_experiment_with_too_few_shots_still_runs(tmp_path, tiny_backbone):
     """K larger than every class: a warning, and the run trains on all images (not an error)."""
     write_json_dataset(tmp_path, n_classes=4, per_class=(2, 1, 2))
-    cfg = RunConfig(dataset="eurosat", data_root=str(tmp_path), shots=16, device="cpu", cache_dir=None,
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(tmp_path), shots=16, device="cpu", cache_dir=None,
                     runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1, "batch_size": 2},
                     progress=False)
     with pytest.warns(FewShotWarning):
@@ -256,7 +256,7 @@ def test_omega_out_of_range_fails_before_step_1_and_in_the_slider(json_root, tmp
     assert "omega_n must be a number in [0, 1]" in line and "got -0.5" in line
     assert not (tmp_path / "runs").exists()  # step 1 (CoOp, 200 epochs by default) never started
 
-    cfg = RunConfig(method="coop+dpc", dataset="eurosat", data_root=str(json_root), shots=4, device="cpu",
+    cfg = RunConfig.of(method="coop+dpc", dataset="eurosat", data_root=str(json_root), shots=4, device="cpu",
                     cache_dir=None, runs_dir=str(tmp_path / "runs2"), results=None,
                     train={"epochs": 1, "batch_size": 4}, base_train={"epochs": 1, "batch_size": 4}, progress=False)
     res = run(cfg, backbone=tiny_backbone)

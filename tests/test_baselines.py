@@ -87,9 +87,9 @@ def test_method_table_has_the_spec_defaults():
     expected = {"cocoop": (10, 1, 0.002), "kgcoop": (100, 128, 0.002), "maple": (5, 4, 0.0035),
                 "promptsrc": (20, 4, 0.0025)}
     for name, (epochs, bs, lr) in expected.items():
-        t = train_config(RunConfig(method=name, progress=False))
+        t = train_config(RunConfig.of(method=name, progress=False))
         assert (t.epochs, t.batch_size, t.lr) == (epochs, bs, lr), name
-    assert train_config(RunConfig(method="maple", train={"epochs": 2})).epochs == 2
+    assert train_config(RunConfig.of(method="maple", train={"epochs": 2})).epochs == 2
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -279,7 +279,7 @@ def test_promptsrc_loss_terms(tiny_backbone):
 def test_promptsrc_interrupted_training_resumes_with_its_aggregate(json_root, tmp_path, tiny_backbone):
     from dpclab.train import fit
 
-    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=2, seed=1, device="cpu",
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=2, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), progress=False)
     exp = Experiment.prepare(cfg, tiny_backbone)
     tcfg = TrainConfig(epochs=3, batch_size=4, lr=0.01, progress=False)
@@ -302,7 +302,7 @@ def test_promptsrc_interrupted_training_resumes_with_its_aggregate(json_root, tm
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_run_end_to_end(name, json_root, tmp_path, tiny_backbone):
-    cfg = RunConfig(method=name, dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+    cfg = RunConfig.of(method=name, dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
                     results=str(tmp_path / "results.csv"), train={"epochs": 2, "batch_size": 4, "lr": 0.01},
                     progress=False)

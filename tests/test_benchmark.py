@@ -14,16 +14,17 @@ from dpclab.lab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_CO
                               summary_table, write_report)
 from dpclab.lab.targets import check_targets, markdown_per_dataset, markdown_targets
 from dpclab.lab.cli import main
+from dpclab.source import Source
 from dpclab.evaluate import harmonic_mean
 from dpclab.text import encode_texts
 
 
 def _grid(root, tmp_path, backbone, **kw):
-    args = dict(methods=DEFAULT_METHODS, seeds=[1, 2], data_root=str(root), model="tiny", pretrained="random", shots=4, train={"epochs": 1},
-                runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
-                results=str(tmp_path / "runs" / "results.csv"), device="cpu", backbone=backbone)
+    source = Source(data_root=str(root), model="tiny", pretrained="random", shots=4, runs_dir=str(tmp_path / "runs"),
+                    cache_dir=str(tmp_path / "cache"), results=str(tmp_path / "runs" / "results.csv"), device="cpu")
+    args = dict(rows=DEFAULT_METHODS, seeds=[1, 2], train={"epochs": 1}, backbone=backbone)
     args.update(kw)
-    return run_matrix(["eurosat"], **args)
+    return run_matrix(source, ["eurosat"], **args)
 
 
 def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_backbone):
@@ -59,7 +60,7 @@ def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_back
     # zero-shot accuracy on the shots, recomputed by hand from the frozen encoders and the test transform
     from dpclab.pipeline import Experiment, RunConfig
 
-    exp = Experiment.prepare(RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, seed=1,
+    exp = Experiment.prepare(RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, seed=1,
                                        cache_dir=None, progress=False), tiny_backbone)
     items = exp.train_split.train
     model = tiny_backbone.model
@@ -83,11 +84,11 @@ def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_back
 
 def test_run_grid_rejects_bad_input(json_root, tmp_path, tiny_backbone):
     with pytest.raises(ValueError, match="Unknown method"):
-        _grid(json_root, tmp_path, tiny_backbone, methods=["coop", "coopp"])
+        _grid(json_root, tmp_path, tiny_backbone, rows=["coop", "coopp"])
     with pytest.raises(ValueError, match="not in methods"):
-        run_matrix(["eurosat"], ["coop"], [1], method_cfg={"coop+dpc": {"omega_b": 0.5}}, backbone=tiny_backbone)
+        run_matrix(Source(), ["eurosat"], ["coop"], [1], method_cfg={"coop+dpc": {"omega_b": 0.5}}, backbone=tiny_backbone)
     with pytest.raises(ValueError, match="at least one"):
-        run_matrix([], ["coop"], [1], backbone=tiny_backbone)
+        run_matrix(Source(), [], ["coop"], [1], backbone=tiny_backbone)
 
 
 def _hand_runs() -> pd.DataFrame:

@@ -101,13 +101,13 @@ def test_negative_shots_are_refused_and_zero_means_all(json_root, tmp_path, tiny
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     assert "0 = all training images" in " ".join(capsys.readouterr().out.split())
-    with pytest.raises(ValueError, match="shots must be >= 0"):
-        RunConfig(shots=-1)
+    with pytest.raises(ValueError, match="shots must be an integer >= 0"):  # Source's check, the only one
+        RunConfig.of(shots=-1)
     args = build_parser().parse_args(_train_args(json_root, tmp_path, tiny_model_name, "--shots", "0"))
     assert args.shots == 0
     from dpclab.backbones import load_clip
 
-    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=0, cache_dir=None)
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=0, cache_dir=None)
     exp = Experiment.prepare(cfg, load_clip(tiny_model_name, "random", "cpu"))
     from dpclab.data.coop import load_dataset
 

@@ -242,7 +242,7 @@ def test_learned_state_round_trips_through_a_file(name, tiny_backbone, tmp_path)
 def experiment(tmp_path_factory, tiny_backbone) -> Experiment:
     root = tmp_path_factory.mktemp("contract_data")
     write_json_dataset(root, n_classes=6, per_class=(2, 1, 1))
-    cfg = RunConfig(dataset="eurosat", data_root=str(root), shots=1, cache_dir=None, progress=False)
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(root), shots=1, cache_dir=None, progress=False)
     return Experiment.prepare(cfg, tiny_backbone)
 
 

@@ -208,7 +208,7 @@ def test_kgcoop_dept_uses_w_2(tiny_backbone):
 def test_run_coop_dept_end_to_end(json_root, tmp_path, tiny_backbone):
     from dpclab.pipeline import Experiment, RunConfig, run, train_config
 
-    cfg = RunConfig(method="coop+dept", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+    cfg = RunConfig.of(method="coop+dept", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None,
                     train={"epochs": 3}, progress=False)
     tcfg = train_config(cfg)
@@ -325,7 +325,7 @@ def _run_cfg(root, tmp_path, **kw):
                 results=str(tmp_path / "results.csv"), train={"epochs": 2, "batch_size": 4, "lr": 0.05},
                 progress=False)
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.of(**base)
 
 
 def test_channel_importance_study_and_plots(json_root, tmp_path, tiny_backbone):
@@ -343,11 +343,11 @@ def test_channel_importance_study_and_plots(json_root, tmp_path, tiny_backbone):
                           torch.tensor((table.base / table.new)[answered].to_numpy()))
     assert sorted(table[table.model == "oracle"]["rank"]) == list(range(32))
     # the oracle saw all classes: its row says so, and summaries keep it apart from the base-to-new coop rows
-    table_csv = pd.read_csv(cfg.results)
+    table_csv = pd.read_csv(cfg.source.results)
     assert list(zip(table_csv.method, table_csv.train_classes)) == [("coop", "base"), ("coop+dept", "base"),
                                                                      ("coop", "all")]
     from dpclab.evaluate import summarize
-    assert list(zip(*[summarize(cfg.results)[k] for k in ("method", "train_classes", "runs")])) == [
+    assert list(zip(*[summarize(cfg.source.results)[k] for k in ("method", "train_classes", "runs")])) == [
         ("coop", "base", 1), ("coop+dept", "base", 1), ("coop", "all", 1)]
     g = torch.Generator().manual_seed(0)
     p, pp = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
@@ -370,7 +370,7 @@ def test_cross_dataset_and_domain_generalization(json_root, tmp_path, tiny_backb
     cross = cross_dataset(cfg, ["dtd"], tiny_backbone, results=out)
     assert list(cross.role) == ["source", "target"] and cross.accuracy.between(0, 100).all()
     # the all-class source run is recorded as such
-    assert pd_read(cfg.results)[["method", "train_classes"]].values.tolist() == [["coop+dept", "all"]]
+    assert pd_read(cfg.source.results)[["method", "train_classes"]].values.tolist() == [["coop+dept", "all"]]
     dg = domain_generalization(cfg, ["dtd"], tiny_backbone)  # reuses the finished source run
     assert dg.accuracy[0] == cross.accuracy[0]
     from dpclab.pipeline import run
@@ -392,9 +392,7 @@ def test_cross_dataset_and_domain_generalization(json_root, tmp_path, tiny_backb
 
 
 def replace_cfg(cfg):
-    from dataclasses import replace
-
-    return replace(cfg, train_classes="all", results=None)
+    return cfg.replace(train_classes="all", results=None)
 
 
 def pd_read(path):

@@ -252,17 +252,17 @@ def _cfg(root, tmp_path, **kw):
                 results=str(tmp_path / "runs" / "results.csv"), train={"epochs": 3, "lr": 0.05},
                 base_train={"epochs": 3, "batch_size": 4, "lr": 0.05}, progress=False)
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.of(**base)
 
 
 def test_run_coop_plus_dpc_end_to_end_keeps_new_and_resumes(json_root, tmp_path, tiny_backbone):
-    from dpclab.pipeline import _fingerprint, run_dir_for, train_config
+    from dpclab.pipeline import plan_run
 
     cfg = _cfg(json_root, tmp_path)
     exp = Experiment.prepare(cfg, tiny_backbone)
     res = run(cfg, experiment=exp)
     assert isinstance(res.method, DPC) and len(res.history) == 3
-    table = pd.read_csv(cfg.results)
+    table = pd.read_csv(cfg.source.results)
     assert list(table["method"]) == ["coop", "coop+dpc"]
     coop, dpc = table.iloc[0], table.iloc[1]
     assert dpc["new"] == coop["new"]  # omega_n = 0: new classes see the step-1 model exactly
@@ -276,9 +276,10 @@ def test_run_coop_plus_dpc_end_to_end_keeps_new_and_resumes(json_root, tmp_path,
     step1 = run(_cfg(json_root, tmp_path, method="coop", runs_dir=str(tmp_path / "runs2"), results=None,
                      train=cfg.base_train, base_train={}), experiment=exp)
     method = resolve("coop+dpc").build(tiny_backbone, n_classes=3, base_method=step1.method)
-    fit(method, exp.train_examples("features"), exp.train_task, train_config(cfg2),
-        run_dir_for(cfg2, tiny_backbone, exp.inputs_key(), {"dpc": 1}),
-        _fingerprint(cfg2, tiny_backbone, exp, revision={"dpc": 1}), stop_after=2)
+    step2 = plan_run(cfg2, exp)[-1]  # its run directory and fingerprint (dpclab.runkey)
+    assert step2.fingerprint["revision"] == {"dpc": 1}
+    fit(method, exp.train_examples("features"), exp.train_task, step2.train, step2.run_dir, step2.fingerprint,
+        stop_after=2)
     resumed = run(cfg2, experiment=exp)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in res.history]
     assert resumed.metrics == res.metrics
@@ -416,7 +417,7 @@ def test_all_split_takes_the_new_class_rule_except_on_imagenet_as_released(tiny_
 
 def test_released_mode_crops_every_hard_negative_draw_afresh_and_other_modes_read_the_epoch_view(
         json_root, tmp_path, tiny_backbone):
-    cfg = RunConfig(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+    cfg = RunConfig.of(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
     exp = Experiment.prepare(cfg, tiny_backbone)
     data = exp.train_examples("features")

@@ -146,7 +146,7 @@ def test_pixel_bases_read_fresh_views_too(tiny_backbone):
 
 
 def test_pipeline_step_two_encodes_new_views_and_step_one_keeps_its_own(json_root, tmp_path, tiny_backbone):
-    cfg = RunConfig(method="coop+dpc", dataset="eurosat", data_root=str(json_root), model="unused",
+    cfg = RunConfig.of(method="coop+dpc", dataset="eurosat", data_root=str(json_root), model="unused",
                     pretrained="unused", shots=4, seed=1, device="cpu", cache_dir=str(tmp_path / "cache"),
                     runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 2, "lr": 0.05},
                     base_train={"epochs": 3, "batch_size": 4, "lr": 0.05}, progress=False)

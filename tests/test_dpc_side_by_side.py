@@ -48,10 +48,10 @@ def test_side_by_side_tables(json_root, tmp_path, tiny_backbone):
     cfg = dict(dataset="eurosat", data_root=str(json_root), model="unused", pretrained="unused", shots=4, seed=1,
                device="cpu", cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None,
                train={"epochs": 2, "lr": 0.05}, base_train={"epochs": 2, "lr": 0.05}, progress=False)
-    exp = Experiment.prepare(RunConfig(method="zeroshot", **cfg), tiny_backbone)
-    res = {"coop": run(RunConfig(method="coop", **{**cfg, "train": cfg["base_train"], "base_train": {}}), experiment=exp),
-           "coop+dpc": run(RunConfig(method="coop+dpc", **cfg), experiment=exp),
-           "coop+dpc[released]": run(RunConfig(method="coop+dpc", method_cfg={"mode": "released"}, **cfg),
+    exp = Experiment.prepare(RunConfig.of(method="zeroshot", **cfg), tiny_backbone)
+    res = {"coop": run(RunConfig.of(method="coop", **{**cfg, "train": cfg["base_train"], "base_train": {}}), experiment=exp),
+           "coop+dpc": run(RunConfig.of(method="coop+dpc", **cfg), experiment=exp),
+           "coop+dpc[released]": run(RunConfig.of(method="coop+dpc", method_cfg={"mode": "released"}, **cfg),
                                      experiment=exp)}
     table = side_by_side_table({"eurosat": res})
     assert len(table) == 2

@@ -7,8 +7,8 @@ exists, and the docs' copies of the method table match dpclab/methods/table.py."
 
 from __future__ import annotations
 
-import re
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,8 +131,8 @@ class ToyStudent(Toy):
 def toy_teacher(cfg: RunConfig, method_cfg: StudentConfig) -> RunConfig:
     """The student's teacher run: ``method_cfg.guide`` on the run's dataset and seed, few-shot base classes."""
     epochs = {} if method_cfg.guide_epochs is None else {"epochs": method_cfg.guide_epochs}
-    return dataclasses.replace(cfg, method=method_cfg.guide, shots=1, train_classes="base", method_cfg={},
-                               base_method_cfg={}, base_train={}, train=epochs)
+    return cfg.replace(method=method_cfg.guide, shots=1, train_classes="base", method_cfg={}, base_method_cfg={},
+                       base_train={}, train=epochs)
 
 
 TOY_TEACHER = Teacher(toy_teacher, method_option="guide", epochs_option="guide_epochs")
@@ -208,7 +208,7 @@ def data_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def experiment(data_root, tiny_backbone) -> Experiment:
-    cfg = RunConfig(dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False)
+    cfg = RunConfig.of(dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False)
     return Experiment.prepare(cfg, tiny_backbone)
 
 
@@ -242,7 +242,7 @@ def test_the_contract_tests_pass_on_a_method_added_from_a_test_module(name, regi
 def test_a_new_method_runs_through_the_pipeline_untouched(registered, data_root, experiment, tmp_path):
     """``toy+dpc`` in two steps and ``toy+dept`` jointly, planned and run by the unchanged pipeline."""
     for name in ("toy+dpc", "toy+dept"):
-        cfg = RunConfig(method=name, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
+        cfg = RunConfig.of(method=name, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
                         runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1},
                         base_train={"epochs": 1} if name == "toy+dpc" else {})
         steps = plan_run(cfg, experiment)
@@ -259,7 +259,7 @@ def test_a_method_built_on_a_teacher_runs_its_teacher_first(registered, data_roo
     from dpclab.pipeline import effective_epochs
     from dpclab.methods.base import learned_state
 
-    cfg = RunConfig(method="toykd+dpc", dataset="eurosat", data_root=data_root, shots=1, cache_dir=None,
+    cfg = RunConfig.of(method="toykd+dpc", dataset="eurosat", data_root=data_root, shots=1, cache_dir=None,
                     progress=False, runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1},
                     base_train={"epochs": 1}, base_method_cfg={"guide_epochs": 1})
     steps = plan_run(cfg, experiment)

@@ -38,7 +38,7 @@ def test_dataset_crop_scale_reaches_the_transform_and_the_cache_key(json_root, t
     from dpclab.data.coop import DATASETS
     from dpclab.pipeline import Experiment, RunConfig
 
-    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=2, cache_dir=None, device="cpu",
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=2, cache_dir=None, device="cpu",
                     progress=False)
     default = Experiment.prepare(cfg, tiny_backbone)
     specs = dict(DATASETS, eurosat=dataclasses.replace(DATASETS["eurosat"], crop_scale=(0.5, 1.0)))

@@ -155,7 +155,7 @@ def test_float16_gradient_scaler_path_on_a_cpu(json_root, tmp_path, tiny_backbon
     assert scaler.is_enabled() and scaler.get_scale() == 65536.0
     assert not precision.grad_scaler("fp16", cpu).is_enabled()  # fp16 (the reference's) has no scaler
 
-    cfg = RunConfig(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+    cfg = RunConfig.of(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
     exp = Experiment.prepare(cfg, tiny_backbone)
     data, task = exp.train_examples("features"), exp.train_task

@@ -156,7 +156,7 @@ def submitit_env(monkeypatch):
 def _train_cfg(root: Path, tmp: Path):
     from dpclab.pipeline import RunConfig
 
-    return RunConfig(method="coop", dataset="eurosat", data_root=str(root), model="dpclab-tiny",
+    return RunConfig.of(method="coop", dataset="eurosat", data_root=str(root), model="dpclab-tiny",
                      pretrained="embedded", shots=2, seed=1, device="cpu", cache_dir=str(tmp / "cache"),
                      runs_dir=str(tmp / "runs"), results=None, train={"epochs": 2}, progress=False)
 
@@ -184,9 +184,7 @@ def test_submitit_arrays_a_failure_and_a_training_run_requeued_mid_training(subm
     log = (tmp_path / "slurm" / f"{train.worker.split()[-1]}_0_log.out").read_text()
     assert "asked for device cpu" in log and "device: CPU (" in log and "image loader workers: " in log
     # the resumed run equals an uninterrupted one
-    from dataclasses import replace
-
-    whole = run(replace(cfg, runs_dir=str(tmp_path / "whole"), cache_dir=str(tmp_path / "cache2")))
+    whole = run(cfg.replace(runs_dir=str(tmp_path / "whole"), cache_dir=str(tmp_path / "cache2")))
     assert train.result["metrics"] == whole.metrics
 
 
@@ -272,6 +270,7 @@ def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
     ``local_executor``; a pool asked to fork is refused. Plain CPU work keeps the platform default."""
     import torch
 
+    from dpclab.lab import grid as grid_module
     from dpclab.lab import jobs
     from dpclab.lab.report import train as report_train
 
@@ -292,13 +291,12 @@ def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
             started.append(self.start_method)
 
     monkeypatch.setattr(jobs, "LocalPool", Recording)
-    monkeypatch.setattr(jobs, "run_jobs", lambda job_list, executor, **kw: [])  # the pools only, no training
-    monkeypatch.setattr("dpclab.data.world.ensure_world", lambda *a, **k: None)
+    for module in (report_train, grid_module):  # where the drivers read them (imported at their tops)
+        monkeypatch.setattr(module, "run_jobs", lambda job_list, executor, **kw: [])  # the pools only, no training
+        monkeypatch.setattr(module, "ensure_world", lambda *a, **k: None)
     for device in ("cpu", "auto"):
         report_train.train_plan({"quick": True, "device": device}, ["06_paper_numbers"], workers=2, log=lambda s: None)
-    from dpclab.lab.grid import main as grid
-
-    assert grid(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu", "--no-preflight"]) == 0
+    assert grid_module.main(["--quick", "--only", "06", "--workers", "2", "-p", "device", "cpu", "--no-preflight"]) == 0
     assert started == ["spawn"] * 3, started
     assert "fork" not in started
 

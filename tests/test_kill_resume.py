@@ -168,7 +168,7 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
     from dpclab.methods import resolve
     from dpclab.train import TrainConfig, fit
 
-    cfg = RunConfig(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+    cfg = RunConfig.of(method="coop", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None, progress=False)
     exp = Experiment.prepare(cfg, tiny_backbone)
     data, task = exp.train_examples("pixels" if method == "maple" else "features"), exp.train_task
@@ -222,7 +222,7 @@ def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json
     global RNG is in, so repeating a run in the same process (a notebook) gives the same numbers."""
     from dpclab.pipeline import Experiment, RunConfig, run
 
-    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None,
                     train={"epochs": 2, "batch_size": 4, "lr": 0.05}, method_cfg={"ctx_init": None, "n_ctx": 4},
                     if_exists="overwrite", progress=False)
@@ -241,16 +241,20 @@ def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json
 def test_checkpoint_options_change_neither_the_run_directory_nor_the_fingerprint(tiny_backbone, tmp_path):
     """A run interrupted without ``checkpoint_minutes`` and resumed with it (or the other way round) resumes in its
     own directory: how often a run checkpoints is not part of what it is."""
-    from dpclab.pipeline import RunConfig, run_dir_for
-    from dpclab.train import TrainConfig, config_fingerprint
+    from dpclab.pipeline import RunConfig, train_config
+    from dpclab.runkey import full_fingerprint, run_key
+    from dpclab.train import TrainConfig
 
-    plain = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 3})
-    often = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path),
-                      train={"epochs": 3, "checkpoint_minutes": 1.5}, base_train={"checkpoint_steps": 10})
-    assert run_dir_for(plain, tiny_backbone, "x") == run_dir_for(often, tiny_backbone, "x")
-    other = RunConfig(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 4})
-    assert run_dir_for(other, tiny_backbone, "x") != run_dir_for(plain, tiny_backbone, "x")
-    assert config_fingerprint(TrainConfig(checkpoint_steps=5, checkpoint_minutes=0), {}) == \
-        config_fingerprint(TrainConfig(), {})
+    def key(cfg):
+        return run_key(cfg, train_config(cfg), tiny_backbone.key, "x", (0.08, 1.0))
+
+    plain = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 3})
+    often = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path),
+                         train={"epochs": 3, "checkpoint_minutes": 1.5}, base_train={"checkpoint_steps": 10})
+    assert key(plain).run_dir == key(often).run_dir and key(plain).fingerprint == key(often).fingerprint
+    other = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 4})
+    assert key(other).run_dir != key(plain).run_dir
+    assert full_fingerprint(TrainConfig(checkpoint_steps=5, checkpoint_minutes=0), {}) == \
+        full_fingerprint(TrainConfig(), {})
     with pytest.raises(ValueError, match="checkpoint_steps and checkpoint_minutes must be >= 0"):
         TrainConfig(checkpoint_steps=-1)

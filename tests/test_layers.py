@@ -23,13 +23,13 @@ SCRIPT = textwrap.dedent("""
     sys.meta_path.insert(0, BlockLab())
     import json
     from dpclab.data.world import ensure_world
-    from dpclab.pipeline import run
+    from dpclab.pipeline import RunConfig, run
     from dpclab.source import Source
 
     src = Source(data_root="data/world", cache_dir="data/cache", runs_dir="runs", results="runs/results.csv")
     ensure_world(src.data_root, ["world_tint"])
-    res = run(src.run_config("coop", "world_tint", seed=1, train={"epochs": 1}, progress=False))
-    zs = run(src.run_config("zeroshot", "world_tint", seed=1, progress=False))
+    res = run(RunConfig("coop", "world_tint", seed=1, source=src, train={"epochs": 1}, progress=False))
+    zs = run(RunConfig("zeroshot", "world_tint", seed=1, source=src, progress=False))
     assert not [m for m in sys.modules if m.startswith("dpclab.lab")], "a lab module was imported"
     print(json.dumps({"coop": res.metrics, "zeroshot": zs.metrics}))
 """)

@@ -351,7 +351,7 @@ def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbon
     from dpclab.lab.analysis import untrained_coop_vs_zeroshot
     from dpclab.pipeline import Experiment, RunConfig
 
-    cfg = RunConfig(dataset="eurosat", data_root=str(json_root), shots=4, cache_dir=str(tmp_path / "c"),
+    cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, cache_dir=str(tmp_path / "c"),
                     progress=False)
     table = untrained_coop_vs_zeroshot(Experiment.prepare(cfg, tiny_backbone), tiny_backbone)
     assert list(table["split"]) == ["base", "new"]
@@ -390,14 +390,16 @@ def test_setup_grid_trains_each_method_with_its_own_epochs(json_root, tmp_path, 
               Scope(("eurosat",), (1,), quick=True), interactive=False)
     assert s.train_overrides("coop") == ({"epochs": 20}, {}) and s.train_overrides("zeroshot") == ({}, {})
     assert s.train_overrides("coop+dpc") == ({"epochs": 2}, {"epochs": 20})
-    runs = run_matrix(s.datasets, ["zeroshot", "coop", "coop+dpc"], s.seeds, data_root=s.data_root, shots=4,
-                    train_for=s.train_overrides, runs_dir=str(tmp_path / "runs"), cache_dir=None,
-                    results=str(tmp_path / "results.csv"), device="cpu", backbone=tiny_backbone)
+    source = Source(model="tiny", pretrained="random", data_root=s.data_root, shots=4, runs_dir=str(tmp_path / "runs"),
+                    cache_dir=None, results=str(tmp_path / "results.csv"), device="cpu")
+    runs = run_matrix(source, s.datasets, ["zeroshot", "coop", "coop+dpc"], s.seeds, train_for=s.train_overrides,
+                      backbone=tiny_backbone)
     assert list(runs["epochs"]) == [0, 20, 2]
     assert runs.loc[2, "new"] == runs.loc[1, "new"]  # omega_n = 0: new classes go to step 1, the CoOp run
     assert sorted(pd.read_csv(tmp_path / "results.csv")["method"]) == ["coop", "coop+dpc", "zeroshot"]
     with pytest.raises(ValueError, match="train or train_for"):
-        run_matrix(["eurosat"], ["coop"], [1], train={"epochs": 1}, train_for=s.train_overrides, backbone=tiny_backbone)
+        run_matrix(source, ["eurosat"], ["coop"], [1], train={"epochs": 1}, train_for=s.train_overrides,
+                   backbone=tiny_backbone)
 
 
 def test_save_figure_writes_the_png_it_displays(tmp_path):

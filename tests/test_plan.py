@@ -20,8 +20,7 @@ def test_source_normalises_the_data_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rel, absolute = Source(data_root="data"), Source(data_root=str(tmp_path / "data"))
     assert rel == absolute and rel.data_root == str((tmp_path / "data").resolve())
-    assert rel.run_config("coop", "eurosat", 1).data_root == absolute.run_config("coop", "eurosat", 1).data_root
-    assert RunConfig(data_root="data").data_root == rel.data_root  # RunConfig too (its run key)
+    assert RunConfig.of(data_root="data").source.data_root == rel.data_root  # RunConfig's source (its run key)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert Source(data_root="~/data") == rel
 
@@ -31,8 +30,9 @@ def test_source_from_the_notebooks_parameters():
     assert (src.backend, src.precision, src.shots) == ("embedded", "amp", 8)
     assert src.results == os.path.join("r", "results.csv")
     assert src.data_root.endswith(os.path.join("data", "world"))
-    cfg = src.run_config("coop", "world_tint", 2, train={"epochs": 3})
-    assert (cfg.precision, cfg.shots, cfg.seed, cfg.train, cfg.runs_dir) == ("amp", 8, 2, {"epochs": 3}, "r")
+    cfg = RunConfig("coop", "world_tint", 2, source=src, train={"epochs": 3})
+    assert (cfg.source.precision, cfg.source.shots, cfg.seed, cfg.train, cfg.source.runs_dir) == \
+        ("amp", 8, 2, {"epochs": 3}, "r")
     with pytest.raises(ValueError, match="data_root is required on real CLIP"):
         Source.from_parameters({"model": "ViT-B-16", "pretrained": "openai"})
     with pytest.raises(ValueError, match="shots must be an integer >= 0"):
@@ -47,11 +47,11 @@ def test_coop_on_imagenet_trains_50_epochs_wherever_its_config_is_resolved():
     assert any(e.dataset == "imagenet" and e.method == "coop" and e.train == {"epochs": 50} for e in EXCEPTIONS)
     assert dataset_train("coop", "imagenet") == {"epochs": 50} and dataset_train("coop", "eurosat") == {}
     assert dataset_train("promptkd", "dtd") == {}  # the KD weight comment is documented, not applied
-    assert train_config(RunConfig(method="coop", dataset="imagenet")).epochs == 50
-    assert train_config(RunConfig(method="coop", dataset="eurosat")).epochs == 200
-    assert effective_epochs(RunConfig(method="coop+dpc", dataset="imagenet")) == {"epochs": 20, "step1_epochs": 50}
-    assert train_config(RunConfig(method="coop", dataset="imagenet", train={"epochs": 7})).epochs == 7
-    assert train_config(RunConfig(method="coop+dept", dataset="imagenet")).epochs == 10
+    assert train_config(RunConfig.of(method="coop", dataset="imagenet")).epochs == 50
+    assert train_config(RunConfig.of(method="coop", dataset="eurosat")).epochs == 200
+    assert effective_epochs(RunConfig.of(method="coop+dpc", dataset="imagenet")) == {"epochs": 20, "step1_epochs": 50}
+    assert train_config(RunConfig.of(method="coop", dataset="imagenet", train={"epochs": 7})).epochs == 7
+    assert train_config(RunConfig.of(method="coop+dept", dataset="imagenet")).epochs == 10
 
 
 def test_the_plan_lists_every_notebooks_runs_once_with_all_who_request_them():
@@ -119,7 +119,7 @@ def test_quick_and_epochs_parameters_reach_the_plan():
 def test_setup_runs_exactly_the_planned_run_directories(json_root, tmp_path, tiny_backbone, monkeypatch):
     """What a notebook runs for a planned request is the run directory the grid makes for it."""
     from dpclab.lab.notebook import Setup
-    from dpclab.pipeline import Experiment, run_dir_for
+    from dpclab.pipeline import Experiment, plan_run
 
     src = Source(model=tiny_backbone.model_name, pretrained="random", data_root=str(json_root), shots=2, device="cpu",
                  cache_dir=None, runs_dir=str(tmp_path / "runs"), results=None)
@@ -132,9 +132,8 @@ def test_setup_runs_exactly_the_planned_run_directories(json_root, tmp_path, tin
     for label in ("oracle", "CoOp + DPC"):
         run = planned[label][0]
         res = s.run(run)
-        exp = Experiment.prepare(run.run_config(src), tiny_backbone)
-        assert res.run_dir == run_dir_for(run.run_config(src), tiny_backbone, exp.inputs_key(),
-                                          resolve(run.method).revision)
+        cfg = run.run_config(src)
+        assert res.run_dir == plan_run(cfg, Experiment.prepare(cfg, tiny_backbone))[-1].run_dir
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and '"notebook": "04"' in lines[0] and '"label": "oracle"' in lines[0]
 

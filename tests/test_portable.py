@@ -98,7 +98,7 @@ def test_gpu_saved_checkpoints_load_on_this_host(json_root, tmp_path):
     (the run plan and the training loop), reusing a finished run's model.pt, the feature cache, the ω grid."""
     from dpclab.pipeline import Experiment, RunConfig, plan_run, run
 
-    cfg = RunConfig(method="coop", dataset="eurosat", data_root=str(json_root), model="dpclab-tiny",
+    cfg = RunConfig.of(method="coop", dataset="eurosat", data_root=str(json_root), model="dpclab-tiny",
                     pretrained="embedded", shots=2, seed=1, device="cpu", cache_dir=str(tmp_path / "cache"),
                     runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 2}, progress=False)
     with pytest.raises(JobEnded):
@@ -123,7 +123,7 @@ def test_gpu_saved_checkpoints_load_on_this_host(json_root, tmp_path):
 
     items = exp.base.test  # as the run's evaluation on the base classes asked for them
     feats = cached_features(NoEncoder(), exp.backbone.key, items, exp.transforms["test"], "test", "cpu",
-                            cfg.cache_dir)
+                            cfg.source.cache_dir)
     assert feats.device.type == "cpu" and feats.shape[0] == len(items)
 
     from dpclab.omega import OmegaGrid

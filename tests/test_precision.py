@@ -109,7 +109,7 @@ def test_pipeline_keys_runs_and_results_by_precision(json_root, tmp_path, embedd
                   pretrained="embedded", shots=2, device="cpu", cache_dir=str(tmp_path / "cache"),
                   runs_dir=str(tmp_path / "runs"), results=str(tmp_path / "results.csv"),
                   train={"epochs": 2, "batch_size": 2}, progress=False)
-    dirs = {p: run(RunConfig(**common, precision=p), backbone=embedded[p]).run_dir for p in ("fp32", "fp16")}
+    dirs = {p: run(RunConfig.of(**common, precision=p), backbone=embedded[p]).run_dir for p in ("fp32", "fp16")}
     assert dirs["fp32"] != dirs["fp16"] and "-fp16" in str(dirs["fp16"])
     feature_dirs = {d.name for d in (tmp_path / "cache" / "features").iterdir()}
     assert feature_dirs == {embedded["fp32"].key, embedded["fp16"].key}
@@ -117,4 +117,4 @@ def test_pipeline_keys_runs_and_results_by_precision(json_root, tmp_path, embedd
 
     assert list(pd.read_csv(common["results"])["precision"]) == ["fp32", "fp16"]
     with pytest.raises(ValueError, match="precision='fp32'"):
-        run(RunConfig(**common, precision="amp"), backbone=embedded["fp32"])
+        run(RunConfig.of(**common, precision="amp"), backbone=embedded["fp32"])

@@ -137,7 +137,7 @@ def common(json_root, tmp_path, tiny_model_name):
 
 
 def test_pipeline_trains_the_teacher_then_the_student_on_every_image_unlabeled(common):
-    cfg = RunConfig(method="promptkd", train={"epochs": 1}, method_cfg={"teacher_epochs": 1}, **common)
+    cfg = RunConfig.of(method="promptkd", train={"epochs": 1}, method_cfg={"teacher_epochs": 1}, **common)
     exp = Experiment.prepare(cfg)
     steps = plan_run(cfg, exp)
     assert [(s.method, s.action) for s in steps] == [("promptsrc", "train"), ("promptkd", "train")]
@@ -152,7 +152,7 @@ def test_pipeline_trains_the_teacher_then_the_student_on_every_image_unlabeled(c
 
 
 def test_best_base_epoch_selection(common):
-    cfg = RunConfig(method="promptkd", train={"epochs": 3, "lr": 0.05}, method_cfg={"select": "best_base",
+    cfg = RunConfig.of(method="promptkd", train={"epochs": 3, "lr": 0.05}, method_cfg={"select": "best_base",
                     "teacher_method": "zeroshot"}, **common)
     result = run(cfg)
     accs = [h["base_test"] for h in result.history]
@@ -162,8 +162,8 @@ def test_best_base_epoch_selection(common):
 
 
 def test_promptkd_dpc_with_omega_n_zero_gives_promptkd_new_exactly(common):
-    kd = run(RunConfig(method="promptkd", train={"epochs": 1}, method_cfg={"teacher_method": "zeroshot"}, **common))
-    cfg = RunConfig(method="promptkd+dpc", train={"epochs": 2, "lr": 0.05}, base_train={"epochs": 1},
+    kd = run(RunConfig.of(method="promptkd", train={"epochs": 1}, method_cfg={"teacher_method": "zeroshot"}, **common))
+    cfg = RunConfig.of(method="promptkd+dpc", train={"epochs": 2, "lr": 0.05}, base_train={"epochs": 1},
                     base_method_cfg={"teacher_method": "zeroshot"}, **common)
     dpc = run(cfg)
     assert dpc.metrics["new"] == kd.metrics["new"]

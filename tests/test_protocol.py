@@ -17,7 +17,7 @@ DOC = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
 
 
 def _train(method: str, dataset: str = "eurosat", shots: int = 16, **train):
-    return train_config(RunConfig(method=method, dataset=dataset, shots=shots, train=train, progress=False))
+    return train_config(RunConfig.of(method=method, dataset=dataset, shots=shots, train=train, progress=False))
 
 
 @pytest.mark.parametrize("shots,epochs", [(1, 50), (2, 100), (3, 100), (4, 100), (8, 200), (16, 200), (0, 200)])
@@ -27,7 +27,7 @@ def test_coop_epochs_by_shot_count(shots, epochs):
     assert _train("coop", shots=shots, epochs=7).epochs == 7  # an explicit setting still wins
     # step 1 of coop+dpc is a CoOp run; the rule is CoOp's alone (KgCoOp, DePT's CoOp baseline keep theirs)
     assert _train("coop+dpc", shots=shots).epochs == 20
-    step1 = step1_config(RunConfig(method="coop+dpc", dataset="eurosat", shots=shots, progress=False))
+    step1 = step1_config(RunConfig.of(method="coop+dpc", dataset="eurosat", shots=shots, progress=False))
     assert train_config(step1).epochs == epochs
     assert _train("kgcoop", shots=shots).epochs == 100
 
@@ -69,19 +69,19 @@ def test_the_estimate_prices_promptkd_on_imagenet_at_batch_256():
 def test_transfer_settings_of_maple_and_promptsrc():
     from dpclab.transfer import source_config
 
-    cfg = RunConfig(method="maple", dataset="imagenet", progress=False)
+    cfg = RunConfig.of(method="maple", dataset="imagenet", progress=False)
     for setting in ("cross_dataset", "domain_generalization"):
         src = source_config(cfg, setting)
         assert src.train_classes == "all" and src.train == {"epochs": 2, "lr": 0.0026}
         assert src.method_cfg == {"prompt_depth": 3}
         t = train_config(src)
         assert (t.epochs, t.lr, t.batch_size) == (2, 0.0026, 4)
-    own = source_config(RunConfig(method="maple", dataset="imagenet", train={"epochs": 5},
+    own = source_config(RunConfig.of(method="maple", dataset="imagenet", train={"epochs": 5},
                                   method_cfg={"prompt_depth": 9}, progress=False), "cross_dataset")
     assert own.train == {"epochs": 5, "lr": 0.0026} and own.method_cfg == {"prompt_depth": 9}  # the run's own win
-    src = source_config(RunConfig(method="promptsrc", dataset="imagenet", progress=False), "cross_dataset")
+    src = source_config(RunConfig.of(method="promptsrc", dataset="imagenet", progress=False), "cross_dataset")
     assert src.method_cfg == {"text_depth": 3, "vision_depth": 3, "gpa_mean": 6.0, "gpa_std": 10.0} and not src.train
-    assert source_config(RunConfig(method="coop", dataset="imagenet", progress=False), "cross_dataset").train == {}
+    assert source_config(RunConfig.of(method="coop", dataset="imagenet", progress=False), "cross_dataset").train == {}
     assert source_config(cfg).train == {}  # no setting named: base-to-new defaults
     few = protocol.setting_rules("few_shot", "promptsrc", "dtd", applied_only=False)
     assert [(r.method_cfg["gpa_mean"], r.applied) for r in few] == [(45.0, False)]

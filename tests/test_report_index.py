@@ -208,7 +208,7 @@ def test_provenance_of_the_embedded_report(tmp_path):
 def test_report_trains_the_plan_first_then_the_notebooks_reuse(tmp_path, monkeypatch, capsys):
     """``report`` trains the planned runs over its workers before the notebooks: the phase has its own line in
     the console, its time in timings.json (the next estimate) and in index.html / provenance.json."""
-    import dpclab.lab.report.train as train
+    import dpclab.lab.report.command as train  # where report_command reads planned_notebooks and train_plan
     from dpclab.lab.report.command import report_command
     from dpclab.lab.report.console import load_timings
 

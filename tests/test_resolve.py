@@ -4,7 +4,9 @@ returns (the plan ``train`` prints is the one that runs); one function decides r
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,10 @@ def resolutions(monkeypatch) -> list[str]:
         calls.append(name)
         return real(name)
 
-    monkeypatch.setattr(dpclab.methods, "resolve", counting)
-    monkeypatch.setattr(dpclab.methods.spec, "resolve", counting)
+    importlib.import_module("dpclab.lab.cli")  # every module that may resolve is loaded; each one's name is counted
+    for module in [m for name, m in sys.modules.items() if name.startswith("dpclab")]:
+        if getattr(module, "resolve", None) is real:
+            monkeypatch.setattr(module, "resolve", counting)
     return calls
 
 
@@ -41,7 +45,7 @@ def data_root(tmp_path_factory) -> str:
 
 
 def config(data_root, tmp_path, method, **kw) -> RunConfig:
-    return RunConfig(method=method, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
+    return RunConfig.of(method=method, dataset="eurosat", data_root=data_root, shots=1, cache_dir=None, progress=False,
                      runs_dir=str(tmp_path / "runs"), results=None, **kw)
 
 

@@ -16,7 +16,7 @@ from dpclab.pipeline import RunConfig, run
 
 
 def _cfg(root, tmp_path, seed: int) -> RunConfig:
-    return RunConfig(method="coop", dataset="eurosat", data_root=str(root), shots=4, seed=seed, device="cpu",
+    return RunConfig.of(method="coop", dataset="eurosat", data_root=str(root), shots=4, seed=seed, device="cpu",
                      cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
                      results=str(tmp_path / "results.csv"), train={"epochs": 2, "batch_size": 4, "lr": 0.05},
                      progress=False)

@@ -158,14 +158,17 @@ def test_no_module_outside_methods_checks_a_plugin_by_name():
 def config_classes() -> list[type]:
     from dpclab.data.examples import Examples, Task
     from dpclab.methods import METHODS, PLUGINS, MethodEntry, MethodSpec, PluginEntry
+    from dpclab.lab.plan import PlannedRun
     from dpclab.pipeline import RunConfig, StepPlan
+    from dpclab.runkey import RunKey
+    from dpclab.source import Source
     from dpclab.trainconfig import TrainConfig
 
     configs = {e.config for e in (*METHODS.values(), *PLUGINS.values())}
     for c in list(configs):
         configs.update(b for b in c.__mro__[1:] if dataclasses.is_dataclass(b))
     return sorted(configs, key=lambda c: c.__name__) + [TrainConfig, RunConfig, StepPlan, MethodEntry, PluginEntry,
-                                                         MethodSpec, Task, Examples]
+                                                         MethodSpec, Task, Examples, Source, PlannedRun, RunKey]
 
 
 @pytest.mark.parametrize("cls", config_classes(), ids=lambda c: c.__name__)
@@ -207,3 +210,79 @@ def test_the_layer_reader_sees_both_layers():
     assert layer_of("dpclab.pipeline") == "library" and layer_of("dpclab.lab.plan") == "lab"
     assert any(layer_of(d) == "library" for d in g["dpclab.lab.plan"])  # the lab builds on the library
     assert layer_of("dpclab.__main__") == "entry"
+
+
+# --- import depth and imports inside functions ----------------------------------------------------------------------
+#: the longest chain of dpclab imports allowed, counted in imports (edges; a chain of N modules has N - 1), package
+#: ``__init__`` modules included and every import of a file (function-level too). Issue 28 asks for 10; at 2063d05
+#: it was 19 (20 modules). What keeps it above 10: the method table imports every method module (kgcoop -> coop ->
+#: prompts -> base -> data.examples -> data.features -> data.coop -> io below it) and the lab's report and notebook
+#: setup sit on the plan, which sits on the pipeline. Lower it as those chains are cut; never raise it.
+MAX_IMPORT_DEPTH = 17
+
+
+def longest_chain(g: dict[str, set[str]]) -> list[str]:
+    """The longest import chain of the (acyclic) graph ``g``, as module names from the importer down."""
+    memo: dict[str, list[str]] = {}
+
+    def down(v: str) -> list[str]:
+        if v not in memo:
+            memo[v] = [v] + max((down(w) for w in sorted(g.get(v, ()))), key=len, default=[])
+        return memo[v]
+
+    return max((down(v) for v in sorted(g)), key=len)
+
+
+def test_longest_chain_reader():
+    assert longest_chain({"a": {"b", "c"}, "b": {"c"}, "c": set(), "d": {"c"}}) == ["a", "b", "c"]
+
+
+def test_import_depth_is_bounded():
+    chain = longest_chain(graph())
+    shown = " -> ".join(m.removeprefix("dpclab.") for m in chain)
+    print(f"import depth {len(chain) - 1} ({len(chain)} modules): {shown}")
+    assert len(chain) - 1 <= MAX_IMPORT_DEPTH, f"import depth {len(chain) - 1} > {MAX_IMPORT_DEPTH}: {shown}"
+
+
+#: the only imports allowed inside functions: heavy optional dependencies, loaded where they are used (the notebook
+#: and report tooling, SLURM, widgets, plotting extras, open_clip's registry and the hub cache, psutil)
+FUNCTION_LEVEL_IMPORTS = {
+    "dpclab/backbones.py": {"huggingface_hub", "open_clip.constants"},
+    "dpclab/lab/alttext.py": {"IPython", "matplotlib.figure"},
+    "dpclab/lab/explorer.py": {"IPython.display"},
+    # the job machinery stays free of torch (a job process unpickles a Job before anything heavy; CUDA is never
+    # initialised in a driver that forks a pool): torch and dpclab.io (which imports torch) where they are used; fcntl
+    # where flock exists
+    "dpclab/lab/jobs.py": {"submitit", "submitit.helpers", "torch", "dpclab.io", "fcntl"},
+    "dpclab/lab/plots/analysis.py": {"seaborn"},
+    "dpclab/lab/report/headline.py": {"IPython.display"},
+    "dpclab/lab/report/index.py": {"nbformat"},
+    "dpclab/lab/report/provenance.py": {"open_clip", "huggingface_hub"},
+    "dpclab/lab/report/run.py": {"papermill", "papermill.exceptions", "nbformat", "nbconvert", "traitlets.config"},
+    "dpclab/lab/report/strip.py": {"nbformat"},
+    "dpclab/lab/timing.py": {"psutil"},
+    "dpclab/lab/widgets.py": {"ipywidgets", "IPython.display"},
+    "dpclab/progress.py": {"tqdm.auto", "tqdm.notebook"},
+    "dpclab/source.py": {"open_clip"},
+}
+
+
+def function_level_imports() -> dict[str, set[str]]:
+    """File -> the modules it imports inside a function."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom):
+                        found.setdefault(str(path.relative_to(ROOT)), set()).add("." * node.level + (node.module or ""))
+                    elif isinstance(node, ast.Import):
+                        found.setdefault(str(path.relative_to(ROOT)), set()).update(a.name for a in node.names)
+    return found
+
+
+def test_imports_inside_functions_are_only_heavy_optional_dependencies():
+    """Everything else is imported at the top of the module, where a reader (and the layer test) sees it."""
+    extra = [f"{path}: {m}" for path, mods in function_level_imports().items()
+             for m in sorted(mods - FUNCTION_LEVEL_IMPORTS.get(path, set()))]
+    assert not extra, "imports inside functions (move them to the top): " + ", ".join(extra)

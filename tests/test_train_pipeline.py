@@ -37,7 +37,7 @@ def _cfg(root, tmp_path, **kw):
                 results=str(tmp_path / "runs" / "results.csv"), train={"epochs": 4, "batch_size": 4, "lr": 0.05},
                 progress=False)
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.of(**base)
 
 
 def test_coop_trains_and_beats_its_start(json_root, tmp_path, tiny_backbone):
@@ -51,7 +51,7 @@ def test_coop_trains_and_beats_its_start(json_root, tmp_path, tiny_backbone):
     assert all(h["steps"] == 3 for h in hist)  # 12 base-class shots / batch 4
     m = res.metrics
     assert m["hm"] == pytest.approx(harmonic_mean(m["base"], m["new"]))
-    table = pd.read_csv(cfg.results)
+    table = pd.read_csv(cfg.source.results)
     assert list(table["method"]) == ["coop"] and table["base"][0] == pytest.approx(m["base"])
     assert (res.run_dir / "model.pt").is_file() and (res.run_dir / "result.json").is_file()
     # the frozen CLIP did not move, only the context did
@@ -101,10 +101,10 @@ def test_interrupted_training_resumes_to_the_same_result(json_root, tmp_path, ti
 
     cfg2 = _cfg(json_root, tmp_path, runs_dir=str(tmp_path / "runs2"), train=cfg.train)
     method = resolve("coop").build(tiny_backbone)
-    from dpclab.pipeline import run_dir_for, train_config, _fingerprint
-    rd = run_dir_for(cfg2, tiny_backbone, exp.inputs_key())
-    fit(method, exp.train_examples("features"), exp.train_task, train_config(cfg2), rd,
-        _fingerprint(cfg2, tiny_backbone, exp), stop_after=2)
+    from dpclab.pipeline import plan_run
+    step = plan_run(cfg2, exp)[-1]  # its run directory and fingerprint (dpclab.runkey)
+    rd = step.run_dir
+    fit(method, exp.train_examples("features"), exp.train_task, step.train, rd, step.fingerprint, stop_after=2)
     assert torch.load(rd / "checkpoint.pt", weights_only=True)["epoch"] == 1
     resumed = run(cfg2, experiment=exp)  # a fresh method object picks up the checkpoint
     assert resumed.metrics == full.metrics
@@ -203,7 +203,7 @@ def test_parallel_runs_of_one_config_train_once_and_record_every_row(json_root, 
         w.join(120)
     assert sorted(r.reused for r in results) == [False, True]
     assert results[0].metrics == results[1].metrics
-    table = pd.read_csv(cfg.results)
+    table = pd.read_csv(cfg.source.results)
     assert len(table) == 1  # trained and recorded once; the other process reused the finished run
     run_dirs = list((tmp_path / "runs").rglob("result.json"))
     assert len(run_dirs) == 1

@@ -4,7 +4,7 @@ released code's loader applies), everything else equal. Run as it was (2026-12-0
 cache; point them at yours."""
 import json, sys
 from dpclab.source import Source
-from dpclab.pipeline import run, step1_config, train_config, Experiment
+from dpclab.pipeline import RunConfig, run, step1_config, train_config, Experiment
 from dpclab.methods import resolve
 from dpclab.data.features import build_transforms
 from dpclab.lab.dpc_study import _prompt_distance
@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 src = Source(runs_dir="/work/bench/runs", cache_dir="/work/bench/cache", results=None)
 out = []
 for seed in (1, 2, 3):
-    cfg = src.run_config("coop+dpc", "world_tint", seed, method_cfg={"mode": "released"}, progress=False)
+    cfg = RunConfig("coop+dpc", "world_tint", seed, source=src, method_cfg={"mode": "released"}, progress=False)
     for scale in ((0.5, 1.0), (0.08, 1.0)):
         step1 = run(step1_config(cfg))  # a fresh step-1 method object (DPC wraps one only once)
         assert step1.reused, "step 1 should be the benchmark's CoOp run"

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from dpclab.data.coop import DatasetSpec
 from dpclab.data.scenes import SHAPES, Scene, random_scene, render
 
 _SEPIA = (200, 140, 70)
@@ -176,8 +177,6 @@ WORLD_CROP_SCALE = (0.5, 1.0)
 
 def _world_specs() -> dict:
     """The world datasets as the core loader's :class:`~dpclab.data.coop.DatasetSpec`, keyed by dirname."""
-    from dpclab.data.coop import DatasetSpec
-
     return {
         d.dirname: DatasetSpec(d.dirname, d.dirname, "json", "images", d.split_file, d.template,
                                crop_scale=WORLD_CROP_SCALE)

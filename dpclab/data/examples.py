@@ -13,9 +13,9 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from dpclab.trainconfig import TrainConfig
 from dpclab.data.coop import Datum
 from dpclab.data.features import ImageList, loader_options
+from dpclab.trainconfig import TrainConfig
 
 
 @dataclass(frozen=True)

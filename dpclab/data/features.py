@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,8 +25,10 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from dpclab.cpus import allocated_cpus
+from dpclab.data.coop import DatasetError, Datum
 from dpclab.io import DamagedFileError, atomic_torch_save, file_lock, set_aside, torch_load
-from dpclab.data.coop import Datum, DatasetError
+from dpclab.progress import progress_bar
 
 
 class ToRGB:
@@ -228,29 +231,6 @@ class FeatureKey:
 MAX_WORKERS = 8
 
 
-#: environment variable: the CPUs this process's image loaders may use (set per worker by ``dpclab.lab.jobs``' pools,
-#: which share the allocated CPUs among their workers)
-CPUS_ENV = "DPCLAB_CPUS"
-
-
-def allocated_cpus() -> int:
-    """The CPUs this process may use: ``DPCLAB_CPUS`` when a job pool gave it a share, else its affinity mask (what
-    SLURM's cgroup or ``taskset`` allow; the node's count only where there is no mask), capped by
-    ``SLURM_CPUS_PER_TASK`` inside a SLURM job. Never ``os.cpu_count()`` alone: on a cluster node that is the
-    node's CPUs, not the job's."""
-    share = os.environ.get(CPUS_ENV, "")
-    if share.isdigit() and int(share) > 0:
-        return int(share)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows: no affinity masks
-        cpus = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        cpus = min(cpus, int(slurm))
-    return max(1, cpus)
-
-
 def default_num_workers(image_size: int, cpu_count: int | None = None) -> int:
     """DataLoader workers that decode and augment images in parallel with the model.
 
@@ -268,8 +248,6 @@ def ignore_time_limit_signal(worker_id: int = 0) -> None:
     """DataLoader worker start-up: ignore SIGUSR2, the time-limit warning SLURM sends to every process of a job
     step. The job's main process checkpoints and requeues on it (``dpclab.lab.jobs``); a loader worker killed by it
     first would turn the requeue into a "DataLoader worker killed" failure."""
-    import signal
-
     if hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
@@ -293,8 +271,6 @@ def encode_image_list(model: torch.nn.Module, items: Sequence[Datum], transform:
 
     The features stay on ``device`` until the end (one copy back, no per-batch synchronisation), so with workers
     the next batches are decoded while the model runs."""
-    from dpclab.progress import progress_bar
-
     loader = DataLoader(ImageList(items, transform, view_seed), batch_size=batch_size, shuffle=False,
                         **loader_options(num_workers, device))
     feats = []

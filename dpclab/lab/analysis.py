@@ -31,7 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpclab.evaluate import accuracy, predict_logits, top_predictions
 from dpclab.methods.base import Task
+from dpclab.methods import resolve
+from dpclab.pipeline import run
 from dpclab.train import Examples
 
 # ------------------------------------------------------------------------------------------ channel importance
@@ -141,8 +144,6 @@ def channel_importance_study(cfg, methods: Sequence[str] = ("coop", "coop+dept")
     """Train (or reuse) ``methods`` and the oracle for ``cfg``'s dataset/seed, then compute their CI.
 
     Returns (CI table as :func:`channel_importance_table`, metrics table: model, base, new, hm)."""
-    from dpclab.pipeline import Experiment, run
-
     runs = {m: run(replace(cfg, method=m), backbone=backbone) for m in methods}
     runs["oracle"] = run(oracle_config(cfg), backbone=backbone)
     exp = next(iter(runs.values())).experiment  # test data are the same for every run
@@ -247,9 +248,6 @@ def untrained_coop_vs_zeroshot(exp, backbone, words: str = "a photo of a") -> pd
     """Untrained CoOp (context initialised from ``words``) next to zero-shot CLIP with the template
     ``"<words> {}."`` on the base and new test sets: accuracy of each and the largest logit difference (0 up to
     float rounding: the two are the same model)."""
-    from dpclab.evaluate import accuracy, predict_logits
-    from dpclab.methods import resolve
-
     coop = resolve("coop").build(backbone, {"ctx_init": words})
     zeroshot = resolve("zeroshot").build(backbone)
     rows = []
@@ -276,8 +274,6 @@ def dhno_examples(dpc: nn.Module, experiment, n_anchors: int = 4, seed: int = 0)
     """What DHNO does for ``n_anchors`` anchors (the first training image of classes spread evenly over the
     training classes): the frozen P model scores every class, its most confident wrong classes become the
     anchor's hard negatives. The table lists each anchor's class, P's top-k classes and the negatives."""
-    from dpclab.evaluate import top_predictions
-
     train = experiment.train_examples(dpc.input_kind)
     items, task = experiment.train_split.train, experiment.train_task
     first_of_class: dict[int, int] = {}

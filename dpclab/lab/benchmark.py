@@ -5,7 +5,7 @@ The benchmark tool: the run matrix and its summary are :mod:`dpclab.lab.matrix` 
 
 >>> from dpclab.lab.benchmark import run_matrix, summary_table
 >>> from dpclab.lab.targets import check_targets, paired_gains
->>> runs = run_matrix(["world_tint", "world_sketch"], seeds=[1, 2, 3])   # one row per dataset x method x seed
+>>> runs = run_matrix(Source(), ["world_tint", "world_sketch"], seeds=[1, 2, 3])   # one row per dataset x row x seed
 >>> table = summary_table(runs)        # mean ± std over seeds, plus the average over datasets
 >>> check_targets(table)               # the project's expectations, measured (pass/fail is informational)
 >>> paired_gains(runs, "coop+dpc[released]")   # DPC - CoOp per seed, mean and paired 95 % interval
@@ -36,7 +36,8 @@ import pandas as pd
 from dpclab.evaluate import format_mean_std
 from dpclab.io import atomic_write_text
 from dpclab.lab.matrix import (AVERAGE, DEFAULT_METHODS, DEFAULT_SEEDS, DPC_COLUMNS, GRID_COLUMNS, PROBE,  # noqa: F401
-                     QUICK_SEEDS, QUICK_TRAIN, row_method, run_matrix, summary_table, train_accuracy)
+                               QUICK_SEEDS, QUICK_TRAIN, row_method, run_matrix, summary_table, train_accuracy)
+from dpclab.lab.plots import dpc_headroom, save_figure
 from dpclab.lab.targets import markdown_gains, markdown_per_dataset, markdown_targets, paired_gains
 
 
@@ -112,8 +113,6 @@ def write_report(out: str | Path, name: str, runs: pd.DataFrame, summary: pd.Dat
         md += ("\nDPC's base gain over CoOp as paired per-seed differences (step 2 sits on the CoOp run of the same "
                "seed):\n\n" + markdown_gains(gains))
         if PROBE in set(summary["method"]) and "coop" in set(summary["method"]):
-            from dpclab.lab.plots import dpc_headroom, save_figure
-
             figure = save_figure(dpc_headroom(summary, gains), f"{name}_headroom", folder=out,
                                  alt="DPC's base gain over CoOp per dataset against the probe's headroom over CoOp "
                                      "and CoOp's accuracy on its own shots")

@@ -6,18 +6,41 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import logging
 import os
 import sys
 import time
 import traceback
 import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
 
 import dpclab
-from dpclab.lab import options as opt
 from dpclab.backbones import EMBEDDED_MODEL
-from dpclab.data.features import allocated_cpus
+from dpclab.cpus import allocated_cpus
+from dpclab.data.world import ensure_world, rewrite_world, world_datasets, world_stamp
+from dpclab.evaluate import summarize
+from dpclab.io import check_folder
+from dpclab.lab import options as opt
+from dpclab.lab.benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, markdown_table, run_matrix,
+                                  summary_table, write_report)
+from dpclab.lab.dpc_study import study, write_study
+from dpclab.lab.notebook import resolve
 from dpclab.lab.options import add_source_args, parse_options, source_from_args
+from dpclab.lab.pretrain import main as pretrain_main
+from dpclab.lab.report import check_parameters, report_parameters, strip_outputs
+from dpclab.lab.report.command import report_command
+from dpclab.lab.report.run import copy_notebooks, notebook_source
+from dpclab.lab.targets import check_targets, markdown_targets
+from dpclab.methods.doc_tables import listing
+from dpclab.methods.table import METHODS, PLUGINS
+from dpclab.pipeline import Experiment, RunConfig, cached_backbone, plan_run, run
+from dpclab.source import startup_lines
+from dpclab.transfer import cross_dataset, domain_generalization, summarize_transfer
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -85,7 +108,6 @@ def _two_step_note(args, spec) -> str | None:
 def write_missing_world(data_root, datasets) -> None:
     """Write the embedded world's datasets among ``datasets`` that are missing under ``data_root``
     (:func:`dpclab.data.world.ensure_world`), with one line saying so; other datasets are left alone."""
-    from dpclab.data.world import ensure_world, world_datasets
 
     world = [name for name in datasets if name in world_datasets()]  # others: not even the lock file is written
     written = ensure_world(data_root, world) if world else []
@@ -94,18 +116,14 @@ def write_missing_world(data_root, datasets) -> None:
 
 
 def cmd_train(args) -> int:
-    from dpclab.evaluate import summarize
-    from dpclab.pipeline import Experiment, plan_run, run
-    from dpclab.source import startup_lines
-
     src, train = source_from_args(args), _train_overrides(args)
     write_missing_world(src.data_root, [args.dataset])
     base_train = opt.check_train(parse_options(args.base_train, "--base-train"), "--base-train")
     rows = []
     for seed in args.seeds:
-        cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
-                             base_method_cfg=parse_options(args.base_opt), base_train=base_train,
-                             if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
+        cfg = RunConfig(args.method, args.dataset, seed, source=src, train=train, method_cfg=parse_options(args.opt),
+                        base_method_cfg=parse_options(args.base_opt), base_train=base_train,
+                        if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
         if seed == args.seeds[0]:
             print("\n".join(startup_lines(src)))
         exp = Experiment.prepare(cfg)
@@ -121,8 +139,6 @@ def cmd_train(args) -> int:
               f"HM {m['hm']:.2f}{note}")
         rows.append({"dataset": args.dataset, "method": args.method, "seed": seed, **m})
     if len(rows) > 1:
-        import pandas as pd
-
         s = summarize(pd.DataFrame(rows)).iloc[0]
         print(f"mean over {len(rows)} seeds: base {s.base:.2f} ± {s.base_std:.2f}  new {s.new:.2f} ± "
               f"{s.new_std:.2f}  HM {s.hm:.2f}")
@@ -130,22 +146,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from dataclasses import replace
-
-    from dpclab.pipeline import Experiment, plan_run
-    from dpclab.transfer import cross_dataset, domain_generalization, summarize_transfer
-
     src, train = source_from_args(args), _train_overrides(args)
     write_missing_world(src.data_root, [args.dataset, *args.targets])
     evaluate = domain_generalization if args.setting == "dg" else cross_dataset
     tables = []
     for seed in args.seeds:
-        cfg = src.run_config(args.method, args.dataset, seed, train=train, method_cfg=parse_options(args.opt),
-                             if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
+        cfg = RunConfig(args.method, args.dataset, seed, source=src, train=train, method_cfg=parse_options(args.opt),
+                        if_exists="overwrite" if args.overwrite else "reuse", progress=not args.no_progress)
         source = replace(cfg, train_classes="all")
         print("\n".join(plan_lines(source, plan_run(source, Experiment.prepare(source)))), flush=True)
         tables.append(evaluate(cfg, args.targets, results=args.transfer_results))
-    import pandas as pd
 
     summary = summarize_transfer(pd.concat(tables, ignore_index=True))
     print(summary[["role", "target", "accuracy", "runs"]].to_string(index=False, float_format="%.2f"))
@@ -154,31 +164,21 @@ def cmd_transfer(args) -> int:
 
 def _grid_setup(args, datasets) -> dict:
     """What the grid commands (benchmark, dpc-study) share: torch threads, the missing embedded-world datasets
-    written, and :func:`dpclab.lab.benchmark.run_matrix`'s source and output keywords from the arguments."""
+    written, and :func:`dpclab.lab.matrix.run_matrix`'s source and ``if_exists`` from the arguments."""
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     src = source_from_args(args)
     write_missing_world(src.data_root, datasets)
-    return dict(data_root=src.data_root, model=src.model, pretrained=src.pretrained, shots=src.shots,
-                runs_dir=src.runs_dir, cache_dir=src.cache_dir, results=src.results, device=src.device,
-                precision=src.precision, if_exists="overwrite" if args.overwrite else "reuse")
+    return dict(source=src, if_exists="overwrite" if args.overwrite else "reuse")
 
 
 def cmd_dpc_study(args) -> int:
-    import time
-
-    from dpclab.lab.benchmark import DEFAULT_SEEDS
-    from dpclab.data.world import world_datasets
-    from dpclab.lab.dpc_study import study, write_study
-
     datasets = args.datasets or world_datasets()
     seeds = args.seeds or list(DEFAULT_SEEDS)
     grid_kw = _grid_setup(args, datasets)
     t0 = time.time()
     step2 = opt.check_train(parse_options(args.step2, "--step2"), "--step2")
-    runs, sweep = study(datasets, seeds, step2=step2, train={} if args.epochs is None else {"epochs": args.epochs},
+    runs, sweep = study(datasets=datasets, seeds=seeds, step2=step2, train={} if args.epochs is None else {"epochs": args.epochs},
                         **grid_kw)
     header = (f"# DPC study: {args.model} ({args.pretrained}), {args.shots} shots, seeds {seeds}\n\n"
               f"- command: `python -m dpclab {' '.join(args.argv)}`\n- date: {time.strftime('%Y-%m-%d %H:%M')}\n"
@@ -190,14 +190,6 @@ def cmd_dpc_study(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    import time
-
-    from dpclab.lab.benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, markdown_table, run_matrix,
-                            summary_table, write_report)
-    from dpclab.lab.targets import check_targets, markdown_targets
-    from dpclab.data.world import world_datasets, world_stamp
-    from dpclab.pipeline import cached_backbone
-
     datasets = args.datasets or (world_datasets()[:1] if args.quick else world_datasets())
     seeds = args.seeds or list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
     train = dict(QUICK_TRAIN) if args.quick else {}
@@ -213,7 +205,8 @@ def cmd_benchmark(args) -> int:
             print(f"{row['dataset']} {row['method']} seed {row['seed']}: base {row['base']:.2f}  new {row['new']:.2f}"
                   f"  HM {row['hm']:.2f}  train {row['train_acc']:.2f}{note}", flush=True)
 
-    runs = run_matrix(datasets, args.methods or list(DEFAULT_METHODS), seeds, train=train, on_row=show, **grid_kw)
+    runs = run_matrix(datasets=datasets, rows=args.methods or list(DEFAULT_METHODS), seeds=seeds, train=train,
+                      on_row=show, **grid_kw)
     wall = time.time() - t0
     summary = summary_table(runs)
     targets = check_targets(summary)
@@ -234,20 +227,11 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from dpclab.methods.doc_tables import listing
-
     print("\n".join(listing()))
     return 0
 
 
 def cmd_report(args) -> int:
-    from dpclab.lab.notebook import resolve
-    from dpclab.lab.report import check_parameters, report_parameters
-    from dpclab.io import check_folder
-    from dpclab.lab.report.run import notebook_source
-    from dpclab.lab.report.command import report_command
-    from dpclab.source import startup_lines
-
     params = {key: opt.parse_value(value) for key, value in args.param or []}
     check_parameters(params)
     opt.check_parameter_values(params)  # the ranges of train's options (-p shots 0 = all images, as --shots 0)
@@ -264,18 +248,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_notebooks(args) -> int:
-    from dpclab.lab.report.run import copy_notebooks
-
     for line in copy_notebooks(args.dir, overwrite=args.overwrite):
         print(line)
     return 0
 
 
 def cmd_strip(args) -> int:
-    from pathlib import Path
-
-    from dpclab.lab.report import strip_outputs
-
     paths = args.paths or sorted(Path("notebooks").glob("*.ipynb"))
     for path in strip_outputs(paths):
         print(f"stripped {path}")
@@ -283,8 +261,6 @@ def cmd_strip(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from dpclab.data.world import rewrite_world
-
     for name, path in rewrite_world(args.root, args.names, seed=args.seed).items():
         print(f"{name}: {path}")
     return 0
@@ -399,11 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     ``warning: ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pretrain"]:  # its own argument parser lives in dpclab.lab.pretrain
-        from dpclab.lab.pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:]) or 0
     if argv[:1] in (["estimate"], ["gpu-check"], ["grid"], ["speed"]):  # so do these (dpclab.lab.estimate, ...)
-        import importlib
 
         verbose = any(a in ("-v", "--verbose") for a in argv)
         tool = importlib.import_module(f"dpclab.lab.{argv[0].replace('-', '_')}")

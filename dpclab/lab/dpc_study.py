@@ -21,10 +21,11 @@ from typing import Sequence
 import pandas as pd
 
 from dpclab import omega
-from dpclab.lab.matrix import AVERAGE, run_matrix, summary_table
 from dpclab.evaluate import harmonic_mean
 from dpclab.io import atomic_write_text
+from dpclab.lab.matrix import AVERAGE, run_matrix, summary_table, train_accuracy
 from dpclab.lab.plan import DPC_ABLATION
+from dpclab.source import Source
 
 #: ablation row label -> (method, RunConfig overrides), in the paper's order (CoOp first, full DPC last)
 ABLATION_SPEC: dict[str, tuple[str, dict]] = {f"dpc: {name}": ("coop+dpc", {"method_cfg": dict(opts)})
@@ -41,10 +42,12 @@ def _with_step2(spec: dict[str, tuple[str, dict]], step2: dict | None) -> dict[s
             for label, (method, over) in spec.items()}
 
 
-def ablation(datasets: Sequence[str], seeds: Sequence[int], step2: dict | None = None, **grid_kw) -> pd.DataFrame:
-    """One row per dataset x ablation row x seed (:func:`run_matrix`'s columns), CoOp (step 1) included.
-    ``step2``: TrainConfig overrides of DPC's step 2 only (e.g. ``{"lr": 0.0002}``)."""
-    return run_matrix(datasets, ["coop", *ABLATION_SPEC], seeds, spec=_with_step2(ABLATION_SPEC, step2), **grid_kw)
+def ablation(source: Source, datasets: Sequence[str], seeds: Sequence[int], step2: dict | None = None,
+             **grid_kw) -> pd.DataFrame:
+    """One row per dataset x ablation row x seed (:func:`run_matrix`'s columns, ``grid_kw`` its keywords), CoOp
+    (step 1) included. ``step2``: TrainConfig overrides of DPC's step 2 only (e.g. ``{"lr": 0.0002}``)."""
+    return run_matrix(source, datasets, ["coop", *ABLATION_SPEC], seeds, spec=_with_step2(ABLATION_SPEC, step2),
+                      **grid_kw)
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -71,24 +74,25 @@ def _sweep_collector(rows: list[dict], omegas: Sequence[float], label: str):
     return collect
 
 
-def omega_sweep(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[float] = SWEEP_OMEGAS,
-                step2: dict | None = None, **grid_kw) -> pd.DataFrame:
+def omega_sweep(source: Source, datasets: Sequence[str], seeds: Sequence[int],
+                omegas: Sequence[float] = SWEEP_OMEGAS, step2: dict | None = None, **grid_kw) -> pd.DataFrame:
     """Base and new test accuracy of the ``coop+dpc`` run (default config; ``step2``: TrainConfig overrides of its
     step 2) of every dataset x seed at each ω.
 
     Columns: dataset, seed, omega, base (base classes with ω_b = omega), new (new classes with ω_n = omega)."""
     rows: list[dict] = []
-    run_matrix(datasets, ["coop+dpc"], seeds, on_result=_sweep_collector(rows, omegas, "coop+dpc"),
-             spec=_with_step2({"coop+dpc": ("coop+dpc", {})}, step2), **grid_kw)
+    run_matrix(source, datasets, ["coop+dpc"], seeds, on_result=_sweep_collector(rows, omegas, "coop+dpc"),
+               spec=_with_step2({"coop+dpc": ("coop+dpc", {})}, step2), **grid_kw)
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
-def study(datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[float] = SWEEP_OMEGAS,
+def study(source: Source, datasets: Sequence[str], seeds: Sequence[int], omegas: Sequence[float] = SWEEP_OMEGAS,
           step2: dict | None = None, **grid_kw) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`ablation` and :func:`omega_sweep` in one pass over the grid: the sweep is read from the full-DPC row's
     run while the ablation visits it. Returns (ablation runs, sweep)."""
     rows: list[dict] = []
-    runs = ablation(datasets, seeds, step2=step2, on_result=_sweep_collector(rows, omegas, FULL_DPC), **grid_kw)
+    runs = ablation(source, datasets, seeds, step2=step2, on_result=_sweep_collector(rows, omegas, FULL_DPC),
+                    **grid_kw)
     return runs, pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
@@ -137,8 +141,6 @@ def side_by_side_table(results: dict[str, dict]) -> pd.DataFrame:
     """``results``: dataset -> {row of :data:`SIDE_BY_SIDE_ROWS`: its :class:`~dpclab.pipeline.RunResult`}. One row
     per dataset x DPC row: CoOp's base and its accuracy on its own shots (how much room step 1 left), DPC's base, the
     gain, new accuracy (equal to CoOp's: ω_n = 0) and ‖P′ − P‖."""
-    from dpclab.lab.matrix import train_accuracy
-
     rows = []
     for dataset, res in results.items():
         coop = res["coop"]

@@ -39,8 +39,22 @@ from typing import Sequence
 
 import torch
 
+from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, load_clip, resolve_device
 from dpclab.data.shapes import DatasetShape
+from dpclab.io import atomic_write_text
+from dpclab.lab.estimate.check import check_end_to_end
+from dpclab.lab.estimate.measuring import MeasureConfig, measure, measure_inputs, measure_method
+from dpclab.lab.estimate.price import EVAL_BATCH
+from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
+from dpclab.lab.synthetic import class_names
+from dpclab.methods import resolve
+from dpclab.lab.timing import Repeat, device_name, peak_memory, probe_examples
+from dpclab.methods.base import Task
+from dpclab.methods.spec import method_names
+from dpclab.pipeline import RunConfig, train_config
 from dpclab.precision import PRECISIONS
+from dpclab.source import Source, startup_lines
+from dpclab.train import fit
 
 #: the check's time budget on one H100/H200 (the issue's)
 BUDGET_S = 8 * 60
@@ -102,10 +116,6 @@ class Result:
 
 def fits_in(precision: str, methods: Sequence[str], cfg: CheckConfig, workdir: Path, log=print) -> list[Fit]:
     """One short fit of every method in ``precision`` (all refused, with the reason, when the device refuses it)."""
-    from dpclab.backbones import load_clip
-    from dpclab.lab.estimate.measuring import MeasureConfig, measure_inputs, measure_method
-    from dpclab.lab.estimate.price import EVAL_BATCH
-
     mcfg = MeasureConfig(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, precision=precision,
                          class_counts=(cfg.classes,), steps=cfg.steps, repeats=cfg.repeats, eval_sizes=(4, 16),
                          eval_sizes_features=(16, 128), image_px=cfg.image_px, encode_images=32)
@@ -133,9 +143,6 @@ def fits_in(precision: str, methods: Sequence[str], cfg: CheckConfig, workdir: P
 
 def coop_ratios(cfg: CheckConfig, workdir: Path, log=print) -> dict:
     """CoOp's epoch against the reference-style loop's at ImageNet's training shape (fp32): fresh and cached view."""
-    from dpclab.backbones import load_clip
-    from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
-
     bb = load_clip(cfg.model, cfg.pretrained, cfg.device)
     rows = bench_shape(ModelCase(cfg.model, cfg.pretrained, 0, 0, 0, 0), ShapeCase("imagenet", cfg.classes, cfg.shots),
                        "coop", bb, workdir, BenchConfig(cases=[], device=cfg.device, image_px=cfg.image_px),
@@ -146,8 +153,6 @@ def coop_ratios(cfg: CheckConfig, workdir: Path, log=print) -> dict:
 def estimate_check(cfg: CheckConfig, workdir: Path, log=print):
     """The estimate's projection against a short measured run of ``cfg.check_methods`` (fp32) on a reduced
     ImageNet-shaped dataset (timings measured at its class count, so no extrapolation)."""
-    from dpclab.lab.estimate import MeasureConfig, check_end_to_end, measure
-
     mcfg = MeasureConfig(model=cfg.model, pretrained=cfg.pretrained, device=cfg.device, class_counts=(cfg.classes,),
                          steps=cfg.steps, repeats=cfg.repeats, image_px=cfg.image_px, encode_images=32)
     timings = measure(cfg.check_methods, mcfg, workdir / "timings", log)
@@ -160,14 +165,6 @@ def promptkd_teacher(cfg: CheckConfig, workdir: Path, log=print) -> dict:
     """PromptKD's training step with a ``cfg.teacher_model`` PromptSRC teacher (the released ViT-L/14 shape, random
     weights) over a ``cfg.model`` student, at ``cfg.classes`` classes: ``{"step_s", "peak_mib", "teacher", "batch"}``,
     or ``{"skipped": why}`` when the GPU's free memory is under ``cfg.teacher_min_free_gib``."""
-    from dpclab.backbones import load_clip, resolve_device
-    from dpclab.lab.estimate.measuring import MeasureConfig, measure_inputs
-    from dpclab.lab.synthetic import class_names
-    from dpclab.lab.timing import Repeat, peak_memory, probe_examples
-    from dpclab.methods.base import Task
-    from dpclab.pipeline import RunConfig, train_config
-    from dpclab.methods import resolve
-    from dpclab.train import fit
 
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -201,7 +198,6 @@ def promptkd_teacher(cfg: CheckConfig, workdir: Path, log=print) -> dict:
 def require_cuda(device: str, allow_cpu: bool) -> torch.device:
     """The device the check runs on: a CUDA GPU, or with ``allow_cpu`` whatever ``device`` resolves to; without a
     GPU a ValueError in one line naming the check (the driver against the torch wheel's CUDA)."""
-    from dpclab.backbones import resolve_device
 
     dev = resolve_device(device)
     if dev.type == "cuda" and torch.cuda.is_available():
@@ -224,11 +220,6 @@ def run_check(cfg: CheckConfig, workdir: Path, log=print, out: Path | None = Non
     """Every phase in order; with ``out``, the markdown is (re)written after each (header first). A phase that
     raises is recorded in ``Result.problems`` and the next one runs; once ``cfg.budget_s`` has passed, what is left
     is skipped (said in ``problems``)."""
-    from dpclab.io import atomic_write_text
-    from dpclab.methods import method_names
-    from dpclab.backbones import resolve_device
-    from dpclab.lab.timing import device_name
-
     t0 = time.perf_counter()
     methods = list(cfg.methods or method_names())
     state = {"device": device_name(resolve_device(cfg.device)), "fits": [], "ratios": {}, "check": None,
@@ -378,10 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-    from dpclab.io import atomic_write_text
-    from dpclab.source import Source, startup_lines
-
     args = build_parser().parse_args(argv)
     device = require_cuda(args.device, args.allow_cpu)  # before anything else: no silent CPU run
     if args.threads:

@@ -27,13 +27,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from dpclab.lab.plan import grid_jobs, report_plan, waves  # noqa: F401 - the plan and its jobs live in dpclab.lab.plan
+from dpclab.data.world import ensure_world
+from dpclab.io import atomic_write_text
+from dpclab.lab.jobs import GridState, local_executor, run_jobs, slurm_executor, slurm_request, summary
+from dpclab.lab.notebook import resolve
+from dpclab.lab.options import add_parameter_args, notebook_parameters, parse_options, positive_int
+from dpclab.lab.plan import (NOTEBOOKS, grid_jobs,  # noqa: F401 - the plan and its jobs live in dpclab.lab.plan
+                             report_plan, waves)
+from dpclab.lab.preflight import preflight
+from dpclab.lab.trainjobs import with_weights
+from dpclab.source import startup_lines
 
 #: the driver's state (job ids, arrays, finished and failed runs: dpclab.lab.jobs.GridState), under the runs folder
 STATE_FILE = "grid-state.json"
@@ -41,8 +51,6 @@ STATE_FILE = "grid-state.json"
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    from dpclab.lab.options import add_parameter_args, positive_int
-
     p = argparse.ArgumentParser(prog="python -m dpclab grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_parameter_args(p)
@@ -65,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def slurm_lines(request: dict) -> list[str]:
     """What each SLURM job asks for, and what this host is (it only submits and follows the jobs)."""
-    import socket
 
     r = request
     part = r.get("slurm_partition", "the default partition")
@@ -75,14 +82,6 @@ def slurm_lines(request: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dpclab.lab.jobs import GridState, local_executor, run_jobs, slurm_executor, slurm_request, summary
-    from dpclab.lab.notebook import resolve
-    from dpclab.lab.options import notebook_parameters, parse_options
-    from dpclab.lab.plan import NOTEBOOKS
-    from dpclab.lab.preflight import preflight
-    from dpclab.lab.trainjobs import with_weights
-    from dpclab.source import startup_lines
-
     args = build_parser().parse_args(argv)
     setup = resolve(notebook_parameters(args))  # the notebooks' own resolution: the same source, scope and runs
     src = setup.source
@@ -94,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(plan)} runs ({sum(len(w) for w in waves(plan, src))} trained)")
         return 0
     if src.embedded:  # the world's datasets are generated, as the notebooks do
-        from dpclab.data.world import ensure_world
 
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))  # every planned dataset
     slurm = parse_options(args.slurm, "--slurm") if args.slurm is not None else None
@@ -137,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in {time.perf_counter() - t0:.1f} s; " + ("rerun the same command after fixing the failures (finished "
           "runs are reused)" if failed else "`python -m dpclab report` with the same parameters now reuses them"))
     if args.out:
-        from dpclab.io import atomic_write_text
-
         atomic_write_text(Path(args.out), json.dumps([asdict(r) for r in records], indent=1, default=str))
     return 1 if failed else 0
 

@@ -35,13 +35,19 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import json
+import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
+
+from dpclab.cpus import CPUS_ENV, allocated_cpus
 
 #: environment variable naming a pool worker in the per-job lines ("gpu 0", "cpu 1")
 WORKER_ENV = "DPCLAB_WORKER"
@@ -181,19 +187,11 @@ def one_line(err: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ executors
-def allocated_cpus() -> int:
-    """The CPUs this process may use: its affinity mask (what SLURM's cgroup or ``taskset`` allow), capped by
-    ``SLURM_CPUS_PER_TASK`` when set; not the node's count."""
-    from dpclab.data.features import allocated_cpus as cpus
-
-    return cpus()
-
-
 def _init_worker(names, cpus: int) -> None:
     """Pool initializer: this worker's name and GPU (before CUDA is initialised in it) and its share of the CPUs."""
     name = names.get()
     os.environ[WORKER_ENV] = name
-    os.environ["DPCLAB_CPUS"] = str(cpus)
+    os.environ[CPUS_ENV] = str(cpus)
     if name.startswith("gpu "):
         os.environ["CUDA_VISIBLE_DEVICES"] = name[4:]
 
@@ -211,8 +209,6 @@ def plainly_cpu(device: str = "cpu") -> bool:
 
 def cuda_initialised() -> bool:
     """CUDA is initialised in this process (a fork of it could not use CUDA again)."""
-    import sys
-
     torch = sys.modules.get("torch")  # never imported: never initialised
     return bool(torch is not None and torch.cuda.is_initialized())
 
@@ -235,8 +231,6 @@ class LocalPool(ProcessPoolExecutor):
 
     def __init__(self, workers: int, gpus: Sequence[int] | None = None, start_method: str | None = None,
                  device: str = "cpu"):
-        import multiprocessing as mp
-
         self.options = (workers, list(gpus) if gpus else None, start_method, device)
         ctx = mp.get_context(pool_start_method(device, gpus, start_method))
         self.start_method = ctx.get_start_method()
@@ -397,7 +391,6 @@ class GridState:
     the finished jobs, re-attaches to those still queued or running on SLURM, and runs only the rest."""
 
     def __init__(self, path: str | os.PathLike):
-        from pathlib import Path
 
         from dpclab.io import DamagedFileError, read_json, set_aside
 
@@ -599,4 +592,5 @@ def needed_first(jobs: Sequence[Job]) -> list[Job]:
 
 
 __all__ = ["Job", "JobRecord", "run_jobs", "needed_first", "summary", "waves", "makespan", "local_executor",
-           "slurm_executor", "LocalPool", "Attempt", "GridState", "SUBMIT_RETRIES", "slurm_request", "allocated_cpus", "job_line", "pool_start_method", "plainly_cpu"]
+           "slurm_executor", "LocalPool", "Attempt", "GridState", "SUBMIT_RETRIES", "slurm_request", "job_line",
+           "pool_start_method", "plainly_cpu"]

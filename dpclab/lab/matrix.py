@@ -19,19 +19,20 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, Backbone
+from dpclab.backbones import Backbone
 from dpclab.diagnostics import linear_probe
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits, summarize
-from dpclab.methods import resolve
-from dpclab.pipeline import Experiment, RunConfig, cached_backbone, run
 from dpclab.lab.targets import AVERAGE, PROBE
+from dpclab.methods.dpc import MODES, DPCConfig
+from dpclab.methods.spec import resolve
+from dpclab.pipeline import Experiment, RunConfig, cached_backbone, run
+from dpclab.source import Source
 
 log = logging.getLogger(__name__)
 
+
 def _dpc_mode_rows() -> tuple[str, ...]:
     """One row per DPC mode besides the default one, labelled ``coop+dpc[<mode>]``."""
-    from dpclab.methods.dpc import DPCConfig, MODES
-
     return tuple(f"coop+dpc[{m}]" for m in MODES if m != DPCConfig.mode)
 
 
@@ -71,17 +72,15 @@ def train_accuracy(result) -> float:
     return accuracy(predict_logits(method, examples, exp.train_task), examples.labels)
 
 
-def run_matrix(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS,
-             seeds: Sequence[int] = DEFAULT_SEEDS, *, data_root: str = "data/world", model: str = EMBEDDED_MODEL,
-             pretrained: str = EMBEDDED_PRETRAINED, shots: int = 16, train: dict | None = None,
-             method_cfg: dict[str, dict] | None = None, runs_dir: str = "runs", cache_dir: str | None = "data/cache",
-             results: str | None = "runs/results.csv", device: str = "auto", if_exists: str = "reuse",
-             backbone: Backbone | None = None, progress: bool = False,
-             on_row: Callable[[dict], None] | None = None,
-             on_result: Callable[[dict, object], None] | None = None,
-             train_for: Callable[[str], tuple[dict, dict]] | None = None, precision: str = "fp32",
-             spec: dict[str, tuple[str, dict]] | None = None) -> pd.DataFrame:
-    """Run (or reuse) every ``dataset x method x seed`` and return one row per run (columns :data:`GRID_COLUMNS`).
+def run_matrix(source: Source, datasets: Sequence[str], rows: Sequence[str] = DEFAULT_METHODS,
+               seeds: Sequence[int] = DEFAULT_SEEDS, *, train: dict | None = None,
+               method_cfg: dict[str, dict] | None = None, if_exists: str = "reuse", backbone: Backbone | None = None,
+               progress: bool = False, on_row: Callable[[dict], None] | None = None,
+               on_result: Callable[[dict, object], None] | None = None,
+               train_for: Callable[[str], tuple[dict, dict]] | None = None,
+               spec: dict[str, tuple[str, dict]] | None = None) -> pd.DataFrame:
+    """Run (or reuse) every ``dataset x row x seed`` from ``source`` (a :class:`~dpclab.source.Source`: model, weights,
+    data root, shots, precision, device, where things go) and return one row per run (columns :data:`GRID_COLUMNS`).
 
     ``train``: TrainConfig overrides applied to *every* trained method (e.g. ``{"epochs": 2}`` for a smoke test);
     for two-step plug-ins (``coop+dpc``) they apply to both steps, so step 1 is the very run of the ``coop`` row.
@@ -91,14 +90,15 @@ def run_matrix(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS
     DPC mode row ``"coop+dpc[released]"``, :data:`PROBE`, or a key of ``spec``: ``{label: (method, overrides)}``
     with RunConfig overrides ``method_cfg`` / ``base_method_cfg`` / ``train`` / ``base_train`` (what
     :func:`dpclab.lab.paper_numbers.reproduction_runs` returns).
-    ``backbone``: an already loaded :class:`~dpclab.backbones.Backbone` (tests pass a tiny one); by default
-    ``model``/``pretrained`` are loaded once. ``on_row`` is called with each finished row (progress display),
+    ``backbone``: an already loaded :class:`~dpclab.backbones.Backbone` (tests pass a tiny one); by default the
+    source's model is loaded once. ``on_row`` is called with each finished row (progress display),
     ``on_result`` with each trained or zero-shot row and its :class:`~dpclab.pipeline.RunResult` (analyses that need
     the model, e.g. :func:`dpclab.lab.dpc_study.omega_sweep`).
     ``seconds`` is the wall time of the run (training + evaluation; near 0 when reused), ``reused`` says which.
     """
-    if not datasets or not methods or not seeds:
-        raise ValueError("run_matrix needs at least one dataset, one method and one seed.")
+    if not datasets or not rows or not seeds:
+        raise ValueError("run_matrix needs at least one dataset, one row (method) and one seed.")
+    methods = rows
     for name in methods:
         if name != PROBE:
             resolve(_resolve_row(name, spec)[0])  # unknown names fail before any training
@@ -110,8 +110,8 @@ def run_matrix(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS
     train = dict(train or {})
     if train_for is None:
         train_for = lambda name: (train, train)  # noqa: E731 - both steps of a two-step plug-in alike
-    backbone = backbone or cached_backbone(model, str(pretrained), device, precision)
-    rows = []
+    backbone = backbone or cached_backbone(source.model, source.pretrained, source.device, source.precision)
+    out = []
     for seed in seeds:  # seed-major: an interrupted grid still covers every dataset for the first seeds
         for dataset in datasets:
             exp = None  # one Experiment (few-shot split, feature cache) per dataset x seed, shared by the methods
@@ -120,10 +120,8 @@ def run_matrix(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS
                 resolved = resolve("zeroshot" if name == PROBE else method)  # once per run, passed to run()
                 two_step = resolved.two_step
                 method_train, step1_train = train_for(method)
-                cfg = RunConfig(method=resolved.name, dataset=dataset,
-                                data_root=data_root, model=model, pretrained=str(pretrained), shots=shots, seed=seed,
-                                device=device, precision=precision, cache_dir=cache_dir, runs_dir=runs_dir,
-                                results=results, train={**method_train, **over.get("train", {})},
+                cfg = RunConfig(method=resolved.name, dataset=dataset, seed=seed, source=source,
+                                train={**method_train, **over.get("train", {})},
                                 method_cfg={**over.get("method_cfg", {}), **(method_cfg or {}).get(name, {})},
                                 base_method_cfg=dict(over.get("base_method_cfg", {})),
                                 base_train={**step1_train, **over.get("base_train", {})} if two_step else {},
@@ -135,7 +133,7 @@ def run_matrix(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS
                     row = {"dataset": dataset, "method": name, "seed": seed, "base": probe["base"],
                            "new": math.nan, "hm": math.nan, "train_acc": probe["train_acc"], "epochs": 0,
                            "seconds": time.time() - t0, "reused": False, "run_dir": ""}
-                    rows.append(row)
+                    out.append(row)
                     if on_row is not None:
                         on_row(row)
                     continue
@@ -151,9 +149,9 @@ def run_matrix(datasets: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS
                     on_row(row)
                 if on_result is not None:
                     on_result(row, res)
-                rows.append(row)
-    extra = [c for c in DPC_COLUMNS if any(c in r for r in rows)]
-    return pd.DataFrame(rows, columns=GRID_COLUMNS + extra)
+                out.append(row)
+    extra = [c for c in DPC_COLUMNS if any(c in r for r in out)]
+    return pd.DataFrame(out, columns=GRID_COLUMNS + extra)
 
 
 def _resolve_row(label: str, spec: dict | None) -> tuple[str, dict]:

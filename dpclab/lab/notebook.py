@@ -24,15 +24,23 @@ Figures are in :mod:`dpclab.lab.plots`, widgets in :mod:`dpclab.lab.widgets`, st
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import pandas as pd
+import torch
+
 from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-from dpclab.lab.plan import (EMBEDDED_DEFAULT_DATASET, QUICK_EPOCH_DIVISOR, QUICK_MIN_EPOCHS, REAL_DEFAULT_DATASET,  # noqa: F401
-                   PlannedRun, Scope, parse_datasets, parse_seeds, requests)
+from dpclab.data.world import ensure_world as write_missing_world
+from dpclab.lab.alttext import enable as enable_alt_text
+from dpclab.lab.matrix import run_matrix
+from dpclab.lab.plan import (EMBEDDED_DEFAULT_DATASET, QUICK_EPOCH_DIVISOR, QUICK_MIN_EPOCHS,  # noqa: F401
+                             REAL_DEFAULT_DATASET, PlannedRun, Scope, parse_datasets, parse_seeds, requests)
+from dpclab.pipeline import Experiment, RunConfig, cached_backbone, effective_epochs, run
 from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
 log = logging.getLogger(__name__)
@@ -57,8 +65,6 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
 def ensure_world(data_root: str | os.PathLike, datasets: Sequence[str]) -> None:
     """Write the embedded world's datasets that are missing under ``data_root`` (deterministic, a few seconds);
     :func:`dpclab.data.world.ensure_world` (locked, stamped with the generator version)."""
-    from dpclab.data.world import ensure_world as write_missing_world
-
     write_missing_world(data_root, datasets)
 
 
@@ -106,8 +112,6 @@ class Setup:
         return self.interactive
 
     def backbone(self):
-        from dpclab.pipeline import cached_backbone
-
         return cached_backbone(self.model, self.pretrained, self.device, self.precision)
 
     def train_overrides(self, method: str) -> tuple[dict, dict]:
@@ -117,25 +121,21 @@ class Setup:
     def config(self, method: str, seed: int | None = None, dataset: str | None = None, **overrides):
         """A :class:`~dpclab.pipeline.RunConfig` for ``method`` with this notebook's parameters.
 
-        ``overrides`` are RunConfig fields; ``train``/``base_train`` dicts are merged over the epoch settings.
+        ``overrides`` are RunConfig fields (the source's too); ``train``/``base_train`` dicts are merged over the epoch settings.
         """
         train, base_train = self.train_overrides(method)
         overrides["train"] = {**train, **overrides.get("train", {})}
         overrides["base_train"] = {**base_train, **overrides.get("base_train", {})}
-        return self.source.run_config(method, dataset or self.dataset, self.seeds[0] if seed is None else seed,
-                                      **{"progress": self.progress, **overrides})
+        return RunConfig.of(self.source, method=method, dataset=dataset or self.dataset,
+                            seed=self.seeds[0] if seed is None else seed, **{"progress": self.progress, **overrides})
 
     def effective_epochs(self, method: str) -> dict:
         """The epochs ``method`` really trains with these parameters (:func:`dpclab.pipeline.effective_epochs`):
         ``{"epochs": n}`` plus ``"step1_epochs"`` for two-step plug-ins (DPC)."""
-        from dpclab.pipeline import effective_epochs
-
         return effective_epochs(self.config(method))
 
     def experiment(self, seed: int | None = None, dataset: str | None = None, train_classes: str = "base"):
         """The (memoised) :class:`~dpclab.pipeline.Experiment` of one dataset and few-shot seed."""
-        from dpclab.pipeline import Experiment
-
         cfg = self.config("zeroshot", seed, dataset, train_classes=train_classes)
         key = (cfg.dataset, cfg.seed, train_classes)
         if key not in self._experiments:
@@ -162,8 +162,6 @@ class Setup:
         """Train (or reuse a finished run) and evaluate: :func:`dpclab.pipeline.run`. ``method``: a
         :class:`~dpclab.lab.plan.PlannedRun` (with its ``curve``: base and new accuracy after every epoch, kept in
         ``result.history``) or a method name with ``seed``, ``dataset`` and RunConfig ``overrides``."""
-        from dpclab.pipeline import run
-
         if isinstance(method, PlannedRun):
             cfg = method.run_config(self.source, progress=self.progress, **overrides)
             label = method.label
@@ -179,10 +177,6 @@ class Setup:
     def _run_with_curve(self, cfg):
         """Run ``cfg`` evaluating after every epoch; a finished run trained without these evaluations is retrained
         once (deterministic, so its final numbers do not change)."""
-        from dataclasses import replace
-
-        from dpclab.pipeline import run
-
         exp = self.experiment(cfg.seed, cfg.dataset, cfg.train_classes)
         res = run(cfg, experiment=exp, on_epoch=lambda epoch, m: exp.evaluate(m))
         if res.history and "base" not in res.history[-1]:
@@ -200,34 +194,25 @@ class Setup:
         the plan)."""
         path = os.environ.get(REQUEST_LOG_ENV)
         if path:
-            import json
-
             with open(path, "a") as f:
                 f.write(json.dumps({"notebook": self._notebook, "label": label, "run_dir": str(run_dir or ""),
                                     "reused": bool(reused)}) + "\n")
 
     def seed_metrics(self, runs) -> "pd.DataFrame":
         """One row per planned run of ``runs`` (a label's runs from :meth:`planned`): its seed and base / new / HM."""
-        import pandas as pd
-
         return pd.DataFrame([{"seed": r.seed, **self.run(r).metrics} for r in runs])
 
     def grid(self, planned: dict[str, list[PlannedRun]]) -> "pd.DataFrame":
         """Notebook 06's rows (``planned``: :meth:`planned`, label -> runs) over its datasets x seeds through
         :func:`dpclab.lab.matrix.run_matrix`, one table row per run, each with exactly its planned options."""
-        from dpclab.lab.matrix import run_matrix
-
         spec = {}
         for label, runs in planned.items():
             spec[label] = (runs[0].method, runs[0].overrides())
             if any(r.overrides() != spec[label][1] for r in runs):
                 raise ValueError(f"the planned runs of {label!r} differ between datasets or seeds; run them one by "
                                  f"one with Setup.run")
-        src = self.source
-        return run_matrix(self.datasets, list(spec), self.seeds, data_root=src.data_root, model=src.model,
-                          pretrained=src.pretrained, shots=src.shots, runs_dir=src.runs_dir, cache_dir=src.cache_dir,
-                          results=src.results, device=src.device, backbone=self.backbone(), progress=self.progress,
-                          precision=src.precision, spec=spec,
+        return run_matrix(self.source, self.datasets, list(spec), self.seeds, backbone=self.backbone(),
+                          progress=self.progress, spec=spec,
                           on_row=lambda row: self._record(row["method"], row["run_dir"], row["reused"]))
 
 
@@ -245,8 +230,6 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
     * With ``chdir``, a kernel started in ``notebooks/`` moves to the repository root so ``runs/``, ``data/``
       and ``figures/`` are the same folders the CLI uses.
     """
-    from dpclab.lab.alttext import enable as enable_alt_text
-
     enable_alt_text()  # every figure the notebook shows carries alt text (screen readers, nbconvert's reports)
     if chdir:
         root = project_root()
@@ -258,8 +241,6 @@ def setup(backend: str = "auto", model: str = EMBEDDED_MODEL, pretrained: str = 
     if threads is None and s.model == EMBEDDED_MODEL and str(s.device) in ("auto", "cpu"):
         threads = 1
     if threads:
-        import torch
-
         torch.set_num_threads(int(threads))
     if s.source.embedded:
         ensure_world(s.data_root, s.datasets)
@@ -277,8 +258,6 @@ def resolve(parameters: dict, quick_seeds: int = 1) -> Setup:
 
 def class_table(exp) -> "pd.DataFrame":
     """One row per class: its label, whether it is a base or a new class, and its hand-crafted prompt."""
-    import pandas as pd
-
     rows = []
     for split in ("base", "new"):
         task = exp.tasks[split]

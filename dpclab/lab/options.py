@@ -14,6 +14,7 @@ import argparse
 import ast
 from typing import Callable
 
+from dpclab.lab.notebook import PARAMETER_KEYS
 from dpclab.source import PRECISIONS, Source
 
 #: TrainConfig overrides (--train, --base-train, --step2) checked here: key -> (type, lowest allowed, fix)
@@ -157,8 +158,6 @@ def check_parameter_values(params: dict) -> dict:
 
 def notebook_parameters(args: argparse.Namespace) -> dict:
     """The notebooks' parameters these options give (``report -p`` equivalents; ``-p`` wins over the options)."""
-    from dpclab.lab.notebook import PARAMETER_KEYS
-
     params = {k: getattr(args, k) for k in _SOURCE_PARAMETERS if getattr(args, k, None) is not None}
     if args.datasets:
         params["dataset"] = ",".join(args.datasets)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dpclab.methods.table import METHODS, PLUGINS
+
 DPC = "DPC (CVPR 2025), avg of 11 datasets"
 DEPT = "DePT (CVPR 2024), avg of 11 datasets"
 
@@ -204,8 +206,6 @@ PAPER_BASES = {"dpc": ("coop", "maple", "promptsrc", "promptkd"), "dept": ("coop
 def report_spec(real_clip: bool = False) -> dict[str, tuple[str, dict]]:
     """:func:`reproduction_runs` of every method of this installation plus each plug-in on its papers' bases
     (``real_clip``: on the 11 CoOp datasets with real CLIP, where PromptKD takes its released ViT-L/14 teacher)."""
-    from dpclab.methods import METHODS, PLUGINS
-
     methods = list(METHODS) + [f"{b}+{p}" for p, bases in PAPER_BASES.items() if p in PLUGINS
                                for b in bases if b in METHODS]
     return reproduction_runs(methods, real_clip)

@@ -17,10 +17,18 @@ ImageNet: 50 epochs) are applied where a run's training settings are resolved (:
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
-from dpclab.source import EMBEDDED_PRETRAINED, resolve_backend
+from dpclab.data.coop import DATASETS
+from dpclab.lab.jobs import waves as job_waves
+from dpclab.lab.paper_numbers import report_spec
+from dpclab.lab.trainjobs import run_key, training_jobs
+from dpclab.methods import method_names, resolve
+from dpclab.pipeline import RunConfig
+from dpclab.runkey import key_fields
+from dpclab.source import EMBEDDED_PRETRAINED, Source, resolve_backend
+from dpclab.trainconfig import TrainConfig
 
 #: the notebooks, in order
 NOTEBOOKS = ("00", "01", "02", "03", "04", "05", "06")
@@ -141,8 +149,6 @@ class Scope:
         """(train, base_train) overrides of ``method``: ``epochs``/``quick`` applied to the method's defaults; none
         for a method that does not train, nor without ``epochs``/``quick`` (the protocol defaults, with their
         per-dataset exceptions: the same run directories as ``python -m dpclab train``)."""
-        from dpclab.methods import resolve
-
         spec = resolve(method)
         if (self.epochs is None and not self.quick) or not spec.trainable:
             return {}, {}
@@ -151,8 +157,6 @@ class Scope:
 
 
 def _default_epochs(train) -> int:
-    from dpclab.trainconfig import TrainConfig
-
     return int(train.get("epochs", TrainConfig.epochs))
 
 
@@ -167,25 +171,34 @@ def _items(d: Mapping | None) -> tuple:
     return tuple(sorted((k, _FrozenDict(v) if isinstance(v, dict) else v) for k, v in (d or {}).items()))
 
 
+#: metadata of a PlannedRun field that identifies the run (:mod:`dpclab.runkey`, role "job")
+_JOB = {"key": ("job",)}
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     """One run a notebook requests. Dict-valued options are sorted (key, value) tuples (hashable)."""
 
     #: the (first) notebook requesting it: "00" ... "06"
     notebook: str
-    dataset: str
-    method: str
-    seed: int
+    #: the dataset's name
+    dataset: str = field(metadata=_JOB)
+    #: the method's name
+    method: str = field(metadata=_JOB)
+    #: the few-shot seed
+    seed: int = field(metadata=_JOB)
     #: RunConfig.method_cfg
-    method_cfg: tuple = ()
+    method_cfg: tuple = field(default=(), metadata=_JOB)
     #: base (all base-to-new classes trained on) | all (the oracle)
-    train_classes: str = "base"
+    train_classes: str = field(default="base", metadata=_JOB)
     #: evaluated on base and new test data after every epoch (notebooks 01, 02)
     curve: bool = False
     #: RunConfig.base_method_cfg, .train and .base_train
-    base_method_cfg: tuple = ()
-    train: tuple = ()
-    base_train: tuple = ()
+    base_method_cfg: tuple = field(default=(), metadata=_JOB)
+    #: RunConfig.train
+    train: tuple = field(default=(), metadata=_JOB)
+    #: RunConfig.base_train
+    base_train: tuple = field(default=(), metadata=_JOB)
     #: what the notebook calls it (a method name, "oracle", an ablation row, a notebook-06 row label)
     label: str = ""
     #: every notebook requesting it (report_plan); () = just ``notebook``
@@ -193,9 +206,8 @@ class PlannedRun:
 
     @property
     def key(self) -> tuple:
-        """Equal keys, same run directory (for one source)."""
-        return (self.dataset, self.method, self.seed, self.method_cfg, self.base_method_cfg, self.train,
-                self.base_train, self.train_classes)
+        """Equal keys, same run directory (for one source): the fields :func:`dpclab.runkey.key_fields` reads."""
+        return tuple(key_fields(self, "job").items())
 
     @property
     def requested_by(self) -> tuple:
@@ -206,9 +218,9 @@ class PlannedRun:
         return dict(method_cfg=dict(self.method_cfg), base_method_cfg=dict(self.base_method_cfg),
                     train=dict(self.train), base_train=dict(self.base_train), train_classes=self.train_classes)
 
-    def run_config(self, source, **overrides):
-        """Its :class:`~dpclab.pipeline.RunConfig` from ``source`` (a :class:`~dpclab.source.Source`)."""
-        return source.run_config(self.method, self.dataset, self.seed, **{**self.overrides(), **overrides})
+    def run_config(self, source: Source, **overrides) -> RunConfig:
+        """Its :class:`~dpclab.pipeline.RunConfig` from ``source``; ``overrides`` are RunConfig fields."""
+        return RunConfig(self.method, self.dataset, self.seed, source=source, **{**self.overrides(), **overrides})
 
     def describe(self) -> str:
         opts = {k: dict(v) for k, v in (("opt", self.method_cfg), ("base_opt", self.base_method_cfg),
@@ -222,8 +234,6 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
          curve: bool = False, train_classes: str = "base", **over) -> PlannedRun:
     """A request of notebook ``nb``: ``over`` are RunConfig overrides (method_cfg, train, ...) over the scope's
     epochs."""
-    from dpclab.methods import resolve
-
     train, base_train = scope.train_overrides(method)
     over = _teacher_epochs(scope, method, over)
     two_step = resolve(method).two_step
@@ -235,8 +245,6 @@ def _run(nb: str, scope: Scope, method: str, seed: int, dataset: str | None = No
 def _teacher_epochs(scope: Scope, method: str, over: dict) -> dict:
     """``epochs``/``quick`` reach a distilling method's teacher run too (PromptKD's ``teacher_epochs``): its teacher is
     then the very run of the notebooks' own row of the teacher method (PromptSRC)."""
-    from dpclab.methods import resolve
-
     spec = resolve(method)
     key = "base_method_cfg" if spec.plugin else "method_cfg"
     own = dict(over.get(key) or {})
@@ -252,8 +260,6 @@ def _n00(s: Scope) -> list[PlannedRun]:
 
 
 def _n01(s: Scope) -> list[PlannedRun]:
-    from dpclab.methods import method_names
-
     out = [_run("01", s, "zeroshot", s.seeds[0], label="zero-shot")]
     return out + [_run("01", s, m, seed, curve=seed == s.seeds[0]) for m in BASELINES if m in method_names()
                   for seed in s.seeds]
@@ -295,8 +301,6 @@ def _n06(s: Scope) -> list[PlannedRun]:
     """:func:`dpclab.lab.paper_numbers.report_spec`'s rows on every dataset and seed: the released settings (DePT's
     own baselines of its ``+dept`` rows, DPC's released mode) and, on the 11 CoOp datasets (real CLIP), PromptKD's
     released ViT-L/14 teacher."""
-    from dpclab.data.coop import DATASETS
-    from dpclab.lab.paper_numbers import report_spec
 
     specs = {real: report_spec(real_clip=real) for real in (False, True)}
     return [_run("06", s, specs[d in DATASETS][label][0], seed, d, label, **specs[d in DATASETS][label][1])
@@ -336,8 +340,6 @@ def report_plan(parameters: Mapping | Scope | None = None, notebooks: Sequence[s
 
 
 def needs_training(run: PlannedRun) -> bool:
-    from dpclab.methods import resolve
-
     return resolve(run.method).trainable
 
 
@@ -355,9 +357,6 @@ def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = Non
     """The trained runs of ``runs`` as :class:`dpclab.lab.jobs.Job` s (one :func:`dpclab.lab.trainjobs.train_run` each, a
     two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
     (default: the embedded one); ``threads``: torch CPU threads per worker."""
-    from dpclab.lab.trainjobs import training_jobs
-    from dpclab.source import Source
-
     src = source or Source()
     return training_jobs([(run_label(r), r.run_config(src, progress=False), r.curve) for r in runs
                           if needs_training(r)], threads=threads)
@@ -367,10 +366,6 @@ def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
     """The trained runs in dependency waves (:func:`dpclab.lab.jobs.waves`): [runs that need no other run, runs that
     reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
     (nothing to train or store)."""
-    from dpclab.lab.jobs import waves as job_waves
-    from dpclab.lab.trainjobs import run_key
-    from dpclab.source import Source
-
     src = source or Source()
     trained = [r for r in runs if needs_training(r)]
     jobs = grid_jobs(trained, src)

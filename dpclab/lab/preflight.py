@@ -13,8 +13,17 @@ fail after its queue wait is refused here, in one line naming the fix.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
+
+from PIL import Image
+
+from dpclab.backbones import EMBEDDED_PRETRAINED, cached_weights
+from dpclab.data.coop import load_dataset
+from dpclab.experiment import dataset_specs
+from dpclab.pipeline import step_configs
 
 #: images per dataset opened and decoded (besides the existence check of a larger sample by ``load_dataset``)
 DECODE_SAMPLE = 4
@@ -43,10 +52,6 @@ def _one_line(err: BaseException) -> str:
 def check_data(data_root: str, datasets: Iterable[str], decode: int = DECODE_SAMPLE) -> list[str]:
     """Every dataset readable from ``data_root``: its split file, :data:`EXIST_SAMPLE` listed images per split found,
     ``decode`` of them decoded. One line per dataset; :class:`PreflightError` naming every unreadable one."""
-    from PIL import Image
-
-    from dpclab.data.coop import load_dataset
-    from dpclab.experiment import dataset_specs
 
     specs = dataset_specs()
     names = list(dict.fromkeys(datasets))
@@ -77,21 +82,16 @@ def check_data(data_root: str, datasets: Iterable[str], decode: int = DECODE_SAM
 def weights_of(configs: Iterable) -> list[tuple[str, str]]:
     """Every (model, pretrained) the runs ``configs`` load: each run's own and those of the runs it builds on (a
     PromptKD teacher, DPC's step 1)."""
-    from dpclab.pipeline import step_configs
 
     pairs: dict[tuple[str, str], None] = {}
     for cfg in configs:
         for c, _, _ in step_configs(cfg):
-            pairs[(str(c.model), str(c.pretrained))] = None
+            pairs[(c.source.model, c.source.pretrained)] = None
     return list(pairs)
 
 
 def is_tag(pretrained: str) -> bool:
     """An open_clip tag (``openai``), not a file, the embedded checkpoint or random weights."""
-    import os
-    from pathlib import Path
-
-    from dpclab.backbones import EMBEDDED_PRETRAINED
 
     p = str(pretrained)
     return not (p in ("", "none", "random", EMBEDDED_PRETRAINED) or os.sep in p
@@ -103,9 +103,6 @@ def resolve_weights(pairs: Sequence[tuple[str, str]], remote: bool, allow_downlo
     """Each tag of ``pairs`` -> its local file on this host (``{"model/tag": file}``) and the lines saying so. A tag
     with no local copy: a :class:`PreflightError` when ``remote`` jobs would download it (compute nodes often have
     no internet) unless ``allow_download``; else a line saying the jobs download it. Files are checked to exist."""
-    from pathlib import Path
-
-    from dpclab.backbones import EMBEDDED_PRETRAINED, cached_weights
 
     files, lines, missing = {}, [], []
     for model, pretrained in pairs:

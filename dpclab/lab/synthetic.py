@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from dpclab.data.coop import DatasetSpec
 from dpclab.data.shapes import DatasetShape
@@ -31,8 +32,6 @@ def class_names(n: int) -> list[str]:
 
 def write_images(folder: Path, n: int, px: int, seed: int = 0) -> list[Path]:
     """``n`` JPEGs of ``px`` x ``3/4 px`` smooth random colour (a photo's decode cost, not its content)."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -48,8 +47,6 @@ def write_images(folder: Path, n: int, px: int, seed: int = 0) -> list[Path]:
 def write_bench_dataset(root: Path, n_classes: int, per_class: int, px: int, seed: int = 0) -> Path:
     """:data:`BENCH_SPEC` under ``root``: coloured noise PNGs, ``per_class`` train and 2 test images per class of
     the first ``n_classes`` :data:`CLASSNAMES`."""
-    from PIL import Image
-
     if n_classes > len(CLASSNAMES):
         raise ValueError(f"The bench dataset has at most {len(CLASSNAMES)} classes; pass --classes <= that.")
     base = root / BENCH_SPEC.dirname

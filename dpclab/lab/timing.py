@@ -4,6 +4,7 @@ training probes that run the real :func:`dpclab.train.fit` for a few batches, pe
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import threading
 import time
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+
+from dpclab.train import Examples
 
 
 def sync(device: torch.device) -> None:
@@ -45,8 +48,6 @@ class Repeat:
 def probe_examples(max_batches: int) -> Callable[..., object]:
     """A factory of :class:`~dpclab.train.Examples` whose epochs stop after ``max_batches`` batches: a timing probe
     through the real ``fit`` (same keywords as ``Examples``)."""
-    from dpclab.train import Examples
-
     @dataclass
     class ProbeExamples(Examples):
         max_batches: int = 1
@@ -61,7 +62,6 @@ def device_name(device: torch.device) -> str:
     """The device by name: the GPU's (``torch.cuda.get_device_name``) or the CPU's, with the torch threads."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} ({device})"
-    import platform
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -9,38 +9,41 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import replace
 from typing import Sequence
 
-from dpclab.lab.jobs import Job, needed_first
+import torch
+
+from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
+from dpclab.cpus import allocated_cpus
+from dpclab.lab.jobs import Job, needed_first, worker_name
+from dpclab.methods import resolve
+from dpclab.pipeline import Experiment, RunConfig, plan_run
+from dpclab.pipeline import run as run_pipeline
+from dpclab.pipeline import step_configs, with_method_data
+from dpclab.runkey import job_key
+from dpclab.source import startup_lines
 
 
-def run_key(cfg) -> str:
-    """What identifies a training run in a job list (two configs with the same key train the same run; the training
-    data a method's protocol fixes is applied first, so PromptKD asked for on 16 shots is its all-images run)."""
-    from dpclab.pipeline import with_method_data
-
-    cfg = with_method_data(cfg)
-    fields = ("method", "dataset", "data_root", "model", "pretrained", "shots", "seed", "precision", "train",
-              "method_cfg", "base_method_cfg", "base_train", "train_classes", "runs_dir")
-    return json.dumps({k: getattr(cfg, k) for k in fields}, sort_keys=True, default=str)
+def run_key(cfg: RunConfig) -> str:
+    """What identifies a training run in a job list (:func:`dpclab.runkey.job_key`: two configs with the same key
+    train the same run); the training data a method's protocol fixes is applied first, so PromptKD asked for on 16
+    shots is its all-images run."""
+    return job_key(with_method_data(cfg))
 
 
 def job_startup_lines(cfg, log=print) -> None:
     """A job's own start-up lines (host, the device it really got, precision, loader workers from the CPUs it was
     allocated), to ``log`` as they come (the host line first: a device the job cannot use raises after it), for the
     job's log: on SLURM the driver's lines describe the login node and the request, not the node."""
-    import socket
-
-    from dpclab.lab.jobs import allocated_cpus, worker_name
-    from dpclab.source import Source, startup_lines
 
     cpus = allocated_cpus()
-    log(f"job {worker_name()} on host {socket.gethostname()} ({cpus} CPUs allocated), asked for device {cfg.device}")
-    src = Source(model=cfg.model, pretrained=str(cfg.pretrained), data_root=cfg.data_root, shots=cfg.shots,
-                 precision=cfg.precision, device=cfg.device)
+    log(f"job {worker_name()} on host {socket.gethostname()} ({cpus} CPUs allocated), asked for device "
+        f"{cfg.source.device}")
     try:
-        lines = startup_lines(src, cpus=cpus)
+        lines = startup_lines(cfg.source, cpus=cpus)
     except ValueError:  # a device this node cannot give (no CUDA GPU visible): the job fails, in one line
         raise
     except Exception as err:  # noqa: BLE001 - the lines are for the log; they never fail a job themselves
@@ -53,12 +56,6 @@ def train_run(cfg, curve: bool = False, threads: int | None = None, weights: dic
     """Train (or reuse, or resume) one run; its metrics, where it lives, what was done (``note``) and the device it
     ran on. ``weights``: the local weights files the driver resolved (``{"model/tag": file}``; loaded instead of a
     download, the runs' keys unchanged). Under submitit (SLURM) the job first writes its start-up lines to its log."""
-    import os
-
-    import torch
-
-    from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
-    from dpclab.pipeline import Experiment, plan_run, run as run_pipeline
 
     if weights:
         os.environ[WEIGHTS_FILES_ENV] = json.dumps(weights)
@@ -90,9 +87,6 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     nothing to train or store). A run built on another run (DPC's step 2 on its step 1, PromptKD on its teacher)
     needs the jobs that train those runs when they are in the list; otherwise it trains them itself. Jobs that others
     need come first, so the longest chains start early."""
-    from dpclab.methods import resolve
-    from dpclab.pipeline import step_configs
-
     listed = {run_key(c) for _, c, _ in runs if resolve(c.method).trainable}
     jobs: list[Job] = []
     keys: set[str] = set()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
+from dpclab.omega import omega_view
+
 
 def omega_summary(grid, omega_b: float, omega_n: float) -> str:
     """A one-line Markdown read-out of :func:`dpclab.omega.omega_view` (the ω sliders' callback text)."""
-    from dpclab.omega import omega_view
-
     v = omega_view(grid, omega_b, omega_n)
     return (f"ω_b = {v['omega_b']:.2f}, ω_n = {v['omega_n']:.2f} → base **{v['base']:.2f}**, "
             f"new **{v['new']:.2f}**, HM **{v['hm']:.2f}**")
@@ -42,10 +46,6 @@ def omega_sliders(grid, step: float | None = None):
 def slider_latency_ms(grid, n: int = 500, seed: int = 0) -> float:
     """Mean time (ms) of one slider update (:func:`omega_summary`: grid lookup + text) over ``n`` random
     (ω_b, ω_n) positions on the grid."""
-    import time
-
-    import numpy as np
-
     pairs = np.random.default_rng(seed).choice(grid.omegas, size=(n, 2))
     t0 = time.perf_counter()
     for wb, wn in pairs:

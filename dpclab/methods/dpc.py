@@ -69,6 +69,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from dpclab.data.features import ImageList
+from dpclab.diagnostics import dpc_diagnostics
 from dpclab.methods.base import (Loss, Output, Plugin, PromptMethod, Task, batch_accuracy, cosine_logits,
                                  trainable_parameters)
 
@@ -406,8 +408,6 @@ class DPC(Plugin):
 
     def diagnostics(self, experiment) -> dict[str, float]:
         """What step 2 changed (:func:`dpclab.diagnostics.dpc_diagnostics`): the benchmark's DPC columns."""
-        from dpclab.diagnostics import dpc_diagnostics
-
         return dpc_diagnostics(experiment, self)
 
     def batches(self, data, epoch: int, cfg, generator: torch.Generator) -> Iterator[tuple]:
@@ -436,7 +436,6 @@ class DPC(Plugin):
         by the training transform seeded by :func:`draw_view_seed` ``(seed, epoch, draw)`` (features-kind data: that
         crop through the frozen image encoder, as the cached views are made). ``None`` for data without images
         (features given directly): the negatives then read the epoch's view."""
-        from dpclab.data.features import ImageList
 
         if data.items is None or data.transform is None:
             return None

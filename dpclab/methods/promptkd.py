@@ -30,15 +30,17 @@ protocol); DPC's P' deep prompts starting random (``DPCConfig.prime_deep_init``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dpclab.backbones import Backbone
-from dpclab.vision import encode_images, vision_layers, vision_width
 from dpclab.methods.base import Loss, Output, PromptMethod, Task, batch_accuracy, image_features_of
 from dpclab.methods.prompts import capped_depth, normal_prompts
+from dpclab.methods.zeroshot import ZeroShotCLIP
+from dpclab.vision import encode_images, vision_layers, vision_width
 
 KL_NORMS = ("numel", "batchmean")
 SELECTIONS = ("last", "best_base")
@@ -133,8 +135,6 @@ class PromptKD(PromptMethod):
         cfg = self.cfg
         device = self.clip.logit_scale.device
         if teacher is None:
-            from dpclab.methods.zeroshot import ZeroShotCLIP
-
             teacher = ZeroShotCLIP(backbone)
         self.teacher_kind = type(teacher).__name__
         teacher.eval().requires_grad_(False)
@@ -229,10 +229,11 @@ def teacher_run_config(cfg, kd: PromptKDConfig):
     seed, on the teacher's backbone (default: the run's own), at its own protocol defaults plus ``teacher_train``.
     ``cfg`` is the student's :class:`~dpclab.pipeline.RunConfig`; a run with the same settings (e.g. the report's
     ``promptsrc`` row) is reused."""
-    return replace(cfg, method=kd.teacher_method, model=kd.teacher_model or cfg.model,
-                   pretrained=kd.teacher_pretrained or cfg.pretrained, shots=kd.teacher_shots, train_classes="base",
-                   method_cfg=dict(kd.teacher_method_cfg), base_method_cfg={}, base_train={},
-                   train={**kd.teacher_train, **({} if kd.teacher_epochs is None else {"epochs": kd.teacher_epochs})})
+    src = cfg.source
+    return cfg.replace(method=kd.teacher_method, model=kd.teacher_model or src.model,
+                       pretrained=kd.teacher_pretrained or src.pretrained, shots=kd.teacher_shots,
+                       train_classes="base", method_cfg=dict(kd.teacher_method_cfg), base_method_cfg={}, base_train={},
+                       train={**kd.teacher_train, **({} if kd.teacher_epochs is None else {"epochs": kd.teacher_epochs})})
 
 
 __all__ = ["PromptKD", "PromptKDConfig", "Projector", "distillation_loss", "teacher_run_config",

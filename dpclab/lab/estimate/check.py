@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from dpclab.backbones import load_clip
 from dpclab.data.shapes import DatasetShape
-from dpclab.lab.synthetic import write_shape_dataset
 from dpclab.lab.estimate.measuring import MeasureConfig
 from dpclab.lab.estimate.model import DeviceTimings
 from dpclab.lab.estimate.price import project
+from dpclab.lab.plan import PlannedRun, Scope
+from dpclab.lab.synthetic import write_shape_dataset
+from dpclab.pipeline import Experiment, run
+from dpclab.source import Source
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,6 @@ def check_end_to_end(shape: DatasetShape, methods: Sequence[str], epochs: int, t
                      mcfg: MeasureConfig, workdir: Path, shots: int = 16, log=print) -> Check:
     """Run ``methods`` (seed 1, ``epochs`` epochs) through the real pipeline on a synthetic dataset of ``shape``
     in ``mcfg.precision``; return the measured wall time next to the projection of the same runs."""
-    from dpclab.backbones import load_clip
-    from dpclab.pipeline import Experiment, run
-    from dpclab.lab.plan import PlannedRun, Scope
-    from dpclab.source import Source
-
     spec = write_shape_dataset(workdir / "data", shape, shots, mcfg.image_px)
     scope = Scope((spec.name,), (1,), epochs)
     plan = [PlannedRun("check", spec.name, m, 1, train=tuple(sorted(train.items())),

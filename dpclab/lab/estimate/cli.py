@@ -12,14 +12,20 @@ from typing import Sequence
 
 import torch
 
+from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
 from dpclab.data.shapes import COOP_SHAPES
 from dpclab.io import atomic_write_text
-from dpclab.lab.plan import Scope, grid_jobs as plan_jobs, report_plan
-from dpclab.source import Source
 from dpclab.lab.estimate.check import check_end_to_end
 from dpclab.lab.estimate.measuring import MeasureConfig, measure, pick_class_counts
 from dpclab.lab.estimate.model import DeviceTimings
 from dpclab.lab.estimate.price import NOTEBOOK_WORK, Projection, WallTime, project
+from dpclab.lab.options import add_parameter_args, notebook_parameters, positive_int
+from dpclab.lab.plan import Scope
+from dpclab.lab.plan import grid_jobs as plan_jobs
+from dpclab.lab.plan import report_plan
+from dpclab.lab.preflight import PreflightError, check_data, resolve_weights
+from dpclab.lab.trainjobs import run_key
+from dpclab.source import Source
 
 
 def hours(seconds: float) -> str:
@@ -96,9 +102,6 @@ class Settings:
 def settings(args: argparse.Namespace) -> Settings:
     """The report's parameters from ``-p KEY VALUE`` and the shared options (``dpclab.lab.options``: ``-p`` wins), with
     the estimate's defaults: ViT-B/16 (``--model small``: the embedded model) on the 11 CoOp datasets."""
-    from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-    from dpclab.lab.options import notebook_parameters
-
     params = notebook_parameters(args)
     if params.get("model", "ViT-B-16") == "small":
         params.update(model=EMBEDDED_MODEL, pretrained=EMBEDDED_PRETRAINED)
@@ -124,14 +127,10 @@ def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
 def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
     """The grid's jobs for ``plan`` (``dpclab.lab.plan.grid_jobs``: the trained runs, a two-step run after its step 1)
     and, per planned run key, its job's key."""
-    from dpclab.lab.trainjobs import run_key
-
     return plan_jobs(plan, s.source), {r.key: run_key(r.run_config(s.source, progress=False)) for r in plan}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dpclab.lab.options import add_parameter_args, positive_int
-
     p = argparse.ArgumentParser(prog="python -m dpclab estimate", description=sys.modules[__package__].__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_parameter_args(p)  # the report's parameters: -p, --quick, --datasets, --seeds, --model, --precision...
@@ -181,8 +180,6 @@ def preflight_lines(args: argparse.Namespace, s: Settings, plan: Sequence) -> li
     """The report's pre-flight, said before measuring (``dpclab.lab.preflight``): the planned datasets readable from
     ``-p data_root`` when one is given, the report's pretrained tag resolved to a local file. Said, not refused: the
     estimate itself measures on synthetic images with random weights."""
-    from dpclab.lab.options import notebook_parameters
-    from dpclab.lab.preflight import PreflightError, check_data, resolve_weights
 
     lines = []
     root = notebook_parameters(args).get("data_root")

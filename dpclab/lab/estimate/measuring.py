@@ -13,10 +13,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dpclab.lab.synthetic import class_names, write_images
-from dpclab.lab.timing import Repeat, device_name, median_time, peak_memory, probe_examples
+from dpclab.backbones import load_clip
+from dpclab.data.coop import Datum
+from dpclab.data.features import ImageList, build_transforms, default_num_workers
 from dpclab.lab.estimate.model import Curve, DeviceTimings, MethodTimings
 from dpclab.lab.estimate.price import EVAL_BATCH
+from dpclab.lab.synthetic import class_names, write_images
+from dpclab.lab.timing import Repeat, device_name, median_time, peak_memory, probe_examples
+from dpclab.methods.base import Task
+from dpclab.methods import resolve
+from dpclab.pipeline import RunConfig, train_config
+from dpclab.precision import autocast, input_dtype
+from dpclab.train import fit
 
 
 def pick_class_counts(needed: Sequence[int], k: int) -> list[int]:
@@ -66,10 +74,6 @@ class Inputs:
 
 def measure_inputs(bb, cfg: MeasureConfig, workdir: Path) -> Inputs:
     """Decode + augment time per synthetic JPEG (one process), the frozen image encoder's time per image."""
-    from dpclab.data.coop import Datum
-    from dpclab.data.features import ImageList, build_transforms
-    from dpclab.precision import autocast, input_dtype
-
     device = bb.device
     tf = build_transforms(bb.image_size, bb.mean, bb.std)
     items = [Datum(str(p), 0, "x") for p in write_images(workdir / "images", 8, cfg.image_px)]
@@ -94,12 +98,6 @@ def measure_method(bb, method_name: str, counts: Sequence[int], cfg: MeasureConf
                    log=print) -> MethodTimings:
     """One method's training step (the real ``fit`` on a probe of ``cfg.steps`` batches), evaluation batches at two
     sizes and peak training memory, at each class count of ``counts``."""
-    from dpclab.methods import resolve
-    from dpclab.methods.base import Task
-    from dpclab.pipeline import RunConfig, train_config
-    from dpclab.precision import autocast, input_dtype
-    from dpclab.train import fit
-
     device, precision = bb.device, bb.precision
     names = class_names(max(counts))
     probe = probe_examples(cfg.steps)
@@ -150,9 +148,6 @@ def measure(methods: Sequence[str], cfg: MeasureConfig, workdir: Path, log=print
             counts_by_method: dict[str, Sequence[int]] | None = None) -> DeviceTimings:
     """Time every method's training step and evaluation batch at ``cfg.class_counts`` (or, per method, at
     ``counts_by_method[method]``) on this device, in ``cfg.precision``."""
-    from dpclab.backbones import load_clip
-    from dpclab.data.features import default_num_workers
-
     t0 = time.perf_counter()
     bb = load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
     load_s = time.perf_counter() - t0

@@ -29,6 +29,9 @@ from typing import Callable, Sequence
 
 from dpclab.data.shapes import DatasetShape
 from dpclab.lab.estimate.model import DeviceTimings, MethodTimings
+from dpclab.lab.jobs import makespan, waves
+from dpclab.methods.spec import resolve
+from dpclab.pipeline import RunConfig, train_config
 
 #: evaluation batch size of ``evaluate.predict_logits``
 EVAL_BATCH = 256
@@ -126,8 +129,6 @@ class Projection:
     def wall(self, gpus: int, jobs: Sequence, job_key: dict[tuple, str]) -> WallTime:
         """Wall time on ``gpus`` GPUs when the grid runs ``jobs`` (``dpclab.lab.jobs.Job`` s of the plan's trained runs;
         ``job_key``: planned run key -> job key) and the report does the rest."""
-        from dpclab.lab.jobs import makespan, waves
-
         if gpus < 1:
             raise ValueError(f"gpus must be >= 1, got {gpus}.")
         seconds = {job_key[k]: s for k, s in self.jobs().items()}
@@ -148,10 +149,9 @@ def run_train_config(run, epochs: int | None = None, shots: int = 16):
     """The :class:`~dpclab.train.TrainConfig` ``run`` trains with: the method's defaults, the dataset's and shot
     count's protocol exceptions and the run's own overrides (``pipeline.train_config``), ``epochs`` on top when
     given."""
-    from dpclab.pipeline import RunConfig, train_config
 
     train = {**as_dict(getattr(run, "train", ())), **({} if epochs is None else {"epochs": int(epochs)})}
-    return train_config(RunConfig(method=run.method, dataset=run.dataset, shots=shots, train=train, progress=False))
+    return train_config(RunConfig.of(method=run.method, dataset=run.dataset, shots=shots, train=train, progress=False))
 
 
 def _like(template, d: dict):
@@ -161,8 +161,6 @@ def _like(template, d: dict):
 
 def step_one(run):
     """The base run a two-step plug-in's run trains first (``None`` for other methods)."""
-    from dpclab.methods import resolve
-
     spec = resolve(run.method)
     if not spec.two_step:
         return None
@@ -225,8 +223,6 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
             epochs: int | None = None, notebooks: int = 7, quick: bool = False) -> Projection:
     """Price ``plan`` (planned runs: notebook, dataset, method, seed, method_cfg, train, train_classes, curve, key)
     with the measured timings ``t``; see the module docstring."""
-    from dpclab.methods import resolve
-
     views_cached: dict[tuple, int] = {}  # (dataset, seed, train_classes) -> views encoded so far
     test_cached: set[str] = set()
     entries = per_notebook(plan)

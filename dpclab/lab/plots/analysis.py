@@ -10,6 +10,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from dpclab.lab.analysis import pearson
+
 
 def channel_importance(table: pd.DataFrame, title: str | None = None) -> Figure:
     """DePT Fig. 3(a)(c): one panel per model, channels ordered by their base CI, base and new CI as points."""
@@ -69,8 +71,6 @@ def channel_means(stats: Mapping[str, pd.DataFrame]) -> Figure:
     """One panel per prompt pair (``stats``: name -> :func:`dpclab.lab.analysis.channel_stats_table`): each feature
     channel's mean at the start of the pair (omega = 0, x) against at its end (omega = 1, y), with the diagonal and
     the Pearson correlation of the two."""
-    from dpclab.lab.analysis import pearson
-
     fig = Figure(figsize=(4.2 * len(stats), 3.8))
     axes = fig.subplots(1, len(stats), squeeze=False)
     for ax, (pair, table) in zip(axes[0], stats.items()):

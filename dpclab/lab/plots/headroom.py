@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dpclab.lab.targets import AVERAGE, PROBE
+
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def headroom_table(summary: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     """One row per dataset x DPC row: ``headroom`` (probe − CoOp base), ``coop_train`` (CoOp's accuracy on its
     shots), ``gain``/``low``/``high`` (:func:`dpclab.lab.targets.paired_gains`: mean and paired 95 % interval)."""
-    from dpclab.lab.targets import AVERAGE, PROBE
-
     per = summary[summary["dataset"] != AVERAGE].set_index(["dataset", "method"])
     rows = []
     for g in gains[gains["dataset"] != AVERAGE].to_dict("records"):

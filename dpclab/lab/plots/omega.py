@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dpclab.omega import omega_view
+
 
 def omega_sweep(grid, paper: pd.DataFrame, label: str) -> Figure:
     """Three panels from an :class:`~dpclab.omega.OmegaGrid`: (left) base accuracy against ω_b and new against ω_n,
     with the HM of each pair at the other knob's default; (middle) HM over the (ω_b, ω_n) plane with the default as
     a star; (right) the published sweeps (``paper``: :func:`dpclab.lab.paper_numbers.dpc_omega_sweeps`; hollow markers
     are values read off a plot). ``label`` names where the left panels were computed (e.g. the backend)."""
-    from dpclab.omega import omega_view
-
     w = np.array(grid.omegas)
     base_acc, new_acc = grid.accuracy["base"].numpy(), grid.accuracy["new"].numpy()
     default_b, default_n = grid.meta["default"]

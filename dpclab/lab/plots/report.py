@@ -10,11 +10,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from dpclab.lab.plots.training import tradeoff
+from dpclab.lab.targets import AVERAGE
+from dpclab.methods.table import PLUGINS
 
 
 def _average(summary: pd.DataFrame) -> pd.DataFrame:
-    from dpclab.lab.targets import AVERAGE
-
     return summary[summary["dataset"] == AVERAGE].set_index("method")
 
 
@@ -24,8 +24,6 @@ PLUGIN_COLOURS = ("tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink
 
 def bar_colour(label: str) -> str:
     """Grey for a method alone; a plug-in's row (``coop+dpc``, ``coop+dpc[released]``) in its plug-in's colour."""
-    from dpclab.methods import PLUGINS
-
     plugin = label.partition("+")[2].partition("[")[0]
     if not plugin:
         return "gray"

@@ -8,6 +8,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from dpclab.lab.report.console import ReportConsole, expected_times, save_timings
+from dpclab.lab.report.run import NotebookResult, discover, report_parameters, run_report
+from dpclab.lab.report.train import PHASE, planned_notebooks, preflight_plan, train_plan
+
 
 def report_command(parameters: dict, quick: bool = False, only: Sequence[str] | None = None,
                    notebook_dir: str | Path = "notebooks", out_dir: str | Path = "reports",
@@ -16,9 +20,6 @@ def report_command(parameters: dict, quick: bool = False, only: Sequence[str] | 
 
     With ``train``, the runs the notebooks will request are trained first over ``jobs`` workers (when
     :mod:`dpclab.lab.plan` knows the notebooks); the notebooks then run ``jobs`` at a time, the longest first."""
-    from dpclab.lab.report.console import ReportConsole, expected_times, save_timings
-    from dpclab.lab.report.run import NotebookResult, discover, report_parameters, run_report
-    from dpclab.lab.report.train import PHASE, planned_notebooks, preflight_plan, train_plan
 
     t0 = time.perf_counter()
     names = [p.stem for p in discover(notebook_dir, only)]

@@ -7,10 +7,14 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
+
+from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
+from dpclab.io import DamagedFileError, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,6 @@ def load_timings(out_dir: str | Path, parameters: dict) -> dict[str, float]:
 
 def save_timings(out_dir: str | Path, parameters: dict, seconds: dict[str, float]) -> Path:
     """Record the wall times (name -> s) of what ran (others keep their last time), atomically."""
-    from dpclab.io import atomic_write_text
-
     path = Path(out_dir) / TIMINGS_FILE
     table = _read_timings(path)
     key = parameters_key(parameters)
@@ -71,10 +73,6 @@ def typical_times(parameters: dict, path: str | Path = TYPICAL_FILE) -> tuple[di
 
     They hold for the default workload (embedded model, default dataset, shots, seeds and epochs), per backend and
     quick/full; other workloads get none."""
-    from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-
-    from dpclab.io import DamagedFileError, read_json
-
     try:
         table = read_json(path)
         entries = [e for b in ("embedded", "open_clip") for e in table.get(b, {}).values()]
@@ -161,7 +159,6 @@ class ReportConsole:
     def __init__(self, names: Sequence[str], last: dict[str, float], source: str = "by the last run",
                  jobs: int = 1, stream: TextIO | None = None, tick: float = 1.0, heartbeat: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, serial: Sequence[str] = ()):
-        import sys
 
         self.pending = list(names)
         self.last, self.source, self.jobs, self.clock = dict(last), source, max(1, jobs), clock

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import logging
 import math
+import statistics
 from pathlib import Path
 
 import pandas as pd
+
+from dpclab.evaluate import harmonic_mean
+from dpclab.io import DamagedFileError, atomic_write_text, read_json
+from dpclab.lab.paper_numbers import PLUGIN_PAPER, baseline_of, dept_average, dpc_average
+from dpclab.lab.targets import paired_interval
 
 #: output metadata key that marks the headline among a notebook's outputs
 HEADLINE_KEY = "dpclab_headline"
@@ -49,8 +57,6 @@ def benchmark_spread(bench_dir: str | Path) -> dict:
     dataset, from the file with the most seeds for it, the largest sample std over its rows of the per-seed
     differences, with the file, the date of its report (``<name>.md``), the seeds and the rows. This is what
     :data:`SPREAD_FILE` holds (``write_benchmark_spread``)."""
-    import json
-    import statistics
 
     bench_dir = Path(bench_dir)
     out: dict[str, dict] = {}
@@ -73,9 +79,6 @@ def benchmark_spread(bench_dir: str | Path) -> dict:
 
 def write_benchmark_spread(bench_dir: str | Path, path: str | Path = SPREAD_FILE) -> Path:
     """Write :func:`benchmark_spread` of ``bench_dir`` (``docs/benchmark``) to ``path`` (:data:`SPREAD_FILE`)."""
-    import json
-
-    from dpclab.io import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(benchmark_spread(bench_dir), indent=1, ensure_ascii=False) + "\n")
     return Path(path)
@@ -84,10 +87,6 @@ def write_benchmark_spread(bench_dir: str | Path, path: str | Path = SPREAD_FILE
 def load_spread(path: str | Path = SPREAD_FILE) -> dict:
     """The shipped :data:`SPREAD_FILE` (``{}`` when it is missing: every one-seed verdict is then direction only; a
     damaged one is named in a log warning, never moved: it ships with the package)."""
-    import logging
-
-    from dpclab.io import DamagedFileError, read_json
-
     try:
         spread = read_json(path)
         if not isinstance(spread, dict):
@@ -114,7 +113,6 @@ def spread_threshold(datasets, spread: dict) -> float | None:
 def _per_seed(runs: pd.DataFrame, label: str) -> pd.DataFrame:
     """``label``'s base / new per seed, averaged over the datasets (seeds that every dataset of it has), and the HM
     of that seed's averages."""
-    from dpclab.evaluate import harmonic_mean
 
     r = runs[runs["method"] == label]
     complete = r.groupby("seed")["dataset"].nunique()
@@ -149,9 +147,6 @@ def verdicts(runs: pd.DataFrame, backend: str, spread: dict | None = None) -> pd
     exactly 0, as in its paper), else "within noise". With one seed it is "one seed: direction only" unless ``|Δ|``
     exceeds the paired spread of the shipped benchmark on these datasets (:func:`spread_threshold` of ``spread``,
     default :func:`load_spread`)."""
-    from dpclab.lab.paper_numbers import PLUGIN_PAPER, baseline_of, dept_average, dpc_average
-    from dpclab.lab.targets import paired_interval
-
     spread = load_spread() if spread is None else spread
     threshold = spread_threshold(sorted(runs["dataset"].unique()), spread)
     papers = {"DPC": dpc_average().set_index("method"), "DePT": dept_average().set_index("method")}

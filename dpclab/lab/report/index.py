@@ -6,11 +6,19 @@ text, and the provenance (:mod:`dpclab.lab.report.provenance`)."""
 from __future__ import annotations
 
 import html
+import json
 import os
 import time
 from pathlib import Path
 from typing import Sequence
 
+from PIL import Image
+
+from dpclab.lab.report.console import clock
+from dpclab.lab.report.headline import find_headline
+
+#: the machine-readable provenance record next to index.html (:mod:`dpclab.lab.report.provenance` writes it)
+PROVENANCE_FILE = "provenance.json"
 THUMB_DIR = "thumbs"
 THUMB_WIDTH = 320
 
@@ -35,8 +43,6 @@ def notebook_title(nb, name: str) -> str:
 
 def figure_alt(path: Path) -> str:
     """A figure's alt text: the PNG's ``Description`` (``plots.save_figure`` writes it), else its name."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return str(im.info.get("Description") or path.stem)
@@ -46,8 +52,6 @@ def figure_alt(path: Path) -> str:
 
 def thumbnail(path: Path, out_dir: Path, width: int = THUMB_WIDTH) -> Path:
     """A ``width``-pixel-wide copy of a figure under ``<out_dir>/thumbs/``."""
-    from PIL import Image
-
     thumb = out_dir / THUMB_DIR / path.name
     thumb.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(path) as im:
@@ -67,8 +71,6 @@ def report_figures(figures_dir: Path, since: float | None = None) -> list[Path]:
 def _headline(results) -> str:
     import nbformat
 
-    from dpclab.lab.report.headline import find_headline
-
     for r in results:
         if r.executed.is_file():
             found = find_headline(nbformat.read(str(r.executed), as_version=4))
@@ -81,7 +83,6 @@ def _headline(results) -> str:
 
 def _notebook_rows(results) -> str:
     import nbformat
-
 
     rows = []
     for r in results:
@@ -107,9 +108,6 @@ def write_index(results: Sequence, out_dir: Path, parameters: dict, figures_dir:
     ``wall_seconds`` is the report's real wall time (notebooks run side by side: it is not their sum);
     ``since``: show only figures written since then (this report's); ``training``: the training phase's record
     (:func:`~dpclab.lab.report.train.train_plan`), when the runs were trained before the notebooks."""
-    from dpclab.lab.report.console import clock
-    from dpclab.lab.report.provenance import PROVENANCE_FILE, provenance_rows
-
     out_dir = Path(out_dir)
     summed = sum(r.seconds for r in results)
     wall = summed if wall_seconds is None else wall_seconds
@@ -153,4 +151,30 @@ Parameters: <code>{html.escape(params)}</code></p>
     return index
 
 
-__all__ = ["write_index", "figure_alt", "thumbnail", "report_figures"]
+def provenance_rows(record: dict) -> list[tuple[str, str]]:
+    """The record as (label, text) rows for the index page."""
+    code = record["dpclab"]
+    commit = "no git checkout" if code["commit"] is None else \
+        f"{code['commit'][:12]}{' (dirty: uncommitted changes)' if code['dirty'] else ' (clean)'}"
+    v = record["versions"]
+    w = record["weights"]
+    rows = [("dpclab", f"{code['version']}, commit {commit}"), ("command", record["command"]),
+            ("parameters", json.dumps(record["parameters"], default=str)),
+            ("versions", f"Python {v['python']}, torch {v['torch']}, open_clip {v['open_clip']}, "
+                         f"CUDA {v['cuda'] or 'none'} ({'available' if v['cuda_available'] else 'not used'})"),
+            ("device", f"{record['device']}; precision {record['precision']}"),
+            ("weights", f"{w['model']} / {w['pretrained']}: " + (f"sha256 {w['sha256']} ({w['file']})" if w['sha256']
+                                                                 else w.get("note", "unknown"))),
+            ("seeds", f"{record['seeds']}, {record['shots']} shots" + (" (quick mode)" if record["quick"] else ""))]
+    for name, d in record["datasets"].items():
+        if "error" in d:
+            rows.append((f"dataset {name}", d["error"]))
+            continue
+        split = f"split file sha256 {d['split_sha256']}" if d["split_sha256"] else \
+            f"listing fingerprint {d['listing_fingerprint']}"
+        counts = ", ".join(f"{k} {n}" for k, n in d["images"].items())
+        rows.append((f"dataset {name}", f"{d['classes']} classes; images {counts}; {split}"))
+    return rows
+
+
+__all__ = ["write_index", "figure_alt", "thumbnail", "report_figures", "provenance_rows", "PROVENANCE_FILE"]

@@ -14,7 +14,17 @@ import sys
 import time
 from pathlib import Path
 
-PROVENANCE_FILE = "provenance.json"
+import torch
+
+import dpclab
+from dpclab.backbones import EMBEDDED_PRETRAINED, embedded_checkpoint, resolve_device
+from dpclab.data.coop import load_dataset
+from dpclab.io import atomic_write_text, sha256_file
+from dpclab.lab.plan import Scope, report_plan
+from dpclab.lab.report.index import PROVENANCE_FILE
+from dpclab.pipeline import dataset_specs
+from dpclab.source import EMBEDDED_DATA_ROOT, Source
+
 #: the notebooks' parameters cell defaults (what a report runs with when no ``-p`` overrides them)
 NOTEBOOK_DEFAULTS = {"backend": "auto", "model": "dpclab-tiny", "pretrained": "embedded", "data_root": None,
                      "dataset": None, "shots": 16, "seeds": None, "epochs": None, "device": "auto",
@@ -45,10 +55,6 @@ def invocation() -> list[str]:
 
 def device_name(device: str = "auto") -> str:
     """The device the notebooks ran on, by name: the CUDA GPU's, or the CPU's model and core count."""
-    import torch
-
-    from dpclab.backbones import resolve_device
-
     dev = resolve_device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -85,9 +91,6 @@ def _cached_weights(model: str, pretrained: str) -> Path | None:
 
 def weights(model: str, pretrained: str, cwd: str | Path = ".") -> dict:
     """The weights' file and sha256: the embedded checkpoint, a checkpoint path, or a tag's cached download."""
-    from dpclab.backbones import EMBEDDED_PRETRAINED, embedded_checkpoint
-    from dpclab.io import sha256_file
-
     if pretrained == EMBEDDED_PRETRAINED:
         path = embedded_checkpoint()
     elif Path(cwd, str(pretrained)).expanduser().is_file():
@@ -102,10 +105,6 @@ def weights(model: str, pretrained: str, cwd: str | Path = ".") -> dict:
 
 def datasets(names: list[str], data_root: Path) -> dict:
     """Per dataset: the split file and its sha256, classes and images per split (or the error reading it)."""
-    from dpclab.data.coop import load_dataset
-    from dpclab.io import sha256_file
-    from dpclab.pipeline import dataset_specs
-
     specs = dataset_specs()
     out = {}
     for name in names:
@@ -126,12 +125,6 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
                command: list[str] | None = None, training: dict | None = None) -> dict:
     """The provenance record of a report run with these notebook ``parameters`` in ``cwd``."""
     import open_clip
-    import torch
-
-    import dpclab
-
-    from dpclab.lab.plan import Scope, report_plan
-    from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
     p = {**NOTEBOOK_DEFAULTS, **parameters}
     src = Source.from_parameters(p)
@@ -169,36 +162,7 @@ def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | No
 
 def write_provenance(record: dict, out_dir: str | Path) -> Path:
     """``<out_dir>/provenance.json``, atomically."""
-    from dpclab.io import atomic_write_text
-
     return atomic_write_text(Path(out_dir) / PROVENANCE_FILE, json.dumps(record, indent=1, default=str) + "\n")
 
 
-def provenance_rows(record: dict) -> list[tuple[str, str]]:
-    """The record as (label, text) rows for the index page."""
-    code = record["dpclab"]
-    commit = "no git checkout" if code["commit"] is None else \
-        f"{code['commit'][:12]}{' (dirty: uncommitted changes)' if code['dirty'] else ' (clean)'}"
-    v = record["versions"]
-    w = record["weights"]
-    rows = [("dpclab", f"{code['version']}, commit {commit}"), ("command", record["command"]),
-            ("parameters", json.dumps(record["parameters"], default=str)),
-            ("versions", f"Python {v['python']}, torch {v['torch']}, open_clip {v['open_clip']}, "
-                         f"CUDA {v['cuda'] or 'none'} ({'available' if v['cuda_available'] else 'not used'})"),
-            ("device", f"{record['device']}; precision {record['precision']}"),
-            ("weights", f"{w['model']} / {w['pretrained']}: " + (f"sha256 {w['sha256']} ({w['file']})" if w['sha256']
-                                                                 else w.get("note", "unknown"))),
-            ("seeds", f"{record['seeds']}, {record['shots']} shots" + (" (quick mode)" if record["quick"] else ""))]
-    for name, d in record["datasets"].items():
-        if "error" in d:
-            rows.append((f"dataset {name}", d["error"]))
-            continue
-        split = f"split file sha256 {d['split_sha256']}" if d["split_sha256"] else \
-            f"listing fingerprint {d['listing_fingerprint']}"
-        counts = ", ".join(f"{k} {n}" for k, n in d["images"].items())
-        rows.append((f"dataset {name}", f"{d['classes']} classes; images {counts}; {split}"))
-    return rows
-
-
-__all__ = ["provenance", "write_provenance", "provenance_rows", "git_state", "device_name", "weights", "datasets",
-           "PROVENANCE_FILE"]
+__all__ = ["provenance", "write_provenance", "git_state", "device_name", "weights", "datasets"]

@@ -14,17 +14,25 @@ cell); the run continues with the next notebook and the whole report exits non-z
 
 from __future__ import annotations
 
+import copy
 import logging
+import multiprocessing
 import os
+import queue
 import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from dpclab.lab.notebook import PARAMETER_KEYS
+from dpclab.lab.report.console import save_timings
 from dpclab.lab.report.index import notebook_title, write_index
+from dpclab.lab.report.provenance import provenance, write_provenance
+from dpclab.resources import notebooks_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +60,6 @@ def notebook_source(folder: str | Path | None = None) -> tuple[Path, str]:
     """The notebooks the report runs, and one line saying which: ``folder`` when given; else ``./notebooks`` when
     it holds dpclab's notebooks (a clone, or a copy made by ``python -m dpclab notebooks``; a folder of other
     notebooks is not run); else the ones shipped with dpclab (:func:`dpclab.resources.notebooks_dir`)."""
-    from dpclab.resources import notebooks_dir
 
     if folder is not None:
         return Path(folder), f"notebooks: {folder} (--notebooks)"
@@ -66,7 +73,6 @@ def notebook_source(folder: str | Path | None = None) -> tuple[Path, str]:
 def copy_notebooks(dest: str | Path = DEFAULT_NOTEBOOK_DIR, overwrite: bool = False) -> list[str]:
     """Copy the notebooks shipped with dpclab into ``dest`` (created); one line per notebook. A notebook already
     there is kept when it differs (your edits), unless ``overwrite``; the last line says what happened."""
-    from dpclab.resources import notebooks_dir
 
     source, dest = notebooks_dir(), Path(dest)
     books = sorted(source.glob("*.ipynb"))
@@ -113,8 +119,6 @@ def discover(notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, only: Sequence[str
 
 def check_parameters(parameters: dict) -> None:
     """Refuse parameters the notebooks do not define (papermill would only warn and ignore them)."""
-    from dpclab.lab.notebook import PARAMETER_KEYS
-
     unknown = sorted(set(parameters) - set(PARAMETER_KEYS))
     if unknown:
         raise ValueError(f"Unknown notebook parameter(s) {unknown}. The notebooks take: {', '.join(PARAMETER_KEYS)}.")
@@ -137,8 +141,6 @@ def to_html(executed: Path, out: Path, nb=None) -> Path:
     """Convert an executed notebook (``nb``: already read from ``executed``) to a standalone HTML page (images
     embedded, with the alt text of their metadata: :mod:`dpclab.lab.alttext`), titled by the notebook
     (:func:`notebook_title`)."""
-    import copy
-
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -249,9 +251,6 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     The wall times are recorded in ``<out_dir>/timings.json`` (:func:`~dpclab.lab.report.console.load_timings`
     reads them back); ``index.html`` and ``provenance.json`` are written after the last notebook.
     """
-    from dpclab.lab.report.console import save_timings
-    from dpclab.lab.report.provenance import provenance, write_provenance
-
     t0 = time.perf_counter() if started is None else started
     started_at = time.time() - (time.perf_counter() - t0)
     params = report_parameters(parameters, quick)
@@ -269,10 +268,6 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
             if on_result is not None:
                 on_result(res)
     else:
-        import multiprocessing
-        import queue
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
         def drain(started) -> None:
             while True:
                 try:

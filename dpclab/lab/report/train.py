@@ -10,17 +10,19 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
+from dpclab.data.world import ensure_world
+from dpclab.lab.jobs import local_executor, run_jobs, summary
+from dpclab.lab.notebook import resolve
+from dpclab.lab.plan import NOTEBOOKS, grid_jobs, report_plan
+from dpclab.lab.preflight import preflight
+from dpclab.lab.trainjobs import with_weights
+
 #: the training phase's name in the console and in ``timings.json``
 PHASE = "train"
 
 
 def planned_notebooks(names: Sequence[str]) -> list[str]:
-    """The plan's notebook numbers (``"00"``..``"06"``) among the notebook file stems ``names``; [] when the plan is
-    not available (then nothing is trained ahead)."""
-    try:
-        from dpclab.lab.plan import NOTEBOOKS
-    except ImportError:
-        return []
+    """The plan's notebook numbers (``"00"``..``"06"``) among the notebook file stems ``names``."""
     return [nb for nb in NOTEBOOKS if any(name.startswith(nb + "_") or name == nb for name in names)]
 
 
@@ -29,9 +31,6 @@ def preflight_plan(parameters: dict, names: Sequence[str], log: Callable[[str], 
     dataset the plan's notebooks use readable from the data root, every pretrained tag resolved to its local file
     (returned, ``{"model/tag": file}``; a tag without one is said, the runs then download it). Raises a one-line
     :class:`~dpclab.lab.preflight.PreflightError` naming the fix. Nothing to check when the plan is unavailable."""
-    from dpclab.lab.notebook import resolve
-    from dpclab.lab.plan import report_plan
-    from dpclab.lab.preflight import preflight
 
     notebooks = planned_notebooks(names)
     if not notebooks:
@@ -40,7 +39,6 @@ def preflight_plan(parameters: dict, names: Sequence[str], log: Callable[[str], 
     src = setup.source
     plan = report_plan(setup.scope, notebooks)
     if src.embedded:  # the world's datasets are generated, as the notebooks do
-        from dpclab.data.world import ensure_world
 
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
     checked = preflight(src, [r.run_config(src, progress=False) for r in plan])
@@ -55,10 +53,6 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
     local processes (one torch thread each on the embedded model's CPU). Finished runs are reused. Never raises for
     a failed run: a notebook that needs it trains it (or fails and says why). ``weights``: the local weights files
     :func:`preflight_plan` resolved, handed to the jobs. Returns counts and the wall time."""
-    from dpclab.lab.jobs import local_executor, run_jobs, summary
-    from dpclab.lab.notebook import resolve
-    from dpclab.lab.plan import grid_jobs, report_plan
-    from dpclab.lab.trainjobs import with_weights
 
     notebooks = planned_notebooks(names)
     if not notebooks:
@@ -68,7 +62,6 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
     src = setup.source
     plan = report_plan(setup.scope, notebooks)
     if src.embedded:  # the world's datasets are generated, as the notebooks do (every planned one: 06 has its own)
-        from dpclab.data.world import ensure_world
 
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
     threads = 1 if src.embedded and src.device in ("auto", "cpu") else None

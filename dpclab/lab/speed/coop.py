@@ -16,19 +16,20 @@ from torch import nn
 
 from dpclab.backbones import Backbone, load_clip, resolve_device
 from dpclab.data.features import ImageList, cached_features
-from dpclab.lab.synthetic import BENCH_SPEC, write_bench_dataset
-from dpclab.lab.timing import Peak, peak_memory, sync
-from dpclab.train import Examples, TrainConfig, epoch_generator, fit
 from dpclab.lab.speed.config import BenchConfig, ModelCase
 from dpclab.lab.speed.reference import ReferenceCoOp, reference_epoch
 from dpclab.lab.speed.report import Row
+from dpclab.lab.synthetic import BENCH_SPEC, write_bench_dataset
+from dpclab.lab.timing import Peak, peak_memory, sync
+from dpclab.methods.spec import resolve
+from dpclab.omega import DEFAULT_OMEGAS, experiment_grid, omega_view
+from dpclab.pipeline import Experiment, RunConfig
+from dpclab.train import Examples, TrainConfig, epoch_generator, fit
 
 
 def _experiment(case: ModelCase, backbone: Backbone, data_root: Path, cache: Path, seed: int):
-    from dpclab.pipeline import Experiment, RunConfig
-
-    cfg = RunConfig(method="coop", dataset="bench", data_root=str(data_root), shots=case.shots, seed=seed,
-                    cache_dir=str(cache), train_classes="all", progress=False)
+    cfg = RunConfig.of(method="coop", dataset="bench", data_root=str(data_root), shots=case.shots, seed=seed,
+                       cache_dir=str(cache), train_classes="all", progress=False)
     return Experiment.prepare(cfg, backbone, specs={"bench": BENCH_SPEC})
 
 
@@ -56,8 +57,6 @@ def faithfulness(coop: nn.Module, ref: ReferenceCoOp, exp, cfg: TrainConfig) -> 
 
 def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> tuple[list[Row], dict]:
     """Reference-style vs dpclab CoOp epochs on one model; returns rows and the objects DPC's bench reuses."""
-    from dpclab.methods import resolve
-
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -141,8 +140,6 @@ def bench_coop(case: ModelCase, cfg: BenchConfig, workdir: Path, log=print) -> t
 
 def bench_dpc(case: ModelCase, ctx: dict, cfg: BenchConfig, log=print) -> tuple[list[Row], nn.Module | None]:
     """DPC's step-2 epoch on top of the CoOp just trained."""
-    from dpclab.methods import resolve
-
     exp, device = ctx["experiment"], ctx["device"]
     method = resolve("coop+dpc").build(ctx["backbone"], {}, len(exp.train_task.classnames), base_method=ctx["coop"])
     tcfg = TrainConfig(**{**ctx["tcfg"].__dict__, **resolve("coop+dpc").train, "epochs": cfg.dpc_epochs,
@@ -165,7 +162,6 @@ def bench_omega(case: ModelCase, dpc_method, experiment, log=print, repeats: int
     if dpc_method is None:
         log(f"[{case.label}] omega slider: not measured (no DPC step 2 was trained)")
         return []
-    from dpclab.omega import DEFAULT_OMEGAS, experiment_grid, omega_view
 
     t = time.perf_counter()
     grid = experiment_grid(dpc_method, experiment)

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from dpclab.lab.timing import sync
 
@@ -16,8 +17,6 @@ from dpclab.lab.timing import sync
 def tower_profile(clip: nn.Module, device: torch.device) -> Iterator[dict]:
     """Seconds spent in the image tower's and the text tower's forward blocks, and in optimiser steps, during the
     block (forward hooks on every residual block, global optimiser hooks; CUDA synchronised at each hook)."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-
     acc = {"image_forward": 0.0, "text_forward": 0.0, "optimizer": 0.0}
     start: dict[str, float] = {}
     handles = []

@@ -13,9 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dpclab.backbones import Backbone
-from dpclab.data.features import ImageList
-from dpclab.text import tokenize
+from dpclab.data.features import ImageList, loader_options
 from dpclab.lab.timing import sync
+from dpclab.methods.base import trainable_parameters
+from dpclab.text import tokenize
 from dpclab.train import Examples, TrainConfig, epoch_generator, lr_at_epoch
 
 
@@ -84,9 +85,6 @@ def reference_step_time(ref: nn.Module, task, items, transform, batch: int, step
                          workers: int) -> float:
     """Seconds per reference-style step: a DataLoader decodes + augments the batch's images, the (frozen) image
     encoder runs inside the step, the text runs all 77 tokens (``truncate=False``), backward, SGD step."""
-    from dpclab.data.features import loader_options
-    from dpclab.methods.base import trainable_parameters
-
     loader = DataLoader(ImageList(items, transform, view_seed=1), batch_size=batch, shuffle=True,
                         generator=torch.Generator().manual_seed(0), **loader_options(workers, device))
     opt = torch.optim.SGD(list(trainable_parameters(ref).values()), lr=1e-5, momentum=0.9)

@@ -12,14 +12,19 @@ from typing import Sequence
 import torch
 
 from dpclab.backbones import Backbone, load_clip, resolve_device
-from dpclab.data.features import build_transforms
-from dpclab.lab.synthetic import class_names, write_images
-from dpclab.lab.timing import peak_memory, probe_examples, sync
-from dpclab.train import fit
+from dpclab.data.coop import Datum
+from dpclab.data.features import build_transforms, default_num_workers, encode_image_list
+from dpclab.data.shapes import shape_of
 from dpclab.lab.speed.config import BenchConfig, ModelCase, register_tiny_model
 from dpclab.lab.speed.profile import tower_profile
 from dpclab.lab.speed.reference import reference_step_time
 from dpclab.lab.speed.report import Row
+from dpclab.lab.synthetic import class_names, write_images
+from dpclab.lab.timing import peak_memory, probe_examples, sync
+from dpclab.methods.base import Task
+from dpclab.methods import resolve
+from dpclab.pipeline import RunConfig, train_config
+from dpclab.train import fit
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,6 @@ CPU_MAX_CLASSES = 100
 def shape_cases(names: Sequence[str], reduced: bool) -> list[ShapeCase]:
     """The named CoOp datasets' base-class shapes (16 shots). ``reduced`` (a CPU): at most 100 classes at 2 shots
     (a 500-class step with 77-token prompts takes tens of seconds there)."""
-    from dpclab.data.shapes import shape_of
-
     out = []
     for name in names:
         classes = shape_of(name).base_classes
@@ -56,8 +59,6 @@ def shape_cases(names: Sequence[str], reduced: bool) -> list[ShapeCase]:
 
 
 def _items(pool: Sequence[Path], n: int, classes: int, names: Sequence[str]):
-    from dpclab.data.coop import Datum
-
     return [Datum(str(pool[i % len(pool)]), i % classes, names[i % classes]) for i in range(n)]
 
 
@@ -66,11 +67,6 @@ def bench_shape(model: ModelCase, shape: ShapeCase, method_name: str, backbone: 
                 cfg: BenchConfig, steps: int, log=print) -> list[Row]:
     """dpclab's loop against a reference-style loop for one method at one dataset shape, both in this process:
     per-step times, epoch ratios (fresh view / cached view), a profile of dpclab's step, peak memory."""
-    from dpclab.data.features import default_num_workers, encode_image_list
-    from dpclab.methods.base import Task
-    from dpclab.pipeline import RunConfig, train_config
-    from dpclab.methods import resolve
-
     device = backbone.device
     pool = write_images(workdir / f"pool-{cfg.image_px}", 16, cfg.image_px)
     names = class_names(shape.classes)
