@@ -358,11 +358,12 @@ def run(cfg: RunConfig, backbone: Backbone | None = None, experiment: Experiment
 def check_output_folders(cfg: RunConfig) -> None:
     """Check the folders a run writes to (runs, the results table's, the cache) before anything is trained: one that
     cannot be a folder (a file on its path) is a one-line error naming it (:func:`dpclab.io.check_folder`)."""
-    check_folder(cfg.runs_dir, "runs folder")
-    if cfg.results:
-        check_folder(Path(cfg.results).parent, f"folder of the results table {Path(cfg.results).name},")
-    if cfg.cache_dir:
-        check_folder(cfg.cache_dir, "cache folder")
+    src = cfg.source
+    check_folder(src.runs_dir, "runs folder")
+    if src.results:
+        check_folder(Path(src.results).parent, f"folder of the results table {Path(src.results).name},")
+    if src.cache_dir:
+        check_folder(src.cache_dir, "cache folder")
 
 
 def _build(step: StepPlan, exp: Experiment, fed: dict) -> nn.Module:
@@ -410,9 +411,9 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
         load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
         method.eval()
         log.info("reusing finished run %s", run_dir)
-        if cfg.results:  # its row, when it was lost (killed before it was written, a damaged table repaired)
+        if cfg.source.results:  # its row, when it was lost (killed before it was written, a damaged table repaired)
             done = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((run_dir / "result.json").stat().st_mtime))
-            ensure_result(cfg.results, _result_row(step, tcfg, stored["metrics"], done, RESTORED_DEVICE))
+            ensure_result(cfg.source.results, _result_row(step, tcfg, stored["metrics"], done, RESTORED_DEVICE))
         return RunResult(stored["metrics"], stored["history"], run_dir, method, exp, reused=True)
     if step.action == "overwrite":
         shutil.rmtree(run_dir)
