@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import statistics
@@ -48,8 +50,6 @@ def _checked_table(path: Path) -> pd.DataFrame:
     """The rows of the CSV table ``path`` (results, transfer); :class:`~dpclab.io.DamagedFileError` when it cannot be
     parsed, a line has another number of fields than its header (pasted in, garbled), or its last line is cut short
     (every table the kit writes ends with a newline)."""
-    import csv
-
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         raise DamagedFileError(path, CUT_ROW)
@@ -67,9 +67,6 @@ def _checked_table(path: Path) -> pd.DataFrame:
 def _intact_rows(path: Path) -> pd.DataFrame:
     """The whole rows of a damaged table: the lines after its header with as many fields as the header and a number
     as their seed (a line cut short, garbled or pasted in is left out); none without a header."""
-    import csv
-    import io
-
     try:
         lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
     except FileNotFoundError:

@@ -31,6 +31,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 try:
@@ -265,8 +266,6 @@ def torch_load(path: str | os.PathLike, map_location="cpu", keys: tuple[str, ...
     """``torch.load(path, map_location, weights_only=True)`` of a file the kit wrote, checked: its archive is
     intact (:func:`archive_damage`, checksums included) and, with ``keys``, it holds a dict with those keys. A
     missing file raises FileNotFoundError; a damaged one :class:`DamagedFileError`."""
-    import torch
-
     path = Path(path)
     why = archive_damage(path)
     if why:
@@ -285,8 +284,6 @@ def torch_load(path: str | os.PathLike, map_location="cpu", keys: tuple[str, ...
 def read_csv_table(path: str | os.PathLike, columns: tuple[str, ...] = ()):
     """A CSV table (pandas) the kit wrote; FileNotFoundError when missing, :class:`DamagedFileError` when it cannot
     be parsed or lacks one of ``columns``."""
-    import pandas as pd
-
     path = Path(path)
     try:
         df = pd.read_csv(path)

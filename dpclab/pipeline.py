@@ -30,7 +30,7 @@ from dpclab.experiment import Experiment, cached_backbone, dataset_specs
 from dpclab.io import (DamagedFileError, archive_damage, atomic_torch_save, atomic_write_json, check_folder,
                        file_lock, move_aside, read_json, set_aside, torch_load)
 from dpclab.methods.base import learned_state, load_learned_state
-from dpclab.methods import MethodSpec, resolve
+from dpclab.methods.spec import MethodSpec, resolve
 from dpclab.protocol import dataset_train
 from dpclab.runkey import key_fields, run_key
 from dpclab.selection import BestBaseEpoch, wants_best_base

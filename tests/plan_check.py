@@ -38,7 +38,7 @@ def _trained_rows(results_csv: Path) -> int:
 
 
 def grid_then_report(work: Path, params: dict, only: list[str] | None = None, workers: int = 2) -> GridThenReport:
-    from dpclab.lab.report import run_report
+    from dpclab.lab.report.run import run_report
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}

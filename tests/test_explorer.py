@@ -61,8 +61,8 @@ def _explorer_report(tmp_path: Path) -> Path:
     """A notebook that shows the explorer the way notebook 03 does, run headless by the report runner."""
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from dpclab.lab.notebook import PARAMETER_KEYS
-    from dpclab.lab.report import run_notebook
+    from dpclab.lab.parameters import PARAMETER_KEYS
+    from dpclab.lab.report.run import run_notebook
 
     _grid().save(tmp_path / "grid.pt")
     params = new_code_cell("\n".join(f"{k} = None" for k in PARAMETER_KEYS))

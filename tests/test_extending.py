@@ -321,7 +321,7 @@ def test_a_teacher_fed_method_is_planned_in_quick_mode(registered):
 
 def test_a_plugin_that_trains_its_own_parameters_wraps_zero_shot_clip(registered, data_root, experiment, tmp_path):
     """``zeroshot+adapter``: CLIP-Adapter on zero-shot CLIP, planned as one trained run; only the adapter trains."""
-    cfg = RunConfig(method="zeroshot+adapter", dataset="eurosat", data_root=data_root, shots=1, cache_dir=None,
+    cfg = RunConfig.of(method="zeroshot+adapter", dataset="eurosat", data_root=data_root, shots=1, cache_dir=None,
                     progress=False, runs_dir=str(tmp_path / "runs"), results=None, train={"epochs": 1})
     steps = plan_run(cfg, experiment)
     assert [(s.method, s.action) for s in steps] == [("zeroshot+adapter", "train")]

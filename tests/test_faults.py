@@ -148,7 +148,7 @@ def lab(tmp_path_factory, tiny_backbone):
 def _cfg(data: Path, work: Path):
     from dpclab.pipeline import RunConfig
 
-    return RunConfig(method="coop", dataset="eurosat", data_root=str(data), model="dpclab-test-tiny",
+    return RunConfig.of(method="coop", dataset="eurosat", data_root=str(data), model="dpclab-test-tiny",
                      pretrained="random", shots=4, seed=1, device="cpu", cache_dir=str(work / "cache"),
                      runs_dir=str(work / "runs"), results=str(work / "runs" / "results.csv"),
                      train={"epochs": 2, "batch_size": 4, "lr": 0.05}, progress=False)

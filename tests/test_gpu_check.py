@@ -52,16 +52,14 @@ def test_gpu_check_writes_its_table_end_to_end(tmp_path, tiny_model_name, monkey
 
 
 def test_a_failed_fit_is_reported_and_the_rest_go_on(tmp_path, tiny_model_name, monkeypatch):
-    import dpclab.lab.estimate.measuring as measure
-
-    real = measure.measure_method
+    real = gpu_check.measure_method  # patched where gpu_check looks it up
 
     def oom_for_maple(bb, name, *a, **kw):
         if name == "maple":
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(bb, name, *a, **kw)
 
-    monkeypatch.setattr(measure, "measure_method", oom_for_maple)
+    monkeypatch.setattr(gpu_check, "measure_method", oom_for_maple)
     cfg = gpu_check.CheckConfig(model=tiny_model_name, device="cpu", classes=3, precisions=("fp32",), steps=1,
                                 repeats=1, image_px=40)
     fits = gpu_check.fits_in("fp32", ["maple", "coop"], cfg, tmp_path, log=lambda *_: None)

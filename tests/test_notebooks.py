@@ -15,10 +15,11 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dpclab.lab.notebook import PARAMETER_KEYS, Setup, parse_datasets, parse_seeds, setup
+from dpclab.lab.notebook import Setup, parse_datasets, parse_seeds, setup
+from dpclab.lab.parameters import PARAMETER_KEYS
 from dpclab.evaluate import harmonic_mean
 from dpclab.lab.options import parse_value
-from dpclab.lab.report import check_parameters, discover, run_report
+from dpclab.lab.report.run import check_parameters, discover, run_report
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -242,7 +243,7 @@ def test_report_runs_notebooks_writes_html_and_index_and_names_the_failing_cell(
 
 
 def test_strip_removes_outputs(tmp_path):
-    from dpclab.lab.report import strip_outputs
+    from dpclab.lab.report.strip import strip_outputs
 
     path = tmp_path / "n.ipynb"
     _tiny_notebook(path, fail=False)

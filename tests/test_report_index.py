@@ -15,8 +15,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dpclab.lab.notebook import PARAMETER_KEYS
-from dpclab.lab.report import NotebookResult, run_report, write_index
+from dpclab.lab.parameters import PARAMETER_KEYS
+from dpclab.lab.report.run import NotebookResult, run_report
+from dpclab.lab.report.index import write_index
 from dpclab.lab.report.headline import (SPREAD_FILE, benchmark_spread, find_headline, load_spread, spread_threshold,
                                         verdict_note, verdicts)
 from dpclab.lab.report.provenance import provenance

@@ -17,10 +17,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from dpclab.lab.alttext import describe_figure
-from dpclab.lab.notebook import PARAMETER_KEYS
+from dpclab.lab.parameters import PARAMETER_KEYS
 from dpclab.progress import progress_bar
-from dpclab.lab.report import (NotebookResult, ReportConsole, estimate_remaining, expected_times, load_timings,
-                           notebook_warnings, save_timings, status_line, typical_times)
+from dpclab.lab.report.console import (ReportConsole, estimate_remaining, expected_times, load_timings, save_timings,
+                                       status_line, typical_times)
+from dpclab.lab.report.run import NotebookResult, notebook_warnings
 
 
 def _result(name: str, seconds: float, ok: bool = True, warnings=()) -> NotebookResult:
@@ -105,7 +106,7 @@ def test_console_prints_status_lines_and_a_running_line_with_the_estimate():
 def test_first_run_estimates_from_the_shipped_typical_times(tmp_path):
     """A fresh clone has no timings.json: the start line and every status line still carry an estimate, from the
     per-notebook times shipped with the package; after a run this machine's own times replace them."""
-    from dpclab.lab.report import discover
+    from dpclab.lab.report.run import discover
 
     names = [p.stem for p in discover("notebooks")]
     for quick in (False, True):

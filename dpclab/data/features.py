@@ -166,7 +166,17 @@ class ImageList(Dataset):
     callers must not modify it in place (batches stack copies)."""
 
     def __init__(self, items: Sequence[Datum], transform: Callable, view_seed: int | None = None):
-        self.items, self.transform, self.view_seed = list(items), transform, view_seed
+        self.items, self.transform = list(items), transform
+        self.view_seed = view_seed
+
+    @property
+    def view_seed(self) -> int | None:
+        return self._view_seed
+
+    @view_seed.setter
+    def view_seed(self, seed: int | None) -> None:
+        """Another view: the kept tensors were the old view's (DPC's released crops set a seed per draw)."""
+        self._view_seed = seed
         self._views: dict[int, torch.Tensor] = {}
         self._view_bytes = 0
 

@@ -32,9 +32,9 @@ from dpclab.lab.dpc_study import study, write_study
 from dpclab.lab.notebook import resolve
 from dpclab.lab.options import add_source_args, parse_options, source_from_args
 from dpclab.lab.pretrain import main as pretrain_main
-from dpclab.lab.report import check_parameters, report_parameters, strip_outputs
 from dpclab.lab.report.command import report_command
-from dpclab.lab.report.run import copy_notebooks, notebook_source
+from dpclab.lab.report.run import check_parameters, copy_notebooks, notebook_source, report_parameters
+from dpclab.lab.report.strip import strip_outputs
 from dpclab.lab.targets import check_targets, markdown_targets
 from dpclab.methods.doc_tables import listing
 from dpclab.methods.table import METHODS, PLUGINS

@@ -45,9 +45,6 @@ from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
 log = logging.getLogger(__name__)
 
-#: the keys every notebook's ``parameters`` cell defines (tests/test_notebooks.py checks them)
-PARAMETER_KEYS = ("backend", "model", "pretrained", "data_root", "dataset", "shots", "seeds", "epochs", "device",
-                  "quick", "interactive", "precision")
 #: environment variable naming a JSON-lines file where every run a notebook requests is recorded (tests compare
 #: them with the plan: tests/test_plan.py)
 REQUEST_LOG_ENV = "DPCLAB_REQUEST_LOG"
@@ -266,5 +263,5 @@ def class_table(exp) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-__all__ = ["PARAMETER_KEYS", "Setup", "setup", "resolve", "parse_seeds", "parse_datasets", "ensure_world",
+__all__ = ["Setup", "setup", "resolve", "parse_seeds", "parse_datasets", "ensure_world",
            "project_root", "class_table", "EMBEDDED_DATA_ROOT", "EMBEDDED_DEFAULT_DATASET", "REAL_DEFAULT_DATASET"]

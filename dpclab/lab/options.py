@@ -14,7 +14,7 @@ import argparse
 import ast
 from typing import Callable
 
-from dpclab.lab.notebook import PARAMETER_KEYS
+from dpclab.lab.parameters import check_parameter_names
 from dpclab.source import PRECISIONS, Source
 
 #: TrainConfig overrides (--train, --base-train, --step2) checked here: key -> (type, lowest allowed, fix)
@@ -167,9 +167,7 @@ def notebook_parameters(args: argparse.Namespace) -> dict:
         params["epochs"] = args.epochs
     params.update({key: parse_value(value) for key, value in args.param or []})
     params["quick"] = bool(args.quick or params.get("quick"))
-    unknown = sorted(set(params) - set(PARAMETER_KEYS))
-    if unknown:
-        raise ValueError(f"Unknown notebook parameter(s) {unknown}. The notebooks take: {', '.join(PARAMETER_KEYS)}.")
+    check_parameter_names(params)
     return check_parameter_values(params)
 
 

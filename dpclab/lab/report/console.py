@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
-from dpclab.io import DamagedFileError, atomic_write_text, read_json
+from dpclab.io import DamagedFileError, atomic_write_text, read_json, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,6 @@ def parameters_key(parameters: dict) -> str:
 def _read_timings(path: Path) -> dict:
     """The timings table at ``path`` ({} when there is none); a damaged one (cut short, not the table) is moved
     aside with a warning naming it (:func:`dpclab.io.set_aside`): the estimates start over."""
-    from dpclab.io import DamagedFileError, read_json, set_aside
-
     try:
         table = read_json(path)
         if not (isinstance(table, dict) and all(isinstance(e, dict) and isinstance(e.get("seconds"), dict) and

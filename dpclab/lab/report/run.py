@@ -7,7 +7,7 @@ Each notebook in ``notebooks/`` (``./notebooks`` when it holds notebooks, else t
 every report (:mod:`dpclab.lab.report.index`: the headline, wall time, figures and provenance). A notebook that fails still gets its HTML (papermill marks the failing
 cell); the run continues with the next notebook and the whole report exits non-zero, naming the cell.
 
->>> from dpclab.lab.report import run_report
+>>> from dpclab.lab.report.run import run_report
 >>> results = run_report(only=["00"], quick=True)
 >>> results[0].status, results[0].seconds
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from dpclab.lab.notebook import PARAMETER_KEYS
+from dpclab.lab.parameters import check_parameter_names
 from dpclab.lab.report.console import save_timings
 from dpclab.lab.report.index import notebook_title, write_index
 from dpclab.lab.report.provenance import provenance, write_provenance
@@ -119,9 +119,7 @@ def discover(notebook_dir: str | Path = DEFAULT_NOTEBOOK_DIR, only: Sequence[str
 
 def check_parameters(parameters: dict) -> None:
     """Refuse parameters the notebooks do not define (papermill would only warn and ignore them)."""
-    unknown = sorted(set(parameters) - set(PARAMETER_KEYS))
-    if unknown:
-        raise ValueError(f"Unknown notebook parameter(s) {unknown}. The notebooks take: {', '.join(PARAMETER_KEYS)}.")
+    check_parameter_names(parameters)
 
 
 def _describe_failure(err: Exception) -> str:
@@ -245,7 +243,7 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     returned); the wall time in ``index.html`` counts from then.
 
     ``parameters`` override the notebooks' ``parameters`` cells (keys from
-    :data:`dpclab.lab.notebook.PARAMETER_KEYS`); ``interactive`` is False unless given, ``quick`` as passed.
+    :data:`dpclab.lab.parameters.PARAMETER_KEYS`); ``interactive`` is False unless given, ``quick`` as passed.
     Notebooks run in ``cwd`` (the repository root) so they share ``runs/``, ``data/`` and ``figures/``.
     ``on_start(name)`` and ``on_result(result)`` are called as each notebook starts and ends (in this process).
     The wall times are recorded in ``<out_dir>/timings.json`` (:func:`~dpclab.lab.report.console.load_timings`
