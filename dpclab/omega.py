@@ -52,7 +52,7 @@ class OmegaGrid:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OmegaGrid":
-        return cls(**torch_load(path, "cpu", ("omegas", "accuracy", "labels")))
+        return cls(**torch_load(path, map_location="cpu", keys=("omegas", "accuracy", "labels")))
 
     def index(self, omega: float) -> int:
         """Grid position of the value nearest to ``omega``."""

@@ -407,7 +407,7 @@ def _train_and_record(step: StepPlan, exp: Experiment, method: nn.Module, on_epo
         )
     if step.action == "reuse":
         stored = read_json(run_dir / "result.json", RESULT_KEYS)
-        saved = torch_load(run_dir / "model.pt", "cpu", ("state",))  # any device's
+        saved = torch_load(run_dir / "model.pt", map_location="cpu", keys=("state",))  # any device's
         load_learned_state(method, saved["state"], str(run_dir / "model.pt"))
         method.eval()
         log.info("reusing finished run %s", run_dir)

@@ -36,7 +36,7 @@ class BestBaseEpoch:
         self.best: dict | None = None
         if self.path is not None and self.path.is_file():
             try:
-                self.best = torch_load(self.path, "cpu", ("epoch", "base_test", "state"))
+                self.best = torch_load(self.path, map_location="cpu", keys=("epoch", "base_test", "state"))
             except DamagedFileError as err:  # its run resumes from its checkpoint; the best epoch is searched again
                 set_aside(err, "the best epoch is searched again from here")
 

@@ -69,7 +69,7 @@ def checkpoint_action(ckpt_path: Path, fingerprint: str) -> tuple[str, int]:
     if not ckpt_path.is_file():
         return "train", 0
     try:
-        ckpt = torch_load(ckpt_path, "cpu", CHECKPOINT_KEYS)
+        ckpt = torch_load(ckpt_path, map_location="cpu", keys=CHECKPOINT_KEYS)
     except DamagedFileError as err:
         set_aside(err, "training starts from epoch 0")
         return "train", 0
@@ -113,7 +113,7 @@ def fit(method: PromptMethod, data: Examples, task: Task, cfg: TrainConfig, run_
                 f"delete it / pass overwrite=True to start over."
             )
         if action == "resume":
-            ckpt = torch_load(ckpt_path, device, CHECKPOINT_KEYS)  # saved on any device
+            ckpt = torch_load(ckpt_path, map_location=device, keys=CHECKPOINT_KEYS)  # saved on any device
             load_learned_state(method, ckpt["state"], str(ckpt_path))
             opt.load_state_dict(ckpt["optimizer"])
             if "scaler" in ckpt:

@@ -329,7 +329,7 @@ def _read_cached(path: Path, n: int) -> torch.Tensor | None:
     if not path.is_file():
         return None
     try:
-        stored = torch_load(path, "cpu")
+        stored = torch_load(path, map_location="cpu")
         if not isinstance(stored, torch.Tensor):
             raise DamagedFileError(path, f"holds a {type(stored).__name__}, not a feature tensor")
     except DamagedFileError as err:
