@@ -9,7 +9,7 @@
   images ``P'`` fixes (wrong with ``P``, right with ``P'``) or breaks, plus base test accuracy at ω_b = 0, the
   configured ω_b, and 1.
 
-Both are pure functions of an :class:`~dpclab.pipeline.Experiment` (and a run's method); nothing here trains a
+Both are pure functions of an :class:`~dpclab.experiment.Experiment` (and a run's method); nothing here trains a
 prompt or looks at new-class test images.
 """
 

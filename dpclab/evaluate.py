@@ -8,14 +8,17 @@ import math
 import os
 import statistics
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
 from dpclab.io import DamagedFileError, atomic_write_text, file_lock, read_csv_table, set_aside
-from dpclab.data.examples import Examples, Task
+from dpclab.data.items import Task
+
+if TYPE_CHECKING:  # the examples evaluated: named in annotations only
+    from dpclab.data.examples import Examples
 
 
 def harmonic_mean(base: float, new: float) -> float:

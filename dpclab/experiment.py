@@ -10,8 +10,10 @@ from torch import nn
 from torchvision import transforms as T
 
 from dpclab.backbones import Backbone, load_clip
-from dpclab.data.coop import DATASETS, DatasetSplits, Datum, few_shot, load_dataset, subsample_classes
-from dpclab.data.examples import Examples, Task
+from dpclab.data.coop import DATASETS, DatasetSplits, few_shot, load_dataset, subsample_classes
+from dpclab.data.items import Datum
+from dpclab.data.examples import Examples
+from dpclab.data.items import Task
 from dpclab.data.features import build_transforms, cached_features, default_num_workers, items_digest
 from dpclab.data.world import WORLD_SPECS
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits
@@ -50,7 +52,7 @@ class Experiment:
 
     @classmethod
     def prepare(cls, cfg, backbone: Backbone | None = None, specs: dict | None = None) -> "Experiment":
-        """The experiment of a :class:`~dpclab.pipeline.RunConfig` ``cfg`` (its dataset, shots, seed, backbone)."""
+        """The experiment of a :class:`~dpclab.runconfig.RunConfig` ``cfg`` (its dataset, shots, seed, backbone)."""
         src = cfg.source
         backbone = backbone or cached_backbone(src.model, src.pretrained, src.device, src.precision)
         data = load_dataset(src.data_root, cfg.dataset, specs=specs or dataset_specs())

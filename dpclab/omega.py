@@ -119,7 +119,7 @@ def omega_grid(method: DPC, sets: Mapping[str, tuple[Examples, Task]], omegas: S
 
 def experiment_grid(method: DPC, experiment, omegas: Sequence[float] = DEFAULT_OMEGAS,
                     keep_logits: bool = True) -> OmegaGrid:
-    """:func:`omega_grid` on an :class:`dpclab.pipeline.Experiment`'s base and new test sets."""
+    """:func:`omega_grid` on an :class:`dpclab.experiment.Experiment`'s base and new test sets."""
     kind = method.input_kind
     sets = {s: (experiment.test_examples(s, kind), experiment.tasks[s]) for s in ("base", "new")}
     return omega_grid(method, sets, omegas, keep_logits)

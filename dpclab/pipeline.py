@@ -1,8 +1,9 @@
 """backbone + data -> (cached features) -> method -> train -> evaluate -> results. One function for the CLI,
 the notebooks and the benchmarks: :func:`run`.
 
->>> from dpclab.pipeline import RunConfig, run
->>> result = run(RunConfig(method="coop", dataset="eurosat", data_root="~/data", model="ViT-B-16",
+>>> from dpclab.pipeline import run
+>>> from dpclab.runconfig import RunConfig
+>>> result = run(RunConfig.of(method="coop", dataset="eurosat", data_root="~/data", model="ViT-B-16",
 ...                        pretrained="openai", shots=16, seed=1))
 >>> result.metrics   # {'base': ..., 'new': ..., 'hm': ...}
 
@@ -14,8 +15,6 @@ exactly those steps: the plan ``python -m dpclab train`` prints is the one that 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -26,88 +25,19 @@ from torch import nn
 
 from dpclab.backbones import Backbone, check_teacher_inputs, device_label
 from dpclab.evaluate import append_result, ensure_result
-from dpclab.experiment import Experiment, cached_backbone, dataset_specs
+from dpclab.experiment import Experiment
 from dpclab.io import (DamagedFileError, archive_damage, atomic_torch_save, atomic_write_json, check_folder,
                        file_lock, move_aside, read_json, set_aside, torch_load)
 from dpclab.methods.base import learned_state, load_learned_state
-from dpclab.methods.spec import MethodSpec, resolve
-from dpclab.protocol import dataset_train
+from dpclab.methods.spec import MethodSpec
+from dpclab.methods.table import resolve
+from dpclab.runconfig import RunConfig, step1_config, teacher_config, train_config, with_method_data
 from dpclab.runkey import key_fields, run_key
 from dpclab.selection import BestBaseEpoch, wants_best_base
-from dpclab.source import Source
 from dpclab.train import RunDirError, checkpoint_action, fit
-from dpclab.trainconfig import CHECKPOINT_OPTIONS, TrainConfig
+from dpclab.trainconfig import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-#: metadata of a RunConfig field by the run identities it is part of (:mod:`dpclab.runkey`)
-_RUN = {"key": ("job", "dir", "fingerprint")}
-_OPTION = {"key": ("job", "options", "fingerprint")}
-
-
-@dataclass
-class RunConfig:
-    """One run: a method on a dataset and seed, from a :class:`~dpclab.source.Source` (model, weights, data root,
-    shots, precision, device, caches, runs folder, results table: spelled and validated there only), with its options.
-    :meth:`of` takes the source's fields flat: ``RunConfig.of(method="coop", dataset="eurosat", data_root="~/data")``.
-    """
-
-    #: a method name: "coop", or a base with a plug-in, "coop+dpc" (dpclab.methods.method_names())
-    method: str = field(default="coop", metadata=_RUN)
-    #: a dataset name (CoOp's eleven or the embedded world's, dpclab.experiment.dataset_specs())
-    dataset: str = field(default="eurosat", metadata={"key": ("data", "job", "dir", "fingerprint")})
-    #: seeds the few-shot split, the random initialisations and the batch order
-    seed: int = field(default=1, metadata={"key": ("data", "job", "dir")})
-    #: what every run of a command shares: model, weights, data, shots, precision, device, where things go
-    source: Source = field(default_factory=Source, metadata={"key": "nested"})
-    #: overrides of TrainConfig (epochs, lr, batch_size, ...) on top of the method's protocol defaults
-    #: (docs/protocol.md#hyperparameters)
-    train: dict = field(default_factory=dict, metadata={"key": ("job", "options"), "unkeyed": CHECKPOINT_OPTIONS})
-    #: overrides of the method's config dataclass (for "base+plugin" methods: the plug-in's config)
-    method_cfg: dict = field(default_factory=dict, metadata=_OPTION)
-    #: for "base+plugin" methods: overrides of the base method's config
-    base_method_cfg: dict = field(default_factory=dict, metadata=_OPTION)
-    #: for two-step plug-ins (DPC): overrides of the base's step-1 training
-    base_train: dict = field(default_factory=dict, metadata={**_OPTION, "unkeyed": CHECKPOINT_OPTIONS})
-    #: what to do when the run directory already holds a finished run: reuse | overwrite | error
-    if_exists: str = "reuse"
-    #: classes to train on: base (base-to-new protocol) or all (oracle, cross-dataset source)
-    train_classes: str = field(default="base", metadata={"key": ("data", "job", "options", "fingerprint")})
-    #: show progress bars (tqdm.auto)
-    progress: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.source, Source):
-            raise TypeError(f"RunConfig.source must be a dpclab.source.Source, not {type(self.source).__name__}; "
-                            f"RunConfig.of(...) takes the source's fields flat.")
-        if self.if_exists not in ("reuse", "overwrite", "error"):
-            raise ValueError(f"if_exists must be reuse, overwrite or error, not {self.if_exists!r}")
-        if self.train_classes not in ("base", "all"):
-            raise ValueError(f"train_classes must be 'base' or 'all', not {self.train_classes!r}")
-
-    @classmethod
-    def of(cls, source: Source | None = None, **fields_) -> "RunConfig":
-        """A RunConfig from its own fields and the :class:`Source`'s fields flat (on top of ``source``, when given)."""
-        return (cls(source=source) if source is not None else cls()).replace(**fields_)
-
-    def replace(self, **fields_) -> "RunConfig":
-        """A copy with some fields changed, the source's fields included (``cfg.replace(shots=0)``); a new
-        ``pretrained`` resolves the backend again unless ``backend`` is given too."""
-        own = {f.name for f in dataclasses.fields(self)}
-        unknown = set(fields_) - own - SOURCE_FIELDS
-        if unknown:
-            raise TypeError(f"RunConfig has no field(s) {', '.join(sorted(unknown))}; its fields are "
-                            f"{', '.join(sorted(own | SOURCE_FIELDS))}.")
-        src = {k: v for k, v in fields_.items() if k in SOURCE_FIELDS}
-        if "pretrained" in src:  # the backend follows the weights unless given
-            src.setdefault("backend", "auto")
-        source = dataclasses.replace(self.source, **src) if src else self.source
-        return dataclasses.replace(self, source=source, **{k: v for k, v in fields_.items() if k in own})
-
-
-#: the fields a RunConfig reads from its source
-SOURCE_FIELDS = frozenset(f.name for f in dataclasses.fields(Source))
 
 
 def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
@@ -117,41 +47,6 @@ def _spec_of(cfg: RunConfig, spec: MethodSpec | None) -> MethodSpec:
     if spec.name != cfg.method:
         raise ValueError(f"The method spec is {spec.name!r} but the run config names {cfg.method!r}.")
     return spec
-
-
-def train_config(cfg: RunConfig, spec: MethodSpec | None = None) -> TrainConfig:
-    """The :class:`TrainConfig` of ``cfg``: its method's protocol defaults, the dataset's exceptions to them
-    and shot count (:func:`dpclab.protocol.dataset_train`: CoOp on ImageNet 50 epochs, at 1 shot 50), then
-    ``cfg.train``, seed and progress."""
-    train = {**dataset_train(cfg.method, cfg.dataset, cfg.source.shots), **cfg.train}
-    return _spec_of(cfg, spec).train_config(train, seed=cfg.seed, progress=cfg.progress)
-
-
-def step1_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
-    """Step 1 of a two-step plug-in: ``coop+dpc`` -> ``coop`` with ``base_method_cfg`` and ``base_train``."""
-    return replace(cfg, method=_spec_of(cfg, spec).base, method_cfg=cfg.base_method_cfg, train=cfg.base_train,
-                   base_method_cfg={}, base_train={})
-
-
-def with_method_data(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig:
-    """``cfg`` with the training data its method's protocol fixes (:attr:`MethodSpec.data`, e.g. every training image
-    of all classes); ``cfg`` itself when there is none or it already has it."""
-    data = _spec_of(cfg, spec).data
-    return cfg.replace(**data) if any(_field(cfg, k) != v for k, v in data.items()) else cfg
-
-
-def _field(cfg: RunConfig, name: str):
-    """``cfg``'s field ``name``, the source's fields included."""
-    return getattr(cfg.source, name) if name in SOURCE_FIELDS else getattr(cfg, name)
-
-
-def teacher_config(cfg: RunConfig, spec: MethodSpec | None = None) -> RunConfig | None:
-    """The run whose tuned method ``cfg``'s base is built on as its teacher (:attr:`MethodSpec.teacher`), or None."""
-    spec = _spec_of(cfg, spec)
-    if spec.teacher is None:
-        return None
-    own = cfg.method_cfg if spec.plugin is None else cfg.base_method_cfg
-    return spec.teacher(cfg, spec.base_config(own) if spec.plugin else spec.config(own))
 
 
 #: how a step's tuned method is handed to the next step's construction (:meth:`MethodSpec.build` keywords)
@@ -454,6 +349,5 @@ def _result_row(step: StepPlan, tcfg: TrainConfig, metrics: dict, when: str, dev
             "time": when}
 
 
-__all__ = ["RunConfig", "RunResult", "Experiment", "run", "plan_run", "run_action", "StepPlan", "train_config",
-           "step1_config", "step_configs", "with_method_data", "teacher_config", "effective_epochs", "SOURCE_FIELDS",
-           "dataset_specs", "cached_backbone", "FEEDS", "RESTORED_DEVICE"]
+__all__ = ["RunResult", "run", "plan_run", "run_action", "StepPlan", "step_configs", "effective_epochs", "FEEDS",
+           "RESTORED_DEVICE", "check_output_folders", "finished_result"]

@@ -1,6 +1,6 @@
 """Which run is this: the one definition of a run's identity, read from the config fields' own metadata.
 
-Each field of :class:`~dpclab.source.Source`, :class:`~dpclab.pipeline.RunConfig`,
+Each field of :class:`~dpclab.source.Source`, :class:`~dpclab.runconfig.RunConfig`,
 :class:`~dpclab.trainconfig.TrainConfig` and :class:`~dpclab.lab.plan.PlannedRun` says in
 ``field(metadata={"key": (...)})`` which identities it belongs to (:data:`ROLES`; a config class may name a default,
 ``KEY_DEFAULT``: every TrainConfig field is fingerprinted unless it says ``{"key": ()}``); a field holding another config

@@ -2,7 +2,7 @@
 
 The command line (train, eval, transfer, benchmark, dpc-study, grid, estimate), the notebooks' :class:`Setup
 <dpclab.lab.notebook.Setup>` and the report's plan all hold one :class:`Source` instead of their own spellings of these
-fields, and every :class:`~dpclab.pipeline.RunConfig` holds one (``cfg.source``): the fields are spelled and validated
+fields, and every :class:`~dpclab.runconfig.RunConfig` holds one (``cfg.source``): the fields are spelled and validated
 here only::
 
     >>> src = Source.from_parameters({"precision": "amp"})     # the notebooks' parameters (report -p key value)

@@ -37,7 +37,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dpclab.data.examples import Examples, Task
+from dpclab.data.examples import Examples
+from dpclab.data.items import Task
 from dpclab.io import DamagedFileError, atomic_torch_save, set_aside, torch_load
 from dpclab.methods.base import Loss, PromptMethod, learned_state, load_learned_state, trainable_parameters
 from dpclab.precision import autocast, autocast_iter, grad_scaler

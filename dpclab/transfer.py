@@ -33,7 +33,9 @@ from dpclab.backbones import Backbone
 from dpclab.data.coop import load_dataset
 from dpclab.evaluate import accuracy, append_result, predict_logits
 from dpclab.methods.base import Task
-from dpclab.pipeline import Experiment, RunConfig, RunResult, dataset_specs, run
+from dpclab.pipeline import RunResult, run
+from dpclab.experiment import Experiment, dataset_specs
+from dpclab.runconfig import RunConfig
 from dpclab.protocol import setting_overrides
 
 

@@ -24,9 +24,12 @@ import torch
 
 from conftest import write_json_dataset
 from dpclab.lab.cli import main
-from dpclab.data.coop import DatasetError, FewShotWarning, few_shot, load_dataset
+from dpclab.data.coop import FewShotWarning, few_shot, load_dataset
+from dpclab.data.items import DatasetError
 from dpclab.io import atomic_torch_save, atomic_write_text
-from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.pipeline import run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 from dpclab.methods import resolve
 
 

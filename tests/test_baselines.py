@@ -13,10 +13,18 @@ import torch.nn.functional as F
 
 from dpclab.methods import METHODS
 from dpclab.methods.base import Task, learned_state, load_learned_state, trainable_parameters
-from dpclab.pipeline import Experiment, RunConfig, run, train_config
+from dpclab.pipeline import run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig, train_config
 from dpclab.methods import resolve
 from dpclab.train import TrainConfig
 from dpclab.vision import encode_images
+
+
+def _train_config(cfg):
+    """The run's training settings under its resolved method."""
+    return train_config(cfg, resolve(cfg.method))
+
 
 TASK = Task(("cat", "dog", "red car", "tree"), "a photo of a {}.", "base", "eurosat")
 BASELINES = ["cocoop", "kgcoop", "maple", "promptsrc"]
@@ -87,9 +95,9 @@ def test_method_table_has_the_spec_defaults():
     expected = {"cocoop": (10, 1, 0.002), "kgcoop": (100, 128, 0.002), "maple": (5, 4, 0.0035),
                 "promptsrc": (20, 4, 0.0025)}
     for name, (epochs, bs, lr) in expected.items():
-        t = train_config(RunConfig.of(method=name, progress=False))
+        t = _train_config(RunConfig.of(method=name, progress=False))
         assert (t.epochs, t.batch_size, t.lr) == (epochs, bs, lr), name
-    assert train_config(RunConfig.of(method="maple", train={"epochs": 2})).epochs == 2
+    assert _train_config(RunConfig.of(method="maple", train={"epochs": 2})).epochs == 2
 
 
 @pytest.mark.parametrize("name", BASELINES)

@@ -58,7 +58,8 @@ def test_quick_grid_rows_reuse_and_train_accuracy(json_root, tmp_path, tiny_back
     assert len(table) == (n - 1) * 2  # every row but the probe's (not a prompt method) is one run
     assert table["run_dir"].dropna().is_unique
     # zero-shot accuracy on the shots, recomputed by hand from the frozen encoders and the test transform
-    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
 
     exp = Experiment.prepare(RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, seed=1,
                                        cache_dir=None, progress=False), tiny_backbone)

@@ -92,7 +92,8 @@ def test_two_step_method_prints_each_step_before_it_starts(json_root, tmp_path, 
 
 def test_negative_shots_are_refused_and_zero_means_all(json_root, tmp_path, tiny_model_name, capsys):
     from dpclab.lab.cli import build_parser
-    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
 
     with pytest.raises(SystemExit) as exc:
         main(_train_args(json_root, tmp_path, tiny_model_name, "--shots", "-3"))

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_image, write_json_dataset
-from dpclab.data.coop import (DatasetError, base_new_classes, clean_classname, few_shot, load_dataset,
-                              subsample_classes)
+from dpclab.data.coop import base_new_classes, clean_classname, few_shot, load_dataset, subsample_classes
+from dpclab.data.items import DatasetError
 from dpclab.data.features import load_image
 
 

@@ -206,12 +206,14 @@ def test_kgcoop_dept_uses_w_2(tiny_backbone):
 
 
 def test_run_coop_dept_end_to_end(json_root, tmp_path, tiny_backbone):
-    from dpclab.pipeline import Experiment, RunConfig, run, train_config
+    from dpclab.pipeline import run
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig, train_config
 
     cfg = RunConfig.of(method="coop+dept", dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None,
                     train={"epochs": 3}, progress=False)
-    tcfg = train_config(cfg)
+    tcfg = train_config(cfg, resolve(cfg.method))
     assert (tcfg.epochs, tcfg.batch_size, tcfg.lr) == (3, 4, 0.0035)
     exp = Experiment.prepare(cfg, tiny_backbone)
     res = run(cfg, experiment=exp)
@@ -318,7 +320,7 @@ def test_prompt_mix_fn_on_coop(tiny_backbone):
 
 # ------------------------------------------------------------------------------------- study, plots, transfer
 def _run_cfg(root, tmp_path, **kw):
-    from dpclab.pipeline import RunConfig
+    from dpclab.runconfig import RunConfig
 
     base = dict(method="coop", dataset="eurosat", data_root=str(root), shots=4, seed=1, device="cpu",
                 cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),

@@ -12,7 +12,9 @@ import torch
 from dpclab.methods.base import Task
 from dpclab.methods.dpc import (DPC, DPCConfig, STEP2_FIRST_VIEW, released_fill, sample_negative_classes,
                                 step2_view)
-from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.pipeline import run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 from dpclab.methods import resolve
 from dpclab.train import Examples, TrainConfig
 

@@ -9,7 +9,9 @@ import torch
 
 from dpclab.lab import plan
 from dpclab.lab.dpc_study import SIDE_BY_SIDE_ROWS, side_by_side_sweep, side_by_side_table
-from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.pipeline import run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 
 
 def test_notebook_06_has_its_own_embedded_default_and_02_03_compare_two_datasets():

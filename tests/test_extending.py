@@ -22,7 +22,9 @@ from dpclab.methods import METHODS, PLUGINS, MethodEntry, PluginEntry, Teacher, 
 from dpclab.methods.base import (Loss, Output, Plugin, PromptMethod, Task, cosine_logits, frozen_result,
                                  trainable_parameters)
 from dpclab.methods.doc_tables import DOC_TABLES, mismatches
-from dpclab.pipeline import Experiment, RunConfig, plan_run, run
+from dpclab.pipeline import plan_run, run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 from dpclab.text import encode_texts
 from test_contract import PER_NAME, check_loss, run_contract
 

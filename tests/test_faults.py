@@ -134,7 +134,8 @@ def test_missing_files_stay_missing_and_moving_aside_never_overwrites(tmp_path):
 def lab(tmp_path_factory, tiny_backbone):
     """A fixture dataset and one finished two-epoch CoOp run (with its feature and split caches and results table),
     kept as the pristine copy each case starts from."""
-    from dpclab.pipeline import RunConfig, run
+    from dpclab.pipeline import run
+    from dpclab.runconfig import RunConfig
 
     root = tmp_path_factory.mktemp("faults_lab")
     write_json_dataset(root / "data")
@@ -146,7 +147,7 @@ def lab(tmp_path_factory, tiny_backbone):
 
 
 def _cfg(data: Path, work: Path):
-    from dpclab.pipeline import RunConfig
+    from dpclab.runconfig import RunConfig
 
     return RunConfig.of(method="coop", dataset="eurosat", data_root=str(data), model="dpclab-test-tiny",
                      pretrained="random", shots=4, seed=1, device="cpu", cache_dir=str(work / "cache"),
@@ -164,7 +165,8 @@ def _copy(lab, name: str) -> Path:
 def _run_again(lab, work, tiny_backbone, features: bool = False):
     """Run the same configuration again in ``work``: its result, the plan's action, and the warnings. With
     ``features``, a reused run is evaluated again and its training features read (every cache entry)."""
-    from dpclab.pipeline import Experiment, plan_run, run
+    from dpclab.pipeline import plan_run, run
+    from dpclab.experiment import Experiment
 
     cfg = _cfg(lab[0] / "data", work)
     with warnings.catch_warnings(record=True) as caught:
@@ -310,7 +312,8 @@ def test_damaged_best_epoch_and_omega_grid_files_are_rebuilt(tmp_path):
 def test_a_damaged_split_file_is_named_with_its_fix(tmp_path, fault):
     """A split file cut short, or bytes that are not UTF-8 (the latter used to fail without naming the file); the
     generated world's (stamped) gets the command that writes it again instead of "re-download"."""
-    from dpclab.data.coop import DatasetError, read_json_split
+    from dpclab.data.coop import read_json_split
+    from dpclab.data.items import DatasetError
 
     base = write_json_dataset(tmp_path)
     split = base / "split_zhou_EuroSAT.json"

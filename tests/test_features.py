@@ -36,7 +36,8 @@ def test_dataset_crop_scale_reaches_the_transform_and_the_cache_key(json_root, t
     import dataclasses
 
     from dpclab.data.coop import DATASETS
-    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
 
     cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=2, cache_dir=None, device="cpu",
                     progress=False)

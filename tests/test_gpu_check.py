@@ -143,7 +143,8 @@ def test_float16_gradient_scaler_path_on_a_cpu(json_root, tmp_path, tiny_backbon
     GradScaler take float16), a fit scales the loss, skips the steps whose gradients overflow (the scale halves, the
     prompt does not move), keeps the scaler's state in its checkpoint and restores it on resume: bit-identical."""
     import dpclab.precision as precision
-    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
     from dpclab.methods import resolve
     from dpclab.train import TrainConfig, fit
 

@@ -154,7 +154,7 @@ def submitit_env(monkeypatch):
 
 
 def _train_cfg(root: Path, tmp: Path):
-    from dpclab.pipeline import RunConfig
+    from dpclab.runconfig import RunConfig
 
     return RunConfig.of(method="coop", dataset="eurosat", data_root=str(root), model="dpclab-tiny",
                      pretrained="embedded", shots=2, seed=1, device="cpu", cache_dir=str(tmp / "cache"),

@@ -164,7 +164,8 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
     batches (DPC: its hard negatives from the epoch's generator too), skips the 6 saved steps, ends bit-identical;
     a pixel method (MaPLe) decodes none of the skipped images."""
     from dpclab.methods.dpc import DPC
-    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
     from dpclab.methods import resolve
     from dpclab.train import TrainConfig, fit
 
@@ -220,7 +221,9 @@ def test_mid_epoch_checkpoint_resumes_exactly_in_process(method, json_root, tmp_
 def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json_root, tmp_path, tiny_backbone):
     """Random context initialisation (ctx_init=None) is drawn from the run's seed, not from whatever state the
     global RNG is in, so repeating a run in the same process (a notebook) gives the same numbers."""
-    from dpclab.pipeline import Experiment, RunConfig, run
+    from dpclab.pipeline import run
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
 
     cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, seed=1, device="cpu",
                     cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"), results=None,
@@ -241,12 +244,13 @@ def test_two_identical_runs_are_bit_identical_even_with_random_context_init(json
 def test_checkpoint_options_change_neither_the_run_directory_nor_the_fingerprint(tiny_backbone, tmp_path):
     """A run interrupted without ``checkpoint_minutes`` and resumed with it (or the other way round) resumes in its
     own directory: how often a run checkpoints is not part of what it is."""
-    from dpclab.pipeline import RunConfig, train_config
+    from dpclab.methods.table import resolve
+    from dpclab.runconfig import RunConfig, train_config
     from dpclab.runkey import full_fingerprint, run_key
     from dpclab.train import TrainConfig
 
     def key(cfg):
-        return run_key(cfg, train_config(cfg), tiny_backbone.key, "x", (0.08, 1.0))
+        return run_key(cfg, train_config(cfg, resolve(cfg.method)), tiny_backbone.key, "x", (0.08, 1.0))
 
     plain = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path), train={"epochs": 3})
     often = RunConfig.of(method="coop+dpc", dataset="eurosat", runs_dir=str(tmp_path),

@@ -350,7 +350,8 @@ def test_quick_report_prose_states_this_runs_numbers(quick_report):
 
 def test_untrained_coop_equals_zeroshot_helper(json_root, tmp_path, tiny_backbone):
     from dpclab.lab.analysis import untrained_coop_vs_zeroshot
-    from dpclab.pipeline import Experiment, RunConfig
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
 
     cfg = RunConfig.of(dataset="eurosat", data_root=str(json_root), shots=4, cache_dir=str(tmp_path / "c"),
                     progress=False)

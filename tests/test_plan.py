@@ -8,11 +8,17 @@ import os
 import pytest
 
 from dpclab.lab import paper_numbers
-from dpclab.pipeline import RunConfig, effective_epochs, train_config
+from dpclab.pipeline import effective_epochs
+from dpclab.runconfig import RunConfig, train_config
 from dpclab.methods import resolve
 from dpclab.lab.plan import NOTEBOOKS, Scope, report_plan, requests, waves
 from dpclab.protocol import EXCEPTIONS, dataset_train
 from dpclab.source import Source
+
+
+def _train_config(cfg):
+    """The run's training settings under its resolved method."""
+    return train_config(cfg, resolve(cfg.method))
 
 
 def test_source_normalises_the_data_root(tmp_path, monkeypatch):
@@ -47,11 +53,11 @@ def test_coop_on_imagenet_trains_50_epochs_wherever_its_config_is_resolved():
     assert any(e.dataset == "imagenet" and e.method == "coop" and e.train == {"epochs": 50} for e in EXCEPTIONS)
     assert dataset_train("coop", "imagenet") == {"epochs": 50} and dataset_train("coop", "eurosat") == {}
     assert dataset_train("promptkd", "dtd") == {}  # the KD weight comment is documented, not applied
-    assert train_config(RunConfig.of(method="coop", dataset="imagenet")).epochs == 50
-    assert train_config(RunConfig.of(method="coop", dataset="eurosat")).epochs == 200
+    assert _train_config(RunConfig.of(method="coop", dataset="imagenet")).epochs == 50
+    assert _train_config(RunConfig.of(method="coop", dataset="eurosat")).epochs == 200
     assert effective_epochs(RunConfig.of(method="coop+dpc", dataset="imagenet")) == {"epochs": 20, "step1_epochs": 50}
-    assert train_config(RunConfig.of(method="coop", dataset="imagenet", train={"epochs": 7})).epochs == 7
-    assert train_config(RunConfig.of(method="coop+dept", dataset="imagenet")).epochs == 10
+    assert _train_config(RunConfig.of(method="coop", dataset="imagenet", train={"epochs": 7})).epochs == 7
+    assert _train_config(RunConfig.of(method="coop+dept", dataset="imagenet")).epochs == 10
 
 
 def test_the_plan_lists_every_notebooks_runs_once_with_all_who_request_them():
@@ -119,7 +125,8 @@ def test_quick_and_epochs_parameters_reach_the_plan():
 def test_setup_runs_exactly_the_planned_run_directories(json_root, tmp_path, tiny_backbone, monkeypatch):
     """What a notebook runs for a planned request is the run directory the grid makes for it."""
     from dpclab.lab.notebook import Setup
-    from dpclab.pipeline import Experiment, plan_run
+    from dpclab.pipeline import plan_run
+    from dpclab.experiment import Experiment
 
     src = Source(model=tiny_backbone.model_name, pretrained="random", data_root=str(json_root), shots=2, device="cpu",
                  cache_dir=None, runs_dir=str(tmp_path / "runs"), results=None)

@@ -96,7 +96,9 @@ def _interrupt_at(epoch: int):
 def test_gpu_saved_checkpoints_load_on_this_host(json_root, tmp_path):
     """Every dpclab path that reads a saved tensor file, on files whose storages say ``cuda:0``: resuming training
     (the run plan and the training loop), reusing a finished run's model.pt, the feature cache, the ω grid."""
-    from dpclab.pipeline import Experiment, RunConfig, plan_run, run
+    from dpclab.pipeline import plan_run, run
+    from dpclab.experiment import Experiment
+    from dpclab.runconfig import RunConfig
 
     cfg = RunConfig.of(method="coop", dataset="eurosat", data_root=str(json_root), model="dpclab-tiny",
                     pretrained="embedded", shots=2, seed=1, device="cpu", cache_dir=str(tmp_path / "cache"),

@@ -16,7 +16,9 @@ from dpclab.methods import METHODS
 from dpclab.methods.base import Task, trainable_parameters
 from dpclab.methods.dpc import DPC, DPCConfig
 from dpclab.methods.promptkd import PromptKD, PromptKDConfig, distillation_loss
-from dpclab.pipeline import Experiment, RunConfig, plan_run, run
+from dpclab.pipeline import plan_run, run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 from dpclab.methods import resolve
 from dpclab.precision import PRECISIONS, autocast, input_dtype
 from dpclab.train import Examples, TrainConfig, fit

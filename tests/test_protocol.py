@@ -11,13 +11,20 @@ from pathlib import Path
 import pytest
 
 from dpclab import protocol
-from dpclab.pipeline import RunConfig, step1_config, train_config
+from dpclab.methods.table import resolve
+from dpclab.runconfig import RunConfig, step1_config, train_config
+
+
+def _train_config(cfg):
+    """The run's training settings under its resolved method."""
+    return train_config(cfg, resolve(cfg.method))
+
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
 
 
 def _train(method: str, dataset: str = "eurosat", shots: int = 16, **train):
-    return train_config(RunConfig.of(method=method, dataset=dataset, shots=shots, train=train, progress=False))
+    return _train_config(RunConfig.of(method=method, dataset=dataset, shots=shots, train=train, progress=False))
 
 
 @pytest.mark.parametrize("shots,epochs", [(1, 50), (2, 100), (3, 100), (4, 100), (8, 200), (16, 200), (0, 200)])
@@ -28,7 +35,7 @@ def test_coop_epochs_by_shot_count(shots, epochs):
     # step 1 of coop+dpc is a CoOp run; the rule is CoOp's alone (KgCoOp, DePT's CoOp baseline keep theirs)
     assert _train("coop+dpc", shots=shots).epochs == 20
     step1 = step1_config(RunConfig.of(method="coop+dpc", dataset="eurosat", shots=shots, progress=False))
-    assert train_config(step1).epochs == epochs
+    assert train_config(step1, resolve(step1.method)).epochs == epochs
     assert _train("kgcoop", shots=shots).epochs == 100
 
 
@@ -74,7 +81,7 @@ def test_transfer_settings_of_maple_and_promptsrc():
         src = source_config(cfg, setting)
         assert src.train_classes == "all" and src.train == {"epochs": 2, "lr": 0.0026}
         assert src.method_cfg == {"prompt_depth": 3}
-        t = train_config(src)
+        t = train_config(src, resolve(src.method))
         assert (t.epochs, t.lr, t.batch_size) == (2, 0.0026, 4)
     own = source_config(RunConfig.of(method="maple", dataset="imagenet", train={"epochs": 5},
                                   method_cfg={"prompt_depth": 9}, progress=False), "cross_dataset")

@@ -13,18 +13,20 @@ import pytest
 import torch
 
 import dpclab.methods
-import dpclab.methods.spec
+import dpclab.methods.table
 import dpclab.pipeline
 from conftest import write_json_dataset
 from dpclab.methods import resolve
-from dpclab.pipeline import Experiment, RunConfig, plan_run, run, run_action
+from dpclab.pipeline import plan_run, run, run_action
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 
 
 @pytest.fixture
 def resolutions(monkeypatch) -> list[str]:
     """Every call of ``resolve``, wherever it is reached from (the package's name and the module's own)."""
     calls: list[str] = []
-    real = dpclab.methods.spec.resolve
+    real = dpclab.methods.table.resolve
 
     def counting(name):
         calls.append(name)

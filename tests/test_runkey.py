@@ -12,7 +12,9 @@ import pytest
 
 from dpclab.lab.plan import PlannedRun
 from dpclab.lab.trainjobs import run_key as job_run_key
-from dpclab.pipeline import RunConfig, _same_data, train_config, with_method_data
+from dpclab.pipeline import _same_data
+from dpclab.methods.table import resolve
+from dpclab.runconfig import RunConfig, train_config, with_method_data
 from dpclab.runkey import job_key, key_fields, run_key
 from dpclab.trainconfig import TrainConfig
 
@@ -76,21 +78,22 @@ CONFIGS = [
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.method)
 @pytest.mark.parametrize("revision", [None, {"dpc": 2}])
 def test_run_dir_and_fingerprints_equal_the_older_codes(cfg, revision):
-    tcfg = train_config(cfg)
+    tcfg = train_config(cfg, resolve(cfg.method))
     key = run_key(cfg, tcfg, BACKBONE, INPUTS, CROP, revision)
     old = flat(cfg)
     assert key.run_dir == _old_run_dir(old, BACKBONE, INPUTS, revision)
     assert key.fingerprint == _old_fingerprint(old, BACKBONE, INPUTS, CROP, revision)
     assert key.full == _old_config_fingerprint(tcfg, _old_fingerprint(old, BACKBONE, INPUTS, CROP, revision))
-    assert job_run_key(cfg) == _old_job_key(flat(with_method_data(cfg)))
+    assert job_run_key(cfg) == _old_job_key(flat(with_method_data(cfg, resolve(cfg.method))))
 
 
 def test_pinned_run_directories():
     """Two run directories as the code before dpclab.runkey named them (literals computed by the code at 2063d05: a default CoOp run
     and a DPC run with options)."""
-    assert run_key(CONFIGS[0], train_config(CONFIGS[0]), BACKBONE, INPUTS, CROP).run_dir == \
+    coop, dpc = CONFIGS[0], CONFIGS[3]
+    assert run_key(coop, train_config(coop, resolve(coop.method)), BACKBONE, INPUTS, CROP).run_dir == \
         Path("runs/dpclab-tiny-embedded/world_tint/coop/shots16-seed1-4e91f57e")
-    assert run_key(CONFIGS[3], train_config(CONFIGS[3]), BACKBONE, INPUTS, CROP, {"dpc": 2}).run_dir.name == \
+    assert run_key(dpc, train_config(dpc, resolve(dpc.method)), BACKBONE, INPUTS, CROP, {"dpc": 2}).run_dir.name == \
         "shots16-seed1-1280a9ed"
 
 

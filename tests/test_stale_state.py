@@ -12,7 +12,8 @@ import pytest
 from conftest import write_image
 from dpclab.data.features import items_digest
 from dpclab.evaluate import append_result, read_results, summarize
-from dpclab.pipeline import RunConfig, run
+from dpclab.pipeline import run
+from dpclab.runconfig import RunConfig
 
 
 def _cfg(root, tmp_path, seed: int) -> RunConfig:

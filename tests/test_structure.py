@@ -33,11 +33,17 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The dpclab modules ``name`` imports (any level of the file: top, function, ``if TYPE_CHECKING``)."""
+def imports(name: str, path: Path, known: set[str], runtime: bool = False) -> set[str]:
+    """The dpclab modules ``name`` imports (any level of the file: top, function, ``if TYPE_CHECKING``; with
+    ``runtime``, only the imports that run: those under ``if TYPE_CHECKING:`` left out)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and runtime
+                   and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING") for n in ast.walk(block)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -56,10 +62,10 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def graph() -> dict[str, set[str]]:
+def graph(runtime: bool = False) -> dict[str, set[str]]:
     mods = modules()
     known = set(mods)
-    return {name: imports(name, path, known) for name, path in mods.items()}
+    return {name: imports(name, path, known, runtime) for name, path in mods.items()}
 
 
 def tool_of(module: str) -> str | None:
@@ -156,10 +162,12 @@ def test_no_module_outside_methods_checks_a_plugin_by_name():
 
 
 def config_classes() -> list[type]:
-    from dpclab.data.examples import Examples, Task
+    from dpclab.data.examples import Examples
+    from dpclab.data.items import Task
     from dpclab.methods import METHODS, PLUGINS, MethodEntry, MethodSpec, PluginEntry
     from dpclab.lab.plan import PlannedRun
-    from dpclab.pipeline import RunConfig, StepPlan
+    from dpclab.pipeline import StepPlan
+    from dpclab.runconfig import RunConfig
     from dpclab.runkey import RunKey
     from dpclab.source import Source
     from dpclab.trainconfig import TrainConfig
@@ -213,12 +221,22 @@ def test_the_layer_reader_sees_both_layers():
 
 
 # --- import depth and imports inside functions ----------------------------------------------------------------------
-#: the longest chain of dpclab imports allowed, counted in imports (edges; a chain of N modules has N - 1), package
-#: ``__init__`` modules included and every import of a file (function-level too). Issue 28 asks for 10; at 2063d05
-#: it was 19 (20 modules). What keeps it above 10: the method table imports every method module (kgcoop -> coop ->
-#: prompts -> base -> data.examples -> data.features -> data.coop -> io below it) and the lab's report and notebook
-#: setup sit on the plan, which sits on the pipeline. Lower it as those chains are cut; never raise it.
-MAX_IMPORT_DEPTH = 17
+#: the longest chain of dpclab imports allowed, counted in imports (edges; a chain of N modules has N - 1): the imports
+#: that run, at any level of a file (function-level too), package ``__init__`` modules included, and the dispatcher's
+#: tools it loads by name (:data:`dpclab.lab.cli.OWN_PARSER_TOOLS`) as imports of ``dpclab.lab.cli``. An import under
+#: ``if TYPE_CHECKING:`` never runs (an annotation's name, e.g. ``Examples`` in the method contract) and is left out
+#: here, as it is by the issue's own count; the layer and circle rules above read it. Issue 28 asks for depth <= 10
+#: (counted in modules: 10 modules, 9 imports); at 2063d05 it was 19 imports (20 modules), 17 at a1ca8ba.
+MAX_IMPORT_DEPTH = 9
+
+
+def runtime_graph() -> dict[str, set[str]]:
+    """The imports that run (:func:`graph` with ``runtime``), plus the dispatcher's tools loaded by name."""
+    from dpclab.lab.cli import OWN_PARSER_TOOLS
+
+    g = graph(runtime=True)
+    g["dpclab.lab.cli"] = g["dpclab.lab.cli"] | set(OWN_PARSER_TOOLS.values())
+    return g
 
 
 def longest_chain(g: dict[str, set[str]]) -> list[str]:
@@ -238,7 +256,8 @@ def test_longest_chain_reader():
 
 
 def test_import_depth_is_bounded():
-    chain = longest_chain(graph())
+    """The longest chain of imports that run is at most :data:`MAX_IMPORT_DEPTH` (printed with ``-s``)."""
+    chain = longest_chain(runtime_graph())
     shown = " -> ".join(m.removeprefix("dpclab.") for m in chain)
     print(f"import depth {len(chain) - 1} ({len(chain)} modules): {shown}")
     assert len(chain) - 1 <= MAX_IMPORT_DEPTH, f"import depth {len(chain) - 1} > {MAX_IMPORT_DEPTH}: {shown}"

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from dpclab.evaluate import append_result, harmonic_mean, summarize
-from dpclab.pipeline import Experiment, RunConfig, run
+from dpclab.pipeline import run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 from dpclab.methods import resolve
 from dpclab.train import TrainConfig, lr_at_epoch
 

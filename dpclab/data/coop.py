@@ -22,26 +22,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+from dpclab.data.items import DatasetError, Datum
 from dpclab.io import DamagedFileError, atomic_write_json, read_json, set_aside
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class DatasetError(ValueError):
-    """Bad dataset input: the message names the file and the fix."""
 
 
 def normalise_root(path: str | os.PathLike) -> str:
     """A data root as one string: ``~`` expanded, absolute, symlinks resolved. A relative and an absolute path to the
     same folder give the same string, so the same images get the same run key."""
     return str(Path(path).expanduser().resolve())
-
-
-@dataclass(frozen=True)
-class Datum:
-    impath: str  # absolute path of the image file
-    label: int
-    classname: str
 
 
 @dataclass(frozen=True)

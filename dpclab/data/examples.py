@@ -1,8 +1,8 @@
-"""What a method is trained and evaluated on: a :class:`Task` (the classes to tell apart) and :class:`Examples`
-(labelled inputs, as cached frozen features or as images), with the batches of one training epoch.
+"""What a method is trained and evaluated on: :class:`Examples` (labelled inputs of a
+:class:`~dpclab.data.items.Task`, as cached frozen features or as images), with the batches of one training epoch.
 
-Data-side types: the method contract (:mod:`dpclab.methods.base`), the training loop (:mod:`dpclab.train`) and
-evaluation (:mod:`dpclab.evaluate`) import them from here, so none of those modules imports another to get them.
+The training loop (:mod:`dpclab.train`) builds and reads them; the method contract (:mod:`dpclab.methods.base`) and
+evaluation (:mod:`dpclab.evaluate`) only name them in annotations, so neither stands on the image pipeline.
 """
 
 from __future__ import annotations
@@ -13,28 +13,9 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from dpclab.data.coop import Datum
+from dpclab.data.items import Datum, Task
 from dpclab.data.features import ImageList, loader_options
 from dpclab.trainconfig import TrainConfig
-
-
-@dataclass(frozen=True)
-class Task:
-    """A set of classes to classify among. ``split`` (base | new | all) lets DPC/DePT pick their inference rule."""
-
-    #: the class names, in label order
-    classnames: tuple[str, ...]
-    #: the prompt template of the dataset ("a photo of a {}.")
-    template: str = "a photo of a {}."
-    #: base | new | all: which classes of the base-to-new protocol these are
-    split: str = "base"
-    #: the dataset's name (for messages and caches)
-    name: str = ""
-
-    def __post_init__(self):
-        object.__setattr__(self, "classnames", tuple(self.classnames))
-        if self.split not in ("base", "new", "all"):
-            raise ValueError(f"Task.split must be 'base', 'new' or 'all', got {self.split!r}")
 
 
 @dataclass

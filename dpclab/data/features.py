@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from dpclab.cpus import allocated_cpus
-from dpclab.data.coop import DatasetError, Datum
+from dpclab.data.items import DatasetError, Datum
 from dpclab.io import DamagedFileError, atomic_torch_save, file_lock, set_aside, torch_load
 from dpclab.progress import progress_bar
 

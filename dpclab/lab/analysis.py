@@ -33,7 +33,7 @@ from torch import nn
 
 from dpclab.evaluate import accuracy, predict_logits, top_predictions
 from dpclab.methods.base import Task
-from dpclab.methods import resolve
+from dpclab.methods.table import resolve
 from dpclab.pipeline import run
 from dpclab.train import Examples
 

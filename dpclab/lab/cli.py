@@ -38,7 +38,9 @@ from dpclab.lab.report.strip import strip_outputs
 from dpclab.lab.targets import check_targets, markdown_targets
 from dpclab.methods.doc_tables import listing
 from dpclab.methods.table import METHODS, PLUGINS
-from dpclab.pipeline import Experiment, RunConfig, cached_backbone, plan_run, run
+from dpclab.pipeline import plan_run, run
+from dpclab.experiment import Experiment, cached_backbone
+from dpclab.runconfig import RunConfig
 from dpclab.source import startup_lines
 from dpclab.transfer import cross_dataset, domain_generalization, summarize_transfer
 
@@ -369,18 +371,21 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {message}", file=sys.stderr)
 
 
+#: the commands with an argument parser of their own: command -> the module whose ``main(argv)`` runs it, imported
+#: when the command is asked for (each loads its own heavy dependencies; ``--help`` of the others stays fast)
+OWN_PARSER_TOOLS = {"estimate": "dpclab.lab.estimate.cli", "gpu-check": "dpclab.lab.gpu_check",
+                    "grid": "dpclab.lab.grid", "speed": "dpclab.lab.speed.cli"}
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command. Bad input (a ValueError, missing file, existing run, diverged training...) becomes a
     one-line ``error: ...`` on stderr (with ``-v``: the full traceback) and exit code 2; warnings become one-line
     ``warning: ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pretrain"]:  # its own argument parser lives in dpclab.lab.pretrain
-
         return pretrain_main(argv[1:]) or 0
-    if argv[:1] in (["estimate"], ["gpu-check"], ["grid"], ["speed"]):  # so do these (dpclab.lab.estimate, ...)
-
+    if argv[:1] and argv[0] in OWN_PARSER_TOOLS:  # so do these, loaded when asked for
         verbose = any(a in ("-v", "--verbose") for a in argv)
-        tool = importlib.import_module(f"dpclab.lab.{argv[0].replace('-', '_')}")
+        tool = importlib.import_module(OWN_PARSER_TOOLS[argv[0]])
         command = lambda: tool.main([a for a in argv[1:] if a not in ("-v", "--verbose")]) or 0  # noqa: E731
     else:
         args = build_parser().parse_args(argv)

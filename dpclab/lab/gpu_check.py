@@ -47,11 +47,11 @@ from dpclab.lab.estimate.measuring import MeasureConfig, measure, measure_inputs
 from dpclab.lab.estimate.price import EVAL_BATCH
 from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
 from dpclab.lab.synthetic import class_names
-from dpclab.methods import resolve
+from dpclab.methods.table import resolve
 from dpclab.lab.timing import Repeat, device_name, peak_memory, probe_examples
 from dpclab.methods.base import Task
-from dpclab.methods.spec import method_names
-from dpclab.pipeline import RunConfig, train_config
+from dpclab.methods.table import method_names
+from dpclab.runconfig import RunConfig, train_config
 from dpclab.precision import PRECISIONS
 from dpclab.source import Source, startup_lines
 from dpclab.train import fit
@@ -180,7 +180,7 @@ def promptkd_teacher(cfg: CheckConfig, workdir: Path, log=print) -> dict:
     task = Task(tuple(class_names(cfg.classes)), "a photo of a {}.", "base", "synthetic")
     teacher = resolve("promptsrc").build(teacher_bb, {}, cfg.classes, seed=1).to(device)
     student = resolve("promptkd").build(bb, {}, cfg.classes, seed=1, teacher=teacher).to(device)
-    tcfg = replace(train_config(RunConfig(method="promptkd", progress=False)), epochs=1 + cfg.repeats,
+    tcfg = replace(train_config(RunConfig(method="promptkd", progress=False), resolve("promptkd")), epochs=1 + cfg.repeats,
                    warmup_epochs=0, num_workers=0, progress=False)
     n = max(cfg.classes, tcfg.batch_size * cfg.steps)
     data = probe_examples(cfg.steps)(labels=torch.arange(n) % cfg.classes, features=lambda v, r=Repeat(pixels): r)

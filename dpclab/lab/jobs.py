@@ -26,7 +26,7 @@ running, reuses the finished ones and submits only the rest. Pools never fork on
 (:func:`pool_start_method`).
 
 Training runs become jobs in :mod:`dpclab.lab.trainjobs` (one :func:`~dpclab.lab.trainjobs.train_run` per
-:class:`~dpclab.pipeline.RunConfig`); this module knows jobs only. The dependency waves (:func:`waves`), the start
+:class:`~dpclab.runconfig.RunConfig`); this module knows jobs only. The dependency waves (:func:`waves`), the start
 order (:func:`needed_first`) and :func:`makespan` (the wall time of the same schedule on N workers, for the cost
 estimate) read the same ``needs``.
 """

@@ -24,8 +24,10 @@ from dpclab.diagnostics import linear_probe
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits, summarize
 from dpclab.lab.targets import AVERAGE, PROBE
 from dpclab.methods.dpc import MODES, DPCConfig
-from dpclab.methods.spec import resolve
-from dpclab.pipeline import Experiment, RunConfig, cached_backbone, run
+from dpclab.methods.table import resolve
+from dpclab.pipeline import run
+from dpclab.experiment import Experiment, cached_backbone
+from dpclab.runconfig import RunConfig
 from dpclab.source import Source
 
 log = logging.getLogger(__name__)

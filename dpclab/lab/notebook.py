@@ -40,7 +40,9 @@ from dpclab.lab.alttext import enable as enable_alt_text
 from dpclab.lab.matrix import run_matrix
 from dpclab.lab.plan import (EMBEDDED_DEFAULT_DATASET, QUICK_EPOCH_DIVISOR, QUICK_MIN_EPOCHS,  # noqa: F401
                              REAL_DEFAULT_DATASET, PlannedRun, Scope, parse_datasets, parse_seeds, requests)
-from dpclab.pipeline import Experiment, RunConfig, cached_backbone, effective_epochs, run
+from dpclab.pipeline import effective_epochs, run
+from dpclab.experiment import Experiment, cached_backbone
+from dpclab.runconfig import RunConfig
 from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ class Setup:
         return self.scope.train_overrides(method)
 
     def config(self, method: str, seed: int | None = None, dataset: str | None = None, **overrides):
-        """A :class:`~dpclab.pipeline.RunConfig` for ``method`` with this notebook's parameters.
+        """A :class:`~dpclab.runconfig.RunConfig` for ``method`` with this notebook's parameters.
 
         ``overrides`` are RunConfig fields (the source's too); ``train``/``base_train`` dicts are merged over the epoch settings.
         """
@@ -132,7 +134,7 @@ class Setup:
         return effective_epochs(self.config(method))
 
     def experiment(self, seed: int | None = None, dataset: str | None = None, train_classes: str = "base"):
-        """The (memoised) :class:`~dpclab.pipeline.Experiment` of one dataset and few-shot seed."""
+        """The (memoised) :class:`~dpclab.experiment.Experiment` of one dataset and few-shot seed."""
         cfg = self.config("zeroshot", seed, dataset, train_classes=train_classes)
         key = (cfg.dataset, cfg.seed, train_classes)
         if key not in self._experiments:

@@ -24,8 +24,8 @@ from dpclab.data.coop import DATASETS
 from dpclab.lab.jobs import waves as job_waves
 from dpclab.lab.paper_numbers import report_spec
 from dpclab.lab.trainjobs import run_key, training_jobs
-from dpclab.methods import method_names, resolve
-from dpclab.pipeline import RunConfig
+from dpclab.methods.table import method_names, resolve
+from dpclab.runconfig import RunConfig
 from dpclab.runkey import key_fields
 from dpclab.source import EMBEDDED_PRETRAINED, Source, resolve_backend
 from dpclab.trainconfig import TrainConfig
@@ -219,7 +219,7 @@ class PlannedRun:
                     train=dict(self.train), base_train=dict(self.base_train), train_classes=self.train_classes)
 
     def run_config(self, source: Source, **overrides) -> RunConfig:
-        """Its :class:`~dpclab.pipeline.RunConfig` from ``source``; ``overrides`` are RunConfig fields."""
+        """Its :class:`~dpclab.runconfig.RunConfig` from ``source``; ``overrides`` are RunConfig fields."""
         return RunConfig(self.method, self.dataset, self.seed, source=source, **{**self.overrides(), **overrides})
 
     def describe(self) -> str:

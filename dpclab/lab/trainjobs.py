@@ -19,10 +19,13 @@ import torch
 from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
 from dpclab.cpus import allocated_cpus
 from dpclab.lab.jobs import Job, needed_first, worker_name
-from dpclab.methods import resolve
-from dpclab.pipeline import Experiment, RunConfig, plan_run
+from dpclab.methods.table import resolve
+from dpclab.pipeline import plan_run
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 from dpclab.pipeline import run as run_pipeline
-from dpclab.pipeline import step_configs, with_method_data
+from dpclab.pipeline import step_configs
+from dpclab.runconfig import with_method_data
 from dpclab.runkey import job_key
 from dpclab.source import startup_lines
 
@@ -31,7 +34,7 @@ def run_key(cfg: RunConfig) -> str:
     """What identifies a training run in a job list (:func:`dpclab.runkey.job_key`: two configs with the same key
     train the same run); the training data a method's protocol fixes is applied first, so PromptKD asked for on 16
     shots is its all-images run."""
-    return job_key(with_method_data(cfg))
+    return job_key(with_method_data(cfg, resolve(cfg.method)))
 
 
 def job_startup_lines(cfg, log=print) -> None:

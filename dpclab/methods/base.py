@@ -36,14 +36,17 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpclab.data.examples import Examples, Task
+from dpclab.data.items import Task
 from dpclab.trainconfig import TrainConfig
+
+if TYPE_CHECKING:  # the data a method is fed: used in annotations only
+    from dpclab.data.examples import Examples
 
 INPUT_KINDS = ("features", "pixels")
 #: the epochs a run can keep (:meth:`PromptMethod.selection`)
@@ -287,7 +290,7 @@ class PromptMethod(nn.Module):
     # ---- after a run ----------------------------------------------------------------------------------------
     def diagnostics(self, experiment) -> dict[str, float]:
         """Numbers that explain a finished run of this method on ``experiment`` (a
-        :class:`dpclab.pipeline.Experiment`), shown beside its benchmark row; none by default."""
+        :class:`dpclab.experiment.Experiment`), shown beside its benchmark row; none by default."""
         return {}
 
 

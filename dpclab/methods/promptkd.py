@@ -227,7 +227,7 @@ class PromptKD(PromptMethod):
 def teacher_run_config(cfg, kd: PromptKDConfig):
     """The teacher's run: ``kd.teacher_method`` on ``kd.teacher_shots``-shot base classes of the same dataset and
     seed, on the teacher's backbone (default: the run's own), at its own protocol defaults plus ``teacher_train``.
-    ``cfg`` is the student's :class:`~dpclab.pipeline.RunConfig`; a run with the same settings (e.g. the report's
+    ``cfg`` is the student's :class:`~dpclab.runconfig.RunConfig`; a run with the same settings (e.g. the report's
     ``promptsrc`` row) is reused."""
     src = cfg.source
     return cfg.replace(method=kd.teacher_method, model=kd.teacher_model or src.model,

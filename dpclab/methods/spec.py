@@ -1,19 +1,18 @@
-"""A method name resolved once: :func:`resolve` -> :class:`MethodSpec`, the one public factory of methods.
+"""A method name resolved once: :class:`MethodSpec`, what :func:`dpclab.methods.resolve` (:mod:`.table`) returns,
+the one public factory of methods; and the rows of the tables it is resolved from (:class:`MethodEntry`,
+:class:`PluginEntry`, :class:`Teacher`).
 
-``resolve("coop+dpc")`` checks the name against the tables (:mod:`dpclab.methods.table`) once: the base, the
-plug-in, whether the plug-in trains in two steps, the training defaults of the run's phase (with a plug-in's per-base
-exceptions), the plug-in's defaults for the base's config, and the refusals (an unknown name, a pair the plug-in
-refuses, a plug-in that needs a trained base on a method that trains nothing) as one-line errors naming the choices.
-A run (:func:`dpclab.pipeline.run`) resolves its method once and passes the spec down: the plan, the training settings
-and the construction of the method (``resolve(name).build(backbone, ...)``) all read it. Nothing else reads the tables
-(:func:`method_names` lists the names they admit).
+A spec holds the base, the plug-in, whether the plug-in trains in two steps, the training defaults of the run's phase
+(with a plug-in's per-base exceptions), the plug-in's defaults for the base's config and its refusals. A run
+(:func:`dpclab.pipeline.run`) resolves its method once and passes the spec down: the plan, the training settings
+and the construction of the method (``resolve(name).build(backbone, ...)``) all read it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -21,7 +20,75 @@ from torch import nn
 from dpclab.methods.base import RUN_VALUE
 from dpclab.precision import cast_learned
 from dpclab.trainconfig import TrainConfig
-from dpclab.methods.table import METHODS, PLUGINS, MethodEntry, PluginEntry
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a row of either table holds: the class, its config, its training defaults and its code revision."""
+
+    #: the class: a :class:`~dpclab.methods.base.PromptMethod` (``cls(backbone, config)``) in :data:`METHODS`, a
+    #: :class:`~dpclab.methods.base.Plugin` (``cls(base_method, config)``) in :data:`PLUGINS`
+    cls: type
+    #: its config dataclass (every field commented with ``#:``)
+    config: type
+    #: overrides of :class:`dpclab.trainconfig.TrainConfig` defaults: the method's protocol, or the plug-in phase's
+    train: dict = field(default_factory=dict)
+    #: the code revision of what a run of it trains: bumped when a change alters the result of a run with unchanged
+    #: settings; a non-zero revision is part of the run's directory key and fingerprint, so runs made by older code are
+    #: kept and never reused
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """How a method built on a tuned teacher (distillation, PromptKD) gets it: a :class:`MethodEntry`'s ``teacher``.
+    Called as ``teacher(run config, method config)`` it returns the teacher's RunConfig."""
+
+    #: ``(run config, method config) -> RunConfig`` of the teacher's run: the pipeline plans and runs it first and
+    #: builds ``cls(backbone, config, teacher=method)``
+    run_config: Callable
+    #: the method config option naming the teacher's method (a plan reads that method's training defaults)
+    method_option: str
+    #: the method config option setting the teacher's epochs (None there: the teacher's default); a plan that
+    #: shortens every run (the notebooks' quick mode) fills it
+    epochs_option: str
+
+    def __call__(self, cfg, method_cfg):
+        return self.run_config(cfg, method_cfg)
+
+
+@dataclass(frozen=True)
+class MethodEntry(Entry):
+    """One row of :data:`METHODS`: ``cls(backbone, config)`` builds the method."""
+
+    #: False for a method that trains nothing (zero-shot CLIP): evaluated only; only a plug-in that trains parameters
+    #: of its own (:attr:`PluginEntry.wraps_frozen`) wraps it
+    trainable: bool = True
+    #: RunConfig fields the method's protocol fixes for its own training data (e.g. every training image of all
+    #: classes: ``{"shots": 0, "train_classes": "all"}``); applied to its own runs, not under a plug-in
+    data: dict = field(default_factory=dict)
+    #: the tuned method this one is built on as ``teacher`` (distillation), see :class:`Teacher`; None for most
+    teacher: Teacher | None = None
+
+
+@dataclass(frozen=True)
+class PluginEntry(Entry):
+    """One row of :data:`PLUGINS`: a plug-in wraps a base method, ``cls(base_method, config)``."""
+
+    #: True: the base method is first tuned normally (step 1, reused from its run directory when finished) and the
+    #: plug-in then trains on top of it (DPC); False: the plug-in trains jointly with the base from scratch (DePT)
+    two_step: bool = False
+    #: per-base exceptions to ``train``: base name -> TrainConfig overrides
+    train_by_base: dict = field(default_factory=dict)
+    #: per-base defaults of the *base method's* config under this plug-in (e.g. KgCoOp's regulariser weight under
+    #: DePT); a run's ``base_method_cfg`` still overrides them
+    base_cfg_by_base: dict = field(default_factory=dict)
+    #: bases the plug-in cannot wrap: base name -> why (:func:`dpclab.methods.resolve` refuses the pair with it)
+    refuses: dict = field(default_factory=dict)
+    #: True: the plug-in trains parameters of its own jointly with the base, so it can also wrap a method that trains
+    #: nothing (``zeroshot+<plugin>``, e.g. CLIP-Adapter); False: it needs a base that trains (DPC duplicates its
+    #: tuned prompts; DePT's protocol trains the base's prompts with its head). Never for a two-step plug-in
+    wraps_frozen: bool = False
 
 
 def _frozen(d: Mapping | None) -> Mapping:
@@ -60,7 +127,7 @@ class MethodSpec:
 
     @property
     def teacher(self):
-        """The base's :class:`~dpclab.methods.table.Teacher` (called as ``(run config, method config) -> the
+        """The base's :class:`~dpclab.methods.spec.Teacher` (called as ``(run config, method config) -> the
         teacher's RunConfig``) when the base is built on a tuned teacher (:attr:`MethodEntry.teacher`), else None. A
         two-step plug-in's teacher belongs to its step 1."""
         return None if self.two_step else self.entry.teacher
@@ -85,7 +152,7 @@ class MethodSpec:
     @property
     def step1(self) -> "MethodSpec | None":
         """The spec of step 1 (the plain base) for a two-step plug-in, else None. Derived, not resolved again."""
-        return _plain(self.base, self.entry) if self.two_step else None
+        return plain_spec(self.base, self.entry) if self.two_step else None
 
     # ---- configs ----------------------------------------------------------------------------------------------
     def config(self, overrides: Mapping | None = None, n_classes: int = 0):
@@ -153,43 +220,22 @@ def make_config(config_cls: type, overrides: Mapping | None, owner: str, n_class
     return config_cls(**overrides)
 
 
-def _plain(name: str, entry: MethodEntry) -> MethodSpec:
+def plain_spec(name: str, entry: MethodEntry) -> MethodSpec:
     return MethodSpec(name, name, entry, trainable=entry.trainable, train=_frozen(entry.train),
                       data=_frozen(entry.data))
 
 
-def _wraps(entry: MethodEntry, pentry: PluginEntry) -> bool:
+def can_wrap(entry: MethodEntry, pentry: PluginEntry) -> bool:
     """Whether a plug-in can wrap a method at all: a method that trains, or any method when the plug-in trains its own
     parameters jointly (:attr:`PluginEntry.wraps_frozen`; a two-step plug-in always needs a tuned base)."""
     return entry.trainable or (pentry.wraps_frozen and not pentry.two_step)
 
 
-def method_names() -> list[str]:
-    """Every name the tables admit: the methods, then each plug-in on each base it can wrap and does not refuse."""
-    pairs = [f"{m}+{p}" for m, entry in METHODS.items()
-             for p, pentry in PLUGINS.items() if _wraps(entry, pentry) and m not in pentry.refuses]
-    return [*METHODS, *pairs]
-
-
-def resolve(name: str) -> MethodSpec:
-    """``"coop+dpc"`` -> its :class:`MethodSpec`. Unknown names, unknown plug-ins and refused pairs fail here, with
-    the available choices."""
-    base, _, plugin = name.partition("+")
-    if base not in METHODS:
-        raise ValueError(f"Unknown method {base!r}. Available: {', '.join(method_names())}.")
-    entry = METHODS[base]
-    if not plugin:
-        return _plain(base, entry)
-    if plugin not in PLUGINS:
-        raise ValueError(f"Unknown plug-in {plugin!r} in {name!r}. Available: {', '.join(PLUGINS) or 'none yet'}.")
-    pentry = PLUGINS[plugin]
-    why = pentry.refuses.get(base) or ("" if _wraps(entry, pentry) else f"{base!r} trains nothing to build on")
-    if why:
-        options = [n for n in method_names() if n.endswith(f"+{plugin}")]
-        raise ValueError(f"{plugin!r} cannot wrap {base!r}: {why}. Choose one of {', '.join(options)}.")
+def plugin_spec(base: str, entry: MethodEntry, plugin: str, pentry: PluginEntry) -> MethodSpec:
+    """The spec of ``base+plugin`` from the two rows (the pair already checked: :func:`can_wrap`, the refusals)."""
     return MethodSpec(f"{base}+{plugin}", base, entry, plugin, pentry, two_step=pentry.two_step,
                       trainable=True, train=_frozen({**pentry.train, **pentry.train_by_base.get(base, {})}),
                       base_cfg=_frozen(pentry.base_cfg_by_base.get(base)), refuses=_frozen(pentry.refuses))
 
 
-__all__ = ["MethodSpec", "resolve", "method_names", "make_config"]
+__all__ = ["Entry", "MethodEntry", "PluginEntry", "Teacher", "MethodSpec", "make_config", "plain_spec", "plugin_spec", "can_wrap"]

@@ -1,98 +1,29 @@
 """The method table: name -> (class, its config dataclass, its training defaults from
-docs/protocol.md#hyperparameters), and the plug-in table for the Base-New Trade-off fixes that wrap a method:
-``"coop+dpc"``, ``"maple+dept"``...
+docs/protocol.md#hyperparameters), the plug-in table for the Base-New Trade-off fixes that wrap a method
+(``"coop+dpc"``, ``"maple+dept"``...), and their one reader, :func:`resolve`.
 
 Plain dicts, no registry decorators: adding a method means adding one line here (its class is a
 :class:`~dpclab.methods.base.PromptMethod`; ``tests/test_contract.py`` then tests it, and every plug-in on it; see
-docs/extending.md). Nothing reads these entries directly: :func:`dpclab.methods.resolve` turns a name into one frozen
-:class:`~dpclab.methods.MethodSpec`, once per run. The README's methods table and docs/protocol.md's hyperparameter
+docs/extending.md). Nothing else reads these entries: :func:`resolve` (``dpclab.methods.resolve``) turns a name into
+one frozen :class:`~dpclab.methods.spec.MethodSpec`, once per run, checking it against the tables once (the base, the
+plug-in, the refusals, as one-line errors naming the choices); :func:`method_names` lists the names they admit. The
+row types (:class:`~dpclab.methods.spec.MethodEntry`, :class:`~dpclab.methods.spec.PluginEntry`) and the spec live in
+:mod:`dpclab.methods.spec`. The README's methods table and docs/protocol.md's hyperparameter
 table are generated from these dicts (``python -m dpclab.methods.doc_tables``; ``tests/test_extending.py`` checks
 that they match).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 from dpclab.methods.cocoop import CoCoOp, CoCoOpConfig
-from dpclab.methods.coop import CoOp, CoOpConfig
+from dpclab.methods.coop import CoOp, CoOpConfig, KgCoOp, KgCoOpConfig
 from dpclab.methods.dept import DePT, DePTConfig
 from dpclab.methods.dpc import DPC, DPCConfig
-from dpclab.methods.kgcoop import KgCoOp, KgCoOpConfig
 from dpclab.methods.maple import MaPLe, MaPLeConfig
 from dpclab.methods.promptkd import PromptKD, PromptKDConfig, teacher_run_config
 from dpclab.methods.promptsrc import PromptSRC, PromptSRCConfig
+from dpclab.methods.spec import MethodEntry, MethodSpec, PluginEntry, Teacher, can_wrap, plain_spec, plugin_spec
 from dpclab.methods.zeroshot import ZeroShotCLIP, ZeroShotConfig
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What a row of either table holds: the class, its config, its training defaults and its code revision."""
-
-    #: the class: a :class:`~dpclab.methods.base.PromptMethod` (``cls(backbone, config)``) in :data:`METHODS`, a
-    #: :class:`~dpclab.methods.base.Plugin` (``cls(base_method, config)``) in :data:`PLUGINS`
-    cls: type
-    #: its config dataclass (every field commented with ``#:``)
-    config: type
-    #: overrides of :class:`dpclab.trainconfig.TrainConfig` defaults: the method's protocol, or the plug-in phase's
-    train: dict = field(default_factory=dict)
-    #: the code revision of what a run of it trains: bumped when a change alters the result of a run with unchanged
-    #: settings; a non-zero revision is part of the run's directory key and fingerprint, so runs made by older code are
-    #: kept and never reused
-    revision: int = 0
-
-
-@dataclass(frozen=True)
-class Teacher:
-    """How a method built on a tuned teacher (distillation, PromptKD) gets it: a :class:`MethodEntry`'s ``teacher``.
-    Called as ``teacher(run config, method config)`` it returns the teacher's RunConfig."""
-
-    #: ``(run config, method config) -> RunConfig`` of the teacher's run: the pipeline plans and runs it first and
-    #: builds ``cls(backbone, config, teacher=method)``
-    run_config: Callable
-    #: the method config option naming the teacher's method (a plan reads that method's training defaults)
-    method_option: str
-    #: the method config option setting the teacher's epochs (None there: the teacher's default); a plan that
-    #: shortens every run (the notebooks' quick mode) fills it
-    epochs_option: str
-
-    def __call__(self, cfg, method_cfg):
-        return self.run_config(cfg, method_cfg)
-
-
-@dataclass(frozen=True)
-class MethodEntry(Entry):
-    """One row of :data:`METHODS`: ``cls(backbone, config)`` builds the method."""
-
-    #: False for a method that trains nothing (zero-shot CLIP): evaluated only; only a plug-in that trains parameters
-    #: of its own (:attr:`PluginEntry.wraps_frozen`) wraps it
-    trainable: bool = True
-    #: RunConfig fields the method's protocol fixes for its own training data (e.g. every training image of all
-    #: classes: ``{"shots": 0, "train_classes": "all"}``); applied to its own runs, not under a plug-in
-    data: dict = field(default_factory=dict)
-    #: the tuned method this one is built on as ``teacher`` (distillation), see :class:`Teacher`; None for most
-    teacher: Teacher | None = None
-
-
-@dataclass(frozen=True)
-class PluginEntry(Entry):
-    """One row of :data:`PLUGINS`: a plug-in wraps a base method, ``cls(base_method, config)``."""
-
-    #: True: the base method is first tuned normally (step 1, reused from its run directory when finished) and the
-    #: plug-in then trains on top of it (DPC); False: the plug-in trains jointly with the base from scratch (DePT)
-    two_step: bool = False
-    #: per-base exceptions to ``train``: base name -> TrainConfig overrides
-    train_by_base: dict = field(default_factory=dict)
-    #: per-base defaults of the *base method's* config under this plug-in (e.g. KgCoOp's regulariser weight under
-    #: DePT); a run's ``base_method_cfg`` still overrides them
-    base_cfg_by_base: dict = field(default_factory=dict)
-    #: bases the plug-in cannot wrap: base name -> why (:func:`dpclab.methods.resolve` refuses the pair with it)
-    refuses: dict = field(default_factory=dict)
-    #: True: the plug-in trains parameters of its own jointly with the base, so it can also wrap a method that trains
-    #: nothing (``zeroshot+<plugin>``, e.g. CLIP-Adapter); False: it needs a base that trains (DPC duplicates its
-    #: tuned prompts; DePT's protocol trains the base's prompts with its head). Never for a two-step plug-in
-    wraps_frozen: bool = False
 
 
 METHODS: dict[str, MethodEntry] = {
@@ -125,4 +56,30 @@ PLUGINS: dict[str, PluginEntry] = {
 }
 
 
-__all__ = ["METHODS", "PLUGINS", "Entry", "MethodEntry", "PluginEntry", "Teacher"]
+def method_names() -> list[str]:
+    """Every name the tables admit: the methods, then each plug-in on each base it can wrap and does not refuse."""
+    pairs = [f"{m}+{p}" for m, entry in METHODS.items()
+             for p, pentry in PLUGINS.items() if can_wrap(entry, pentry) and m not in pentry.refuses]
+    return [*METHODS, *pairs]
+
+
+def resolve(name: str) -> MethodSpec:
+    """``"coop+dpc"`` -> its :class:`MethodSpec`. Unknown names, unknown plug-ins and refused pairs fail here, with
+    the available choices."""
+    base, _, plugin = name.partition("+")
+    if base not in METHODS:
+        raise ValueError(f"Unknown method {base!r}. Available: {', '.join(method_names())}.")
+    entry = METHODS[base]
+    if not plugin:
+        return plain_spec(base, entry)
+    if plugin not in PLUGINS:
+        raise ValueError(f"Unknown plug-in {plugin!r} in {name!r}. Available: {', '.join(PLUGINS) or 'none yet'}.")
+    pentry = PLUGINS[plugin]
+    why = pentry.refuses.get(base) or ("" if can_wrap(entry, pentry) else f"{base!r} trains nothing to build on")
+    if why:
+        options = [n for n in method_names() if n.endswith(f"+{plugin}")]
+        raise ValueError(f"{plugin!r} cannot wrap {base!r}: {why}. Choose one of {', '.join(options)}.")
+    return plugin_spec(base, entry, plugin, pentry)
+
+
+__all__ = ["METHODS", "PLUGINS", "method_names", "resolve"]

@@ -15,7 +15,8 @@ from dpclab.lab.estimate.model import DeviceTimings
 from dpclab.lab.estimate.price import project
 from dpclab.lab.plan import PlannedRun, Scope
 from dpclab.lab.synthetic import write_shape_dataset
-from dpclab.pipeline import Experiment, run
+from dpclab.pipeline import run
+from dpclab.experiment import Experiment
 from dpclab.source import Source
 
 

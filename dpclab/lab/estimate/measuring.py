@@ -14,15 +14,15 @@ import numpy as np
 import torch
 
 from dpclab.backbones import load_clip
-from dpclab.data.coop import Datum
+from dpclab.data.items import Datum
 from dpclab.data.features import ImageList, build_transforms, default_num_workers
 from dpclab.lab.estimate.model import Curve, DeviceTimings, MethodTimings
 from dpclab.lab.estimate.price import EVAL_BATCH
 from dpclab.lab.synthetic import class_names, write_images
 from dpclab.lab.timing import Repeat, device_name, median_time, peak_memory, probe_examples
 from dpclab.methods.base import Task
-from dpclab.methods import resolve
-from dpclab.pipeline import RunConfig, train_config
+from dpclab.methods.table import resolve
+from dpclab.runconfig import RunConfig, train_config
 from dpclab.precision import autocast, input_dtype
 from dpclab.train import fit
 
@@ -112,7 +112,7 @@ def measure_method(bb, method_name: str, counts: Sequence[int], cfg: MeasureConf
                 else inputs.pixels)
         t = time.perf_counter()
         if resolve(method_name).trainable:
-            tcfg = replace(train_config(RunConfig(method=method_name, progress=False)), epochs=1 + cfg.repeats, progress=False,
+            tcfg = replace(train_config(RunConfig(method=method_name, progress=False), resolve(method_name)), epochs=1 + cfg.repeats, progress=False,
                            warmup_epochs=0, num_workers=0)
             batch_size = tcfg.batch_size
             n = max(c, tcfg.batch_size * cfg.steps)  # every class has an example (DPC draws negatives per class)

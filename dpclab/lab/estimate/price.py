@@ -30,8 +30,8 @@ from typing import Callable, Sequence
 from dpclab.data.shapes import DatasetShape
 from dpclab.lab.estimate.model import DeviceTimings, MethodTimings
 from dpclab.lab.jobs import makespan, waves
-from dpclab.methods.spec import resolve
-from dpclab.pipeline import RunConfig, train_config
+from dpclab.methods.table import resolve
+from dpclab.runconfig import RunConfig, train_config
 
 #: evaluation batch size of ``evaluate.predict_logits``
 EVAL_BATCH = 256
@@ -147,11 +147,12 @@ def as_dict(value) -> dict:
 
 def run_train_config(run, epochs: int | None = None, shots: int = 16):
     """The :class:`~dpclab.train.TrainConfig` ``run`` trains with: the method's defaults, the dataset's and shot
-    count's protocol exceptions and the run's own overrides (``pipeline.train_config``), ``epochs`` on top when
+    count's protocol exceptions and the run's own overrides (``runconfig.train_config``), ``epochs`` on top when
     given."""
 
     train = {**as_dict(getattr(run, "train", ())), **({} if epochs is None else {"epochs": int(epochs)})}
-    return train_config(RunConfig.of(method=run.method, dataset=run.dataset, shots=shots, train=train, progress=False))
+    cfg = RunConfig.of(method=run.method, dataset=run.dataset, shots=shots, train=train, progress=False)
+    return train_config(cfg, resolve(run.method))
 
 
 def _like(template, d: dict):

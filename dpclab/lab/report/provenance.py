@@ -22,7 +22,7 @@ from dpclab.data.coop import load_dataset
 from dpclab.io import atomic_write_text, sha256_file
 from dpclab.lab.plan import Scope, report_plan
 from dpclab.lab.report.index import PROVENANCE_FILE
-from dpclab.pipeline import dataset_specs
+from dpclab.experiment import dataset_specs
 from dpclab.source import EMBEDDED_DATA_ROOT, Source
 
 #: the notebooks' parameters cell defaults (what a report runs with when no ``-p`` overrides them)

@@ -21,9 +21,10 @@ from dpclab.lab.speed.reference import ReferenceCoOp, reference_epoch
 from dpclab.lab.speed.report import Row
 from dpclab.lab.synthetic import BENCH_SPEC, write_bench_dataset
 from dpclab.lab.timing import Peak, peak_memory, sync
-from dpclab.methods.spec import resolve
+from dpclab.methods.table import resolve
 from dpclab.omega import DEFAULT_OMEGAS, experiment_grid, omega_view
-from dpclab.pipeline import Experiment, RunConfig
+from dpclab.experiment import Experiment
+from dpclab.runconfig import RunConfig
 from dpclab.train import Examples, TrainConfig, epoch_generator, fit
 
 

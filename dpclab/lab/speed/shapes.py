@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from dpclab.backbones import Backbone, load_clip, resolve_device
-from dpclab.data.coop import Datum
+from dpclab.data.items import Datum
 from dpclab.data.features import build_transforms, default_num_workers, encode_image_list
 from dpclab.data.shapes import shape_of
 from dpclab.lab.speed.config import BenchConfig, ModelCase, register_tiny_model
@@ -22,8 +22,8 @@ from dpclab.lab.speed.report import Row
 from dpclab.lab.synthetic import class_names, write_images
 from dpclab.lab.timing import peak_memory, probe_examples, sync
 from dpclab.methods.base import Task
-from dpclab.methods import resolve
-from dpclab.pipeline import RunConfig, train_config
+from dpclab.methods.table import resolve
+from dpclab.runconfig import RunConfig, train_config
 from dpclab.train import fit
 
 
@@ -75,7 +75,7 @@ def bench_shape(model: ModelCase, shape: ShapeCase, method_name: str, backbone: 
     items = _items(pool, n_train, shape.classes, names)
     workers = default_num_workers(backbone.image_size)
     tf = build_transforms(backbone.image_size, backbone.mean, backbone.std)
-    tcfg = replace(train_config(RunConfig(method=method_name)), epochs=2, warmup_epochs=0, progress=False,
+    tcfg = replace(train_config(RunConfig(method=method_name), resolve(method_name)), epochs=2, warmup_epochs=0, progress=False,
                    num_workers=workers)
     method = resolve(method_name).build(backbone, {}, shape.classes, seed=cfg.seed)
     untruncated = {"truncate": False}
