@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dpclab.lab.benchmark import (AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, markdown_table, run_matrix,
-                              summary_table, write_report)
+from dpclab.lab.benchmark import markdown_table, write_report
+from dpclab.lab.matrix import AVERAGE, DEFAULT_METHODS, DPC_COLUMNS, GRID_COLUMNS, PROBE, run_matrix, summary_table
 from dpclab.lab.targets import check_targets, markdown_per_dataset, markdown_targets
 from dpclab.lab.cli import main
 from dpclab.source import Source

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpclab.lab.benchmark import AVERAGE, run_matrix
+from dpclab.lab.matrix import AVERAGE, run_matrix
 from dpclab.lab.cli import main
 from dpclab.lab.plan import DPC_ABLATION
 from dpclab.source import Source

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from dpclab.data.shapes import COOP_SHAPES, DatasetShape
-from dpclab.lab.estimate import Curve, DeviceTimings, MethodTimings, MeasureConfig, measure, project
+from dpclab.lab.estimate.measuring import measure
+from dpclab.lab.estimate.model import Curve, DeviceTimings, MeasureConfig, MethodTimings
+from dpclab.lab.estimate.price import project
 from dpclab.lab.plan import PlannedRun
 
 TOY = DatasetShape("toy", classes=10, test=100)  # 5 base + 5 new classes, 50 + 50 test images
@@ -73,7 +75,7 @@ def test_curve_interpolates_extrapolates_up_and_clamps_below():
 
 
 def test_wall_time_on_gpus_runs_the_grids_jobs_then_the_report():
-    from dpclab.lab.estimate import build_parser, settings
+    from dpclab.lab.estimate.cli import build_parser, settings
     from dpclab.lab.estimate.cli import grid_jobs
 
     plan = [PlannedRun("00", "toy", "zeroshot", 1), PlannedRun("06", "toy", "coop", 1),
@@ -118,7 +120,7 @@ def test_notebooks_03_and_05_are_priced_on_the_dpc_run_they_reuse():
 
 def the_plan(*args: str) -> list:
     """The report's plan as the estimate reads it (``dpclab.lab.plan``), for ``estimate`` arguments ``args``."""
-    from dpclab.lab.estimate import build_parser, settings
+    from dpclab.lab.estimate.cli import build_parser, settings
     from dpclab.lab.estimate.cli import report_runs
 
     return report_runs(settings(build_parser().parse_args(list(args))))
@@ -164,7 +166,7 @@ def test_measure_in_another_precision_names_it(tiny_model_name, tmp_path):
 
 
 def test_settings_are_the_reports_parameters():
-    from dpclab.lab.estimate import build_parser, settings
+    from dpclab.lab.estimate.cli import build_parser, settings
 
     s = settings(build_parser().parse_args(["-p", "precision", "fp16", "-p", "dataset", "eurosat dtd", "-p", "seeds",
                                             "1 2", "-p", "epochs", "None", "-p", "model", "ViT-B-32"]))
@@ -181,7 +183,7 @@ def test_settings_are_the_reports_parameters():
 
 
 def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
-    from dpclab.lab import estimate
+    from dpclab.lab.estimate import cli as estimate
 
     plan = the_plan("--datasets", "eurosat", "dtd")
     c = Curve.constant
@@ -196,7 +198,7 @@ def test_cli_projects_saved_timings_without_measuring(tmp_path, capsys):
     s = estimate.settings(estimate.build_parser().parse_args(["--datasets", "eurosat", "dtd", "-p", "precision",
                                                               "fp16"]))
     text = md.read_text()
-    wall = p.wall(4, *estimate.cli.grid_jobs(plan, s))
+    wall = p.wall(4, *estimate.grid_jobs(plan, s))
     assert f"**{estimate.hours(p.total)}**" in text and f"**{estimate.hours(wall.total)}**" in text
     assert "on 4 GPUs" in text and "Fake GPU 80GB" in text and "precision **fp16**" in text
     for nb in ("00", "01", "02", "03", "04", "05", "06"):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dpclab.lab.jobs import local_executor, run_jobs
-from dpclab.lab.plan import PlannedRun, grid_jobs
+from dpclab.lab.plan import PlannedRun
+from dpclab.lab.trainjobs import grid_jobs
 from dpclab.source import Source
 
 ONE_EPOCH = (("epochs", 1),)

@@ -266,13 +266,13 @@ def test_gpu_workers_each_see_their_own_gpu_and_a_cpu_share():
 # ------------------------------------------------------------------------------------ no fork after CUDA
 def test_no_pool_forks_once_cuda_may_be_used(monkeypatch, tmp_path):
     """CUDA initialised here (simulated: ``startup_lines`` named the GPU), or a device that is not plainly the CPU:
-    every pool spawns its workers -- ``grid --workers N``, ``report --jobs N`` (report/train.py) and a bare
+    every pool spawns its workers -- ``grid --workers N``, ``report --jobs N`` (report/command.py) and a bare
     ``local_executor``; a pool asked to fork is refused. Plain CPU work keeps the platform default."""
     import torch
 
     from dpclab.lab import grid as grid_module
     from dpclab.lab import jobs
-    from dpclab.lab.report import train as report_train
+    from dpclab.lab.report import command as report_train
 
     monkeypatch.chdir(tmp_path)
     default = mp.get_context().get_start_method()

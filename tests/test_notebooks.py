@@ -15,7 +15,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dpclab.lab.notebook import Setup, parse_datasets, parse_seeds, setup
+from dpclab.lab.notebook import Setup, setup
+from dpclab.lab.plan import parse_datasets, parse_seeds
 from dpclab.lab.parameters import PARAMETER_KEYS
 from dpclab.evaluate import harmonic_mean
 from dpclab.lab.options import parse_value
@@ -383,7 +384,7 @@ def test_slider_callback_reads_the_grid(capsys):
 
 def test_setup_grid_trains_each_method_with_its_own_epochs(json_root, tmp_path, tiny_backbone):
     """Notebook 06's grid: run_matrix with the notebook's per-method epochs; DPC's step 1 is the CoOp row's run."""
-    from dpclab.lab.benchmark import run_matrix
+    from dpclab.lab.matrix import run_matrix
 
     from dpclab.lab.plan import Scope
     from dpclab.source import Source

@@ -11,7 +11,8 @@ from dpclab.lab import paper_numbers
 from dpclab.pipeline import effective_epochs
 from dpclab.runconfig import RunConfig, train_config
 from dpclab.methods import resolve
-from dpclab.lab.plan import NOTEBOOKS, Scope, report_plan, requests, waves
+from dpclab.lab.plan import NOTEBOOKS, Scope, report_plan, report_spec, requests
+from dpclab.lab.trainjobs import waves
 from dpclab.protocol import EXCEPTIONS, dataset_train
 from dpclab.source import Source
 
@@ -70,7 +71,7 @@ def test_the_plan_lists_every_notebooks_runs_once_with_all_who_request_them():
     dpc = next(r for r in plan if r.method == "coop+dpc" and not r.method_cfg and r.seed == 1 and
                r.dataset == "eurosat")
     assert {"02", "03", "04", "05"} <= set(dpc.requested_by) and dpc.curve  # 03 and 05 reuse 02's run
-    rows = paper_numbers.report_spec()
+    rows = report_spec()
     six = [r for r in plan if "06" in r.requested_by]
     assert {r.label for r in requests("06", scope)} == set(rows) and len(requests("06", scope)) == 2 * 3 * len(rows)
     released = [r for r in six if r.method == "maple+dpc"]
@@ -98,7 +99,7 @@ def test_the_default_seeds_are_the_papers_three_on_real_clip_and_one_on_the_embe
 def test_grid_jobs_wait_for_the_runs_they_build_on_and_those_start_first():
     """PromptKD's job needs its teacher's (PromptSRC) job; PromptKD+DPC needs PromptKD (asked for on 16 shots, trained
     on its protocol's data: the same run) and the teacher; jobs that others need are listed first."""
-    from dpclab.lab.plan import grid_jobs
+    from dpclab.lab.trainjobs import grid_jobs
 
     jobs = grid_jobs(requests("06", Scope.from_parameters({})))
     title = {j.key: j.title.split()[2] for j in jobs}

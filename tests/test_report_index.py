@@ -20,6 +20,7 @@ from dpclab.lab.report.run import NotebookResult, run_report
 from dpclab.lab.report.index import write_index
 from dpclab.lab.report.headline import (SPREAD_FILE, benchmark_spread, find_headline, load_spread, spread_threshold,
                                         verdict_note, verdicts)
+from dpclab.lab.plan import planned_datasets
 from dpclab.lab.report.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +178,8 @@ def test_provenance_of_the_embedded_report(tmp_path):
     from dpclab.io import sha256_file
 
     ensure_world(tmp_path / "data" / "world", ["world_tint"])
-    prov = provenance({"interactive": False, "quick": True}, cwd=tmp_path, wall_seconds=12.34,
+    params = {"interactive": False, "quick": True}
+    prov = provenance(params, *planned_datasets(params), cwd=tmp_path, wall_seconds=12.34,
                       command=["python", "-m", "dpclab", "report", "--quick"])
     json.dumps(prov)  # machine-readable as it is
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -202,7 +204,7 @@ def test_provenance_of_the_embedded_report(tmp_path):
     assert Path(world["split_file"]).is_relative_to(tmp_path)
     assert world["split_sha256"] == sha256_file(world["split_file"])
     assert world["images"] == {k: len(split[k]) for k in ("train", "val", "test")} and world["classes"] == 18
-    missing = provenance({"dataset": "world_nope"}, cwd=tmp_path)["datasets"]["world_nope"]
+    missing = provenance({"dataset": "world_nope"}, ["world_nope"], [1], cwd=tmp_path)["datasets"]["world_nope"]
     assert "error" in missing and "world_nope" in missing["error"]
 
 

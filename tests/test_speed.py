@@ -8,14 +8,19 @@ import csv
 import torch
 import torch.nn.functional as F
 
-from dpclab.lab import speed
+from dpclab.lab.speed.cli import main
+from dpclab.lab.speed.config import BenchConfig, ModelCase
+from dpclab.lab.speed.coop import bench_notebooks
+from dpclab.lab.speed.reference import ReferenceCoOp
+from dpclab.lab.speed.report import Row, markdown, shapes_markdown
+from dpclab.lab.speed.shapes import ShapeCase, bench_shape
 from dpclab.methods.base import Task
 from dpclab.methods.coop import CoOp, CoOpConfig
 
 
 def test_quick_bench_writes_csv_and_markdown(tmp_path, tiny_model_name, capsys):
     out_csv, out_md = tmp_path / "out" / "speed.csv", tmp_path / "out" / "speed.md"
-    code = speed.main(["--quick", "--model", f"{tiny_model_name}:random", "--csv", str(out_csv),
+    code = main(["--quick", "--model", f"{tiny_model_name}:random", "--csv", str(out_csv),
                        "--markdown", str(out_md), "--workdir", str(tmp_path / "work")])
     assert code == 0
     rows = list(csv.DictReader(out_csv.open()))
@@ -47,7 +52,7 @@ def test_reference_style_coop_equals_dpclab_coop(tiny_backbone):
     pixel path == cached image features: same logits, same context gradient."""
     names = ("forest", "sea or lake", "boeing 747-400")
     coop = CoOp(tiny_backbone, CoOpConfig())
-    ref = speed.ReferenceCoOp(tiny_backbone, names, coop.ctx)
+    ref = ReferenceCoOp(tiny_backbone, names, coop.ctx)
     torch.manual_seed(0)
     pixels = torch.randn(5, 3, 32, 32)
     y = torch.tensor([0, 1, 2, 1, 0])
@@ -63,12 +68,12 @@ def test_reference_style_coop_equals_dpclab_coop(tiny_backbone):
 
 
 def test_markdown_lists_other_sections():
-    rows = [speed.Row("coop", "m", k, v, u, "4 classes x 2 shots") for k, v, u in [
+    rows = [Row("coop", "m", k, v, u, "4 classes x 2 shots") for k, v, u in [
         ("reference_epoch", 2.0, "s"), ("dpclab_epoch_cached", 0.5, "s"), ("dpclab_encode_view", 0.5, "s"),
         ("speedup_cached_view", 4.0, "x"), ("speedup_fresh_view", 2.0, "x"), ("faithfulness_loss_abs_diff", 0, ""),
         ("peak_rss_reference", 100, "MiB"), ("peak_rss_dpclab_train", 90, "MiB")]]
-    rows.append(speed.Row("notebooks", "", "report_wall_time", 12.5, "s", "ok"))
-    md = speed.markdown(rows, "# t")
+    rows.append(Row("notebooks", "", "report_wall_time", 12.5, "s", "ok"))
+    md = markdown(rows, "# t")
     assert "**4.0x**" in md and "**2.0x**" in md and "| notebooks |  | report_wall_time | 12.5 s | ok |" in md
 
 
@@ -82,7 +87,7 @@ def test_notebook_timing_runs_the_report_command(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(cmd, 0, stdout="a ok\n3/3 notebooks ok in 9.0 s\n", stderr="")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    (row,) = speed.bench_notebooks(tmp_path / "nb", quick=True, log=lambda *_: None)
+    (row,) = bench_notebooks(tmp_path / "nb", quick=True, log=lambda *_: None)
     assert calls[-1][-4:] == ["report", "--out", str(tmp_path / "nb"), "--quick"]
     assert row.metric == "report_wall_time_quick" and row.value > 0 and "3/3 notebooks ok" in row.note
 
@@ -90,12 +95,12 @@ def test_notebook_timing_runs_the_report_command(tmp_path, monkeypatch):
 def test_shape_comparison_rows_for_a_features_and_a_pixel_method(tmp_path, tiny_model_name, tiny_backbone):
     """dpclab's loop against the reference-style loop at a (tiny) dataset shape: step times, epoch ratios, a
     profile of the step, peak memory; a features method also reports the cached-view ratio, a pixel method not."""
-    cfg = speed.BenchConfig(cases=[], device="cpu", image_px=40, workdir=tmp_path)
-    model = speed.ModelCase(tiny_model_name, None, 0, 0, 0, 0)
-    shape = speed.ShapeCase("toy", classes=4, shots=2)
+    cfg = BenchConfig(cases=[], device="cpu", image_px=40, workdir=tmp_path)
+    model = ModelCase(tiny_model_name, None, 0, 0, 0, 0)
+    shape = ShapeCase("toy", classes=4, shots=2)
     rows = []
     for method in ("coop", "maple"):
-        rows += speed.bench_shape(model, shape, method, tiny_backbone, tmp_path, cfg, steps=1, log=lambda *_: None)
+        rows += bench_shape(model, shape, method, tiny_backbone, tmp_path, cfg, steps=1, log=lambda *_: None)
     got = {(r.model.split()[-1], r.metric): r.value for r in rows}
     for method in ("coop", "maple"):
         assert got[(method, "reference_step")] > 0 and got[(method, "dpclab_step")] > 0
@@ -104,7 +109,7 @@ def test_shape_comparison_rows_for_a_features_and_a_pixel_method(tmp_path, tiny_
     assert got[("maple", "profile_image_forward")] > 0  # MaPLe runs the image tower in its step
     assert got[("coop", "profile_image_forward")] == 0  # CoOp's step reads cached features
     assert ("coop", "speedup_cached_view") in got and ("maple", "speedup_cached_view") not in got
-    assert "| toy shape" in speed.shapes_markdown(rows)
+    assert "| toy shape" in shapes_markdown(rows)
 
 
 def first_component(module: str) -> str:

@@ -116,8 +116,12 @@ def test_the_known_offenders_are_still_offenders_or_listed_for_removal():
 def test_the_graph_reader_sees_relative_and_function_level_imports():
     g = graph()
     assert "dpclab.methods.base" in g["dpclab.train"] and "dpclab.trainconfig" in g["dpclab.methods.base"]
-    assert "dpclab.methods.table" in g["dpclab.methods.spec"]
-    assert "dpclab.diagnostics" in g["dpclab.methods.dpc"]  # imported inside a function: still an edge
+    assert "dpclab.methods.spec" in g["dpclab.methods.table"] and "dpclab.methods.table" not in g["dpclab.methods.spec"]
+    assert "dpclab.io" in g["dpclab.lab.jobs"]  # imported inside a function only: still an edge
+    # an annotation's import under ``if TYPE_CHECKING:``: an edge of the layer graph, not one that runs
+    assert "dpclab.data.examples" in g["dpclab.methods.base"]
+    assert "dpclab.data.examples" not in graph(runtime=True)["dpclab.methods.base"]
+    assert set(runtime_graph()["dpclab.lab.cli"]) >= {"dpclab.lab.estimate.cli", "dpclab.lab.grid"}  # loaded by name
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

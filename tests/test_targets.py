@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpclab.lab.benchmark import dpc_gains, summary_table, write_report
+from dpclab.lab.benchmark import dpc_gains, write_report
+from dpclab.lab.matrix import summary_table
 from dpclab.lab.targets import (AVERAGE, PROBE, dpc_targets, markdown_dpc_targets, markdown_gains, paired_gains,
                             paired_interval, t_quantile_975)
 

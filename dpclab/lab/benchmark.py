@@ -1,9 +1,9 @@
 """The embedded-world benchmark: zero-shot, CoOp, CoOp+DPC and CoOp+DePT over datasets x seeds, as one table.
 
-The benchmark tool: the run matrix and its summary are :mod:`dpclab.lab.matrix` (re-exported here), the targets
-:mod:`dpclab.lab.targets`; this module adds the defaults, the writers and the report:
+The benchmark tool: the run matrix and its summary are :mod:`dpclab.lab.matrix`, the targets
+:mod:`dpclab.lab.targets`; this module adds the writers and the report:
 
->>> from dpclab.lab.benchmark import run_matrix, summary_table
+>>> from dpclab.lab.matrix import run_matrix, summary_table
 >>> from dpclab.lab.targets import check_targets, paired_gains
 >>> runs = run_matrix(Source(), ["world_tint", "world_sketch"], seeds=[1, 2, 3])   # one row per dataset x row x seed
 >>> table = summary_table(runs)        # mean ± std over seeds, plus the average over datasets
@@ -35,9 +35,10 @@ import pandas as pd
 
 from dpclab.evaluate import format_mean_std
 from dpclab.io import atomic_write_text
-from dpclab.lab.matrix import (AVERAGE, DEFAULT_METHODS, DEFAULT_SEEDS, DPC_COLUMNS, GRID_COLUMNS, PROBE,  # noqa: F401
-                               QUICK_SEEDS, QUICK_TRAIN, row_method, run_matrix, summary_table, train_accuracy)
-from dpclab.lab.plots import dpc_headroom, save_figure
+from dpclab.lab.matrix import AVERAGE, DEFAULT_METHODS, DEFAULT_SEEDS, DPC_COLUMNS, PROBE, run_matrix, summary_table, \
+    train_accuracy
+from dpclab.lab.plots.headroom import dpc_headroom
+from dpclab.lab.plots.saving import save_figure
 from dpclab.lab.targets import markdown_gains, markdown_per_dataset, markdown_targets, paired_gains
 
 
@@ -122,5 +123,4 @@ def write_report(out: str | Path, name: str, runs: pd.DataFrame, summary: pd.Dat
     return paths
 
 
-__all__ = ["run_matrix", "summary_table", "write_report", "markdown_table", "dpc_summary", "dpc_gains",
-           "train_accuracy", "DEFAULT_METHODS", "DEFAULT_SEEDS", "AVERAGE", "PROBE"]
+__all__ = ["write_report", "markdown_table", "dpc_summary", "dpc_gains"]

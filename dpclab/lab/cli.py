@@ -5,10 +5,8 @@ a dpclab function."""
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import logging
-import os
 import sys
 import time
 import traceback
@@ -26,8 +24,8 @@ from dpclab.data.world import ensure_world, rewrite_world, world_datasets, world
 from dpclab.evaluate import summarize
 from dpclab.io import check_folder
 from dpclab.lab import options as opt
-from dpclab.lab.benchmark import (DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, markdown_table, run_matrix,
-                                  summary_table, write_report)
+from dpclab.lab.benchmark import markdown_table, write_report
+from dpclab.lab.matrix import DEFAULT_METHODS, DEFAULT_SEEDS, QUICK_SEEDS, QUICK_TRAIN, run_matrix, summary_table
 from dpclab.lab.dpc_study import study, write_study
 from dpclab.lab.notebook import resolve
 from dpclab.lab.options import add_source_args, parse_options, source_from_args
@@ -37,7 +35,6 @@ from dpclab.lab.report.run import check_parameters, copy_notebooks, notebook_sou
 from dpclab.lab.report.strip import strip_outputs
 from dpclab.lab.targets import check_targets, markdown_targets
 from dpclab.methods.doc_tables import listing
-from dpclab.methods.table import METHODS, PLUGINS
 from dpclab.pipeline import plan_run, run
 from dpclab.experiment import Experiment, cached_backbone
 from dpclab.runconfig import RunConfig

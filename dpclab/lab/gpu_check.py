@@ -43,9 +43,11 @@ from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED, load_clip, res
 from dpclab.data.shapes import DatasetShape
 from dpclab.io import atomic_write_text
 from dpclab.lab.estimate.check import check_end_to_end
-from dpclab.lab.estimate.measuring import MeasureConfig, measure, measure_inputs, measure_method
-from dpclab.lab.estimate.price import EVAL_BATCH
-from dpclab.lab.speed import BenchConfig, ModelCase, ShapeCase, bench_shape
+from dpclab.lab.estimate.measuring import measure, measure_inputs, measure_method
+from dpclab.lab.estimate.model import MeasureConfig
+from dpclab.lab.estimate.model import EVAL_BATCH
+from dpclab.lab.speed.config import BenchConfig, ModelCase
+from dpclab.lab.speed.shapes import ShapeCase, bench_shape
 from dpclab.lab.synthetic import class_names
 from dpclab.methods.table import resolve
 from dpclab.lab.timing import Repeat, device_name, peak_memory, probe_examples

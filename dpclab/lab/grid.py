@@ -2,7 +2,7 @@
 
 :func:`dpclab.lab.plan.report_plan` lists every run the notebooks request, for the notebooks' own parameters (the same
 ``--quick`` and ``-p key value`` as ``python -m dpclab report``, e.g. ``-p precision amp``). This command trains it
-ahead of the report (``dpclab.lab.plan.grid_jobs``), which then finds every run finished in ``runs/`` and only
+ahead of the report (``dpclab.lab.trainjobs.grid_jobs``), which then finds every run finished in ``runs/`` and only
 evaluates and draws. ``--dry-run`` lists the plan: each run with the notebooks that request it.
 
 The runs are executed by :mod:`dpclab.lab.jobs` (one job = one :func:`dpclab.lab.trainjobs.train_run`): here, a local process
@@ -37,13 +37,11 @@ from pathlib import Path
 from dpclab.data.world import ensure_world
 from dpclab.io import atomic_write_text
 from dpclab.lab.jobs import GridState, local_executor, run_jobs, slurm_executor, slurm_request, summary
-from dpclab.lab.notebook import resolve
 from dpclab.lab.options import add_parameter_args, notebook_parameters, parse_options, positive_int
-from dpclab.lab.plan import (NOTEBOOKS, grid_jobs,  # noqa: F401 - the plan and its jobs live in dpclab.lab.plan
-                             report_plan, waves)
+from dpclab.lab.plan import NOTEBOOKS, report_plan
 from dpclab.lab.preflight import preflight
-from dpclab.lab.trainjobs import with_weights
-from dpclab.source import startup_lines
+from dpclab.lab.trainjobs import grid_jobs, waves, with_weights
+from dpclab.source import Source, startup_lines
 
 #: the driver's state (job ids, arrays, finished and failed runs: dpclab.lab.jobs.GridState), under the runs folder
 STATE_FILE = "grid-state.json"
@@ -83,17 +81,16 @@ def slurm_lines(request: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup = resolve(notebook_parameters(args))  # the notebooks' own resolution: the same source, scope and runs
-    src = setup.source
+    params = notebook_parameters(args)  # resolved as the notebooks resolve them: the same source, scope and runs
+    src = Source.from_parameters(params)
     notebooks = [nb for nb in NOTEBOOKS if not args.only or any(nb.startswith(o[:2]) for o in args.only)]
-    plan = report_plan(setup.scope, notebooks)
+    plan = report_plan(params, notebooks)
     if args.dry_run:
         for r in plan:
             print(r.describe())
         print(f"{len(plan)} runs ({sum(len(w) for w in waves(plan, src))} trained)")
         return 0
     if src.embedded:  # the world's datasets are generated, as the notebooks do
-
         ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))  # every planned dataset
     slurm = parse_options(args.slurm, "--slurm") if args.slurm is not None else None
     weights = {}

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import multiprocessing as mp
 import os
 import sys

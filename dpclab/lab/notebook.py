@@ -38,12 +38,11 @@ from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
 from dpclab.data.world import ensure_world as write_missing_world
 from dpclab.lab.alttext import enable as enable_alt_text
 from dpclab.lab.matrix import run_matrix
-from dpclab.lab.plan import (EMBEDDED_DEFAULT_DATASET, QUICK_EPOCH_DIVISOR, QUICK_MIN_EPOCHS,  # noqa: F401
-                             REAL_DEFAULT_DATASET, PlannedRun, Scope, parse_datasets, parse_seeds, requests)
+from dpclab.lab.plan import PlannedRun, Scope, requests
 from dpclab.pipeline import effective_epochs, run
 from dpclab.experiment import Experiment, cached_backbone
 from dpclab.runconfig import RunConfig
-from dpclab.source import EMBEDDED_DATA_ROOT, Source
+from dpclab.source import Source
 
 log = logging.getLogger(__name__)
 
@@ -265,5 +264,4 @@ def class_table(exp) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-__all__ = ["Setup", "setup", "resolve", "parse_seeds", "parse_datasets", "ensure_world",
-           "project_root", "class_table", "EMBEDDED_DATA_ROOT", "EMBEDDED_DEFAULT_DATASET", "REAL_DEFAULT_DATASET"]
+__all__ = ["Setup", "setup", "resolve", "ensure_world", "project_root", "class_table"]

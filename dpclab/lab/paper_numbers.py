@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dpclab.methods.table import METHODS, PLUGINS
 
 DPC = "DPC (CVPR 2025), avg of 11 datasets"
 DEPT = "DePT (CVPR 2024), avg of 11 datasets"
@@ -203,20 +202,12 @@ def reproduction_runs(methods, real_clip: bool = False) -> dict[str, tuple[str, 
 PAPER_BASES = {"dpc": ("coop", "maple", "promptsrc", "promptkd"), "dept": ("coop", "cocoop", "kgcoop", "maple")}
 
 
-def report_spec(real_clip: bool = False) -> dict[str, tuple[str, dict]]:
-    """:func:`reproduction_runs` of every method of this installation plus each plug-in on its papers' bases
-    (``real_clip``: on the 11 CoOp datasets with real CLIP, where PromptKD takes its released ViT-L/14 teacher)."""
-    methods = list(METHODS) + [f"{b}+{p}" for p, bases in PAPER_BASES.items() if p in PLUGINS
-                               for b in bases if b in METHODS]
-    return reproduction_runs(methods, real_clip)
-
-
 def baseline_of(label: str) -> str:
     """The row a plug-in's row is compared with in the reproducibility report."""
     return RELEASED_BASELINES[label][0] if label in RELEASED_BASELINES else label.partition("+")[0]
 
 
 __all__ = ["dpc_average", "dept_average", "dpc_ablation", "dpc_coop_per_dataset", "dpc_omega_sweeps", "paper_rows",
-           "comparison", "reproduction_runs", "report_spec", "baseline_of", "DEPT_COOP_BASELINE", "PAPER_BASES",
+           "comparison", "reproduction_runs", "baseline_of", "DEPT_COOP_BASELINE", "PAPER_BASES",
            "RELEASED_SETTINGS", "RELEASED_BASELINES", "released_setting", "DEPT_KGCOOP_BASELINE", "DEPT_MAPLE_BASELINE",
            "DEPT_TRAIN", "REAL_CLIP_SETTINGS"]

@@ -7,7 +7,10 @@
 * :func:`report_plan` -- every notebook's requests, one entry per run key: a run asked for by several notebooks
   (03 and 05 use 02's DPC run) is listed once, with all of them in ``notebooks``; ``curve`` when any asks for the
   per-epoch evaluations. ``python -m dpclab grid`` trains it, ``python -m dpclab estimate`` prices it.
-* :func:`grid_jobs` / :func:`waves` -- the plan as :mod:`dpclab.lab.jobs` jobs (two-step plug-ins after their step 1).
+* :func:`report_spec` -- notebook 06's rows (the papers' released settings).
+
+The plan as jobs (two-step plug-ins after their step 1) is :func:`dpclab.lab.trainjobs.grid_jobs`: the plan is data and
+imports nothing that trains.
 
 The parameters are the notebooks' (``report -p key value``): ``dataset``, ``seeds``, ``epochs``, ``quick`` here
 (:class:`Scope`), the rest are the :class:`~dpclab.source.Source`. Per-dataset protocol exceptions (CoOp on
@@ -21,9 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 from dpclab.data.coop import DATASETS
-from dpclab.lab.jobs import waves as job_waves
-from dpclab.lab.paper_numbers import report_spec
-from dpclab.lab.trainjobs import run_key, training_jobs
+from dpclab.lab.paper_numbers import PAPER_BASES, reproduction_runs
 from dpclab.methods.table import method_names, resolve
 from dpclab.runconfig import RunConfig
 from dpclab.runkey import key_fields
@@ -297,8 +298,18 @@ def _n05(s: Scope) -> list[PlannedRun]:
     return [_run("05", s, "coop+dpc", s.seeds[0])]
 
 
+def report_spec(real_clip: bool = False) -> dict[str, tuple[str, dict]]:
+    """Notebook 06's rows: :func:`dpclab.lab.paper_numbers.reproduction_runs` of every method of this installation plus
+    each plug-in on its papers' bases (:data:`~dpclab.lab.paper_numbers.PAPER_BASES`) where the tables admit the pair
+    (``real_clip``: on the 11 CoOp datasets with real CLIP, where PromptKD takes its released ViT-L/14 teacher)."""
+    names = method_names()
+    methods = [n for n in names if "+" not in n] + [f"{b}+{p}" for p, bases in PAPER_BASES.items() for b in bases
+                                                     if f"{b}+{p}" in names]
+    return reproduction_runs(methods, real_clip)
+
+
 def _n06(s: Scope) -> list[PlannedRun]:
-    """:func:`dpclab.lab.paper_numbers.report_spec`'s rows on every dataset and seed: the released settings (DePT's
+    """:func:`report_spec`'s rows on every dataset and seed: the released settings (DePT's
     own baselines of its ``+dept`` rows, DPC's released mode) and, on the 11 CoOp datasets (real CLIP), PromptKD's
     released ViT-L/14 teacher."""
 
@@ -339,6 +350,17 @@ def report_plan(parameters: Mapping | Scope | None = None, notebooks: Sequence[s
     return deduplicate(r for nb in notebooks for r in requests(nb, scope))
 
 
+def planned_datasets(parameters: Mapping) -> tuple[list[str], list[int]]:
+    """The datasets and seeds the notebooks use under ``parameters``: every planned run's (06 and DPC's side-by-side
+    have their own), for the report's provenance; the given ``dataset`` and ``seeds`` when the parameters make no
+    plan (a dataset the plan does not know)."""
+    try:
+        scope = Scope.from_parameters(parameters)
+        return list(dict.fromkeys(r.dataset for r in report_plan(scope))), list(scope.seeds)
+    except ValueError:
+        return [str(parameters.get("dataset"))], parameters.get("seeds")
+
+
 def needs_training(run: PlannedRun) -> bool:
     return resolve(run.method).trainable
 
@@ -353,25 +375,5 @@ def run_label(run: PlannedRun) -> str:
             f"{' ' + opts if opts else ''}")
 
 
-def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = None) -> list:
-    """The trained runs of ``runs`` as :class:`dpclab.lab.jobs.Job` s (one :func:`dpclab.lab.trainjobs.train_run` each, a
-    two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
-    (default: the embedded one); ``threads``: torch CPU threads per worker."""
-    src = source or Source()
-    return training_jobs([(run_label(r), r.run_config(src, progress=False), r.curve) for r in runs
-                          if needs_training(r)], threads=threads)
-
-
-def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
-    """The trained runs in dependency waves (:func:`dpclab.lab.jobs.waves`): [runs that need no other run, runs that
-    reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
-    (nothing to train or store)."""
-    src = source or Source()
-    trained = [r for r in runs if needs_training(r)]
-    jobs = grid_jobs(trained, src)
-    by_key = {run_key(r.run_config(src, progress=False)): r for r in trained}
-    return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
-
-
 __all__ = ["NOTEBOOKS", "DEFAULT_SEEDS", "DPC_ABLATION", "BASELINES", "Scope", "PlannedRun", "requests", "deduplicate",
-           "report_plan", "waves", "needs_training", "run_label", "grid_jobs", "parse_seeds", "parse_datasets"]
+           "report_plan", "report_spec", "planned_datasets", "needs_training", "run_label", "parse_seeds", "parse_datasets"]

@@ -3,7 +3,9 @@
 * :func:`run_key` -- what identifies a training run in a job list;
 * :func:`train_run` -- one job: train (or reuse, or resume) one run, in a worker process;
 * :func:`training_jobs` -- (label, RunConfig, curve) -> jobs, each needing the listed runs it builds on (DPC's
-  step 1, PromptKD's teacher), in the order :func:`dpclab.lab.jobs.needed_first` gives.
+  step 1, PromptKD's teacher), in the order :func:`dpclab.lab.jobs.needed_first` gives;
+* :func:`grid_jobs` / :func:`waves` -- the report's plan (:mod:`dpclab.lab.plan`) as those jobs, and in dependency
+  waves.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
 from dpclab.cpus import allocated_cpus
 from dpclab.lab.jobs import Job, needed_first, worker_name
+from dpclab.lab.jobs import waves as job_waves
+from dpclab.lab.plan import PlannedRun, needs_training, run_label
 from dpclab.methods.table import resolve
 from dpclab.pipeline import plan_run
 from dpclab.experiment import Experiment
@@ -27,7 +31,7 @@ from dpclab.pipeline import run as run_pipeline
 from dpclab.pipeline import step_configs
 from dpclab.runconfig import with_method_data
 from dpclab.runkey import job_key
-from dpclab.source import startup_lines
+from dpclab.source import Source, startup_lines
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -105,4 +109,24 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     return needed_first(jobs)
 
 
-__all__ = ["run_key", "train_run", "training_jobs", "with_weights", "job_startup_lines"]
+def grid_jobs(runs: Sequence[PlannedRun], source=None, threads: int | None = None) -> list:
+    """The trained runs of ``runs`` as :class:`dpclab.lab.jobs.Job` s (one :func:`train_run` each, a
+    two-step plug-in after its step 1 when that is planned too); ``source``: a :class:`~dpclab.source.Source`
+    (default: the embedded one); ``threads``: torch CPU threads per worker."""
+    src = source or Source()
+    return training_jobs([(run_label(r), r.run_config(src, progress=False), r.curve) for r in runs
+                          if needs_training(r)], threads=threads)
+
+
+def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
+    """The trained runs in dependency waves (:func:`dpclab.lab.jobs.waves`): [runs that need no other run, runs that
+    reuse another planned run's result (two-step plug-ins after their step 1)]; zero-shot evaluations are left out
+    (nothing to train or store)."""
+    src = source or Source()
+    trained = [r for r in runs if needs_training(r)]
+    jobs = grid_jobs(trained, src)
+    by_key = {run_key(r.run_config(src, progress=False)): r for r in trained}
+    return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
+
+
+__all__ = ["run_key", "train_run", "training_jobs", "grid_jobs", "waves", "with_weights", "job_startup_lines"]

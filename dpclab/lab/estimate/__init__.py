@@ -23,13 +23,3 @@ including notebook 03's ω grid and 05's invariance study; the datasets' sizes f
     python -m dpclab estimate --short --model small --check eurosat --check-epochs 2
     python -m dpclab estimate --quick                           # the report's quick mode (report --quick)
 """
-
-from dpclab.lab.estimate.check import Check, check_end_to_end
-from dpclab.lab.estimate.cli import Settings, build_parser, hours, main, settings, summary
-from dpclab.lab.estimate.measuring import MeasureConfig, measure, pick_class_counts
-from dpclab.lab.estimate.model import Curve, DeviceTimings, MethodTimings
-from dpclab.lab.estimate.price import EVAL_BATCH, NOTEBOOK_WORK, NotebookWork, Projection, RunCost, WallTime, project
-
-__all__ = ["Check", "check_end_to_end", "Settings", "build_parser", "hours", "main", "settings", "summary",
-           "MeasureConfig", "measure", "pick_class_counts", "Curve", "DeviceTimings", "MethodTimings", "EVAL_BATCH",
-           "NOTEBOOK_WORK", "NotebookWork", "Projection", "RunCost", "WallTime", "project"]

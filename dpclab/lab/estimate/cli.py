@@ -16,14 +16,14 @@ from dpclab.backbones import EMBEDDED_MODEL, EMBEDDED_PRETRAINED
 from dpclab.data.shapes import COOP_SHAPES
 from dpclab.io import atomic_write_text
 from dpclab.lab.estimate.check import check_end_to_end
-from dpclab.lab.estimate.measuring import MeasureConfig, measure, pick_class_counts
+from dpclab.lab.estimate.measuring import measure, pick_class_counts
+from dpclab.lab.estimate.model import MeasureConfig
 from dpclab.lab.estimate.model import DeviceTimings
 from dpclab.lab.estimate.price import NOTEBOOK_WORK, Projection, WallTime, project
 from dpclab.lab.options import add_parameter_args, notebook_parameters, positive_int
-from dpclab.lab.plan import Scope
-from dpclab.lab.plan import grid_jobs as plan_jobs
-from dpclab.lab.plan import report_plan
+from dpclab.lab.plan import Scope, report_plan
 from dpclab.lab.preflight import PreflightError, check_data, resolve_weights
+from dpclab.lab.trainjobs import grid_jobs as plan_jobs
 from dpclab.lab.trainjobs import run_key
 from dpclab.source import Source
 
@@ -125,7 +125,7 @@ def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
 
 
 def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
-    """The grid's jobs for ``plan`` (``dpclab.lab.plan.grid_jobs``: the trained runs, a two-step run after its step 1)
+    """The grid's jobs for ``plan`` (``dpclab.lab.trainjobs.grid_jobs``: the trained runs, a two-step run after its step 1)
     and, per planned run key, its job's key."""
     return plan_jobs(plan, s.source), {r.key: run_key(r.run_config(s.source, progress=False)) for r in plan}
 

@@ -16,8 +16,7 @@ import torch
 from dpclab.backbones import load_clip
 from dpclab.data.items import Datum
 from dpclab.data.features import ImageList, build_transforms, default_num_workers
-from dpclab.lab.estimate.model import Curve, DeviceTimings, MethodTimings
-from dpclab.lab.estimate.price import EVAL_BATCH
+from dpclab.lab.estimate.model import EVAL_BATCH, Curve, DeviceTimings, MeasureConfig, MethodTimings
 from dpclab.lab.synthetic import class_names, write_images
 from dpclab.lab.timing import Repeat, device_name, median_time, peak_memory, probe_examples
 from dpclab.methods.base import Task
@@ -34,31 +33,6 @@ def pick_class_counts(needed: Sequence[int], k: int) -> list[int]:
         return sorted({lo, hi})
     grid = np.exp(np.linspace(math.log(lo), math.log(hi), k))
     return sorted({int(round(x)) for x in grid} | {lo, hi})
-
-
-@dataclass(frozen=True)
-class MeasureConfig:
-    #: open_clip model (its shapes set the time; the weights do not)
-    model: str = "ViT-B-16"
-    #: None/"random": random weights (same shapes, same time, no download)
-    pretrained: str | None = None
-    device: str = "auto"
-    #: fp32 | fp16 | amp (``dpclab.precision``): the backbone, the prompts and the steps in this precision
-    precision: str = "fp32"
-    #: class counts every method is timed at (unless measure() gets them per method)
-    class_counts: tuple[int, ...] = (5, 50, 200, 500)
-    #: timed steps per epoch probe (after one warm-up epoch)
-    steps: int = 3
-    #: two evaluation batch sizes (fixed + per-image cost), pixel methods
-    eval_sizes: tuple[int, int] = (16, 64)
-    #: the same for features-kind methods (cheap per example)
-    eval_sizes_features: tuple[int, int] = (16, 128)
-    #: repeats of every timing (the median is kept)
-    repeats: int = 3
-    #: side of the synthetic JPEGs (their decode cost)
-    image_px: int = 400
-    #: images in the frozen image encoder's timed batch
-    encode_images: int = 128
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The estimate's timings: what a device measured, per method, as functions of the class count. Pure data (the
-measuring is ``measuring.py``, the pricing ``price.py``)."""
+"""The estimate's data: what to measure (:class:`MeasureConfig`) and what a device measured, per method, as
+functions of the class count (:class:`DeviceTimings`). Pure data (the measuring is ``measuring.py``, the pricing
+``price.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,35 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+
+#: evaluation batch size of ``evaluate.predict_logits``
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    #: open_clip model (its shapes set the time; the weights do not)
+    model: str = "ViT-B-16"
+    #: None/"random": random weights (same shapes, same time, no download)
+    pretrained: str | None = None
+    device: str = "auto"
+    #: fp32 | fp16 | amp (``dpclab.precision``): the backbone, the prompts and the steps in this precision
+    precision: str = "fp32"
+    #: class counts every method is timed at (unless measure() gets them per method)
+    class_counts: tuple[int, ...] = (5, 50, 200, 500)
+    #: timed steps per epoch probe (after one warm-up epoch)
+    steps: int = 3
+    #: two evaluation batch sizes (fixed + per-image cost), pixel methods
+    eval_sizes: tuple[int, int] = (16, 64)
+    #: the same for features-kind methods (cheap per example)
+    eval_sizes_features: tuple[int, int] = (16, 128)
+    #: repeats of every timing (the median is kept)
+    repeats: int = 3
+    #: side of the synthetic JPEGs (their decode cost)
+    image_px: int = 400
+    #: images in the frozen image encoder's timed batch
+    encode_images: int = 128
 
 
 @dataclass(frozen=True)
@@ -90,4 +120,4 @@ class DeviceTimings:
         return cls(**d, methods=methods)
 
 
-__all__ = ["Curve", "MethodTimings", "DeviceTimings"]
+__all__ = ["EVAL_BATCH", "MeasureConfig", "Curve", "MethodTimings", "DeviceTimings"]

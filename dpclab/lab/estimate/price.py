@@ -28,14 +28,10 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from dpclab.data.shapes import DatasetShape
-from dpclab.lab.estimate.model import DeviceTimings, MethodTimings
+from dpclab.lab.estimate.model import EVAL_BATCH, DeviceTimings, MethodTimings
 from dpclab.lab.jobs import makespan, waves
 from dpclab.methods.table import resolve
 from dpclab.runconfig import RunConfig, train_config
-
-#: evaluation batch size of ``evaluate.predict_logits``
-EVAL_BATCH = 256
-
 
 @dataclass(frozen=True)
 class NotebookWork:
@@ -283,6 +279,6 @@ def project(plan: Sequence, shapes: dict[str, DatasetShape], t: DeviceTimings, s
     return Projection(tuple(out), notebooks * t.load)
 
 
-__all__ = ["EVAL_BATCH", "NotebookWork", "NOTEBOOK_WORK", "RunCost", "WallTime", "Projection",
+__all__ = ["NotebookWork", "NOTEBOOK_WORK", "RunCost", "WallTime", "Projection",
            "run_train_config", "step_one", "steps_per_epoch", "step_cost", "eval_cost", "work_cost", "per_notebook",
            "project"]

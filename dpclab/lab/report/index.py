@@ -107,7 +107,7 @@ def write_index(results: Sequence, out_dir: Path, parameters: dict, figures_dir:
 
     ``wall_seconds`` is the report's real wall time (notebooks run side by side: it is not their sum);
     ``since``: show only figures written since then (this report's); ``training``: the training phase's record
-    (:func:`~dpclab.lab.report.train.train_plan`), when the runs were trained before the notebooks."""
+    (:func:`~dpclab.lab.report.command.train_plan`), when the runs were trained before the notebooks."""
     out_dir = Path(out_dir)
     summed = sum(r.seconds for r in results)
     wall = summed if wall_seconds is None else wall_seconds

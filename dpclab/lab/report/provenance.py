@@ -20,7 +20,6 @@ import dpclab
 from dpclab.backbones import EMBEDDED_PRETRAINED, embedded_checkpoint, resolve_device
 from dpclab.data.coop import load_dataset
 from dpclab.io import atomic_write_text, sha256_file
-from dpclab.lab.plan import Scope, report_plan
 from dpclab.lab.report.index import PROVENANCE_FILE
 from dpclab.experiment import dataset_specs
 from dpclab.source import EMBEDDED_DATA_ROOT, Source
@@ -121,19 +120,17 @@ def datasets(names: list[str], data_root: Path) -> dict:
     return out
 
 
-def provenance(parameters: dict, cwd: str | Path = ".", wall_seconds: float | None = None,
-               command: list[str] | None = None, training: dict | None = None) -> dict:
-    """The provenance record of a report run with these notebook ``parameters`` in ``cwd``."""
+def provenance(parameters: dict, datasets: list[str], seeds: list, cwd: str | Path = ".",
+               wall_seconds: float | None = None, command: list[str] | None = None,
+               training: dict | None = None) -> dict:
+    """The provenance record of a report run with these notebook ``parameters`` in ``cwd``, whose notebooks used
+    ``datasets`` and ``seeds`` (:func:`dpclab.lab.plan.planned_datasets`)."""
     import open_clip
 
     p = {**NOTEBOOK_DEFAULTS, **parameters}
     src = Source.from_parameters(p)
     backend = src.backend
-    try:  # the datasets and seeds the notebooks used: every planned run's (06 and DPC's side-by-side have their own)
-        scope = Scope.from_parameters(p)
-        names, seeds = list(dict.fromkeys(r.dataset for r in report_plan(scope))), list(scope.seeds)
-    except ValueError:
-        names, seeds = [str(p["dataset"])], p["seeds"]
+    names = list(datasets)
     root = Path(cwd, str(Path(p["data_root"] or EMBEDDED_DATA_ROOT).expanduser())).resolve()
     cuda = torch.version.cuda
     return {

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dpclab.lab.parameters import check_parameter_names
+from dpclab.lab.plan import planned_datasets
 from dpclab.lab.report.console import save_timings
 from dpclab.lab.report.index import notebook_title, write_index
 from dpclab.lab.report.provenance import provenance, write_provenance
@@ -239,7 +240,7 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     trains and 02 builds on) are trained once: ``pipeline.run`` locks each run directory, so the second notebook
     waits and then reuses the finished run. ``order``: notebook names (or prefixes) to start first, in that order
     (e.g. the longest); the others follow in name order. ``started``: the ``time.perf_counter()`` the report
-    began at, when something ran before the notebooks (``training``: what :func:`~dpclab.lab.report.train.train_plan`
+    began at, when something ran before the notebooks (``training``: what :func:`~dpclab.lab.report.command.train_plan`
     returned); the wall time in ``index.html`` counts from then.
 
     ``parameters`` override the notebooks' ``parameters`` cells (keys from
@@ -290,7 +291,7 @@ def run_report(only: Sequence[str] | None = None, parameters: dict | None = None
     names = sorted(b.stem for b in books)
     results.sort(key=lambda r: names.index(r.name))
     wall = time.perf_counter() - t0
-    prov = provenance(params, cwd=cwd, wall_seconds=wall, training=training)
+    prov = provenance(params, *planned_datasets(params), cwd=cwd, wall_seconds=wall, training=training)
     write_provenance(prov, out)
     write_index(results, out, params, Path(cwd) / "figures", wall_seconds=wall, provenance=prov,
                 since=started_at, training=training)

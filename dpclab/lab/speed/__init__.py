@@ -19,18 +19,3 @@ Also measured: DPC's step-2 epoch, the ω-slider update latency (``dpclab.omega`
     python -m dpclab speed                           # tiny/embedded model and a random-weight ViT-B-16
     python -m dpclab speed --model ViT-B-16:openai --classes 50 --shots 16 --device cuda
 """
-
-from dpclab.lab.speed.cli import build_parser, config_from_args, main, parse_model, run_bench
-from dpclab.lab.speed.config import SHAPE_METHODS, TINY_CONFIG, TINY_MODEL, BenchConfig, ModelCase, default_small_model, \
-    register_tiny_model
-from dpclab.lab.speed.coop import bench_coop, bench_dpc, bench_notebooks, bench_omega, faithfulness
-from dpclab.lab.speed.profile import tower_profile
-from dpclab.lab.speed.reference import ReferenceCoOp, reference_epoch, reference_step_time
-from dpclab.lab.speed.report import Row, markdown, shapes_markdown, write_csv
-from dpclab.lab.speed.shapes import CPU_MAX_CLASSES, ShapeCase, bench_shape, run_shapes, shape_cases
-
-__all__ = ["build_parser", "config_from_args", "main", "parse_model", "run_bench", "SHAPE_METHODS", "TINY_CONFIG",
-           "TINY_MODEL", "BenchConfig", "ModelCase", "default_small_model", "register_tiny_model", "bench_coop",
-           "bench_dpc", "bench_notebooks", "bench_omega", "faithfulness", "tower_profile",
-           "ReferenceCoOp", "reference_epoch", "reference_step_time", "Row", "markdown", "shapes_markdown",
-           "write_csv", "CPU_MAX_CLASSES", "ShapeCase", "bench_shape", "run_shapes", "shape_cases"]
