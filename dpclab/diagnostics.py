@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dpclab.evaluate import accuracy, predict_logits
+from dpclab.evaluate import accuracy
 
 #: the probe's L2 penalties; the one with the best accuracy on the few-shot *validation* images is used
 PROBE_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)

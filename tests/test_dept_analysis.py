@@ -406,11 +406,11 @@ def pd_read(path):
 def test_cli_transfer(json_root, tmp_path, tiny_backbone, monkeypatch, capsys):
     from conftest import write_json_dataset
 
-    from dpclab import pipeline
+    from dpclab import experiment
     from dpclab.lab import cli
 
     write_json_dataset(json_root, "dtd", "images", "split_zhou_DescribableTextures.json", n_classes=4)
-    monkeypatch.setattr(pipeline, "cached_backbone", lambda *a: tiny_backbone)
+    monkeypatch.setattr(experiment, "cached_backbone", lambda *a: tiny_backbone)
     rc = cli.main(["transfer", "--method", "coop", "--dataset", "eurosat", "--data-root", str(json_root),
                    "--targets", "dtd", "--seeds", "1", "--epochs", "1", "--shots", "2", "--no-progress",
                    "--cache-dir", str(tmp_path / "c"), "--runs-dir", str(tmp_path / "r"),

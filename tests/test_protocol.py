@@ -34,7 +34,8 @@ def test_coop_epochs_by_shot_count(shots, epochs):
     assert _train("coop", shots=shots, epochs=7).epochs == 7  # an explicit setting still wins
     # step 1 of coop+dpc is a CoOp run; the rule is CoOp's alone (KgCoOp, DePT's CoOp baseline keep theirs)
     assert _train("coop+dpc", shots=shots).epochs == 20
-    step1 = step1_config(RunConfig.of(method="coop+dpc", dataset="eurosat", shots=shots, progress=False))
+    step1 = step1_config(RunConfig.of(method="coop+dpc", dataset="eurosat", shots=shots, progress=False),
+                         resolve("coop+dpc"))
     assert train_config(step1, resolve(step1.method)).epochs == epochs
     assert _train("kgcoop", shots=shots).epochs == 100
 

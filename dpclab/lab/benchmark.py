@@ -35,8 +35,7 @@ import pandas as pd
 
 from dpclab.evaluate import format_mean_std
 from dpclab.io import atomic_write_text
-from dpclab.lab.matrix import AVERAGE, DEFAULT_METHODS, DEFAULT_SEEDS, DPC_COLUMNS, PROBE, run_matrix, summary_table, \
-    train_accuracy
+from dpclab.lab.matrix import AVERAGE, DPC_COLUMNS, PROBE
 from dpclab.lab.plots.headroom import dpc_headroom
 from dpclab.lab.plots.saving import save_figure
 from dpclab.lab.targets import markdown_gains, markdown_per_dataset, markdown_targets, paired_gains

@@ -120,17 +120,17 @@ def datasets(names: list[str], data_root: Path) -> dict:
     return out
 
 
-def provenance(parameters: dict, datasets: list[str], seeds: list, cwd: str | Path = ".",
+def provenance(parameters: dict, dataset_names: list[str], seeds: list, cwd: str | Path = ".",
                wall_seconds: float | None = None, command: list[str] | None = None,
                training: dict | None = None) -> dict:
     """The provenance record of a report run with these notebook ``parameters`` in ``cwd``, whose notebooks used
-    ``datasets`` and ``seeds`` (:func:`dpclab.lab.plan.planned_datasets`)."""
+    ``dataset_names`` and ``seeds`` (:func:`dpclab.lab.plan.planned_datasets`)."""
     import open_clip
 
     p = {**NOTEBOOK_DEFAULTS, **parameters}
     src = Source.from_parameters(p)
     backend = src.backend
-    names = list(datasets)
+    names = list(dataset_names)
     root = Path(cwd, str(Path(p["data_root"] or EMBEDDED_DATA_ROOT).expanduser())).resolve()
     cuda = torch.version.cuda
     return {
