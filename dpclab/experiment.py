@@ -15,7 +15,7 @@ from dpclab.data.items import Datum
 from dpclab.data.examples import Examples
 from dpclab.data.items import Task
 from dpclab.data.features import build_transforms, cached_features, default_num_workers, items_digest
-from dpclab.data.world import WORLD_SPECS
+from dpclab.data.downstream import WORLD_SPECS
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits
 from dpclab.precision import autocast, input_dtype
 

@@ -183,14 +183,14 @@ def test_write_report_writes_csv_and_markdown(tmp_path):
 
 
 def test_ensure_world_writes_missing_and_regenerates_another_world(tmp_path, monkeypatch, caplog):
-    from dpclab.data import world
+    from dpclab.data import downstream, world
 
     calls = []
 
     def fake_write(root, names, seed=0):
         calls.append(list(names))
         for n in names:
-            (root / world.get_world_dataset(n).dirname).mkdir(parents=True)
+            (root / downstream.get_world_dataset(n).dirname).mkdir(parents=True)
 
     monkeypatch.setattr(world, "write_world", fake_write)
     assert world.ensure_world(tmp_path, ["world_tint", "eurosat"]) == ["world_tint"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dpclab.lab import pretrain as P
-from dpclab.data import world
+from dpclab.data import captions, downstream
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "embedded"
 CHECKPOINT = EMBEDDED / "dpclab-tiny.pt"
@@ -38,7 +38,7 @@ def test_stream_digest_sees_a_changed_stream(monkeypatch):
     before = P.stream_digest(cfg)
     assert P.stream_digest(cfg) == before
     assert P.stream_digest(P.PretrainConfig(steps=3, batch_size=4, seed=1)) != before
-    monkeypatch.setitem(world._STYLE_PREFIX, "photo", ["a snapshot of"])
+    monkeypatch.setitem(captions._STYLE_PREFIX, "photo", ["a snapshot of"])
     assert P.stream_digest(cfg) != before
 
 
@@ -56,7 +56,7 @@ def test_checkpoint_is_a_plain_open_clip_state_dict():
 
 def test_zero_shot_accuracy_reproduces_manifest(manifest, tmp_path):
     model, preprocess, tokenizer = P.load_model(CHECKPOINT)
-    world.write_world(tmp_path, seed=manifest["zero_shot"]["eval_world_seed"])
+    downstream.write_world(tmp_path, seed=manifest["zero_shot"]["eval_world_seed"])
     measured = P.evaluate_world(model, tokenizer, preprocess, tmp_path)
     recorded = manifest["zero_shot"]["datasets"]
     assert set(measured) == set(recorded)
@@ -64,7 +64,7 @@ def test_zero_shot_accuracy_reproduces_manifest(manifest, tmp_path):
         for key in ("all", "base", "new"):
             assert abs(accs[key] - recorded[name][key]) <= 1.0, (name, key, accs[key], recorded[name][key])
     # a pretrained model transfers zero-shot: on average far above chance on the unseen (new) classes
-    chance = [100.0 / (world.WORLD_DATASETS[n]["num_classes"] // 2) for n in measured]
+    chance = [100.0 / (downstream.WORLD_DATASETS[n]["num_classes"] // 2) for n in measured]
     mean_new = sum(a["new"] for a in measured.values()) / len(measured)
     assert mean_new > sum(chance) / len(chance) + 15.0, measured
 
@@ -94,7 +94,7 @@ def test_remeasure_updates_metrics_of_the_described_checkpoint_only(tmp_path):
     out = tmp_path / "tiny.pt"
     P.pretrain(out, steps=2, batch_size=8, evaluate=False, progress=False, command="test")
     manifest = P.remeasure(out)
-    assert set(manifest["zero_shot"]["datasets"]) == set(world.WORLD_DATASETS)
+    assert set(manifest["zero_shot"]["datasets"]) == set(downstream.WORLD_DATASETS)
     on_disk = json.loads((tmp_path / "MANIFEST.json").read_text())
     assert on_disk["zero_shot"] == manifest["zero_shot"] and on_disk["command"] == "test"
     other = tmp_path / "other.pt"

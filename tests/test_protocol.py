@@ -109,7 +109,7 @@ def test_every_rule_cites_a_file_and_line_and_is_in_the_docs():
 
 
 def test_the_embedded_worlds_runs_at_16_shots_meet_no_rule():
-    from dpclab.data.world import WORLD_SPECS
+    from dpclab.data.downstream import WORLD_SPECS
     from dpclab.methods import method_names
 
     for dataset in WORLD_SPECS:

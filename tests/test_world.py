@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpclab.data import world
+from dpclab.data import captions, downstream, scenes
 
 
 def _digest(folder: Path) -> str:
@@ -21,28 +21,28 @@ def _digest(folder: Path) -> str:
 
 
 def test_pretrain_stream_is_deterministic_per_seed():
-    a_img, a_cap = world.sample_pretrain_batch(seed=3, step=7, batch_size=16)
-    b_img, b_cap = world.sample_pretrain_batch(seed=3, step=7, batch_size=16)
-    c_img, c_cap = world.sample_pretrain_batch(seed=4, step=7, batch_size=16)
-    assert a_img.shape == (16, world.IMAGE_SIZE, world.IMAGE_SIZE, 3) and a_img.dtype == np.uint8
+    a_img, a_cap = captions.sample_pretrain_batch(seed=3, step=7, batch_size=16)
+    b_img, b_cap = captions.sample_pretrain_batch(seed=3, step=7, batch_size=16)
+    c_img, c_cap = captions.sample_pretrain_batch(seed=4, step=7, batch_size=16)
+    assert a_img.shape == (16, scenes.IMAGE_SIZE, scenes.IMAGE_SIZE, 3) and a_img.dtype == np.uint8
     assert np.array_equal(a_img, b_img) and a_cap == b_cap
     assert not np.array_equal(a_img, c_img)
 
 
 def test_captions_vary_and_name_the_shape():
     rng = np.random.default_rng(0)
-    scene = world.random_scene(rng, shape="star", style="photo", colour="blue", shade="plain")
-    captions = {world.caption(scene, rng) for _ in range(200)}
-    assert len(captions) > 20  # many templates / attribute subsets
-    assert sum("star" in c for c in captions) > 0.7 * len(captions)
-    assert any("blue" in c for c in captions) and any("blue" not in c for c in captions)
-    sketch = world.random_scene(rng, shape="ring", style="outline")
-    sketch_captions = [world.caption(sketch, rng) for _ in range(50)]
+    scene = scenes.random_scene(rng, shape="star", style="photo", colour="blue", shade="plain")
+    texts = {captions.caption(scene, rng) for _ in range(200)}
+    assert len(texts) > 20  # many templates / attribute subsets
+    assert sum("star" in c for c in texts) > 0.7 * len(texts)
+    assert any("blue" in c for c in texts) and any("blue" not in c for c in texts)
+    sketch = scenes.random_scene(rng, shape="ring", style="outline")
+    sketch_captions = [captions.caption(sketch, rng) for _ in range(50)]
     assert all(any(w in c for w in ("sketch", "drawing", "outline")) for c in sketch_captions)
 
 
 def test_shapes_render_differently():
-    masks = {s: world.shape_mask(s, 16, 16, 10, 0) for s in world.SHAPES}
+    masks = {s: scenes.shape_mask(s, 16, 16, 10, 0) for s in scenes.SHAPES}
     names = list(masks)
     for i, a in enumerate(names):
         assert 0.05 < masks[a].mean() < 0.6, a
@@ -52,16 +52,16 @@ def test_shapes_render_differently():
 
 def test_write_world_is_deterministic_and_valid(tmp_path):
     names = ["WorldTint", "WorldTextures"]
-    out1 = world.write_world(tmp_path / "a", names=names, seed=0)
-    out2 = world.write_world(tmp_path / "b", names=names, seed=0)
-    out3 = world.write_world(tmp_path / "c", names=names[:1], seed=1)
+    out1 = downstream.write_world(tmp_path / "a", names=names, seed=0)
+    out2 = downstream.write_world(tmp_path / "b", names=names, seed=0)
+    out3 = downstream.write_world(tmp_path / "c", names=names[:1], seed=1)
     assert set(out1) == set(names)
     for name in names:
         assert _digest(out1[name]) == _digest(out2[name])
     assert _digest(out1["WorldTint"]) != _digest(out3["WorldTint"])
 
     for name in names:
-        info = world.WORLD_DATASETS[name]
+        info = downstream.WORLD_DATASETS[name]
         folder = tmp_path / "a" / info["dirname"]
         assert out1[name] == folder
         split = json.loads((folder / info["split_file"]).read_text())
@@ -78,10 +78,10 @@ def test_write_world_is_deterministic_and_valid(tmp_path):
         assert len(split["train"]) // info["num_classes"] >= 16
 
 
-@pytest.mark.parametrize("name", list(world.WORLD_DATASETS))
+@pytest.mark.parametrize("name", list(downstream.WORLD_DATASETS))
 def test_base_and_new_classes_share_no_defining_attribute(name):
     """The world is built for the Base-New trade-off: base and new classes differ in kind."""
-    ds = world.get_world_dataset(name)
+    ds = downstream.get_world_dataset(name)
     m = math.ceil(len(ds.classes) / 2)
     base, new = ds.classes[:m], ds.classes[m:]
     for key in ("shape", "pattern"):
@@ -94,13 +94,13 @@ def test_base_and_new_classes_share_no_defining_attribute(name):
 
 
 def test_world_datasets_use_the_gentler_crop_and_shades_are_warm_lit():
-    assert all(spec.crop_scale == world.WORLD_CROP_SCALE == (0.5, 1.0) for spec in world.WORLD_SPECS.values())
-    ds = world.get_world_dataset("WorldShades")
+    assert all(spec.crop_scale == downstream.WORLD_CROP_SCALE == (0.5, 1.0) for spec in downstream.WORLD_SPECS.values())
+    ds = downstream.get_world_dataset("WorldShades")
     scene = ds.make_scene(np.random.default_rng(0), dict(ds.classes[0][1]))
     assert scene.extra["cast"] == (1.0, 0.8, 0.6)
-    unlit = world.Scene(**{**scene.__dict__, "extra": {"lighting": scene.extra["lighting"]}})
-    lit_img = world.render(scene, np.random.default_rng(1)).astype(np.float64)
-    unlit_img = world.render(unlit, np.random.default_rng(1)).astype(np.float64)
+    unlit = scenes.Scene(**{**scene.__dict__, "extra": {"lighting": scene.extra["lighting"]}})
+    lit_img = scenes.render(scene, np.random.default_rng(1)).astype(np.float64)
+    unlit_img = scenes.render(unlit, np.random.default_rng(1)).astype(np.float64)
     gain = lit_img.reshape(-1, 3).sum(0) / unlit_img.reshape(-1, 3).sum(0)
     assert gain[0] == pytest.approx(1.0, abs=0.02)  # red unchanged (up to clipping)
     assert gain[2] == pytest.approx(0.6, abs=0.03) and gain[1] == pytest.approx(0.8, abs=0.03)
@@ -111,7 +111,7 @@ def test_placement_classes_are_compositions_of_caption_words_in_pretraining_phot
     images are the pretraining stream's photo style (no shift) and the place is where the object is drawn."""
     from dpclab.data import captions, downstream
 
-    ds = world.get_world_dataset("world_placement")
+    ds = downstream.get_world_dataset("world_placement")
     names = ds.classnames
     assert len(names) == 36 and len(set(names)) == 36
     for name, attrs in ds.classes:
@@ -126,14 +126,14 @@ def test_placement_classes_are_compositions_of_caption_words_in_pretraining_phot
     for place in ("top", "bottom"):
         scene = ds.make_scene(np.random.default_rng(0), {"shape": "square", "colour": "red", "position": place})
         assert (scene.style, scene.pattern, scene.shade, scene.size) == ("photo", "plain", "plain", "medium")
-        img = world.render(scene, np.random.default_rng(1)).astype(float)
-        obj = (np.abs(img - np.asarray(world.BACKGROUNDS[scene.background])).sum(-1) > 90).astype(float)
-        rows.append((obj.sum(1) * np.arange(world.IMAGE_SIZE)).sum() / obj.sum())  # the object's centre row
+        img = scenes.render(scene, np.random.default_rng(1)).astype(float)
+        obj = (np.abs(img - np.asarray(scenes.BACKGROUNDS[scene.background])).sum(-1) > 90).astype(float)
+        rows.append((obj.sum(1) * np.arange(scenes.IMAGE_SIZE)).sum() / obj.sum())  # the object's centre row
     assert rows[0] < 16 < rows[1]
 
 
 def test_the_world_facade_re_exports_its_modules():
     from dpclab.data import captions, downstream, scenes
 
-    assert world.sample_pretrain_batch is captions.sample_pretrain_batch and world.render is scenes.render
-    assert world.WORLD_DATASETS is downstream.WORLD_DATASETS and world._STYLE_PREFIX is captions._STYLE_PREFIX
+    assert captions.sample_pretrain_batch is captions.sample_pretrain_batch and scenes.render is scenes.render
+    assert downstream.WORLD_DATASETS is downstream.WORLD_DATASETS and captions._STYLE_PREFIX is captions._STYLE_PREFIX

@@ -2,7 +2,7 @@
 
 Real CLIP learns from web (image, caption) pairs and is evaluated on downstream datasets whose images
 differ systematically from the web (satellite photos, textures, fine-grained categories). This package
-builds a miniature of that situation which runs on a laptop CPU, in three modules re-exported here:
+builds a miniature of that situation which runs on a laptop CPU, in three modules (import them directly):
 
 * :mod:`dpclab.data.scenes` — a **scene** is one coloured, patterned shape of some size and position on a
   background, drawn in a **style** (plain photo, outline drawing, tinted photo, blurry photo, or a texture-only
@@ -26,13 +26,7 @@ from typing import Iterable
 
 from dpclab.io import atomic_write_text, file_lock
 from dpclab.data import downstream, scenes
-from dpclab.data.captions import _PATTERN_NOUNS, _PATTERN_WORDS, _POSITION_WORDS, _STYLE_PREFIX, caption, \
-    sample_pretrain_batch  # noqa: F401 - re-exported
-from dpclab.data.downstream import (WORLD_CROP_SCALE, WORLD_DATASETS, WORLD_SPECS, WorldDataset, generate_dataset,  # noqa: F401
-                         get_world_dataset, write_dataset, write_world)
-from dpclab.data.scenes import (BACKGROUNDS, COLOURS, IMAGE_SIZE, PATTERN_WEIGHTS, PATTERNS, POSITION_WEIGHTS,  # noqa: F401
-                     POSITIONS, SHADES, SHAPES, SIZES, STYLE_WEIGHTS, STYLES, Scene, pattern_field, random_scene,
-                     render, shade_rgb, shape_mask, shape_ops)
+from dpclab.data.downstream import WORLD_SPECS, get_world_dataset, write_world
 
 log = logging.getLogger(__name__)
 

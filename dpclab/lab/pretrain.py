@@ -1,7 +1,7 @@
 """Pretrain the embedded tiny CLIP (``dpclab-tiny``) on the generated world, reproducibly, on a CPU.
 
 This is CLIP pretraining in miniature: a stream of (image, caption) pairs from
-:func:`dpclab.data.world.sample_pretrain_batch`, the symmetric contrastive (InfoNCE) loss with a
+:func:`dpclab.data.captions.sample_pretrain_batch`, the symmetric contrastive (InfoNCE) loss with a
 learnable temperature, AdamW with warm-up and cosine decay. Two details matter for what the kit
 studies later:
 
@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 
 from dpclab.backbones import EMBEDDED_MODEL as MODEL_NAME
 from dpclab.backbones import MODEL_CONFIG_DIR, register_model_configs
-from dpclab.data import world
+from dpclab.data import downstream
+from dpclab.data.captions import sample_pretrain_batch
 from dpclab.data.coop import DatasetSpec, base_new_classes, load_dataset
 from dpclab.data.features import encode_image_list
 from dpclab.io import atomic_torch_save, atomic_write_text, sha256_file
@@ -196,7 +197,7 @@ def evaluate_zero_shot(
 def evaluate_world(model: torch.nn.Module, tokenizer: Callable, preprocess: Callable, root: str | Path) -> dict:
     """Zero-shot accuracies on the test split of every world dataset written under ``root``."""
     out = {}
-    for name, info in world.WORLD_DATASETS.items():
+    for name, info in downstream.WORLD_DATASETS.items():
         out[name] = evaluate_zero_shot(
             model, tokenizer, preprocess, Path(root) / info["dirname"], info["split_file"], info["template"]
         )
@@ -229,7 +230,7 @@ def _train(cfg: PretrainConfig, progress: bool) -> tuple[torch.nn.Module, list[f
     losses: list[float] = []
     bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress)
     for step in bar:
-        images, captions = world.sample_pretrain_batch(cfg.seed, stream_step(step, cfg), cfg.batch_size)
+        images, captions = sample_pretrain_batch(cfg.seed, stream_step(step, cfg), cfg.batch_size)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
@@ -300,7 +301,7 @@ def stream_digest(cfg: PretrainConfig) -> str:
     checkpoint the current code no longer reproduces. Changes to the downstream datasets leave it alone."""
     digest = hashlib.sha256()
     for step in sorted({stream_step(s, cfg) for s in (0, min(1, cfg.steps - 1), cfg.steps - 1)}):
-        images, captions = world.sample_pretrain_batch(cfg.seed, step, cfg.batch_size)
+        images, captions = sample_pretrain_batch(cfg.seed, step, cfg.batch_size)
         digest.update(images.tobytes())
         digest.update("\n".join(captions).encode())
     return digest.hexdigest()
@@ -312,7 +313,7 @@ def measure(checkpoint: str | Path, eval_seed: int = 0) -> dict:
     out: dict = {"logit_scale": loaded.logit_scale.exp().item(),
                  "token_embedding": token_embedding_norms(loaded, tokenizer, ["a photo of a"])}
     with tempfile.TemporaryDirectory() as tmp:
-        world.write_world(tmp, seed=eval_seed)
+        downstream.write_world(tmp, seed=eval_seed)
         ds = evaluate_world(loaded, tokenizer, preprocess, tmp)
     out["zero_shot"] = {"eval_world_seed": eval_seed, "split": "test", "datasets": ds,
                         "mean": {k: float(np.mean([d[k] for d in ds.values()])) for k in ("all", "base", "new")}}
