@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dpclab.lab.plan import PlannedRun
-from dpclab.lab.trainjobs import run_key as job_run_key
+from dpclab.lab.trainjobs import job_key_of as job_run_key
 from dpclab.pipeline import _same_data
 from dpclab.methods.table import resolve
 from dpclab.runconfig import RunConfig, train_config, with_method_data
@@ -135,3 +135,29 @@ def test_run_config_holds_a_source_and_spells_none_of_its_fields():
         cfg.replace(shot=8)
     with pytest.raises(TypeError, match="must be a dpclab.source.Source"):
         RunConfig(source={"shots": 4})
+
+
+def test_the_run_key_is_defined_once():
+    """Which run is this -- its directory, fingerprints and job key -- is computed in ``dpclab/runkey.py`` alone: no
+    other module defines a function of those names or hashes a config, and the callers (the pipeline's plan, the
+    job lists, the report's plan) read :mod:`dpclab.runkey`. Before it there were six definitions (issue 28)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "dpclab"
+    names = {"run_key", "job_key", "full_fingerprint", "key_fields", "run_dir_for", "config_fingerprint"}
+    defined, hashing = [], []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        rel = str(path.relative_to(root.parent))
+        defined += [f"{rel}:{n.name}" for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name in names]
+        for call in ast.walk(tree):  # hashlib.<any>(json.dumps(...)...): hashing a serialised config or listing
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and ast.unparse(call.func.value) == "hashlib" and "json.dumps" in ast.unparse(call)):
+                hashing.append(rel)
+    assert sorted(defined) == ["dpclab/runkey.py:full_fingerprint", "dpclab/runkey.py:job_key",
+                               "dpclab/runkey.py:key_fields", "dpclab/runkey.py:run_key"]
+    # the other json hashes name data, not runs: a dataset's split listing (data/coop.py), the feature cache's image
+    # listing (data/features.py)
+    assert sorted(set(hashing)) == ["dpclab/data/coop.py", "dpclab/data/features.py", "dpclab/runkey.py"]
+    for module in ("pipeline.py", "lab/trainjobs.py", "lab/plan.py"):
+        assert "from dpclab.runkey import" in (root / module).read_text(), module

@@ -214,6 +214,11 @@ def test_the_library_never_imports_the_lab():
     gpu-check, benchmark, notebook setup, plots, widgets, ...) builds on it, never the other way round."""
     offenders = [f"{m} -> {d}" for m, deps in graph().items() if layer_of(m) == "library"
                  for d in sorted(deps) if layer_of(d) != "library"]
+    sizes = {}  # lines and modules per layer, printed with -s
+    for name, path in modules().items():
+        lines, count = sizes.get(layer_of(name), (0, 0))
+        sizes[layer_of(name)] = (lines + len(path.read_text().splitlines()), count + 1)
+    print("lines per layer: " + ", ".join(f"{k} {v[0]} in {v[1]} modules" for k, v in sorted(sizes.items())))
     assert not offenders, "library modules importing the lab: " + ", ".join(offenders)
 
 

@@ -1,6 +1,6 @@
 """Training runs as :mod:`dpclab.lab.jobs` jobs: what ``grid`` and ``report`` hand to :func:`dpclab.lab.jobs.run_jobs`.
 
-* :func:`run_key` -- what identifies a training run in a job list;
+* :func:`job_key_of` -- what identifies a training run in a job list (:func:`dpclab.runkey.job_key` of it);
 * :func:`train_run` -- one job: train (or reuse, or resume) one run, in a worker process;
 * :func:`training_jobs` -- (label, RunConfig, curve) -> jobs, each needing the listed runs it builds on (DPC's
   step 1, PromptKD's teacher), in the order :func:`dpclab.lab.jobs.needed_first` gives;
@@ -34,7 +34,7 @@ from dpclab.runkey import job_key
 from dpclab.source import Source, startup_lines
 
 
-def run_key(cfg: RunConfig) -> str:
+def job_key_of(cfg: RunConfig) -> str:
     """What identifies a training run in a job list (:func:`dpclab.runkey.job_key`: two configs with the same key
     train the same run); the training data a method's protocol fixes is applied first, so PromptKD asked for on 16
     shots is its all-images run."""
@@ -94,17 +94,17 @@ def training_jobs(runs: Sequence[tuple[str, object, bool]], threads: int | None 
     nothing to train or store). A run built on another run (DPC's step 2 on its step 1, PromptKD on its teacher)
     needs the jobs that train those runs when they are in the list; otherwise it trains them itself. Jobs that others
     need come first, so the longest chains start early."""
-    listed = {run_key(c) for _, c, _ in runs if resolve(c.method).trainable}
+    listed = {job_key_of(c) for _, c, _ in runs if resolve(c.method).trainable}
     jobs: list[Job] = []
     keys: set[str] = set()
     for label, cfg, curve in runs:
         if not resolve(cfg.method).trainable:
             continue
-        key = run_key(cfg)
+        key = job_key_of(cfg)
         if key in keys:
             raise ValueError(f"Run {label!r} is listed twice.")
         keys.add(key)
-        before = [run_key(c) for c, _, feeds in step_configs(cfg) if feeds]
+        before = [job_key_of(c) for c, _, feeds in step_configs(cfg) if feeds]
         jobs.append(Job(key, train_run, (cfg, bool(curve), threads), tuple(k for k in before if k in listed), label))
     return needed_first(jobs)
 
@@ -125,8 +125,8 @@ def waves(runs: Sequence[PlannedRun], source=None) -> list[list[PlannedRun]]:
     src = source or Source()
     trained = [r for r in runs if needs_training(r)]
     jobs = grid_jobs(trained, src)
-    by_key = {run_key(r.run_config(src, progress=False)): r for r in trained}
+    by_key = {job_key_of(r.run_config(src, progress=False)): r for r in trained}
     return [[by_key[j.key] for j in w] for w in job_waves(jobs)]
 
 
-__all__ = ["run_key", "train_run", "training_jobs", "grid_jobs", "waves", "with_weights", "job_startup_lines"]
+__all__ = ["job_key_of", "train_run", "training_jobs", "grid_jobs", "waves", "with_weights", "job_startup_lines"]

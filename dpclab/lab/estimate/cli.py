@@ -24,7 +24,7 @@ from dpclab.lab.options import add_parameter_args, notebook_parameters, positive
 from dpclab.lab.plan import Scope, report_plan
 from dpclab.lab.preflight import PreflightError, check_data, resolve_weights
 from dpclab.lab.trainjobs import grid_jobs as plan_jobs
-from dpclab.lab.trainjobs import run_key
+from dpclab.lab.trainjobs import job_key_of
 from dpclab.source import Source
 
 
@@ -127,7 +127,7 @@ def report_runs(s: Settings, methods: Sequence[str] | None = None) -> list:
 def grid_jobs(plan: Sequence, s: Settings) -> tuple[list, dict]:
     """The grid's jobs for ``plan`` (``dpclab.lab.trainjobs.grid_jobs``: the trained runs, a two-step run after its step 1)
     and, per planned run key, its job's key."""
-    return plan_jobs(plan, s.source), {r.key: run_key(r.run_config(s.source, progress=False)) for r in plan}
+    return plan_jobs(plan, s.source), {r.key: job_key_of(r.run_config(s.source, progress=False)) for r in plan}
 
 
 def build_parser() -> argparse.ArgumentParser:
