@@ -279,7 +279,7 @@ def test_run_coop_plus_dpc_end_to_end_keeps_new_and_resumes(json_root, tmp_path,
                      train=cfg.base_train, base_train={}), experiment=exp)
     method = resolve("coop+dpc").build(tiny_backbone, n_classes=3, base_method=step1.method)
     step2 = plan_run(cfg2, exp)[-1]  # its run directory and fingerprint (dpclab.runkey)
-    assert step2.fingerprint["revision"] == {"dpc": 1}
+    assert step2.fingerprint["revision"] == {"dpc": 2}
     fit(method, exp.train_examples("features"), exp.train_task, step2.train, step2.run_dir, step2.fingerprint,
         stop_after=2)
     resumed = run(cfg2, experiment=exp)
@@ -288,8 +288,9 @@ def test_run_coop_plus_dpc_end_to_end_keeps_new_and_resumes(json_root, tmp_path,
 
 
 def test_a_run_of_an_older_dpc_revision_is_kept_and_not_reused(json_root, tmp_path, tiny_backbone, monkeypatch):
-    """DPC's batches changed in issue 22 (revision 1): a step 2 made by the code before (revision 0, no revision in its
-    key) lives in another run directory, is left as it is, and is not reused; step 1 (CoOp) is the same run."""
+    """DPC's batches changed in issue 22 (revision 1) and its released mode's crops in issue 26 (revision 2): a step 2
+    made by older code (revision 0, no revision in its key; revision 1) lives in another run directory, is left as it
+    is, and is not reused; step 1 (CoOp) is the same run."""
     from dataclasses import replace
 
     from dpclab.methods import table
@@ -297,18 +298,21 @@ def test_a_run_of_an_older_dpc_revision_is_kept_and_not_reused(json_root, tmp_pa
 
     cfg = _cfg(json_root, tmp_path)
     exp = Experiment.prepare(cfg, tiny_backbone)
-    assert PLUGINS["dpc"].revision == 1
-    monkeypatch.setitem(table.PLUGINS, "dpc", replace(table.PLUGINS["dpc"], revision=0))
-    old = run(cfg, experiment=exp)
-    old_plan = plan_run(cfg, exp)
-    monkeypatch.undo()
+    assert PLUGINS["dpc"].revision == 2
+    olds = []
+    for revision in (0, 1):
+        monkeypatch.setitem(table.PLUGINS, "dpc", replace(table.PLUGINS["dpc"], revision=revision))
+        olds.append((run(cfg, experiment=exp), plan_run(cfg, exp)))
+        monkeypatch.undo()
     new_plan = plan_run(cfg, exp)
-    assert new_plan[0].run_dir == old_plan[0].run_dir and new_plan[0].action == "reuse"
-    assert new_plan[1].run_dir != old_plan[1].run_dir and new_plan[1].action == "train"
-    assert '"revision": {"dpc": 1}' in new_plan[1].full_fingerprint
+    for old, old_plan in olds:
+        assert new_plan[0].run_dir == old_plan[0].run_dir and new_plan[0].action == "reuse"
+        assert new_plan[1].run_dir != old_plan[1].run_dir and new_plan[1].action == "train"
+    assert olds[0][1][1].run_dir != olds[1][1][1].run_dir
+    assert '"revision": {"dpc": 2}' in new_plan[1].full_fingerprint
     res = run(cfg, experiment=exp)
     assert not res.reused and res.run_dir == new_plan[1].run_dir
-    assert (old.run_dir / "result.json").is_file()
+    assert all((old.run_dir / "result.json").is_file() for old, _ in olds)
 
 
 def test_cli_trains_coop_plus_dpc(json_root, tmp_path, tiny_model_name, capsys):

@@ -145,7 +145,7 @@ class MethodSpec:
     @property
     def revision(self) -> dict:
         """The code revisions of the run's method and plug-in (:attr:`MethodEntry.revision`), only those that are not
-        0: ``{}`` for most methods, ``{"dpc": 1}`` for a DPC step 2. Part of the run key when not empty."""
+        0: ``{}`` for most methods, ``{"dpc": 2}`` for a DPC step 2. Part of the run key when not empty."""
         revs = {self.base: self.entry.revision, self.plugin: self.plugin_entry.revision if self.plugin_entry else 0}
         return {k: v for k, v in revs.items() if k and v}
 

@@ -44,10 +44,11 @@ METHODS: dict[str, MethodEntry] = {
 PLUGINS: dict[str, PluginEntry] = {
     # docs/protocol.md#dpc: step 2 trains 20 epochs, lr 0.002, batch 4 anchors (each with up to top_k-1 = 7 negatives)
     # revision 1: step 2 trains on fresh views, never step 1's, and ``mode=released`` builds its batches as the released
-    # code (issue 22; docs/fidelity.md D4-D6): DPC runs made before are not reused
+    # code (issue 22; docs/fidelity.md D4-D6); revision 2: ``mode=released`` crops every hard-negative draw afresh
+    # (issue 26; docs/fidelity.md D7). DPC runs made by older code are kept and not reused
     "dpc": PluginEntry(DPC, DPCConfig, {"epochs": 20, "batch_size": 4, "lr": 0.002}, two_step=True,
                        refuses={"cocoop": "DPC's InfoNCE needs class-level text features, and CoCoOp's prompts are "
-                                          "per image"}, revision=1),
+                                          "per image"}, revision=2),
     # DePT (docs/protocol.md#dept): trained jointly from scratch with the base; 10 epochs, batch 4, lr 0.0035 for every base
     # (CoCoOp: batch 1, lr 0.002); KgCoOp+DePT uses the regulariser weight W = 2.0 (reference configs).
     "dept": PluginEntry(DePT, DePTConfig, train={"epochs": 10, "batch_size": 4, "lr": 0.0035}, two_step=False,
