@@ -20,22 +20,30 @@ from dataclasses import dataclass, field
 EVERY_DATASET = "*"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """What every protocol rule states, whatever it holds for: its overrides, where they are stated, and whether
+    dpclab applies them. Keyword-only: a rule names them (``train=..., source=...``)."""
+
+    #: TrainConfig overrides on top of the method's defaults (of the source run, for a setting rule)
+    train: dict = field(default_factory=dict)
+    #: method config values the source states (applied with the rule; some only documented, see ``applied``)
+    method_cfg: dict = field(default_factory=dict)
+    #: where it is stated (paper, released file and line)
+    source: str = ""
+    #: whether dpclab applies it (False: documented only -- the released code itself does not apply it, or dpclab has
+    #: no runner for its setting)
+    applied: bool = True
+
+
 @dataclass(frozen=True)
-class DatasetException:
+class DatasetException(Rule):
     """One departure from a method's defaults on a dataset (or on every dataset, for some shot counts)."""
 
     #: dataset name (as in ``dpclab.data.coop.DATASETS``), or :data:`EVERY_DATASET`
     dataset: str
     #: the method it applies to, exactly (``coop`` is CoOp alone; the step 1 of ``coop+dpc`` is a ``coop`` run)
     method: str
-    #: TrainConfig overrides on top of the method's defaults
-    train: dict = field(default_factory=dict)
-    #: method config values the source states (documented; not applied unless ``applied``)
-    method_cfg: dict = field(default_factory=dict)
-    #: where it is stated (paper, released file and line)
-    source: str = ""
-    #: whether dpclab applies it (False: the released code itself does not, so reproducing it means not applying it)
-    applied: bool = True
     #: the shot counts it holds for, (lowest, highest) inclusive; None: every shot count
     shots: tuple[int, int] | None = None
 
@@ -96,23 +104,15 @@ SETTINGS = ("cross_dataset", "domain_generalization", "few_shot")
 
 
 @dataclass(frozen=True)
-class SettingRule:
+class SettingRule(Rule):
     """A method's released configuration for a setting other than base-to-new."""
 
     #: one of :data:`SETTINGS`
     setting: str
     #: the method it applies to, exactly
     method: str
-    #: TrainConfig overrides of the source run
-    train: dict = field(default_factory=dict)
-    #: method config overrides of the source run
-    method_cfg: dict = field(default_factory=dict)
-    #: where it is stated (released file and line)
-    source: str = ""
     #: the datasets it holds for (empty: every dataset)
     datasets: tuple[str, ...] = ()
-    #: whether dpclab applies it (False: documented; dpclab has no runner for that setting)
-    applied: bool = True
 
 
 _MAPLE_XD = ("MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml l.17-18 (LR 0.0026, "
@@ -159,5 +159,5 @@ def setting_overrides(setting: str, method: str, dataset: str) -> tuple[dict, di
     return train, method_cfg
 
 
-__all__ = ["DatasetException", "EXCEPTIONS", "EVERY_DATASET", "exceptions_for", "dataset_train", "SETTINGS",
+__all__ = ["Rule", "DatasetException", "EXCEPTIONS", "EVERY_DATASET", "exceptions_for", "dataset_train", "SETTINGS",
            "SettingRule", "SETTING_RULES", "setting_rules", "setting_overrides"]
