@@ -31,6 +31,16 @@ def planned_notebooks(names: Sequence[str]) -> list[str]:
     return [nb for nb in NOTEBOOKS if any(name.startswith(nb + "_") or name == nb for name in names)]
 
 
+def _source_and_plan(parameters: dict, notebooks: Sequence[str]) -> tuple[Source, list]:
+    """The notebooks' source and the runs ``notebooks`` plan under ``parameters``; on the embedded backend every planned
+    dataset of the world is written first when missing, as the notebooks do (06 has its own)."""
+    src = Source.from_parameters(parameters)
+    plan = report_plan(parameters, notebooks)
+    if src.embedded:
+        ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
+    return src, plan
+
+
 def preflight_plan(parameters: dict, names: Sequence[str], log: Callable[[str], None] = print) -> dict[str, str]:
     """The report's pre-flight (:mod:`dpclab.lab.preflight`), before any notebook or training job starts: every
     dataset the plan's notebooks use readable from the data root, every pretrained tag resolved to its local file
@@ -40,10 +50,7 @@ def preflight_plan(parameters: dict, names: Sequence[str], log: Callable[[str], 
     notebooks = planned_notebooks(names)
     if not notebooks:
         return {}
-    src = Source.from_parameters(parameters)
-    plan = report_plan(parameters, notebooks)
-    if src.embedded:  # the world's datasets are generated, as the notebooks do
-        ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
+    src, plan = _source_and_plan(parameters, notebooks)
     checked = preflight(src, [r.run_config(src, progress=False) for r in plan])
     for line in checked.lines:
         log(f"pre-flight: {line}")
@@ -61,10 +68,7 @@ def train_plan(parameters: dict, names: Sequence[str], workers: int = 2,
     if not notebooks:
         return {"jobs": 0, "seconds": 0.0}
     t0 = time.perf_counter()
-    src = Source.from_parameters(parameters)
-    plan = report_plan(parameters, notebooks)
-    if src.embedded:  # the world's datasets are generated, as the notebooks do (every planned one: 06 has its own)
-        ensure_world(src.data_root, list(dict.fromkeys(r.dataset for r in plan)))
+    src, plan = _source_and_plan(parameters, notebooks)
     threads = 1 if src.embedded and src.device in ("auto", "cpu") else None
     jobs = with_weights(grid_jobs(plan, src, threads), weights or {})
     if not jobs:
