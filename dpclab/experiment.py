@@ -11,9 +11,8 @@ from torchvision import transforms as T
 
 from dpclab.backbones import Backbone, load_clip
 from dpclab.data.coop import DATASETS, DatasetSplits, few_shot, load_dataset, subsample_classes
-from dpclab.data.items import Datum
+from dpclab.data.items import Datum, Task
 from dpclab.data.examples import Examples
-from dpclab.data.items import Task
 from dpclab.data.features import build_transforms, cached_features, default_num_workers, items_digest
 from dpclab.data.downstream import WORLD_SPECS
 from dpclab.evaluate import accuracy, harmonic_mean, predict_logits

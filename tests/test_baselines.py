@@ -11,12 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dpclab.methods import METHODS
+from dpclab.methods import METHODS, resolve
 from dpclab.methods.base import Task, learned_state, load_learned_state, trainable_parameters
 from dpclab.pipeline import run
 from dpclab.experiment import Experiment
 from dpclab.runconfig import RunConfig, train_config
-from dpclab.methods import resolve
 from dpclab.train import TrainConfig
 from dpclab.vision import encode_images
 

@@ -22,8 +22,7 @@ from conftest import write_json_dataset
 from dpclab.methods import METHODS, PLUGINS, method_names, resolve
 from dpclab.methods.base import (INPUT_KINDS, Loss, Output, Plugin, PromptMethod, Task, learned_state,
                                  load_learned_state, trainable_parameters, weighted_sum)
-from dpclab.methods.coop import CoOp
-from dpclab.methods.coop import KgCoOp
+from dpclab.methods.coop import CoOp, KgCoOp
 from dpclab.experiment import Experiment
 from dpclab.runconfig import RunConfig
 from dpclab.train import Examples, TrainConfig, fit

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dpclab.methods import PLUGINS, learned_state, load_learned_state
+from dpclab.methods import PLUGINS, learned_state, load_learned_state, resolve
 from dpclab.methods.base import Task
 from dpclab.methods.dept import DePT, DePTConfig, fuse_log_probs
-from dpclab.methods import resolve
 from dpclab.train import Examples, TrainConfig, fit
 
 BASE = Task(("cat", "dog", "car", "tree"), split="base")

@@ -10,13 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dpclab.methods import PLUGINS
+from dpclab.methods import PLUGINS, resolve
 from dpclab.methods.base import Task, learned_state, load_learned_state, trainable_parameters
 from dpclab.methods.dpc import DPC, DPCConfig, sample_negative_classes, symmetric_infonce
 from dpclab.pipeline import run
 from dpclab.experiment import Experiment
 from dpclab.runconfig import RunConfig
-from dpclab.methods import resolve
 from dpclab.train import Examples, TrainConfig, fit
 
 NAMES = tuple(f"thing {i}" for i in range(12))

@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from dpclab.backbones import load_clip
-from dpclab.methods import METHODS, PLUGINS
+from dpclab.methods import METHODS, PLUGINS, resolve
 from dpclab.methods.base import Task
 from dpclab.methods.coop import CoOp
 from dpclab.pipeline import run
 from dpclab.runconfig import RunConfig
-from dpclab.methods import resolve
 from dpclab.precision import PRECISIONS, autocast, cast_learned, check_precision, input_dtype
 from dpclab.train import Examples, TrainConfig, fit
 

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from dpclab.backbones import load_clip
-from dpclab.methods import METHODS
+from dpclab.methods import METHODS, resolve
 from dpclab.methods.base import Task, trainable_parameters
 from dpclab.methods.dpc import DPC, DPCConfig
 from dpclab.methods.promptkd import PromptKD, PromptKDConfig, distillation_loss
 from dpclab.pipeline import plan_run, run
 from dpclab.experiment import Experiment
 from dpclab.runconfig import RunConfig
-from dpclab.methods import resolve
 from dpclab.precision import PRECISIONS, autocast, input_dtype
 from dpclab.train import Examples, TrainConfig, fit
 from dpclab.vision import encode_images

@@ -44,15 +44,13 @@ from dpclab.data.shapes import DatasetShape
 from dpclab.io import atomic_write_text
 from dpclab.lab.estimate.check import check_end_to_end
 from dpclab.lab.estimate.measuring import measure, measure_inputs, measure_method
-from dpclab.lab.estimate.model import MeasureConfig
-from dpclab.lab.estimate.model import EVAL_BATCH
+from dpclab.lab.estimate.model import EVAL_BATCH, MeasureConfig
 from dpclab.lab.speed.config import BenchConfig, ModelCase
 from dpclab.lab.speed.shapes import ShapeCase, bench_shape
 from dpclab.lab.synthetic import class_names
-from dpclab.methods.table import resolve
+from dpclab.methods.table import method_names, resolve
 from dpclab.lab.timing import Repeat, device_name, peak_memory, probe_examples
 from dpclab.methods.base import Task
-from dpclab.methods.table import method_names
 from dpclab.runconfig import RunConfig, train_config
 from dpclab.precision import PRECISIONS
 from dpclab.source import Source, startup_lines

@@ -39,8 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dpclab.backbones import EMBEDDED_MODEL as MODEL_NAME
-from dpclab.backbones import MODEL_CONFIG_DIR, register_model_configs
+from dpclab.backbones import EMBEDDED_MODEL as MODEL_NAME, MODEL_CONFIG_DIR, register_model_configs
 from dpclab.data import downstream
 from dpclab.data.captions import sample_pretrain_batch
 from dpclab.data.coop import DatasetSpec, base_new_classes, load_dataset

@@ -20,16 +20,12 @@ import torch
 
 from dpclab.backbones import WEIGHTS_FILES_ENV, device_label
 from dpclab.cpus import allocated_cpus
-from dpclab.lab.jobs import Job, needed_first, worker_name
-from dpclab.lab.jobs import waves as job_waves
+from dpclab.lab.jobs import Job, needed_first, waves as job_waves, worker_name
 from dpclab.lab.plan import PlannedRun, needs_training, run_label
 from dpclab.methods.table import resolve
-from dpclab.pipeline import plan_run
+from dpclab.pipeline import plan_run, run as run_pipeline, step_configs
 from dpclab.experiment import Experiment
-from dpclab.runconfig import RunConfig
-from dpclab.pipeline import run as run_pipeline
-from dpclab.pipeline import step_configs
-from dpclab.runconfig import with_method_data
+from dpclab.runconfig import RunConfig, with_method_data
 from dpclab.runkey import job_key
 from dpclab.source import Source, startup_lines
 

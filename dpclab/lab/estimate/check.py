@@ -10,8 +10,7 @@ from typing import Sequence
 
 from dpclab.backbones import load_clip
 from dpclab.data.shapes import DatasetShape
-from dpclab.lab.estimate.model import MeasureConfig
-from dpclab.lab.estimate.model import DeviceTimings
+from dpclab.lab.estimate.model import DeviceTimings, MeasureConfig
 from dpclab.lab.estimate.price import project
 from dpclab.lab.plan import PlannedRun, Scope
 from dpclab.lab.synthetic import write_shape_dataset

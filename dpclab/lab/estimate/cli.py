@@ -17,14 +17,12 @@ from dpclab.data.shapes import COOP_SHAPES
 from dpclab.io import atomic_write_text
 from dpclab.lab.estimate.check import check_end_to_end
 from dpclab.lab.estimate.measuring import measure, pick_class_counts
-from dpclab.lab.estimate.model import MeasureConfig
-from dpclab.lab.estimate.model import DeviceTimings
+from dpclab.lab.estimate.model import DeviceTimings, MeasureConfig
 from dpclab.lab.estimate.price import NOTEBOOK_WORK, Projection, WallTime, project
 from dpclab.lab.options import add_parameter_args, notebook_parameters, positive_int
 from dpclab.lab.plan import Scope, report_plan
 from dpclab.lab.preflight import PreflightError, check_data, resolve_weights
-from dpclab.lab.trainjobs import grid_jobs as plan_jobs
-from dpclab.lab.trainjobs import job_key_of
+from dpclab.lab.trainjobs import grid_jobs as plan_jobs, job_key_of
 from dpclab.source import Source
 
 
